@@ -1,0 +1,107 @@
+"""The ``hemwsl`` command line.
+
+Subcommands are registered once in :data:`COMMANDS`; each names the module that implements it, which
+is imported only when that subcommand runs (torch and MONAI are heavy to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hemwsl.errors import HemwslInputError
+
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``add_arguments(parser)`` and ``run(args) -> int`` live in ``module``."""
+
+    name: str
+    help: str
+    module: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    p.add_argument("--patients", type=int, default=16, help="number of synthetic patients (default: 16)")
+    p.add_argument("--size", type=int, default=128, help="in-plane size of the phantoms (default: 128)")
+    p.add_argument("--epochs", type=int, default=6, help="classifier epochs (default: 6)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_synth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder to write the phantoms to (CT-ICH layout)")
+    p.add_argument("--patients", type=int, default=12, help="number of patients (default: 12)")
+    p.add_argument("--size", type=int, default=128, help="in-plane size in voxels (default: 128)")
+    p.add_argument("--slices", type=int, default=24, help="slices per volume (default: 24)")
+    p.add_argument("--negative-fraction", type=float, default=0.25)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_datalist(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layout", required=True, help="dataset layout: ct-ich or generic")
+    p.add_argument("--root", required=True, help="dataset root (ct-ich) or image folder (generic)")
+    p.add_argument("--labels", default=None, help="generic layout: folder of label NIfTI files")
+    p.add_argument("--slice-csv", default=None, help="generic layout: optional slice-label CSV")
+    p.add_argument("--out", required=True, help="datalist JSON to write")
+
+
+def _add_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datalist", required=True, help="datalist JSON (from `hemwsl datalist`)")
+    p.add_argument("--out", required=True, help="split JSON to write")
+    p.add_argument("--folds", type=int, default=0, help="k for patient-level k-fold (0: one train/val/test split)")
+    p.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--seed", type=int, default=0)
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("demo", "run the whole pipeline on built-in synthetic phantoms", "hemwsl.commands.demo", _add_demo),
+        Command("synth", "write synthetic head-CT phantoms in the CT-ICH layout", "hemwsl.commands.data", _add_synth),
+        Command("datalist", "build a datalist JSON from a dataset folder", "hemwsl.commands.data", _add_datalist),
+        Command("split", "patient-level train/val/test split or k-fold, as JSON", "hemwsl.commands.data", _add_split),
+    )
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hemwsl",
+        description="Weakly supervised localisation of intracranial hemorrhage on head CT (MONAI-based).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    cmd = COMMANDS[args.command]
+    module = importlib.import_module(cmd.module)
+    try:
+        return int(getattr(module, "run_" + cmd.name.replace("-", "_"))(args) or 0)
+    except HemwslInputError as err:
+        print(f"hemwsl {cmd.name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

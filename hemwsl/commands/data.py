@@ -1,0 +1,50 @@
+"""Data subcommands: ``synth``, ``datalist``, ``split``."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["run_synth", "run_datalist", "run_split"]
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from hemwsl.data.synthetic import write_synthetic_ctich
+
+    out = write_synthetic_ctich(
+        args.out,
+        n_patients=args.patients,
+        seed=args.seed,
+        shape=(args.size, args.size, args.slices),
+        negative_fraction=args.negative_fraction,
+    )
+    print(f"wrote {args.patients} synthetic patients to {out}")
+    return 0
+
+
+def run_datalist(args: argparse.Namespace) -> int:
+    from hemwsl.data.datalist import build_datalist, datalist_stats, save_datalist
+
+    kw = {}
+    if args.layout == "generic":
+        kw = {"label_dir": args.labels, "slice_csv": args.slice_csv}
+    datalist = build_datalist(args.layout, args.root, **kw)
+    save_datalist(datalist, args.out)
+    s = datalist_stats(datalist)
+    print(f"patients={s['patients']} slices={s['slices']} positive_slices={s['positive_slices']}")
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    from hemwsl.data.datalist import load_datalist
+    from hemwsl.data.splits import kfold_patients, save_split, split_patients
+
+    datalist = load_datalist(args.datalist)
+    if args.folds and args.folds > 1:
+        split = kfold_patients(datalist, n_folds=args.folds, seed=args.seed)
+        desc = f"{args.folds} folds"
+    else:
+        split = split_patients(datalist, fractions=tuple(args.fractions), seed=args.seed)
+        desc = " ".join(f"{k}={len(v)}" for k, v in split.items())
+    save_split(split, args.out)
+    print(f"wrote {desc} to {args.out}")
+    return 0

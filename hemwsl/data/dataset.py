@@ -1,0 +1,211 @@
+"""Slice datasets over cached CT volumes.
+
+Each volume is read from disk once (MONAI :class:`~monai.data.CacheDataset` over the datalist, with
+the deterministic volume-level transforms: load, check, optional skull stripping, in-plane resize).
+Slices are then cut from the cached volumes: an epoch never re-reads a file per slice. Each sample is
+a 2.5D stack of ``num_slices`` adjacent slices per CT window, as channels, with the centre slice's
+mask and labels as targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.data import CacheDataset
+from monai.transforms import Compose, MapTransform
+
+from hemwsl.constants import BRAIN, IMAGE, LABEL, MASK, PATIENT, SLICE_INDEX, SLICE_LABELS, SUBTYPE_LABELS
+from hemwsl.data.io import load_pair
+from hemwsl.errors import HemwslInputError
+from hemwsl.transforms.array import MultiWindow, SkullStrip, stack_indices
+
+__all__ = ["LoadCTVolumed", "SliceDataset", "balanced_sampler"]
+
+
+class LoadCTVolumed(MapTransform):
+    """Load a datalist entry's CT volume and mask, check them, optionally skull strip, resize in-plane.
+
+    Output (channel-first, torch): ``image`` float32 (1, X, Y, Z) in HU; ``label`` uint8 (1, X, Y, Z)
+    (zeros when the entry has no mask); ``brain`` uint8 (1, X, Y, Z) when ``skull_strip``.
+
+    Args:
+        keys: ``(image_key, label_key)``.
+        spatial_size: in-plane (X, Y) size after resizing; ``None`` keeps the native grid.
+        skull_strip: compute the brain mask (:class:`hemwsl.transforms.SkullStrip`) and fill voxels
+            outside it with the volume's minimum HU.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = (IMAGE, LABEL),
+        spatial_size: Sequence[int] | None = (256, 256),
+        skull_strip: bool = False,
+    ) -> None:
+        super().__init__(keys)
+        if spatial_size is not None and (len(spatial_size) != 2 or min(spatial_size) < 8):
+            raise HemwslInputError(f"spatial_size must be two ints >= 8 or None, got {spatial_size!r}")
+        self.spatial_size = tuple(int(s) for s in spatial_size) if spatial_size is not None else None
+        self.skull_strip = SkullStrip() if skull_strip else None
+
+    def _resize(self, vol: torch.Tensor, mode: str) -> torch.Tensor:
+        # vol: (1, X, Y, Z) -> (1, X', Y', Z), resampling each axial slice.
+        if self.spatial_size is None or tuple(vol.shape[1:3]) == self.spatial_size:
+            return vol
+        z_first = vol[0].permute(2, 0, 1).unsqueeze(1).float()  # (Z, 1, X, Y)
+        kw = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
+        out = F.interpolate(z_first, size=self.spatial_size, mode=mode, **kw)
+        return out[:, 0].permute(1, 2, 0).unsqueeze(0)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        image_key, label_key = self.keys[0], self.keys[1]
+        image, mask = load_pair(d[image_key], d.get(label_key))
+        img = torch.from_numpy(image.array)[None]
+        msk = torch.from_numpy(mask.array)[None] if mask is not None else torch.zeros_like(img, dtype=torch.uint8)
+        if self.skull_strip is not None:
+            brain = torch.as_tensor(self.skull_strip(img.numpy()))
+            img = torch.where(brain > 0, img, img.min())
+            d[BRAIN] = self._resize(brain.float(), "nearest").to(torch.uint8)
+        d[image_key] = self._resize(img, "bilinear").contiguous()
+        d[label_key] = self._resize(msk.float(), "nearest").to(torch.uint8).contiguous()
+        d["affine"] = image.affine
+        return d
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """2.5D slice samples cut from cached CT volumes.
+
+    Each item is a dict: ``image`` float32 (num_slices * len(windows), X, Y) in [0, 1], window-major
+    (all slices of window 0, then window 1, ...); ``label`` float32 (1,) "any hemorrhage" of the centre
+    slice, or (6,) any + five subtypes when ``multilabel``; ``mask`` float32 (1, X, Y), the centre
+    slice's hemorrhage mask; ``patient`` and ``slice_index``.
+
+    Args:
+        datalist: entries from :mod:`hemwsl.data.datalist` (``image``, ``label``, ``patient``,
+            ``slice_labels``...).
+        num_slices: odd number of adjacent slices stacked as channels (edges replicated).
+        windows: CT windows, names from :data:`hemwsl.constants.WINDOWS` or (level, width) pairs.
+        spatial_size: in-plane size the volumes are resized to once, when cached.
+        skull_strip: skull strip volumes before caching.
+        transform: per-sample (slice) dictionary transform, e.g. :func:`hemwsl.transforms.augmentation_preset`.
+        multilabel: targets are any + five subtypes instead of any.
+        slice_filter: optional ``f(entry, z) -> bool`` choosing which slices to serve.
+        num_workers: processes used to fill the cache.
+    """
+
+    def __init__(
+        self,
+        datalist: Sequence[Mapping],
+        num_slices: int = 3,
+        windows: Sequence[str | tuple[float, float]] = ("brain",),
+        spatial_size: Sequence[int] | None = (256, 256),
+        skull_strip: bool = False,
+        transform: Callable | None = None,
+        multilabel: bool = False,
+        slice_filter: Callable[[Mapping, int], bool] | None = None,
+        num_workers: int = 0,
+        progress: bool = False,
+    ) -> None:
+        if not datalist:
+            raise HemwslInputError("datalist is empty: no volumes to serve slices from")
+        if num_slices < 1 or num_slices % 2 == 0:
+            raise HemwslInputError(f"num_slices must be a positive odd number, got {num_slices}")
+        self.datalist = [dict(e) for e in datalist]
+        self.num_slices = int(num_slices)
+        self.windows = list(windows)
+        self.window = MultiWindow(self.windows)
+        self.transform = transform
+        self.multilabel = multilabel
+        self.cache = CacheDataset(
+            self.datalist,
+            transform=Compose([LoadCTVolumed((IMAGE, LABEL), spatial_size=spatial_size, skull_strip=skull_strip)]),
+            cache_rate=1.0,
+            num_workers=num_workers or None,
+            copy_cache=False,
+            progress=progress,
+        )
+        self.index: list[tuple[int, int]] = []
+        for v, entry in enumerate(self.datalist):
+            depth = int(self.cache[v][IMAGE].shape[-1])
+            labels = entry.get(SLICE_LABELS)
+            if labels is not None and len(labels) != depth:
+                raise HemwslInputError(
+                    f"{entry[IMAGE]}: datalist has {len(labels)} slice labels but the volume has {depth} slices"
+                )
+            for z in range(depth):
+                if slice_filter is None or slice_filter(entry, z):
+                    self.index.append((v, z))
+
+    @property
+    def in_channels(self) -> int:
+        return self.num_slices * len(self.windows)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def slice_label(self, i: int) -> int:
+        v, z = self.index[i]
+        labels = self.datalist[v].get(SLICE_LABELS)
+        if labels is None:
+            return int(self.cache[v][LABEL][..., z].any())
+        return int(labels[z])
+
+    def labels(self) -> np.ndarray:
+        """The "any hemorrhage" label of every served slice."""
+        return np.asarray([self.slice_label(i) for i in range(len(self))], dtype=np.int64)
+
+    def _target(self, v: int, z: int) -> torch.Tensor:
+        entry = self.datalist[v]
+        labels = entry.get(SLICE_LABELS)
+        any_label = float(labels[z]) if labels is not None else float(self.cache[v][LABEL][..., z].any())
+        if not self.multilabel:
+            return torch.tensor([any_label], dtype=torch.float32)
+        sub = entry.get(SUBTYPE_LABELS)
+        if sub is None:
+            raise HemwslInputError(f"{entry[IMAGE]}: multilabel targets need subtype labels in the datalist")
+        return torch.tensor([any_label, *map(float, sub[z])], dtype=torch.float32)
+
+    def __getitem__(self, i: int) -> dict:
+        v, z = self.index[i]
+        vol = self.cache[v]
+        image = vol[IMAGE]  # (1, X, Y, Z)
+        idx = stack_indices(z, self.num_slices, image.shape[-1])
+        stack = image[0][..., idx].permute(2, 0, 1)  # (k, X, Y)
+        sample = {
+            IMAGE: torch.as_tensor(self.window(stack), dtype=torch.float32),
+            LABEL: self._target(v, z),
+            MASK: vol[LABEL][..., z].float(),
+            PATIENT: self.datalist[v].get(PATIENT, str(v)),
+            SLICE_INDEX: z,
+        }
+        if BRAIN in vol:
+            sample[BRAIN] = vol[BRAIN][..., z].float()
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return sample
+
+
+def balanced_sampler(
+    dataset: SliceDataset, pos_fraction: float = 0.5, num_samples: int | None = None, seed: int = 0
+) -> torch.utils.data.WeightedRandomSampler:
+    """A sampler drawing positive slices with probability ``pos_fraction`` (with replacement).
+
+    ``num_samples`` defaults to ``len(dataset)``; a smaller value gives shorter epochs.
+    """
+    if not 0.0 < pos_fraction < 1.0:
+        raise HemwslInputError(f"pos_fraction must be in (0, 1), got {pos_fraction}")
+    labels = dataset.labels()
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        weights = np.ones(len(labels))
+    else:
+        weights = np.where(labels > 0, pos_fraction / n_pos, (1 - pos_fraction) / n_neg)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.utils.data.WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double), num_samples or len(labels), replacement=True, generator=gen
+    )

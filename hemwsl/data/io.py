@@ -1,0 +1,182 @@
+"""Checked reading and atomic writing of CT volumes and masks.
+
+NIfTI files are read with nibabel; DICOM series (a folder of ``.dcm`` files) through MONAI's
+``ITKReader``. Every problem raises :class:`hemwsl.errors.HemwslInputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hemwsl.errors import HemwslInputError
+
+__all__ = [
+    "Volume",
+    "load_volume",
+    "load_pair",
+    "save_nifti",
+    "atomic_write_text",
+    "NIFTI_SUFFIXES",
+    "is_nifti",
+]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    return str(path).endswith(NIFTI_SUFFIXES)
+
+
+@dataclass
+class Volume:
+    """A 3D volume on its grid: ``array`` is (X, Y, Z) as nibabel returns it."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: str
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        arr = np.asanyarray(img.dataobj)
+    except (OSError, EOFError, zlib.error, ValueError) as err:  # nibabel raises several kinds
+        raise HemwslInputError(f"{path}: cannot read as NIfTI ({type(err).__name__}: {err})") from err
+    except Exception as err:  # nibabel.filebasedimages.ImageFileError and friends
+        raise HemwslInputError(f"{path}: cannot read as NIfTI ({type(err).__name__}: {err})") from err
+    return arr, np.asarray(img.affine, dtype=np.float64)
+
+
+def _load_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from monai.data import ITKReader
+
+    try:
+        # reverse_indexing=False (MONAI default): (X, Y, Z) like nibabel, matching the affine; True gives (Z, Y, X)
+        reader = ITKReader(reverse_indexing=False, affine_lps_to_ras=True)
+        img = reader.read(str(path))
+        arr, meta = reader.get_data(img)
+    except Exception as err:
+        raise HemwslInputError(f"{path}: cannot read as a DICOM series ({type(err).__name__}: {err})") from err
+    affine = np.asarray(meta.get("affine", np.eye(4)), dtype=np.float64)
+    return np.asarray(arr), affine
+
+
+def load_volume(path: str | os.PathLike, *, kind: str = "image", dtype=np.float32) -> Volume:
+    """Read a 3D volume and check it.
+
+    Args:
+        path: a NIfTI file (``.nii``/``.nii.gz``) or a folder holding one DICOM series.
+        kind: ``"image"`` (CT in HU; NaN/inf rejected) or ``"mask"`` (values must be integers >= 0).
+        dtype: dtype of the returned array.
+
+    Raises:
+        HemwslInputError: missing or unreadable file, not 3D, NaN/inf values, non-integer mask.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise HemwslInputError(f"{p}: file not found")
+    if p.is_dir():
+        arr, affine = _load_dicom_series(p)
+    elif is_nifti(p):
+        arr, affine = _load_nifti(p)
+    else:
+        raise HemwslInputError(f"{p}: unsupported file type (expected .nii, .nii.gz or a DICOM folder)")
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim != 3:
+        raise HemwslInputError(f"{p}: expected a 3D volume, got {arr.ndim}D with shape {tuple(arr.shape)}")
+    if kind == "image":
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            n = int((~np.isfinite(arr)).sum())
+            raise HemwslInputError(f"{p}: {n} NaN/inf voxel(s) in the image")
+    elif kind == "mask":
+        if np.issubdtype(arr.dtype, np.floating):
+            if not np.isfinite(arr).all():
+                raise HemwslInputError(f"{p}: NaN/inf values in the mask")
+            if not np.allclose(arr, np.round(arr)):
+                raise HemwslInputError(f"{p}: mask values must be integer labels, found fractional values")
+        if arr.min() < 0:
+            raise HemwslInputError(f"{p}: mask values must be >= 0, found {arr.min()}")
+        if dtype is not None and np.issubdtype(np.dtype(dtype), np.integer) and arr.max() > np.iinfo(dtype).max:
+            # a plain cast would wrap (e.g. label 256 -> 0 in uint8) and silently drop lesions
+            raise HemwslInputError(f"{p}: mask value {arr.max()} does not fit in {np.dtype(dtype).name}")
+    else:
+        raise HemwslInputError(f"unknown kind {kind!r}; accepted values: image, mask")
+    return Volume(np.asarray(arr, dtype=dtype), affine, str(p))
+
+
+def load_pair(image_path: str | os.PathLike, label_path: str | os.PathLike | None, *, atol: float = 1e-3):
+    """Load an image and (optionally) its mask and check they share one grid.
+
+    Returns:
+        ``(image Volume, mask Volume or None)``; the mask array is uint8.
+    """
+    image = load_volume(image_path, kind="image")
+    if label_path is None:
+        return image, None
+    mask = load_volume(label_path, kind="mask", dtype=np.uint8)
+    if image.shape != mask.shape:
+        raise HemwslInputError(
+            f"{label_path}: mask shape {mask.shape} does not match image {image_path} shape {image.shape}"
+        )
+    if not np.allclose(image.affine, mask.affine, atol=atol):
+        raise HemwslInputError(
+            f"{label_path}: mask affine does not match image {image_path} affine "
+            f"(max difference {np.abs(image.affine - mask.affine).max():.4g})"
+        )
+    return image, mask
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a NIfTI file atomically (write to a temporary file in the same folder, then rename)."""
+    import nibabel as nib
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if str(p).endswith(".nii.gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=p.parent)
+    os.close(fd)
+    try:
+        nib.save(nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)), tmp)
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to ``path`` atomically (temporary file in the same folder, then rename), with the
+    permissions a plain ``open(path, "w")`` would give."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

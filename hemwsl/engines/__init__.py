@@ -1,0 +1,1 @@
+"""Ignite handlers and the workflow functions that hemwsl's MONAI bundles call."""

@@ -1,0 +1,128 @@
+"""Running and checking hemwsl's MONAI bundles from Python, offline.
+
+:func:`run_bundle` runs a bundle's layered configs in this process (what
+``python -m monai.bundle run --config_file ...`` does). :func:`validate_metadata` checks a bundle's
+``metadata.json`` against the fields the MONAI model-zoo schema requires, without downloading the
+schema (``monai.bundle verify_metadata`` needs the network).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hemwsl.errors import HemwslInputError
+
+__all__ = ["BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "validate_metadata", "check_bundle"]
+
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+
+# Required top-level fields of the model-zoo metadata schema (meta_schema_20220324) and of each tensor spec.
+_REQUIRED_META = (
+    "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
+    "task", "description", "authors", "copyright", "network_data_format",
+)
+_REQUIRED_TENSOR = ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range")
+
+
+def bundle_dir(name_or_path: str | os.PathLike) -> Path:
+    """A bundle folder from its name under ``bundles/`` or a path."""
+    p = Path(name_or_path)
+    if not p.is_dir():
+        p = BUNDLES_DIR / str(name_or_path)
+    if not (p / "configs").is_dir():
+        raise HemwslInputError(f"bundle {name_or_path!r}: no configs/ folder found at {p}")
+    return p
+
+
+def config_files(bundle: str | os.PathLike, names: Sequence[str]) -> list[str]:
+    """Paths of ``configs/<name>.yaml`` (or ``.json``) of a bundle, in layering order."""
+    root = bundle_dir(bundle) / "configs"
+    files = []
+    for n in names:
+        for ext in (".yaml", ".json", ""):
+            f = root / f"{n}{ext}"
+            if f.is_file():
+                files.append(str(f))
+                break
+        else:
+            raise HemwslInputError(f"bundle {bundle}: config {n!r} not found in {root}")
+    return files
+
+
+def run_bundle(bundle: str | os.PathLike, configs: Sequence[str] = ("train",), workflow_type: str | None = None,
+               **overrides):
+    """Run layered configs of a bundle in this process; returns the finalized :class:`ConfigWorkflow`.
+
+    ``overrides`` replace config ids (``epochs=2``, ``dataset_dir=...``); use ``#`` in ids through a dict:
+    ``run_bundle("ich_classifier", **{"train#dataloader#num_workers": 0})``.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    root = bundle_dir(bundle) / "configs"
+    wf = ConfigWorkflow(
+        config_file=config_files(bundle, configs),
+        meta_file=str(root / "metadata.json"),
+        logging_file=str(root / "logging.conf") if (root / "logging.conf").exists() else None,
+        workflow_type=workflow_type,
+        **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def validate_metadata(path: str | os.PathLike) -> dict:
+    """Check a bundle ``metadata.json`` offline; returns it, raises :class:`HemwslInputError` on a problem."""
+    p = Path(path)
+    try:
+        meta = json.loads(p.read_text())
+    except FileNotFoundError as err:
+        raise HemwslInputError(f"{p}: file not found") from err
+    except json.JSONDecodeError as err:
+        raise HemwslInputError(f"{p}: not valid JSON ({err})") from err
+    missing = [k for k in _REQUIRED_META if k not in meta]
+    if missing:
+        raise HemwslInputError(f"{p}: missing required field(s): {', '.join(missing)}")
+    if meta["version"] not in meta["changelog"]:
+        raise HemwslInputError(f"{p}: version {meta['version']} has no changelog entry")
+    ndf = meta["network_data_format"]
+    for part in ("inputs", "outputs"):
+        if not isinstance(ndf.get(part), dict) or not ndf[part]:
+            raise HemwslInputError(f"{p}: network_data_format.{part} must be a non-empty object")
+        for name, spec in ndf[part].items():
+            miss = [k for k in _REQUIRED_TENSOR if k not in spec]
+            if miss:
+                raise HemwslInputError(f"{p}: network_data_format.{part}.{name} lacks {', '.join(miss)}")
+            ch = spec.get("channel_def")
+            if ch is not None and len(ch) != spec["num_channels"]:
+                raise HemwslInputError(
+                    f"{p}: network_data_format.{part}.{name}: channel_def has {len(ch)} entries, "
+                    f"num_channels is {spec['num_channels']}"
+                )
+    return meta
+
+
+def check_bundle(bundle: str | os.PathLike, workflow_type: str = "train") -> list[str]:
+    """Validate metadata and return the MONAI standard properties the config lacks (none: ``[]``).
+
+    Only the config ids are checked; nothing is instantiated and no data is read.
+    """
+    from monai.bundle import ConfigParser
+    from monai.bundle.properties import InferProperties, TrainProperties
+    from monai.utils import BundleProperty, BundlePropertyConfig
+
+    root = bundle_dir(bundle) / "configs"
+    validate_metadata(root / "metadata.json")
+    names = ["train"] if workflow_type == "train" else ["train", "inference"]
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle, names))
+    props = TrainProperties if workflow_type == "train" else InferProperties
+    return [
+        name
+        for name, prop in props.items()
+        if prop[BundleProperty.REQUIRED] and prop[BundlePropertyConfig.ID] not in parser
+    ]

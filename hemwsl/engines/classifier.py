@@ -1,0 +1,185 @@
+"""Workflow functions for slice classifiers, called by ``bundles/ich_classifier``.
+
+Bundle configs only wire objects together; the logic they need (fold datalists, the per-slice
+transform, reports, volume inference) lives here, tested.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hemwsl.constants import IMAGE, LABEL, MASK, SUBTYPES
+from hemwsl.data.io import atomic_write_text
+from hemwsl.errors import HemwslInputError
+
+__all__ = [
+    "fold_datalists",
+    "slice_transform",
+    "write_classification_report",
+    "predict_volume",
+    "run_inference",
+    "rank_zero_only",
+    "output_names",
+    "load_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def output_names(num_classes: int) -> list[str]:
+    """Names of the classifier outputs: ``["any"]`` or ``["any", *SUBTYPES]``."""
+    if num_classes == 1:
+        return ["any"]
+    if num_classes == 1 + len(SUBTYPES):
+        return ["any", *SUBTYPES]
+    raise HemwslInputError(f"num_classes must be 1 (any) or {1 + len(SUBTYPES)} (any + subtypes), got {num_classes}")
+
+
+def fold_datalists(
+    datalist: Sequence[Mapping], n_folds: int = 5, fold: int = 0, seed: int = 0, val_fraction: float = 0.15
+) -> dict[str, list[dict]]:
+    """Patient-level cross-validation parts of ``datalist`` for one fold.
+
+    ``test`` is the fold's held-out patients, ``val`` is carved (stratified) from the remaining patients
+    for model selection and early stopping, ``train`` is the rest. ``n_folds=1`` trains on everything but
+    a validation part (no test part).
+    """
+    from hemwsl.data.splits import apply_split, fold_split, split_patients
+
+    if n_folds < 1:
+        raise HemwslInputError(f"n_folds must be >= 1, got {n_folds}")
+    if n_folds == 1:
+        parts = split_patients(datalist, fractions=(1 - val_fraction, val_fraction), seed=seed, names=("train", "val"))
+        parts["test"] = []
+    else:
+        if not 0 <= fold < n_folds:
+            raise HemwslInputError(f"fold must be in [0, {n_folds - 1}], got {fold}")
+        parts = fold_split(datalist, n_folds=n_folds, fold=fold, seed=seed, val_fraction_of_train=val_fraction)
+    return {k: apply_split(datalist, v) for k, v in parts.items()}
+
+
+def slice_transform(augment: bool = True, prob: float = 0.5, rotate_range_deg: float = 15.0, shift: float = 0.1,
+                    scale: float = 0.1, seed: int = 0):
+    """The per-slice training transform: the geometric augmentation preset (image and mask), or ``None``."""
+    if not augment:
+        return None
+    from hemwsl.transforms import augmentation_preset
+
+    t = augmentation_preset(keys=[IMAGE], mask_keys=[MASK], prob=prob, rotate_range_deg=rotate_range_deg,
+                            shift=shift, scale=scale)
+    t.set_random_state(seed=seed)
+    return t
+
+
+def write_classification_report(csv_path: str | os.PathLike, output_dir: str | os.PathLike, name: str = "test",
+                                val_csv: str | os.PathLike | None = None,
+                                thresholds: Sequence[float] = (0.3, 0.5, 0.7)) -> dict:
+    """Metrics of a predictions CSV -> ``report_<name>.json`` + ``roc_<name>.png`` + ``pr_<name>.png``.
+
+    Thresholds (F1-max, Youden) are chosen on ``val_csv`` when given, else on the same predictions
+    (flagged ``chosen_on: same`` in the report).
+    """
+    from hemwsl.engines.handlers import read_predictions_csv
+    from hemwsl.metrics.classification import classification_report, multilabel_report
+    from hemwsl.reports.curves import plot_pr, plot_roc
+
+    out = Path(output_dir)
+    pred = read_predictions_csv(csv_path)
+    y, p = pred["label"][:, 0], pred["prob"][:, 0]
+    kw = {}
+    if val_csv is not None and Path(val_csv).exists():
+        val = read_predictions_csv(val_csv)
+        kw = {"val_true": val["label"][:, 0], "val_score": val["prob"][:, 0]}
+    report = {"name": name, "n_slices": int(len(y)), "n_positive": int(y.sum()),
+              "any": classification_report(y, p, thresholds=thresholds, **kw)}
+    if pred["label"].shape[1] > 1:
+        report["multilabel"] = multilabel_report(pred["label"], pred["prob"], pred["names"])
+    atomic_write_text(out / f"report_{name}.json", json.dumps(report, indent=2, default=float))
+    if len(np.unique(y)) == 2:
+        plot_roc(y, p, out / f"roc_{name}.png", title=f"ROC ({name})")
+        plot_pr(y, p, out / f"pr_{name}.png", title=f"PR ({name})")
+    logger.info("%s: AUROC %.4f AP %.4f on %d slices", name, report["any"]["auroc"], report["any"]["ap"], len(y))
+    return report
+
+
+@torch.no_grad()
+def predict_volume(network: torch.nn.Module, image: str | os.PathLike, *, windows: Sequence = ("brain",),
+                   num_slices: int = 3, spatial_size: Sequence[int] | None = (256, 256), skull_strip: bool = False,
+                   batch_size: int = 16, device: str | torch.device = "cpu") -> np.ndarray:
+    """Per-slice probabilities (Z, num_classes) of one CT volume (NIfTI file or DICOM folder)."""
+    from hemwsl.data.dataset import SliceDataset
+
+    ds = SliceDataset([{IMAGE: str(image), LABEL: None}], num_slices=num_slices, windows=windows,
+                      spatial_size=spatial_size, skull_strip=skull_strip)
+    network.eval()
+    probs = []
+    for start in range(0, len(ds), batch_size):
+        x = torch.stack([ds[i][IMAGE] for i in range(start, min(start + batch_size, len(ds)))]).to(device)
+        probs.append(torch.sigmoid(network(x).float()).cpu().numpy())
+    return np.concatenate(probs)
+
+
+def run_inference(network: torch.nn.Module, images: Sequence[str] | str, output_dir: str | os.PathLike, *,
+                  windows: Sequence = ("brain",), num_slices: int = 3, spatial_size: Sequence[int] | None = (256, 256),
+                  skull_strip: bool = False, batch_size: int = 16, device: str | torch.device = "cpu") -> list[Path]:
+    """Write ``<stem>_probs.csv`` and ``<stem>_probs.json`` (slice -> probabilities) per CT volume.
+
+    Volumes whose outputs already exist are skipped (resumable); files are written atomically.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    out = Path(output_dir)
+    written = []
+    for image in images:
+        stem = Path(image).name.split(".")[0]
+        csv_path, json_path = out / f"{stem}_probs.csv", out / f"{stem}_probs.json"
+        if csv_path.exists() and json_path.exists():
+            logger.info("%s: predictions exist, skipped", image)
+            written.append(csv_path)
+            continue
+        probs = predict_volume(network, image, windows=windows, num_slices=num_slices, spatial_size=spatial_size,
+                               skull_strip=skull_strip, batch_size=batch_size, device=device)
+        names = output_names(probs.shape[1])
+        lines = ["slice," + ",".join(f"prob_{n}" for n in names)]
+        lines += [f"{z}," + ",".join(f"{v:.6f}" for v in row) for z, row in enumerate(probs)]
+        atomic_write_text(csv_path, "\n".join(lines) + "\n")
+        atomic_write_text(json_path, json.dumps({"image": str(image), "outputs": names,
+                                                 "probabilities": probs.round(6).tolist()}, indent=1))
+        written.append(csv_path)
+    return written
+
+
+def rank_zero_only(handlers: Sequence, keep_on_all: int = 0) -> list:
+    """In distributed runs, keep only the first ``keep_on_all`` handlers on ranks > 0 (logging,
+    checkpointing and reports run on rank 0)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() > 0:
+        return list(handlers)[:keep_on_all]
+    return list(handlers)
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a checkpoint written by the training bundle (a state dict, or ``{"model": state_dict}``) into
+    ``network`` and return it on ``device`` in eval mode."""
+    p = Path(path)
+    if not p.is_file():
+        raise HemwslInputError(f"{p}: checkpoint not found")
+    try:
+        state = torch.load(p, map_location=device, weights_only=True)
+    except Exception as err:
+        raise HemwslInputError(f"{p}: cannot read checkpoint ({type(err).__name__}: {err})") from err
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise HemwslInputError(f"{p}: checkpoint does not match the network ({err})") from err
+    return network.to(device).eval()

@@ -1,0 +1,104 @@
+"""EfficientNetV2 slice classifiers (Tan & Le 2021), random init, any input channels.
+
+M. Tan, Q. V. Le, "EfficientNetV2: Smaller Models and Faster Training", ICML 2021.
+
+Two implementations:
+
+* ``efficientnet_v2_s/m/l`` from torchvision: ``features.0`` (stem, conv at ``features.0.0``),
+  ``features.1`` .. ``features.6`` (S) or ``features.7`` (M, L) the MBConv/Fused-MBConv stages, then
+  the final 1x1 conv head block (``features.7`` for S, ``features.8`` for M/L; Conv-BN-SiLU, the
+  "last layer" of the seed papers), ``avgpool``, flatten, ``classifier = Sequential(Dropout, Linear)``.
+  Nothing lies between the head block and ``avgpool``. Target layers: the last three stages
+  (``features.5..7`` for S; ``features.5..8`` for M/L, i.e. the last three plus the stride-16
+  stage, since M/L's last two MBConv stages are both at stride 32).
+* ``efficientnet_v2_b0..b3`` from timm (``tf_efficientnetv2_b0..b3``, TF "same" padding):
+  ``conv_stem`` - ``bn1`` - ``blocks.0`` .. ``blocks.5`` - ``conv_head`` - ``bn2`` (BatchNorm + SiLU)
+  - ``global_pool`` (average, flattened) - functional dropout - ``classifier`` (Linear). Nothing lies
+  between ``bn2`` and ``global_pool``. timm is imported only when a B-variant is built.
+
+In both, ``logits = Linear(mean_hw(deepest target layer))`` in eval mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torchvision.models import efficientnet as tv_effnet
+
+from hemwsl.networks.utils import replace_stem_conv
+
+__all__ = [
+    "TV_EFFNET_TARGET_LAYERS",
+    "TV_EFFNET_HEAD",
+    "TV_EFFNET_STEM",
+    "TIMM_EFFNET_TARGET_LAYERS",
+    "TIMM_EFFNET_HEAD",
+    "TIMM_EFFNET_STEM",
+    "build_tv_efficientnet_v2",
+    "build_timm_efficientnet_v2",
+]
+
+TV_EFFNET_TARGET_LAYERS: dict[str, tuple[str, ...]] = {
+    "efficientnet_v2_s": ("features.5", "features.6", "features.7"),
+    # M/L: features.6 is already at stride 32, so the stride-16 stage features.5 is exposed too.
+    "efficientnet_v2_m": ("features.5", "features.6", "features.7", "features.8"),
+    "efficientnet_v2_l": ("features.5", "features.6", "features.7", "features.8"),
+}
+TV_EFFNET_HEAD: tuple[str, str] = ("avgpool", "classifier.1")
+TV_EFFNET_STEM = "features.0.0"
+
+TIMM_EFFNET_TARGET_LAYERS: tuple[str, ...] = ("blocks.4", "blocks.5", "bn2")
+TIMM_EFFNET_HEAD: tuple[str, str] = ("global_pool", "classifier")
+TIMM_EFFNET_STEM = "conv_stem"
+
+_TV_FACTORIES = {
+    "efficientnet_v2_s": tv_effnet.efficientnet_v2_s,
+    "efficientnet_v2_m": tv_effnet.efficientnet_v2_m,
+    "efficientnet_v2_l": tv_effnet.efficientnet_v2_l,
+}
+
+
+def build_tv_efficientnet_v2(
+    variant: str, in_channels: int = 3, num_classes: int = 1, dropout: float = 0.0, **kwargs: Any
+) -> nn.Module:
+    """Build a randomly initialised torchvision EfficientNetV2-S/M/L (Tan & Le 2021); never downloads.
+
+    Args:
+        variant: ``efficientnet_v2_s``, ``efficientnet_v2_m`` or ``efficientnet_v2_l``.
+        in_channels: input channels; the stem conv ``features.0.0`` is replaced when it is not 3.
+        num_classes: number of output logits.
+        dropout: dropout probability before the final Linear (``classifier.0``).
+        **kwargs: passed to torchvision (e.g. ``stochastic_depth_prob``).
+
+    Returns:
+        The network.
+    """
+    model = _TV_FACTORIES[variant](weights=None, progress=False, num_classes=num_classes, dropout=dropout, **kwargs)
+    replace_stem_conv(model, TV_EFFNET_STEM, in_channels)
+    return model
+
+
+def build_timm_efficientnet_v2(
+    variant: str, in_channels: int = 3, num_classes: int = 1, dropout: float = 0.0, **kwargs: Any
+) -> nn.Module:
+    """Build a randomly initialised timm ``tf_efficientnetv2_b0..b3`` (Tan & Le 2021); never downloads.
+
+    Args:
+        variant: ``efficientnet_v2_b0`` .. ``efficientnet_v2_b3``.
+        in_channels: input channels (timm's ``in_chans``).
+        num_classes: number of output logits.
+        dropout: dropout probability before the classifier (timm's ``drop_rate``).
+        **kwargs: passed to :func:`timm.create_model` (e.g. ``drop_path_rate``).
+
+    Returns:
+        The network.
+    """
+    try:
+        import timm
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"network {variant!r} needs timm: pip install 'timm>=1.0'") from exc
+    arch = "tf_efficientnetv2_" + variant.rsplit("_", 1)[1]
+    return timm.create_model(
+        arch, pretrained=False, in_chans=in_channels, num_classes=num_classes, drop_rate=dropout, **kwargs
+    )

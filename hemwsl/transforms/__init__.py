@@ -1,0 +1,63 @@
+"""CT transforms for hemwsl: array transforms and their dictionary wrappers (MONAI style)."""
+
+from __future__ import annotations
+
+from hemwsl.transforms.array import (
+    HISTOGRAM_METHODS,
+    HistogramEqualize,
+    MultiWindow,
+    SkullStrip,
+    SliceStack,
+    Window,
+    WindowSpec,
+    resolve_window,
+    stack_indices,
+)
+from hemwsl.transforms.dictionary import (
+    HistogramEqualizeD,
+    HistogramEqualized,
+    HistogramEqualizeDict,
+    MultiWindowD,
+    MultiWindowd,
+    MultiWindowDict,
+    RandFractionalAffined,
+    SkullStripD,
+    SkullStripd,
+    SkullStripDict,
+    SliceStackD,
+    SliceStackd,
+    SliceStackDict,
+    WindowD,
+    Windowd,
+    WindowDict,
+    augmentation_preset,
+)
+
+__all__ = [
+    "HISTOGRAM_METHODS",
+    "WindowSpec",
+    "resolve_window",
+    "Window",
+    "MultiWindow",
+    "stack_indices",
+    "SliceStack",
+    "SkullStrip",
+    "HistogramEqualize",
+    "Windowd",
+    "WindowD",
+    "WindowDict",
+    "MultiWindowd",
+    "MultiWindowD",
+    "MultiWindowDict",
+    "SliceStackd",
+    "SliceStackD",
+    "SliceStackDict",
+    "SkullStripd",
+    "SkullStripD",
+    "SkullStripDict",
+    "HistogramEqualized",
+    "HistogramEqualizeD",
+    "HistogramEqualizeDict",
+    "RandFractionalAffined",
+    "augmentation_preset",
+]

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hemwsl.cli import COMMANDS, main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_synth_datalist_split(tmp_path, capsys):
+    root = tmp_path / "syn"
+    assert main(["synth", "--out", str(root), "--patients", "5", "--size", "48", "--slices", "8"]) == 0
+    dl = tmp_path / "dl.json"
+    assert main(["datalist", "--layout", "ct-ich", "--root", str(root), "--out", str(dl)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    entries = json.loads(dl.read_text())
+    n_pos = sum(sum(e["slice_labels"]) for e in entries)
+    assert line == f"patients=5 slices=40 positive_slices={n_pos}"
+    sp = tmp_path / "split.json"
+    assert main(["split", "--datalist", str(dl), "--out", str(sp), "--fractions", "0.6", "0.2", "0.2"]) == 0
+    split = json.loads(sp.read_text())
+    assert sorted(sum(split.values(), [])) == sorted(e["patient"] for e in entries)
+
+
+def test_errors_name_the_problem(tmp_path, capsys):
+    assert main(["datalist", "--layout", "nope", "--root", str(tmp_path), "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown layout 'nope'" in err and "ct-ich" in err
+    assert main(["datalist", "--layout", "ct-ich", "--root", str(tmp_path / "missing"), "--out", "x.json"]) == 2
+    assert "missing" in capsys.readouterr().err
