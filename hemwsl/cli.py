@@ -61,6 +61,16 @@ def _add_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_train_cv(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset-dir", required=True, help="dataset root (CT-ICH layout unless --set layout=generic)")
+    p.add_argument("--out", required=True, help="output folder (fold<k>/ subfolders, cv_summary.md)")
+    p.add_argument("--folds", type=int, default=5, help="number of patient-level folds (default: 5)")
+    p.add_argument("--only", type=int, nargs="*", help="run only these folds")
+    p.add_argument("--bundle", default="ich_classifier", help="bundle name or folder (default: ich_classifier)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. backbone=efficientnet_v2_s 'spatial_size=[512,512]' epochs=30")
+
+
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
@@ -68,6 +78,8 @@ COMMANDS: dict[str, Command] = {
         Command("synth", "write synthetic head-CT phantoms in the CT-ICH layout", "hemwsl.commands.data", _add_synth),
         Command("datalist", "build a datalist JSON from a dataset folder", "hemwsl.commands.data", _add_datalist),
         Command("split", "patient-level train/val/test split or k-fold, as JSON", "hemwsl.commands.data", _add_split),
+        Command("train-cv", "train + evaluate the classifier bundle on every fold, then summarise",
+                "hemwsl.commands.classifier", _add_train_cv),
     )
 }
 

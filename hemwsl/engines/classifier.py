@@ -28,6 +28,10 @@ __all__ = [
     "rank_zero_only",
     "output_names",
     "load_weights",
+    "PrepareBatch",
+    "batch_augmentation",
+    "FlipTTAInferer",
+    "summarize_cv",
 ]
 
 logger = logging.getLogger(__name__)
@@ -183,3 +187,100 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, device: str 
     except RuntimeError as err:
         raise HemwslInputError(f"{p}: checkpoint does not match the network ({err})") from err
     return network.to(device).eval()
+
+
+class PrepareBatch:
+    """``prepare_batch`` for MONAI's ``SupervisedTrainer``: moves image and label to the device, applies
+    a batched on-device augmentation (:class:`hemwsl.transforms.batch.BatchRandAffine`) when given, and
+    switches to channels_last memory format when asked."""
+
+    def __init__(self, augment: torch.nn.Module | None = None, channels_last: bool = False,
+                 image_key: str = IMAGE, label_key: str = LABEL) -> None:
+        self.augment = augment
+        self.channels_last = channels_last
+        self.image_key, self.label_key = image_key, label_key
+
+    def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
+        x = torch.as_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking)
+        y = torch.as_tensor(batchdata[self.label_key]).to(device=device, non_blocking=non_blocking)
+        if self.augment is not None:
+            x = self.augment(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+def batch_augmentation(augment: bool = True, prob: float = 0.5, rotate_range_deg: float = 15.0, shift: float = 0.1,
+                       scale: float = 0.1, seed: int = 0):
+    """The batched training augmentation, or ``None`` when ``augment`` is false."""
+    if not augment:
+        return None
+    from hemwsl.transforms.batch import BatchRandAffine
+
+    return BatchRandAffine(prob=prob, rotate_range_deg=rotate_range_deg, shift=shift, scale=scale, seed=seed)
+
+
+class FlipTTAInferer:
+    """Test-time augmentation: mean of the logits of the image and its flips along ``flip_dims``.
+
+    Usable as a MONAI inferer (``inferer(inputs, network)``)."""
+
+    def __init__(self, flip_dims: Sequence[Sequence[int]] = ((3,),)) -> None:
+        self.flip_dims = [tuple(d) for d in flip_dims]
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs) -> torch.Tensor:
+        out = network(inputs, *args, **kwargs)
+        for dims in self.flip_dims:
+            out = out + network(torch.flip(inputs, dims), *args, **kwargs)
+        return out / (1 + len(self.flip_dims))
+
+
+def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test") -> dict:
+    """Cross-validation summary of ``<output_dir>/fold<k>/report_<name>.json`` and predictions.
+
+    Per fold: AUROC, AP, F1 at 0.5 and at the F1-max threshold chosen on that fold's validation part;
+    mean +- sd over folds; and the pooled out-of-fold AUROC/AP over every patient's slices (each
+    scored by the fold that did not train on it). Writes ``cv_summary.json`` and ``cv_summary.md``.
+    """
+    from hemwsl.engines.handlers import read_predictions_csv
+    from hemwsl.metrics.classification import compute_auroc, compute_average_precision
+
+    out = Path(output_dir)
+    rows, ys, ps = [], [], []
+    for k in range(n_folds):
+        rep_path = out / f"fold{k}" / f"report_{name}.json"
+        if not rep_path.exists():
+            raise HemwslInputError(f"{rep_path}: missing; run the evaluation of fold {k} first")
+        rep = json.loads(rep_path.read_text())["any"]
+        hist_path = out / f"fold{k}" / "history.json"
+        hist = json.loads(hist_path.read_text())["summary"] if hist_path.exists() else {}
+        rows.append({
+            "fold": k, "n": rep["n"], "n_positive": rep["n_positive"], "auroc": rep["auroc"], "ap": rep["ap"],
+            "f1_at_0.5": rep["at_threshold"]["0.5"]["f1"],
+            "f1_at_val_f1max": (rep["f1_max"]["prf"] or {}).get("f1", float("nan")),
+            "val_f1_top5_mean": hist.get("f1_topk_mean", float("nan")),
+            "val_f1_top5_sd": hist.get("f1_topk_sd", float("nan")),
+        })
+        pred = read_predictions_csv(out / f"fold{k}" / f"predictions_{name}.csv")
+        ys.append(pred["label"][:, 0])
+        ps.append(pred["prob"][:, 0])
+    keys = ["auroc", "ap", "f1_at_0.5", "f1_at_val_f1max"]
+    summary = {k: {"mean": float(np.nanmean([r[k] for r in rows])), "sd": float(np.nanstd([r[k] for r in rows], ddof=1))}
+               for k in keys}
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    pooled = {"n": int(len(y)), "n_positive": int(y.sum()), "auroc": float(compute_auroc(y, p)),
+              "ap": float(compute_average_precision(y, p))}
+    result = {"folds": rows, "mean_sd": summary, "pooled_out_of_fold": pooled}
+    atomic_write_text(out / "cv_summary.json", json.dumps(result, indent=2))
+    lines = ["| fold | slices | positive | AUROC | AP | F1@0.5 | F1@val-F1max | val F1 top-5 (mean +- sd) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['fold']} | {r['n']} | {r['n_positive']} | {r['auroc']:.3f} | {r['ap']:.3f} | "
+                     f"{r['f1_at_0.5']:.3f} | {r['f1_at_val_f1max']:.3f} | "
+                     f"{r['val_f1_top5_mean']:.3f} +- {r['val_f1_top5_sd']:.3f} |")
+    lines.append("| mean +- sd | | | " + " | ".join(
+        f"{summary[k]['mean']:.3f} +- {summary[k]['sd']:.3f}" for k in keys) + " | |")
+    lines.append(f"| pooled out-of-fold | {pooled['n']} | {pooled['n_positive']} | {pooled['auroc']:.3f} | "
+                 f"{pooled['ap']:.3f} | | | |")
+    atomic_write_text(out / "cv_summary.md", "\n".join(lines) + "\n")
+    return result

@@ -99,3 +99,19 @@ def test_monai_bundle_command_line(synthetic_root, tmp_path):
     res = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (tmp_path / "cli" / "fold1" / "models" / "model.pt").is_file()
+
+
+def test_train_cv_command_resumes(synthetic_root, tmp_path, capsys):
+    from hemwsl.cli import main
+
+    args = ["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(tmp_path / "cv"), "--folds", "2",
+            "--set", "backbone=resnet10", "spatial_size=[32,32]", "epochs=1", "samples_per_epoch=16",
+            "cache_workers=0", "batch_size=8"]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "cv" / "cv_summary.json").read_text())
+    assert [r["fold"] for r in summary["folds"]] == [0, 1]
+    n_test = sum(r["n"] for r in summary["folds"])
+    assert n_test == summary["pooled_out_of_fold"]["n"] == 8 * 12  # every slice scored once, out of fold
+    capsys.readouterr()
+    assert main(args) == 0  # second run: every fold is skipped
+    assert capsys.readouterr().out.count("done, skipped") == 2

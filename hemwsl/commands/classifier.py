@@ -1,0 +1,53 @@
+"""``hemwsl train-cv``: train and evaluate the classifier bundle on every fold, then summarise.
+
+Each fold runs ``bundles/ich_classifier`` train then evaluate (a fold whose ``report_test.json``
+exists is skipped, so an interrupted run resumes); the summary table goes to ``cv_summary.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["run_train_cv", "parse_overrides"]
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["backbone=resnet18", "spatial_size=[256,256]"]`` -> dict; values parsed as JSON when possible."""
+    from hemwsl.errors import HemwslInputError
+
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise HemwslInputError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_train_cv(args: argparse.Namespace) -> int:
+    from hemwsl.engines.bundle import run_bundle
+    from hemwsl.engines.classifier import summarize_cv
+
+    overrides = parse_overrides(args.set)
+    overrides.update({"dataset_dir": args.dataset_dir, "output_dir": args.out, "n_folds": args.folds})
+    folds = args.only or list(range(args.folds))
+    for k in folds:
+        fold_dir = Path(args.out) / f"fold{k}"
+        if (fold_dir / "report_test.json").exists():
+            print(f"fold {k}: done, skipped")
+            continue
+        if not (fold_dir / "models" / "model.pt").exists() or not (fold_dir / ".trained").exists():
+            run_bundle(args.bundle, ["train"], fold=k, **overrides)
+            (fold_dir / ".trained").touch()
+        run_bundle(args.bundle, ["train", "evaluate"], fold=k, **overrides)
+        rep = json.loads((fold_dir / "report_test.json").read_text())["any"]
+        print(f"fold {k}: test AUROC {rep['auroc']:.3f} AP {rep['ap']:.3f}", flush=True)
+    if all((Path(args.out) / f"fold{k}" / "report_test.json").exists() for k in range(args.folds)):
+        summarize_cv(args.out, args.folds)
+        print((Path(args.out) / "cv_summary.md").read_text())
+    return 0
