@@ -67,6 +67,8 @@ def _add_train_cv(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=5, help="number of patient-level folds (default: 5)")
     p.add_argument("--only", type=int, nargs="*", help="run only these folds")
     p.add_argument("--bundle", default="ich_classifier", help="bundle name or folder (default: ich_classifier)")
+    p.add_argument("--cache-dir", default=None, help="disk cache of preprocessed volumes, filled first, shared by folds")
+    p.add_argument("--cache-procs", type=int, default=2, help="processes filling the disk cache (default: 2)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. backbone=efficientnet_v2_s 'spatial_size=[512,512]' epochs=30")
 

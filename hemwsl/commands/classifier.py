@@ -35,6 +35,15 @@ def run_train_cv(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.set)
     overrides.update({"dataset_dir": args.dataset_dir, "output_dir": args.out, "n_folds": args.folds})
+    if args.cache_dir:
+        from hemwsl.data.datalist import build_datalist
+        from hemwsl.data.dataset import warm_disk_cache
+
+        overrides["cache_dir"] = args.cache_dir
+        datalist = build_datalist(overrides.get("layout", "ct-ich"), args.dataset_dir)
+        n = warm_disk_cache(datalist, args.cache_dir, spatial_size=overrides.get("spatial_size", [256, 256]),
+                            skull_strip=bool(overrides.get("skull_strip", False)), workers=args.cache_procs)
+        print(f"disk cache: {n} volumes preprocessed in {args.cache_dir}", flush=True)
     folds = args.only or list(range(args.folds))
     for k in folds:
         fold_dir = Path(args.out) / f"fold{k}"

@@ -9,7 +9,14 @@ mask and labels as targets.
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
+import json
+import os
+import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +30,7 @@ from hemwsl.data.io import load_pair
 from hemwsl.errors import HemwslInputError
 from hemwsl.transforms.array import MultiWindow, SkullStrip, stack_indices
 
-__all__ = ["LoadCTVolumed", "SliceDataset", "balanced_sampler"]
+__all__ = ["LoadCTVolumed", "SliceDataset", "balanced_sampler", "warm_disk_cache"]
 
 
 class LoadCTVolumed(MapTransform):
@@ -37,6 +44,8 @@ class LoadCTVolumed(MapTransform):
         spatial_size: in-plane (X, Y) size after resizing; ``None`` keeps the native grid.
         skull_strip: compute the brain mask (:class:`hemwsl.transforms.SkullStrip`) and fill voxels
             outside it with the volume's minimum HU.
+        cache_dir: optional folder where the preprocessed volumes are stored (one ``.pt`` file per
+            volume and setting, written atomically) and read back by later runs, folds and processes.
     """
 
     def __init__(
@@ -44,8 +53,10 @@ class LoadCTVolumed(MapTransform):
         keys: KeysCollection = (IMAGE, LABEL),
         spatial_size: Sequence[int] | None = (256, 256),
         skull_strip: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__(keys)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         if spatial_size is not None and (len(spatial_size) != 2 or min(spatial_size) < 8):
             raise HemwslInputError(f"spatial_size must be two ints >= 8 or None, got {spatial_size!r}")
         self.spatial_size = tuple(int(s) for s in spatial_size) if spatial_size is not None else None
@@ -60,8 +71,35 @@ class LoadCTVolumed(MapTransform):
         out = F.interpolate(z_first, size=self.spatial_size, mode=mode, **kw)
         return out[:, 0].permute(1, 2, 0).unsqueeze(0)
 
+    def cache_path(self, image_path: str, label_path: str | None) -> Path | None:
+        """Where the preprocessed volume of this entry and setting is cached (``None``: no disk cache)."""
+        if self.cache_dir is None:
+            return None
+        key = json.dumps([str(Path(image_path).resolve()), str(Path(label_path).resolve()) if label_path else None,
+                          self.spatial_size, self.skull_strip is not None])
+        return self.cache_dir / f"{Path(image_path).name.split('.')[0]}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
+
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
+        image_key, label_key = self.keys[0], self.keys[1]
+        cached = self.cache_path(d[image_key], d.get(label_key))
+        if cached is not None and cached.exists():
+            d.update(torch.load(cached, weights_only=False))
+            return d
+        out = self._load(d)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".pt", prefix=".tmp-", dir=cached.parent)
+            os.close(fd)
+            try:
+                torch.save({k: out[k] for k in (image_key, label_key, BRAIN, "affine") if k in out}, tmp)
+                os.replace(tmp, cached)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        return out
+
+    def _load(self, d: dict) -> dict:
         image_key, label_key = self.keys[0], self.keys[1]
         image, mask = load_pair(d[image_key], d.get(label_key))
         img = torch.from_numpy(image.array)[None]
@@ -94,7 +132,9 @@ class SliceDataset(torch.utils.data.Dataset):
         transform: per-sample (slice) dictionary transform, e.g. :func:`hemwsl.transforms.augmentation_preset`.
         multilabel: targets are any + five subtypes instead of any.
         slice_filter: optional ``f(entry, z) -> bool`` choosing which slices to serve.
-        num_workers: processes used to fill the cache.
+        num_workers: threads used to fill the in-memory cache.
+        cache_dir: optional disk cache of the preprocessed volumes, shared by runs, folds and
+            processes (see :func:`warm_disk_cache` to fill it with several processes).
     """
 
     def __init__(
@@ -109,6 +149,7 @@ class SliceDataset(torch.utils.data.Dataset):
         slice_filter: Callable[[Mapping, int], bool] | None = None,
         num_workers: int = 0,
         progress: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         if not datalist:
             raise HemwslInputError("datalist is empty: no volumes to serve slices from")
@@ -122,7 +163,8 @@ class SliceDataset(torch.utils.data.Dataset):
         self.multilabel = multilabel
         self.cache = CacheDataset(
             self.datalist,
-            transform=Compose([LoadCTVolumed((IMAGE, LABEL), spatial_size=spatial_size, skull_strip=skull_strip)]),
+            transform=Compose([LoadCTVolumed((IMAGE, LABEL), spatial_size=spatial_size, skull_strip=skull_strip,
+                                             cache_dir=cache_dir)]),
             cache_rate=1.0,
             num_workers=num_workers or None,
             copy_cache=False,
@@ -209,3 +251,24 @@ def balanced_sampler(
     return torch.utils.data.WeightedRandomSampler(
         torch.as_tensor(weights, dtype=torch.double), num_samples or len(labels), replacement=True, generator=gen
     )
+
+
+def _warm_one(args) -> str:
+    entry, spatial_size, skull_strip, cache_dir = args
+    LoadCTVolumed((IMAGE, LABEL), spatial_size=spatial_size, skull_strip=skull_strip, cache_dir=cache_dir)(entry)
+    return str(entry[IMAGE])
+
+
+def warm_disk_cache(datalist: Sequence[Mapping], cache_dir: str | os.PathLike, spatial_size: Sequence[int] | None = (256, 256),
+                    skull_strip: bool = False, workers: int = 2) -> int:
+    """Preprocess every volume of ``datalist`` into ``cache_dir`` with ``workers`` processes (volumes
+    already cached are skipped). Returns the number of volumes."""
+    jobs = [(dict(e), spatial_size, skull_strip, str(cache_dir)) for e in datalist]
+    if workers <= 1:
+        for j in jobs:
+            _warm_one(j)
+    else:
+        # spawn, not fork: forking a process whose torch/OpenMP threads are running can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            list(ex.map(_warm_one, jobs))
+    return len(jobs)

@@ -106,7 +106,7 @@ def test_train_cv_command_resumes(synthetic_root, tmp_path, capsys):
 
     args = ["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(tmp_path / "cv"), "--folds", "2",
             "--set", "backbone=resnet10", "spatial_size=[32,32]", "epochs=1", "samples_per_epoch=16",
-            "cache_workers=0", "batch_size=8"]
+            "cache_workers=0", "batch_size=8", "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
     summary = json.loads((tmp_path / "cv" / "cv_summary.json").read_text())
     assert [r["fold"] for r in summary["folds"]] == [0, 1]

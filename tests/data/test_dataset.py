@@ -106,3 +106,26 @@ def test_real_data_cached_loader(real_data_dir):
     batch = torch.stack([ds[i]["image"] for i in range(8)])
     assert batch.shape == (8, 9, 128, 128)
     assert 0.0 <= float(batch.min()) and float(batch.max()) <= 1.0
+
+
+def test_disk_cache_is_reused(synthetic_datalist, tmp_path, monkeypatch):
+    import hemwsl.data.dataset as mod
+    from hemwsl.data.dataset import warm_disk_cache
+
+    assert warm_disk_cache(synthetic_datalist[:2], tmp_path, spatial_size=(32, 32), workers=2) == 2
+    files = sorted(tmp_path.glob("*.pt"))
+    assert len(files) == 2
+    ref = SliceDataset(synthetic_datalist[:2], spatial_size=(32, 32))
+
+    def fail(*a, **k):
+        raise AssertionError("volume re-read although it is cached")
+
+    monkeypatch.setattr(mod, "load_pair", fail)
+    ds = SliceDataset(synthetic_datalist[:2], spatial_size=(32, 32), cache_dir=tmp_path)
+    for i in (0, 5, len(ds) - 1):
+        torch.testing.assert_close(ds[i]["image"], ref[i]["image"])
+        torch.testing.assert_close(ds[i]["mask"], ref[i]["mask"])
+    # another setting gets its own file
+    monkeypatch.undo()
+    SliceDataset(synthetic_datalist[:1], spatial_size=(16, 16), cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 3
