@@ -132,6 +132,9 @@ class SliceDataset(torch.utils.data.Dataset):
         transform: per-sample (slice) dictionary transform, e.g. :func:`hemwsl.transforms.augmentation_preset`.
         multilabel: targets are any + five subtypes instead of any.
         slice_filter: optional ``f(entry, z) -> bool`` choosing which slices to serve.
+        window_on_device: serve the raw HU stack (``num_slices`` channels, float16) instead of the
+            windowed channels; :class:`hemwsl.engines.classifier.PrepareBatch` then applies the windows
+            on the device (less data through loader processes, windowing on the GPU).
         num_workers: threads used to fill the in-memory cache.
         cache_dir: optional disk cache of the preprocessed volumes, shared by runs, folds and
             processes (see :func:`warm_disk_cache` to fill it with several processes).
@@ -150,6 +153,7 @@ class SliceDataset(torch.utils.data.Dataset):
         num_workers: int = 0,
         progress: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        window_on_device: bool = False,
     ) -> None:
         if not datalist:
             raise HemwslInputError("datalist is empty: no volumes to serve slices from")
@@ -159,6 +163,7 @@ class SliceDataset(torch.utils.data.Dataset):
         self.num_slices = int(num_slices)
         self.windows = list(windows)
         self.window = MultiWindow(self.windows)
+        self.window_on_device = window_on_device
         self.transform = transform
         self.multilabel = multilabel
         self.cache = CacheDataset(
@@ -218,7 +223,8 @@ class SliceDataset(torch.utils.data.Dataset):
         idx = stack_indices(z, self.num_slices, image.shape[-1])
         stack = image[0][..., idx].permute(2, 0, 1)  # (k, X, Y)
         sample = {
-            IMAGE: torch.as_tensor(self.window(stack), dtype=torch.float32),
+            IMAGE: stack.to(torch.float16) if self.window_on_device
+            else torch.as_tensor(self.window(stack), dtype=torch.float32),
             LABEL: self._target(v, z),
             MASK: vol[LABEL][..., z].float(),
             PATIENT: self.datalist[v].get(PATIENT, str(v)),
@@ -232,11 +238,14 @@ class SliceDataset(torch.utils.data.Dataset):
 
 
 def balanced_sampler(
-    dataset: SliceDataset, pos_fraction: float = 0.5, num_samples: int | None = None, seed: int = 0
-) -> torch.utils.data.WeightedRandomSampler:
+    dataset: SliceDataset, pos_fraction: float = 0.5, num_samples: int | None = None, seed: int = 0,
+    distributed: bool = False,
+) -> torch.utils.data.Sampler:
     """A sampler drawing positive slices with probability ``pos_fraction`` (with replacement).
 
-    ``num_samples`` defaults to ``len(dataset)``; a smaller value gives shorter epochs.
+    ``num_samples`` (per epoch, all ranks together) defaults to ``len(dataset)``; a smaller value
+    gives shorter epochs. With ``distributed`` (and ``torch.distributed`` initialised) each rank draws
+    ``num_samples // world_size`` slices with MONAI's ``DistributedWeightedRandomSampler``.
     """
     if not 0.0 < pos_fraction < 1.0:
         raise HemwslInputError(f"pos_fraction must be in (0, 1), got {pos_fraction}")
@@ -247,6 +256,14 @@ def balanced_sampler(
         weights = np.ones(len(labels))
     else:
         weights = np.where(labels > 0, pos_fraction / n_pos, (1 - pos_fraction) / n_neg)
+    if distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
+        from monai.data import DistributedWeightedRandomSampler
+
+        world = torch.distributed.get_world_size()
+        return DistributedWeightedRandomSampler(
+            dataset, weights.tolist(), num_samples_per_rank=max(1, (num_samples or len(labels)) // world),
+            generator=torch.Generator().manual_seed(seed), seed=seed, shuffle=False,
+        )
     gen = torch.Generator().manual_seed(seed)
     return torch.utils.data.WeightedRandomSampler(
         torch.as_tensor(weights, dtype=torch.double), num_samples or len(labels), replacement=True, generator=gen

@@ -160,14 +160,17 @@ def run_inference(network: torch.nn.Module, images: Sequence[str] | str, output_
     return written
 
 
-def rank_zero_only(handlers: Sequence, keep_on_all: int = 0) -> list:
-    """In distributed runs, keep only the first ``keep_on_all`` handlers on ranks > 0 (logging,
-    checkpointing and reports run on rank 0)."""
+def rank_zero_only(handlers: Sequence, keep_on_all: int = 0, always: Sequence = ()) -> list:
+    """Handlers for this process of a distributed run: all of them on rank 0 (or without
+    ``torch.distributed``); on other ranks only the first ``keep_on_all`` and those in ``always``
+    (e.g. LR schedule, validation trigger and early stopping, which every rank must run alike)."""
     import torch.distributed as dist
 
+    handlers = list(handlers)
     if dist.is_available() and dist.is_initialized() and dist.get_rank() > 0:
-        return list(handlers)[:keep_on_all]
-    return list(handlers)
+        kept = handlers[:keep_on_all]
+        return kept + [h for h in always if all(h is not k for k in kept)]
+    return handlers
 
 
 def load_weights(network: torch.nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -190,19 +193,27 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, device: str 
 
 
 class PrepareBatch:
-    """``prepare_batch`` for MONAI's ``SupervisedTrainer``: moves image and label to the device, applies
-    a batched on-device augmentation (:class:`hemwsl.transforms.batch.BatchRandAffine`) when given, and
-    switches to channels_last memory format when asked."""
+    """``prepare_batch`` for MONAI's ``SupervisedTrainer``/``SupervisedEvaluator``: moves image and label
+    to the device, applies the CT windows there when the loader ships raw HU stacks
+    (``window_on_device``; 1/6 of the bytes of windowed float32 channels cross process boundaries),
+    then a batched on-device augmentation (:class:`hemwsl.transforms.batch.BatchRandAffine`) when given,
+    and switches to channels_last memory format when asked."""
 
     def __init__(self, augment: torch.nn.Module | None = None, channels_last: bool = False,
+                 windows: Sequence | None = None, window_on_device: bool = False,
                  image_key: str = IMAGE, label_key: str = LABEL) -> None:
+        from hemwsl.transforms import Window, resolve_window
+
         self.augment = augment
         self.channels_last = channels_last
+        self.windows = [Window(*resolve_window(w)) for w in windows] if (window_on_device and windows) else None
         self.image_key, self.label_key = image_key, label_key
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
         x = torch.as_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking)
         y = torch.as_tensor(batchdata[self.label_key]).to(device=device, non_blocking=non_blocking)
+        if self.windows is not None:  # (B, k, H, W) HU -> (B, k * n_windows, H, W), window-major
+            x = torch.cat([torch.as_tensor(w(x.float())) for w in self.windows], dim=1)
         if self.augment is not None:
             x = self.augment(x)
         if self.channels_last:

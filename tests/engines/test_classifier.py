@@ -81,3 +81,16 @@ def test_parse_overrides():
         "backbone": "resnet18", "spatial_size": [64, 64], "epochs": 3}
     with pytest.raises(HemwslInputError, match="KEY=VALUE"):
         parse_overrides(["oops"])
+
+
+def test_window_on_device_equals_loader_windowing(synthetic_datalist):
+    from hemwsl.data.dataset import SliceDataset
+
+    windows = ["brain", (60, 40)]
+    ref = SliceDataset(synthetic_datalist[:1], windows=windows, spatial_size=(32, 32))
+    raw = SliceDataset(synthetic_datalist[:1], windows=windows, spatial_size=(32, 32), window_on_device=True)
+    assert raw[4]["image"].dtype == torch.float16 and raw[4]["image"].shape[0] == 3
+    batch = {"image": torch.stack([raw[i]["image"] for i in (3, 4)]), "label": torch.zeros(2, 1)}
+    x, _ = PrepareBatch(windows=windows, window_on_device=True)(batch, torch.device("cpu"))
+    expected = torch.stack([ref[i]["image"] for i in (3, 4)])
+    torch.testing.assert_close(x, expected, atol=2e-3, rtol=0)  # float16 HU: within 0.1 HU

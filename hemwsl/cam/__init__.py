@@ -1,0 +1,1 @@
+"""Class activation maps and gradient attribution methods for the slice classifiers."""

@@ -1,0 +1,203 @@
+"""Common machinery of the threshold strategies: input/output types, normalisation, post-processing.
+
+A strategy turns a heatmap (a CAM, 2D or 3D) into a binary mask. Every strategy is a
+:class:`ThresholdStrategy` with a ``name`` and ``__call__(heatmap, image_hu=None, brain=None)`` that returns
+a bool mask of the heatmap's shape and type (numpy in, numpy out; torch in, torch out on the same device).
+Conventions shared by all strategies:
+
+* a voxel is foreground when its (normalised) value is strictly above the threshold, ``map > t``, as in
+  scikit-image's Otsu example; a constant map thus gives an empty mask with every data-driven threshold;
+* the threshold is computed on the whole array given, or per item of the first axis with
+  ``per_sample=True`` (a batch ``(B, H, W)`` of slices, each with its own threshold and components);
+* post-processing, in this order: keep only voxels inside ``brain`` when a brain mask is passed (and
+  ``restrict_to_brain``), then drop connected components smaller than ``min_size`` voxels (full
+  connectivity: 8 in 2D, 26 in 3D).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from hemwsl.errors import HemwslInputError, check_choice
+from hemwsl.thresholds.postprocess import remove_small_components
+
+__all__ = ["NORMALISATIONS", "REGIONS", "ThresholdStrategy", "normalise_map", "apply_threshold", "region_values"]
+
+#: Named normalisations of a heatmap before a fixed threshold is applied.
+NORMALISATIONS: tuple[str, ...] = ("none", "minmax", "max")
+#: Which values a data-driven threshold (percentile, Otsu) is computed from.
+REGIONS: tuple[str, ...] = ("map", "nonzero", "brain")
+
+
+# --------------------------------------------------------------------------------------------- types
+def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+    """Return ``x`` as a numpy array and a function converting a result back to ``x``'s type."""
+    if isinstance(x, torch.Tensor):
+        device = x.device
+        return x.detach().cpu().numpy(), lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    a = np.asarray(x)
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise HemwslInputError(f"{name} must be a numeric array, got dtype {a.dtype}")
+    return a, lambda r: r
+
+
+def _float_map(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+    a, back = to_numpy(x, name)
+    a = a.astype(np.float64)
+    if np.isnan(a).any():
+        raise HemwslInputError(f"{name} contains NaN")
+    return a, back
+
+
+def _bool_map(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    a, _ = to_numpy(x, name)
+    if a.shape != shape:
+        raise HemwslInputError(f"{name} has shape {a.shape}, expected {shape} (the heatmap's)")
+    if a.dtype != bool:
+        if a.size and not np.all((a == 0) | (a == 1)):
+            raise HemwslInputError(f"{name} must be a binary mask (bool or 0/1)")
+        a = a.astype(bool)
+    return a
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def normalise_map(heatmap: np.ndarray, normalisation: str = "none") -> np.ndarray:
+    """Normalise one heatmap.
+
+    Args:
+        heatmap: float array.
+        normalisation: ``"none"`` (as is, e.g. a sigmoid output in [0, 1]), ``"minmax"``
+            (``(x - min) / (max - min)``, all zeros for a constant map) or ``"max"`` (``x / max``, all
+            zeros when ``max <= 0``). A fixed threshold of 200/255 on ``"minmax"`` is the usual
+            "200 on the 8-bit rendered CAM".
+    """
+    check_choice("normalisation", normalisation, NORMALISATIONS)
+    h = np.asarray(heatmap, dtype=np.float64)
+    if normalisation == "none" or h.size == 0:
+        return h
+    hi = float(h.max())
+    if normalisation == "max":
+        return h / hi if hi > 0 else np.zeros_like(h)
+    lo = float(h.min())
+    return (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+
+
+def apply_threshold(heatmap: Any, threshold: float, normalisation: str = "none", per_sample: bool = False) -> Any:
+    """Binarise ``heatmap`` as ``normalise_map(heatmap) > threshold``.
+
+    The function to apply a threshold chosen on validation maps, unchanged, to test maps.
+
+    Args:
+        heatmap: numpy array or torch tensor.
+        threshold: threshold in the units of the normalised map.
+        normalisation: see :func:`normalise_map`.
+        per_sample: normalise each item of the first axis separately.
+
+    Returns:
+        Bool mask of the heatmap's shape and type.
+    """
+    h, back = _float_map(heatmap, "heatmap")
+    if per_sample:
+        out = np.stack([normalise_map(x, normalisation) > threshold for x in h]) if len(h) else h.astype(bool)
+    else:
+        out = normalise_map(h, normalisation) > threshold
+    return back(out)
+
+
+def region_values(heatmap: np.ndarray, region: str, brain: np.ndarray | None) -> np.ndarray:
+    """Heatmap values a data-driven threshold is computed from: all, the nonzero ones, or those in ``brain``."""
+    check_choice("region", region, REGIONS)
+    if region == "map":
+        return heatmap.ravel()
+    if region == "nonzero":
+        return heatmap[heatmap != 0]
+    if brain is None:
+        raise HemwslInputError("region='brain' needs a brain mask (brain=...)")
+    return heatmap[brain]
+
+
+# --------------------------------------------------------------------------------------------- base class
+class ThresholdStrategy:
+    """Base class: heatmap -> bool mask, with the shared post-processing.
+
+    Subclasses implement :meth:`threshold_value` (a scalar threshold on the normalised map) or override
+    :meth:`_mask` entirely.
+
+    Args:
+        min_size: drop connected components with fewer voxels (0 keeps all).
+        restrict_to_brain: keep only voxels inside the brain mask when one is passed.
+        per_sample: treat the first axis as a batch (one threshold and one component analysis per item).
+    """
+
+    name = "base"
+    normalisation = "none"
+    needs_heatmap = True
+
+    def __init__(self, *, min_size: int = 0, restrict_to_brain: bool = True, per_sample: bool = False) -> None:
+        if int(min_size) < 0:
+            raise HemwslInputError(f"min_size must be >= 0, got {min_size}")
+        self.min_size = int(min_size)
+        self.restrict_to_brain = restrict_to_brain
+        self.per_sample = per_sample
+
+    def threshold_value(self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None) -> float:
+        """Threshold for one (normalised) map; ``+inf`` means an empty mask."""
+        raise NotImplementedError
+
+    def _mask(self, heatmap: np.ndarray | None, image_hu: np.ndarray | None, brain: np.ndarray | None) -> np.ndarray:
+        """Raw mask of one map, before post-processing."""
+        h = normalise_map(heatmap, self.normalisation)
+        return h > self.threshold_value(h, image_hu, brain)
+
+    def __call__(self, heatmap: Any = None, image_hu: Any = None, brain: Any = None) -> Any:
+        """Binarise ``heatmap`` (with ``image_hu`` and ``brain`` of the same shape where the strategy uses them).
+
+        Returns:
+            Bool mask of the heatmap's shape, numpy or torch as the heatmap (as ``image_hu`` when the
+            strategy needs no heatmap and none is given).
+        """
+        if heatmap is None and self.needs_heatmap:
+            raise HemwslInputError(f"threshold strategy {self.name!r} needs a heatmap")
+        ref = heatmap if heatmap is not None else image_hu
+        if ref is None:
+            raise HemwslInputError(f"threshold strategy {self.name!r} needs a heatmap or image_hu")
+        h, back = _float_map(ref, "heatmap" if heatmap is not None else "image_hu")
+        shape = h.shape
+        if heatmap is None:
+            h = None
+        hu = None
+        if image_hu is not None:
+            hu, _ = _float_map(image_hu, "image_hu")
+            if hu.shape != shape:
+                raise HemwslInputError(f"image_hu has shape {hu.shape}, expected {shape} (the heatmap's)")
+        br = None if brain is None else _bool_map(brain, "brain", shape)
+        if self.per_sample:
+            if len(shape) < 2:
+                raise HemwslInputError(f"per_sample needs a batch axis, got shape {shape}")
+            items = [
+                self._one(None if h is None else h[i], None if hu is None else hu[i], None if br is None else br[i])
+                for i in range(shape[0])
+            ]
+            out = np.stack(items) if items else np.zeros(shape, dtype=bool)
+        else:
+            out = self._one(h, hu, br)
+        return back(out.astype(bool, copy=False))
+
+    def _one(self, h: np.ndarray | None, hu: np.ndarray | None, br: np.ndarray | None) -> np.ndarray:
+        mask = np.asarray(self._mask(h, hu, br), dtype=bool)
+        if br is not None and self.restrict_to_brain:
+            mask = mask & br
+        if self.min_size > 1:
+            mask = remove_small_components(mask, self.min_size)
+        return mask
+
+    def _params(self) -> dict[str, Any]:
+        return {"min_size": self.min_size, "restrict_to_brain": self.restrict_to_brain, "per_sample": self.per_sample}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,69 @@
+"""Intensity prior: acute blood is hyperdense, so keep only voxels in a HU range, optionally with a CAM threshold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hemwsl.errors import HemwslInputError, check_choice
+from hemwsl.thresholds.base import ThresholdStrategy
+from hemwsl.thresholds.fixed import FixedThreshold
+
+__all__ = ["BLOOD_HU_RANGE", "IntensityPrior"]
+
+#: Default hyperdense (acute) blood range in HU, inclusive: clotted blood is about 50-90 HU, above grey
+#: matter (~35-45 HU) and below calcification and bone.
+BLOOD_HU_RANGE: tuple[float, float] = (45.0, 90.0)
+
+
+class IntensityPrior(ThresholdStrategy):
+    """Keep the voxels with ``low <= HU <= high`` (inside the brain mask), optionally combined with a CAM mask.
+
+    Args:
+        hu_range: inclusive ``(low, high)`` range in HU (default :data:`BLOOD_HU_RANGE`).
+        cam: CAM thresholding to combine with: a :class:`ThresholdStrategy`, or a number ``t`` meaning
+            ``FixedThreshold(t, normalisation="minmax")``; ``None`` uses the prior alone (no heatmap needed).
+        combine: ``"and"`` (blood range *and* CAM foreground, the usual refinement) or ``"or"``.
+        min_size, restrict_to_brain, per_sample: see :class:`~hemwsl.thresholds.base.ThresholdStrategy`
+            (applied after combining).
+
+    Call: ``prior(heatmap, image_hu=hu, brain=brain)`` (``heatmap`` may be ``None`` without ``cam``);
+    ``image_hu`` is required and must be in Hounsfield units, not windowed.
+    """
+
+    name = "intensity"
+
+    def __init__(
+        self,
+        hu_range: tuple[float, float] = BLOOD_HU_RANGE,
+        cam: ThresholdStrategy | float | None = None,
+        combine: str = "and",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        low, high = (float(v) for v in hu_range)
+        if not low <= high:
+            raise HemwslInputError(f"hu_range must be (low, high) with low <= high, got {hu_range}")
+        check_choice("combine", combine, ("and", "or"))
+        if cam is not None and not isinstance(cam, ThresholdStrategy):
+            cam = FixedThreshold(float(cam), normalisation="minmax")
+        if isinstance(cam, ThresholdStrategy) and cam.per_sample:
+            raise HemwslInputError("give the cam strategy per_sample=False; set per_sample on IntensityPrior")
+        self.hu_range = (low, high)
+        self.cam = cam
+        self.combine = combine
+        self.needs_heatmap = cam is not None
+
+    def _mask(self, heatmap: np.ndarray | None, image_hu: np.ndarray | None, brain: np.ndarray | None) -> np.ndarray:
+        if image_hu is None:
+            raise HemwslInputError("IntensityPrior needs image_hu (the CT in Hounsfield units)")
+        low, high = self.hu_range
+        mask = (image_hu >= low) & (image_hu <= high)
+        if self.cam is not None:
+            cam_mask = np.asarray(self.cam(heatmap, image_hu=image_hu, brain=brain), dtype=bool)
+            mask = (mask & cam_mask) if self.combine == "and" else (mask | cam_mask)
+        return mask
+
+    def _params(self) -> dict[str, Any]:
+        return {"hu_range": self.hu_range, "cam": self.cam, "combine": self.combine, **super()._params()}
