@@ -3,7 +3,7 @@
 Inputs are 2D slices, batched as ``(B, H, W)`` or ``(B, 1, H, W)`` (a single ``(H, W)`` slice is a batch of
 one), as numpy arrays or torch tensors. Masks are binary (bool or 0/1); heatmaps (for the pointing game) are
 real-valued maps of the slice's size (upsample CAMs first). Each metric is a ``compute_*`` function returning
-one value per slice (a float ``torch.Tensor`` of shape ``(B,)``) plus a MONAI ``CumulativeIterationMetric``
+one value per slice (a float64 ``torch.Tensor`` of shape ``(B,)``) plus a MONAI ``CumulativeIterationMetric``
 class that only buffers per-slice values or sufficient statistics and reduces them in ``aggregate()``.
 Pixel Dice/IoU wrap MONAI's ``compute_dice``/``compute_iou``; the metrics of the weakly supervised
 localisation literature that MONAI lacks (box overlap, hit, pointing game) are written here.
@@ -260,7 +260,7 @@ def compute_dice(y_pred: Any, y: Any) -> torch.Tensor:
         y: binary ground-truth masks of the same shape.
 
     Returns:
-        Float tensor ``(B,)``; 1.0 when both masks are empty, 0.0 when only one is.
+        Float64 tensor ``(B,)``; 1.0 when both masks are empty, 0.0 when only one is.
     """
     p, g = _binary_pair(y_pred, y)
     raw = monai_compute_dice(p[:, None], g[:, None], include_background=True, ignore_empty=False).reshape(-1)
@@ -277,7 +277,7 @@ def compute_iou(y_pred: Any, y: Any) -> torch.Tensor:
         y: binary ground-truth masks of the same shape.
 
     Returns:
-        Float tensor ``(B,)``; 1.0 when both masks are empty, 0.0 when only one is.
+        Float64 tensor ``(B,)``; 1.0 when both masks are empty, 0.0 when only one is.
     """
     p, g = _binary_pair(y_pred, y)
     raw = monai_compute_iou(p[:, None].float(), g[:, None].float(), include_background=True, ignore_empty=False)
@@ -299,7 +299,10 @@ def compute_global_dice(y_pred: Any, y: Any) -> float:
 
 
 def compute_global_iou(y_pred: Any, y: Any) -> float:
-    """Global (pooled) IoU: ``sum|P & G| / sum|P | G|`` over all pixels of all slices (see :func:`compute_global_dice`)."""
+    """Global (pooled) IoU ``sum|P & G| / sum|P | G|`` over all pixels of all slices.
+
+    See :func:`compute_global_dice` for the arguments and the empty cases.
+    """
     p, g = _binary_pair(y_pred, y)
     return float(_overlap_from_stats(_overlap_stats(p, g).sum(0), "iou")[0])
 
@@ -337,7 +340,7 @@ def compute_box_dice(y_pred: Any, y: Any) -> torch.Tensor:
     """Dice between the rasterised component boxes of prediction and ground truth (:func:`bounding_box_mask`).
 
     Returns:
-        Float tensor ``(B,)`` following :data:`EMPTY_POLICY` (a box mask is empty iff its mask is).
+        Float64 tensor ``(B,)`` following :data:`EMPTY_POLICY` (a box mask is empty iff its mask is).
     """
     p, g = _binary_pair(y_pred, y)
     return _overlap_from_stats(_overlap_stats(bounding_box_mask(p), bounding_box_mask(g)), "box_dice")
@@ -347,7 +350,7 @@ def compute_box_iou(y_pred: Any, y: Any) -> torch.Tensor:
     """IoU between the rasterised component boxes of prediction and ground truth (:func:`bounding_box_mask`).
 
     Returns:
-        Float tensor ``(B,)`` following :data:`EMPTY_POLICY`.
+        Float64 tensor ``(B,)`` following :data:`EMPTY_POLICY`.
     """
     p, g = _binary_pair(y_pred, y)
     return _overlap_from_stats(_overlap_stats(bounding_box_mask(p), bounding_box_mask(g)), "box_iou")
@@ -358,7 +361,7 @@ def compute_hit(y_pred: Any, y: Any) -> torch.Tensor:
     """Loose hit: 1.0 when the predicted mask overlaps the lesion by at least one pixel, else 0.0.
 
     Returns:
-        Float tensor ``(B,)``; 1.0 when both masks are empty, 0.0 for a false alarm on an empty slice
+        Float64 tensor ``(B,)``; 1.0 when both masks are empty, 0.0 for a false alarm on an empty slice
         (:data:`EMPTY_POLICY`).
     """
     p, g = _binary_pair(y_pred, y)
@@ -377,7 +380,7 @@ def compute_pointing_game(heatmap: Any, y: Any) -> torch.Tensor:
         y: binary ground-truth masks of the same shape.
 
     Returns:
-        Float tensor ``(B,)``: NaN for slices without lesion (nothing to point at), 0.0 for a constant
+        Float64 tensor ``(B,)``: NaN for slices without lesion (nothing to point at), 0.0 for a constant
         heatmap on a lesion slice (:data:`EMPTY_POLICY`).
     """
     h = _as_batch_2d(heatmap, "heatmap")
@@ -429,7 +432,7 @@ def compute_class_iou(
         include_background: whether label 0 gets a column.
 
     Returns:
-        Float tensor ``(B, C)`` (``C = num_classes`` or ``num_classes - 1``).
+        Float64 tensor ``(B, C)`` (``C = num_classes`` or ``num_classes - 1``).
     """
     p, g, n = _label_pair(y_pred, y, num_classes)
     po = one_hot(p[:, None], num_classes=n, dim=1)
@@ -450,7 +453,7 @@ def compute_miou(y_pred: Any, y: Any, num_classes: int | None = None, include_ba
         include_background: whether label 0 counts as a class.
 
     Returns:
-        Float tensor ``(B,)``; 1.0 when no class is present in either map, 0.0 when the foreground of
+        Float64 tensor ``(B,)``; 1.0 when no class is present in either map, 0.0 when the foreground of
         only one of them is empty (:data:`EMPTY_POLICY`, key ``"miou"``).
     """
     cls = compute_class_iou(y_pred, y, num_classes=num_classes, include_background=include_background)
@@ -497,7 +500,9 @@ class _OverlapMetric(CumulativeIterationMetric):
             p, g = bounding_box_mask(p), bounding_box_mask(g)
         return _overlap_stats(p, g)
 
-    def aggregate(self, reduction: str | None = None) -> dict[str, float] | float | torch.Tensor:  # type: ignore[override]
+    def aggregate(  # type: ignore[override]
+        self, reduction: str | None = None
+    ) -> dict[str, float] | float | torch.Tensor:
         """Reduce the buffered slices.
 
         Args:

@@ -36,7 +36,9 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -115,6 +117,14 @@ def _spacing(spacing: Any, ndim: int) -> tuple[float, ...]:
 def _policy(raw: float | torch.Tensor, p: torch.Tensor, g: torch.Tensor, metric: str, **kw: Any) -> float:
     value = torch.as_tensor(raw, dtype=torch.float64).reshape(1)
     return float(apply_empty_policy(value, p.any().reshape(1), g.any().reshape(1), metric, **kw)[0])
+
+
+@contextmanager
+def _quiet_monai() -> Iterator[None]:
+    """Silence the deprecation notice MONAI's own surface code emits about one of its internal arguments."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*")
+        yield
 
 
 def _empty_case(p: torch.Tensor, g: torch.Tensor) -> bool:
@@ -196,7 +206,10 @@ def compute_hd95(
     if _empty_case(p, g):
         raw: float | torch.Tensor = float("nan")
     else:
-        raw = monai_compute_hd(p[None, None], g[None, None], include_background=True, percentile=percentile, spacing=sp)
+        with _quiet_monai():
+            raw = monai_compute_hd(
+                p[None, None], g[None, None], include_background=True, percentile=percentile, spacing=sp
+            )
     return _policy(raw, p, g, "hd95", max_distance=max_distance)
 
 
@@ -219,7 +232,8 @@ def compute_assd(y_pred: Any, y: Any, spacing: Any, max_distance: float | None =
     if _empty_case(p, g):
         raw: float | torch.Tensor = float("nan")
     else:
-        raw = monai_compute_asd(p[None, None], g[None, None], include_background=True, symmetric=True, spacing=sp)
+        with _quiet_monai():
+            raw = monai_compute_asd(p[None, None], g[None, None], include_background=True, symmetric=True, spacing=sp)
     return _policy(raw, p, g, "assd", max_distance=max_distance)
 
 
@@ -244,9 +258,10 @@ def compute_surface_dice(y_pred: Any, y: Any, spacing: Any, tolerance_mm: float 
     if _empty_case(p, g):
         raw: float | torch.Tensor = float("nan")
     else:
-        raw = monai_compute_surface_dice(
-            p[None, None].float(), g[None, None].float(), [float(tolerance_mm)], include_background=True, spacing=sp
-        )
+        with _quiet_monai():
+            raw = monai_compute_surface_dice(
+                p[None, None].float(), g[None, None].float(), [float(tolerance_mm)], include_background=True, spacing=sp
+            )
     return _policy(raw, p, g, "surface_dice")
 
 
@@ -321,7 +336,9 @@ class VolumeMetrics(CumulativeIterationMetric):
         self.max_distance = max_distance
         self.reduction = reduction
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor, spacing: Any = None) -> torch.Tensor:  # type: ignore[override]
+    def _compute_tensor(  # type: ignore[override]
+        self, y_pred: torch.Tensor, y: torch.Tensor, spacing: Any = None
+    ) -> torch.Tensor:
         if y_pred.ndim == 5 and y_pred.shape[1] == 1:
             y_pred = y_pred[:, 0]
         if y is not None and y.ndim == 5 and y.shape[1] == 1:
@@ -329,7 +346,8 @@ class VolumeMetrics(CumulativeIterationMetric):
         if y is None or y_pred.ndim != 4 or y.shape != y_pred.shape:
             shape_y = None if y is None else tuple(y.shape)
             raise HemwslInputError(
-                f"y_pred and y must be (B, X, Y, Z) or (B, 1, X, Y, Z) of one shape, got {tuple(y_pred.shape)}, {shape_y}"
+                "y_pred and y must be (B, X, Y, Z) or (B, 1, X, Y, Z) of one shape, "
+                f"got {tuple(y_pred.shape)}, {shape_y}"
             )
         batch = y_pred.shape[0]
         if spacing is None:

@@ -144,7 +144,9 @@ class ThresholdStrategy:
         self.restrict_to_brain = restrict_to_brain
         self.per_sample = per_sample
 
-    def threshold_value(self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None) -> float:
+    def threshold_value(
+        self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None
+    ) -> float:
         """Threshold for one (normalised) map; ``+inf`` means an empty mask."""
         raise NotImplementedError
 

@@ -35,7 +35,9 @@ class FixedThreshold(ThresholdStrategy):
         self.value = value
         self.normalisation = normalisation
 
-    def threshold_value(self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None) -> float:
+    def threshold_value(
+        self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None
+    ) -> float:
         return self.value
 
     def _params(self) -> dict[str, Any]:

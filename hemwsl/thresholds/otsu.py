@@ -34,7 +34,9 @@ class OtsuThreshold(ThresholdStrategy):
         self.nbins = int(nbins)
         self.region = region
 
-    def threshold_value(self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None) -> float:
+    def threshold_value(
+        self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None
+    ) -> float:
         values = region_values(heatmap, self.region, brain)
         if values.size == 0 or values.min() == values.max():
             return float("inf")

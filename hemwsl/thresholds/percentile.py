@@ -34,7 +34,9 @@ class PercentileThreshold(ThresholdStrategy):
         self.q = float(q)
         self.region = region
 
-    def threshold_value(self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None) -> float:
+    def threshold_value(
+        self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None
+    ) -> float:
         values = region_values(heatmap, self.region, brain)
         return float(np.percentile(values, self.q)) if values.size else float("inf")
 

@@ -184,7 +184,8 @@ class SearchedThreshold(ThresholdStrategy):
         check_choice("metric", metric, SEARCH_METRICS)
         check_choice("reduction", reduction, SEARCH_REDUCTIONS)
         check_choice("normalisation", normalisation, NORMALISATIONS)
-        self.candidates = [round(0.05 * k, 2) for k in range(1, 20)] if candidates is None else [float(c) for c in candidates]
+        default = [round(0.05 * k, 2) for k in range(1, 20)]
+        self.candidates = default if candidates is None else [float(c) for c in candidates]
         self.metric = metric
         self.reduction = reduction
         self.normalisation = normalisation
@@ -204,7 +205,9 @@ class SearchedThreshold(ThresholdStrategy):
         )
         return self
 
-    def threshold_value(self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None) -> float:
+    def threshold_value(
+        self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None
+    ) -> float:
         if self.value is None:
             raise HemwslInputError("SearchedThreshold has no threshold yet: call fit(maps_val, masks_val) first")
         return self.value
