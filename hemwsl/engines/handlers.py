@@ -23,7 +23,13 @@ from ignite.engine import Engine, Events
 from hemwsl.constants import LABEL, PATIENT, SLICE_INDEX
 from hemwsl.data.io import atomic_write_text
 
-__all__ = ["PredictionCollector", "ClassificationHistory", "ClassificationReportWriter", "read_predictions_csv"]
+__all__ = [
+    "PredictionCollector",
+    "ClassificationHistory",
+    "ClassificationReportWriter",
+    "read_predictions_csv",
+    "any_output",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -196,3 +202,15 @@ class ClassificationReportWriter:
         csv_path = self.collector.to_csv(self.output_dir / f"predictions_{self.name}.csv", self.output_names)
         write_classification_report(csv_path, self.output_dir, name=self.name, val_csv=self.val_csv,
                                     thresholds=self.thresholds)
+
+
+def any_output(output) -> tuple[torch.Tensor, torch.Tensor]:
+    """``output_transform`` selecting the first output ("any hemorrhage") of a batch's predictions and
+    labels, so that model selection uses the primary target for binary and multi-label heads alike
+    (subtype columns without positives in a small validation part would make a macro AUROC NaN)."""
+    if isinstance(output, dict):
+        pred, label = output["pred"], output[LABEL]
+    else:
+        pred = torch.stack([torch.as_tensor(o["pred"]) for o in output])
+        label = torch.stack([torch.as_tensor(o[LABEL]) for o in output])
+    return pred.reshape(pred.shape[0], -1)[:, :1], label.reshape(label.shape[0], -1)[:, :1]

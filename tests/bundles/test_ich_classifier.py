@@ -137,3 +137,21 @@ def test_multi_process_training_with_torchrun(synthetic_root, tmp_path):
 
     state = torch.load(fold_dir / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)  # saved unwrapped, loadable by evaluate/inference
+
+
+def test_multilabel_head_selects_on_any_and_reports_subtypes(synthetic_root, tmp_path):
+    kw = _tiny(synthetic_root, tmp_path / "ml")
+    kw.update(multilabel=True, epochs=2)
+    wf = run_bundle(BUNDLE, ["train"], **kw)
+    # the key metric is the AUROC of the "any" output: finite although most subtypes have no positives
+    assert np.isfinite(wf.parser.get_parsed_content("validate#evaluator").state.best_metric)
+    fold_dir = tmp_path / "ml" / "fold1"
+    assert (fold_dir / "models" / "model.pt").is_file()
+    run_bundle(BUNDLE, ["train", "evaluate"], **kw)
+    report = json.loads((fold_dir / "report_test.json").read_text())
+    assert list(report["multilabel"]["per_class"]) == ["any", "intraventricular", "intraparenchymal",
+                                                        "subarachnoid", "epidural", "subdural"]
+    with open(fold_dir / "predictions_test.csv") as f:
+        header = f.readline().strip().split(",")
+    assert header[2:8] == ["label_any", "label_intraventricular", "label_intraparenchymal", "label_subarachnoid",
+                           "label_epidural", "label_subdural"]
