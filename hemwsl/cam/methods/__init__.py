@@ -1,0 +1,30 @@
+"""The CAM methods, one file each; see :mod:`hemwsl.cam.registry` for the registry."""
+
+from __future__ import annotations
+
+from hemwsl.cam.methods.ablationcam import AblationCAM
+from hemwsl.cam.methods.cam import CAM
+from hemwsl.cam.methods.eigencam import EigenCAM, first_component_projection
+from hemwsl.cam.methods.eigengradcam import EigenGradCAM
+from hemwsl.cam.methods.gradcam import GradCAM
+from hemwsl.cam.methods.gradcam_elementwise import GradCAMElementWise
+from hemwsl.cam.methods.gradcampp import GradCAMPlusPlus
+from hemwsl.cam.methods.hirescam import HiResCAM
+from hemwsl.cam.methods.layercam import LayerCAM
+from hemwsl.cam.methods.scorecam import ScoreCAM
+from hemwsl.cam.methods.xgradcam import XGradCAM
+
+__all__ = [
+    "AblationCAM",
+    "CAM",
+    "EigenCAM",
+    "EigenGradCAM",
+    "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "XGradCAM",
+    "first_component_projection",
+]

@@ -1,0 +1,225 @@
+"""Assemble per-slice CAMs into 3D heatmaps aligned with the CT, and write them as NIfTI.
+
+Slices served by :class:`hemwsl.data.SliceDataset` are ``(C, X, Y)`` cuts of an ``(X, Y, Z)`` volume
+(``image[..., z]``), so the map of slice ``z`` goes to ``heatmap[:, :, z]`` after resizing to the CT's
+in-plane grid. Files are written atomically (:func:`hemwsl.data.io.save_nifti`) with the CT's affine, one
+per (method, layer): ``out_dir/<method>/<layer>/<stem>.nii.gz``; :func:`volume_done` tells a resumed run
+which volumes are already complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hemwsl.cam.base import CAMEngine, TargetSpec, get_normalizer, normalize_per_slice, upsample
+from hemwsl.constants import IMAGE, PATIENT, SLICE_INDEX
+from hemwsl.errors import HemwslInputError
+
+__all__ = ["explain_volume", "save_heatmaps", "heatmap_path", "volume_done"]
+
+Key = tuple[str, str]
+
+
+def _batches(
+    slices: Tensor | np.ndarray | Sequence[Any], batch_size: int
+) -> Iterable[tuple[Tensor, list[int]]]:
+    """Yield ``(images (b, C, H, W), slice indices)``."""
+    if isinstance(slices, (Tensor, np.ndarray)):
+        t = torch.as_tensor(slices)
+        if t.ndim != 4:
+            raise HemwslInputError(f"a slice stack must be (Z, C, H, W), got shape {tuple(t.shape)}")
+        for start in range(0, t.shape[0], batch_size):
+            stop = min(start + batch_size, t.shape[0])
+            yield t[start:stop], list(range(start, stop))
+        return
+    patients: set[str] = set()
+    images: list[Tensor] = []
+    index: list[int] = []
+    for i in range(len(slices)):
+        item = slices[i]
+        if isinstance(item, Mapping):
+            if IMAGE not in item:
+                raise HemwslInputError(f"slice sample {i} has no {IMAGE!r} key")
+            img = torch.as_tensor(item[IMAGE])
+            z = int(item.get(SLICE_INDEX, i))
+            if PATIENT in item:
+                patients.add(str(item[PATIENT]))
+                if len(patients) > 1:
+                    raise HemwslInputError(
+                        f"the slices come from several volumes ({', '.join(sorted(patients))}); "
+                        "explain one volume at a time"
+                    )
+        else:
+            img, z = torch.as_tensor(item), i
+        if img.ndim != 3:
+            raise HemwslInputError(f"slice sample {i}: expected a (C, H, W) image, got shape {tuple(img.shape)}")
+        images.append(img)
+        index.append(z)
+        if len(images) == batch_size:
+            yield torch.stack(images), index
+            images, index = [], []
+    if images:
+        yield torch.stack(images), index
+
+
+def _slice_targets(targets: TargetSpec, positions: list[int], total: int | None) -> TargetSpec:
+    if isinstance(targets, (list, tuple, np.ndarray, Tensor)) and not (
+        isinstance(targets, (np.ndarray, Tensor)) and targets.ndim == 0
+    ):
+        seq = list(targets.tolist() if isinstance(targets, (np.ndarray, Tensor)) else targets)
+        if total is not None and len(seq) != total:
+            raise HemwslInputError(f"got {len(seq)} per-slice targets for {total} slices")
+        return [seq[p] for p in positions]
+    return targets
+
+
+def explain_volume(
+    engine: CAMEngine,
+    slices: Tensor | np.ndarray | Sequence[Any],
+    batch_size: int = 16,
+    gate_with_probability: bool = False,
+    targets: TargetSpec = None,
+    grid_shape: Sequence[int] | None = None,
+    depth: int | None = None,
+    normalize: str | Callable[..., Any] | None = None,
+    return_probabilities: bool = False,
+) -> dict[Key, np.ndarray] | tuple[dict[Key, np.ndarray], np.ndarray]:
+    """Explain every slice of one volume and stack the maps into ``(X, Y, Z)`` heatmaps.
+
+    Args:
+        engine: the :class:`~hemwsl.cam.CAMEngine` (its methods, layers and fusion decide the keys).
+        slices: ``(Z, C, X, Y)`` slice stack (slice ``z`` at index ``z``), or a sequence of samples of
+            ONE volume: dicts with ``image`` ``(C, X, Y)`` and ``slice_index`` (e.g. a
+            :class:`hemwsl.data.SliceDataset` over a one-volume datalist, or a ``Subset`` of it), or
+            plain ``(C, X, Y)`` tensors (slice index = position).
+        batch_size: slices per engine call.
+        gate_with_probability: multiply each slice's map by ``sigmoid(target score)`` of that slice
+            (the predicted probability of the explained class for logit targets).
+        targets: as for the engine; a sequence gives one target per slice (in the order served).
+        grid_shape: the CT's in-plane ``(X, Y)``; maps are resized to it (bilinear); default the
+            slices' own size.
+        depth: number of slices ``Z`` of the output; default ``max(slice index) + 1``. Slices not
+            served stay 0.
+        normalize: ``None`` (raw maps), ``"slice"``, ``"volume"``, ``"none"`` or a callable applied to
+            each ``(X, Y, Z)`` heatmap (``"slice"`` normalises each axial slice).
+        return_probabilities: also return the ``(Z,)`` ``sigmoid(score)`` per slice (NaN where not served).
+
+    Returns:
+        ``{(method, layer): float32 (X, Y, Z) array}`` (and the probabilities when asked).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise HemwslInputError(f"batch_size must be a positive int, got {batch_size!r}")
+    total = int(slices.shape[0]) if isinstance(slices, (Tensor, np.ndarray)) else len(slices)
+    if total == 0:
+        raise HemwslInputError("no slices to explain")
+    norm_fn: Callable[..., Any] | None = None
+    if normalize == "slice":  # axial slices of an (X, Y, Z) volume
+        norm_fn = lambda vol: normalize_per_slice(vol, dims=(0, 1))  # noqa: E731
+    elif isinstance(normalize, str):
+        norm_fn = get_normalizer(normalize)
+    elif normalize is not None:
+        if not callable(normalize):
+            raise HemwslInputError(f"normalize must be a name or a callable, got {normalize!r}")
+        norm_fn = normalize
+
+    per_slice: dict[Key, dict[int, np.ndarray]] = {}
+    probs: dict[int, float] = {}
+    position = 0
+    shape: tuple[int, int] | None = tuple(int(s) for s in grid_shape) if grid_shape is not None else None
+    for images, index in _batches(slices, batch_size):
+        positions = list(range(position, position + len(index)))
+        position += len(index)
+        maps = engine(images, _slice_targets(targets, positions, total))
+        p = torch.sigmoid(engine.last_scores.float())
+        if shape is None:
+            shape = (int(images.shape[-2]), int(images.shape[-1]))
+        for key, m in maps.items():
+            m = upsample(m.float(), shape)
+            if gate_with_probability:
+                m = m * p.to(m.device)[:, None, None]
+            arr = m.cpu().numpy()
+            slot = per_slice.setdefault(key, {})
+            for j, z in enumerate(index):
+                slot[z] = arr[j]
+        for j, z in enumerate(index):
+            probs[z] = float(p[j])
+
+    zmax = max(probs) + 1
+    if depth is None:
+        depth = zmax
+    elif depth < zmax:
+        raise HemwslInputError(f"depth={depth} but a slice index {zmax - 1} was served")
+    if min(probs) < 0:
+        raise HemwslInputError(f"negative slice index {min(probs)}")
+    out: dict[Key, np.ndarray] = {}
+    for key, slot in per_slice.items():
+        vol = np.zeros((*shape, depth), dtype=np.float32)
+        for z, arr in slot.items():
+            vol[:, :, z] = arr
+        if norm_fn is not None:
+            vol = np.asarray(norm_fn(vol))
+        out[key] = vol.astype(np.float32, copy=False)
+    if return_probabilities:
+        prob = np.full(depth, np.nan, dtype=np.float32)
+        for z, v in probs.items():
+            prob[z] = v
+        return out, prob
+    return out
+
+
+def _safe(part: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", str(part)).strip("-")
+    if not s or s in (".", ".."):
+        raise HemwslInputError(f"cannot make a file name from {part!r}")
+    return s
+
+
+def heatmap_path(out_dir: str | os.PathLike[str], stem: str, key: Key) -> Path:
+    """Where the heatmap of ``key = (method, layer)`` for volume ``stem`` is stored:
+    ``out_dir/<method>/<layer>/<stem>.nii.gz`` (unsafe characters replaced by ``-``)."""
+    method, layer = key
+    return Path(out_dir) / _safe(method) / _safe(layer) / f"{_safe(stem)}.nii.gz"
+
+
+def save_heatmaps(
+    maps: Mapping[Key, np.ndarray], affine: np.ndarray, out_dir: str | os.PathLike[str], stem: str
+) -> dict[Key, Path]:
+    """Write one float32 NIfTI per (method, layer) atomically, with the CT's affine.
+
+    Args:
+        maps: ``{(method, layer): (X, Y, Z) array}`` from :func:`explain_volume`.
+        affine: the CT's 4x4 affine.
+        out_dir: output folder.
+        stem: the volume's name (e.g. the patient id).
+
+    Returns:
+        ``{key: path written}``.
+    """
+    from hemwsl.data.io import save_nifti
+
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise HemwslInputError(f"affine must be 4x4, got shape {affine.shape}")
+    written: dict[Key, Path] = {}
+    for key, arr in maps.items():
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.ndim != 3:
+            raise HemwslInputError(f"heatmap {key} must be 3D (X, Y, Z), got shape {arr.shape}")
+        path = heatmap_path(out_dir, stem, key)
+        save_nifti(arr, affine, path)
+        written[key] = path
+    return written
+
+
+def volume_done(out_dir: str | os.PathLike[str], stem: str, keys: Iterable[Key]) -> bool:
+    """Whether every heatmap of ``stem`` for ``keys`` already exists (files are written atomically,
+    so an existing file is complete); use it to skip volumes when resuming."""
+    keys = list(keys)
+    return bool(keys) and all(heatmap_path(out_dir, stem, k).is_file() for k in keys)

@@ -1,0 +1,172 @@
+"""Ablation-CAM's closed form and suffix runs, Score-CAM's shortcuts, and the SuffixRunner."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hemwsl.cam import CAMEngine, SuffixRunner, capture
+from hemwsl.cam.methods import AblationCAM
+from hemwsl.errors import HemwslInputError
+from tests.cam.helpers import calibrated, hook_count, pgc_like, tiny_cnn
+
+
+def _ablation(model, x, layer, **opts):
+    engine = CAMEngine(model, [AblationCAM(**opts)], layers=[layer])
+    return engine.feature_maps(x, 0)[("ablationcam", layer)], engine
+
+
+def _ablation_weights(model, x, layer, **opts):
+    """Ablation-CAM's (B, C) channel weights, read through a probe method."""
+    out = {}
+
+    class Probe:
+        name, paper, needs_gradients, layerwise = "probe", "-", False, True
+
+        def __call__(self, ctx):
+            out["w"] = AblationCAM(**opts).weigh_context(ctx)
+            return ctx.activations[:, 0]
+
+    CAMEngine(model, [Probe()], layers=[layer]).feature_maps(x, 0)
+    return out["w"]
+
+
+def _brute_force_scores(model, x, layer, channels, target=0):
+    """Scores with channel k of ``layer`` zeroed, re-running the WHOLE network."""
+    module = model.get_submodule(layer)
+    scores = {}
+    for k in channels:
+        def zero_k(m, i, o, k=k):
+            o = o.clone()
+            o[:, k] = 0
+            return o
+
+        h = module.register_forward_hook(zero_k)
+        try:
+            with torch.no_grad():
+                scores[k] = model(x)[:, target]
+        finally:
+            h.remove()
+    return scores
+
+
+def test_closed_form_equals_suffix_reruns_at_head_layer(resnet64, batch):
+    x = batch.double()
+    closed, _ = _ablation(resnet64, x, "layer4", closed_form=True)
+    generic, engine = _ablation(resnet64, x, "layer4", closed_form=False, batch_size=100)
+    assert engine._runners["layer4"].mode_used == "suffix"
+    torch.testing.assert_close(closed, generic, rtol=1e-8, atol=1e-10)
+    # both equal brute force (the whole network re-run with channel k zeroed), on a sample of channels
+    w = _ablation_weights(resnet64, x, "layer4", closed_form=True)
+    with torch.no_grad():
+        s = resnet64(x)[:, 0]
+    for k, sk in _brute_force_scores(resnet64, x, "layer4", range(0, 512, 97)).items():
+        torch.testing.assert_close(w[:, k], (s - sk) / s, rtol=1e-7, atol=1e-10)
+
+
+def test_closed_form_is_used_only_where_valid(resnet, batch):
+    with pytest.raises(HemwslInputError, match="closed-form"):
+        _ablation(resnet, batch, "layer3", closed_form=True)
+    with pytest.raises(HemwslInputError):
+        AblationCAM(closed_form="yes")
+
+
+def test_suffix_equals_full_network_reruns():
+    model = tiny_cnn()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for layer in ("features.2", "features.5"):
+        engine = CAMEngine(model, [AblationCAM(batch_size=5)], layers=[layer])
+        fast = engine.feature_maps(x, 0)[("ablationcam", layer)]
+        assert engine._runners[layer].mode_used == "suffix"
+        assert engine._runners[layer].prefix == [f"features.{i}" for i in range(int(layer[-1]))]
+        engine._runners[layer] = SuffixRunner(model, layer, mode="full")
+        slow = engine.feature_maps(x, 0)[("ablationcam", layer)]
+        torch.testing.assert_close(fast, slow, rtol=1e-8, atol=1e-10)
+    assert hook_count(model) == 0
+
+
+class SkipNet(nn.Module):
+    """The prefix's output is also used after the target layer: suffix-only runs would be wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self.fc((self.block(s) + s).mean(dim=(2, 3)))
+
+
+def test_suffix_runner_falls_back_to_full_runs():
+    torch.manual_seed(0)
+    model = SkipNet().double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    engine = CAMEngine(model, [AblationCAM(batch_size=3)], layers=["block"])
+    out = engine.feature_maps(x, 1)[("ablationcam", "block")]
+    assert engine._runners["block"].mode_used == "full"
+    # brute force
+    with torch.no_grad(), capture(model, ["block"]) as cap:
+        s = model(x)[:, 1]
+        a = cap.activations["block"].clone()
+    brute = _brute_force_scores(model, x, "block", range(a.shape[1]), target=1)
+    w = torch.stack([(s - brute[k]) / s for k in range(a.shape[1])], dim=1)
+    expected = torch.relu(torch.einsum("bc,bchw->bhw", w, a))
+    torch.testing.assert_close(out, expected, rtol=1e-8, atol=1e-10)
+    with pytest.raises(HemwslInputError, match="cannot run the network"):
+        runner = SuffixRunner(model, "block", mode="suffix")
+        runner.prepare(x, a, model(x).detach())
+    assert hook_count(model) == 0
+
+
+def test_suffix_runner_restores_forwards_on_error(resnet, batch):
+    with capture(resnet, ["layer3"]) as cap, torch.no_grad():
+        logits = resnet(batch)
+    runner = SuffixRunner(resnet, "layer3")
+    runner.prepare(batch, cap.activations["layer3"], logits)
+    assert runner.mode_used == "suffix"
+    with pytest.raises(RuntimeError):
+        runner.run(torch.zeros(2, 7, 4, 4), torch.tensor([0, 1]), batch)  # wrong channel count
+    assert hook_count(resnet) == 0
+    torch.testing.assert_close(resnet(batch), logits)
+
+
+def test_scorecam_skips_constant_channels_exactly():
+    model = tiny_cnn()
+    with torch.no_grad():  # kill half of the last layer's channels: ReLU(negative constant) == 0
+        model.features[7].weight[::2] = 0
+        model.features[7].bias[::2] = -1
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    calls = []
+    h = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    engine = CAMEngine(model, ["scorecam"], layers=["features.8"], method_options={"scorecam": {"batch_size": 64}})
+    out = engine.feature_maps(x, 0)[("scorecam", "features.8")]
+    h.remove()
+    # 1 main forward (2) + 1 all-zero input (1) + the 2 x 16 live channels in one batch (32)
+    assert sorted(calls) == [1, 2, 32]
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    mm = copy.deepcopy(model)
+    with pgc.ScoreCAM(mm, [mm.features[8]]) as cam:
+        cam.batch_size = 64
+        ref = cam(x, [ClassifierOutputTarget(0)] * 2)
+    np.testing.assert_allclose(pgc_like(out, 32), ref, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["efficientnet_v2_s", "efficientnet_v2_b0", "densenet121", "resnet18"])
+def test_suffix_mode_on_registered_backbones(name):
+    model = calibrated(name, in_channels=3, size=64)
+    x = torch.randn(2, 3, 64, 64)
+    engine = CAMEngine(model, [AblationCAM(closed_form=False, batch_size=512)])
+    with torch.no_grad():
+        engine.feature_maps(x)
+    for layer in engine.layer_names:
+        assert engine._runners[layer].mode_used == "suffix", (name, layer)
+    assert hook_count(model) == 0
