@@ -144,3 +144,17 @@ def register_method(cls: type, name: str | None = None, overwrite: bool = False)
         cls.name = name
     CAM_METHODS[name] = cls
     return cls
+
+
+def _register_attribution_methods() -> None:
+    """The input-attribution methods of :mod:`hemwsl.cam.attribution` (seed paper 004) live in the same
+    registry, under ``(name, "input")`` in engine outputs: saliency, input_x_gradient, smoothgrad,
+    gradient_shap, guided_backprop."""
+    from hemwsl.cam.attribution import ATTRIBUTION_CLASSES
+
+    for cls in ATTRIBUTION_CLASSES.values():
+        if cls.name not in CAM_METHODS:
+            register_method(cls)
+
+
+_register_attribution_methods()

@@ -22,10 +22,16 @@ EXPECTED = ["cam", "gradcam", "gradcampp", "xgradcam", "hirescam", "gradcam_elem
             "eigencam", "eigengradcam", "ablationcam", "scorecam"]
 
 
+ATTRIBUTION = ["saliency", "input_x_gradient", "smoothgrad", "gradient_shap", "guided_backprop"]
+
+
 def test_names_and_metadata():
-    assert list_methods() == EXPECTED
+    assert list_methods(layerwise=True) == EXPECTED
+    assert list_methods(layerwise=False) == ATTRIBUTION  # one registry for CAM and attribution methods
+    assert list_methods() == EXPECTED + ATTRIBUTION
     assert set(PGC_METHODS) <= set(CAM_METHODS)
-    for name, cls in CAM_METHODS.items():
+    for name in EXPECTED:
+        cls = CAM_METHODS[name]
         assert issubclass(cls, CAMMethod) and cls.name == name
         assert cls.paper and isinstance(cls.needs_gradients, bool)
         assert cls.__doc__ and "Reference" in cls.__doc__
@@ -76,15 +82,13 @@ def test_register_an_input_attribution_method(resnet, batch):
         CAM_METHODS.pop("test_ones", None)
     with pytest.raises(HemwslInputError, match="class"):
         register_method(CallStyle())
-    # the attribution classes of hemwsl.cam.attribution fit the registry as they are
-    attribution = pytest.importorskip("hemwsl.cam.attribution")
-    register_method(attribution.Saliency)
-    try:
-        engine = CAMEngine(resnet, ["gradcam", "saliency"], layers=["layer4"])
-        out = engine(batch, [0, 0])
-        expected = attribution.saliency(resnet, batch, torch.tensor([0, 0]))
-        torch.testing.assert_close(out[("saliency", INPUT_LAYER)], expected)
-    finally:
-        CAM_METHODS.pop("saliency", None)
+    # the attribution classes of hemwsl.cam.attribution are registered by default
+    from hemwsl.cam import attribution
+
+    assert CAM_METHODS["saliency"] is attribution.Saliency
+    engine = CAMEngine(resnet, ["gradcam", "saliency"], layers=["layer4"])
+    out = engine(batch, [0, 0])
+    expected = attribution.saliency(resnet, batch, torch.tensor([0, 0]))
+    torch.testing.assert_close(out[("saliency", INPUT_LAYER)], expected)
     with pytest.raises(HemwslInputError, match="attribute"):
         register_method(type("Bad", (), {"name": "bad", "paper": "-", "needs_gradients": False, "layerwise": False}))
