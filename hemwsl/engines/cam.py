@@ -1,0 +1,96 @@
+"""Workflow function of ``bundles/ich_cam``: a trained slice classifier + a datalist -> 3D heatmaps.
+
+For every volume, every requested (method, layer) map is computed slice by slice with one
+:class:`hemwsl.cam.CAMEngine` pass per batch, assembled on the CT grid and written as NIfTI with the
+CT's affine (``<out>/<method>/<layer>/<patient>.nii.gz``, atomic). A volume whose maps are all written
+is skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from hemwsl.constants import IMAGE, LABEL, PATIENT
+from hemwsl.data.io import atomic_write_text
+from hemwsl.errors import HemwslInputError
+
+__all__ = ["run_cam"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_cam(
+    network: torch.nn.Module,
+    datalist: Sequence[Mapping],
+    output_dir: str | os.PathLike,
+    methods: Sequence[str] = ("gradcam", "gradcampp", "layercam"),
+    layers: Sequence[str] | None = None,
+    *,
+    windows: Sequence = ("brain",),
+    num_slices: int = 3,
+    spatial_size: Sequence[int] | None = (256, 256),
+    skull_strip: bool = False,
+    window_on_device: bool = False,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    gate_with_probability: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Write the heatmap volumes of every entry of ``datalist``; returns the written (or found) files.
+
+    Args:
+        network: the trained classifier (eval mode is set here).
+        datalist: entries with ``image`` (and ``patient``); labels are not needed.
+        output_dir: root of ``<method>/<layer>/<patient>.nii.gz``.
+        methods: names from :func:`hemwsl.cam.list_methods` (CAM and attribution methods).
+        layers: module paths; default the network's registered target layers.
+        windows, num_slices, spatial_size, skull_strip, window_on_device: the classifier's input
+            settings (as in its bundle).
+        batch_size: slices per engine call.
+        device: where the network runs.
+        gate_with_probability: multiply each slice's map by the slice's predicted probability.
+        progress: show a progress bar over volumes.
+    """
+    import nibabel as nib
+    from tqdm import tqdm
+
+    from hemwsl.cam import CAMEngine, list_methods, save_heatmaps
+    from hemwsl.data.dataset import SliceDataset
+    from hemwsl.transforms import Window, resolve_window
+
+    unknown = [m for m in methods if m not in list_methods()]
+    if unknown:
+        raise HemwslInputError(f"unknown method(s) {unknown}; accepted values: {', '.join(list_methods())}")
+    if not datalist:
+        raise HemwslInputError("datalist is empty: no volumes to explain")
+    out = Path(output_dir)
+    network = network.to(device).eval()
+    engine = CAMEngine(network, list(methods), layers=list(layers) if layers else None, skip_inapplicable=True)
+    win = [Window(*resolve_window(w)) for w in windows] if window_on_device else None
+    written: list[Path] = []
+    for entry in tqdm(datalist, desc="volumes", disable=not progress):
+        stem = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
+        marker = out / ".done" / stem
+        if marker.exists():
+            written += [Path(p) for p in marker.read_text().split("\n") if p]
+            continue
+        header = nib.load(str(entry[IMAGE]))
+        ds = SliceDataset([{IMAGE: entry[IMAGE], LABEL: entry.get(LABEL)}], num_slices=num_slices, windows=windows,
+                          spatial_size=spatial_size, skull_strip=skull_strip, window_on_device=window_on_device)
+        stack = torch.stack([ds[i][IMAGE] for i in range(len(ds))])
+        if win is not None:
+            stack = torch.cat([torch.as_tensor(w(stack.float())) for w in win], dim=1)
+        from hemwsl.cam import explain_volume
+
+        maps = explain_volume(engine, stack.to(device), batch_size=batch_size,
+                              gate_with_probability=gate_with_probability, grid_shape=header.shape[:2])
+        paths = list(save_heatmaps(maps, header.affine, out, stem).values())
+        atomic_write_text(marker, "\n".join(str(p) for p in paths) + "\n")
+        written += paths
+        logger.info("%s: %d heatmaps written", stem, len(paths))
+    return written
