@@ -59,9 +59,9 @@ def run_cam(
     import nibabel as nib
     from tqdm import tqdm
 
-    from hemwsl.cam import CAMEngine, list_methods, save_heatmaps
+    from hemwsl.cam import CAMEngine, explain_volume, list_methods, save_heatmaps
     from hemwsl.data.dataset import SliceDataset
-    from hemwsl.transforms import Window, resolve_window
+    from hemwsl.transforms.batch import BatchWindows
 
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
@@ -71,7 +71,7 @@ def run_cam(
     out = Path(output_dir)
     network = network.to(device).eval()
     engine = CAMEngine(network, list(methods), layers=list(layers) if layers else None, skip_inapplicable=True)
-    win = [Window(*resolve_window(w)) for w in windows] if window_on_device else None
+    win = BatchWindows(windows) if window_on_device else None
     written: list[Path] = []
     for entry in tqdm(datalist, desc="volumes", disable=not progress):
         stem = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
@@ -84,9 +84,7 @@ def run_cam(
                           spatial_size=spatial_size, skull_strip=skull_strip, window_on_device=window_on_device)
         stack = torch.stack([ds[i][IMAGE] for i in range(len(ds))])
         if win is not None:
-            stack = torch.cat([torch.as_tensor(w(stack.float())) for w in win], dim=1)
-        from hemwsl.cam import explain_volume
-
+            stack = win(stack)
         maps = explain_volume(engine, stack.to(device), batch_size=batch_size,
                               gate_with_probability=gate_with_probability, grid_shape=header.shape[:2])
         paths = list(save_heatmaps(maps, header.affine, out, stem).values())

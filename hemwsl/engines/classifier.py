@@ -202,18 +202,18 @@ class PrepareBatch:
     def __init__(self, augment: torch.nn.Module | None = None, channels_last: bool = False,
                  windows: Sequence | None = None, window_on_device: bool = False,
                  image_key: str = IMAGE, label_key: str = LABEL) -> None:
-        from hemwsl.transforms import Window, resolve_window
+        from hemwsl.transforms.batch import BatchWindows
 
         self.augment = augment
         self.channels_last = channels_last
-        self.windows = [Window(*resolve_window(w)) for w in windows] if (window_on_device and windows) else None
+        self.windows = BatchWindows(windows) if (window_on_device and windows) else None
         self.image_key, self.label_key = image_key, label_key
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
         x = torch.as_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking)
         y = torch.as_tensor(batchdata[self.label_key]).to(device=device, non_blocking=non_blocking)
         if self.windows is not None:  # (B, k, H, W) HU -> (B, k * n_windows, H, W), window-major
-            x = torch.cat([torch.as_tensor(w(x.float())) for w in self.windows], dim=1)
+            x = self.windows(x)
         if self.augment is not None:
             x = self.augment(x)
         if self.channels_last:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["BatchRandAffine", "random_affine_matrices"]
+__all__ = ["BatchRandAffine", "BatchWindows", "random_affine_matrices"]
 
 
 def random_affine_matrices(
@@ -92,3 +92,19 @@ class BatchRandAffine(torch.nn.Module):
             return out
         m = F.grid_sample(masks.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
         return out, m.to(masks.dtype)
+
+
+class BatchWindows(torch.nn.Module):
+    """CT windows of a (B, k, H, W) HU batch on its device -> (B, k * len(windows), H, W), window-major
+    (the channel order of :class:`hemwsl.transforms.MultiWindow`)."""
+
+    def __init__(self, windows) -> None:
+        super().__init__()
+        from hemwsl.transforms.array import Window, resolve_window
+
+        if not windows:
+            raise HemwslInputError("windows must name at least one CT window")
+        self.windows = [Window(*resolve_window(w)) for w in windows]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.as_tensor(w(x.float())) for w in self.windows], dim=1)
