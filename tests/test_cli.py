@@ -36,3 +36,19 @@ def test_errors_name_the_problem(tmp_path, capsys):
     assert "unknown layout 'nope'" in err and "ct-ich" in err
     assert main(["datalist", "--layout", "ct-ich", "--root", str(tmp_path / "missing"), "--out", "x.json"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    """The README's main job, at tiny settings: data -> classifier -> evaluation -> CAM -> localisation."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--patients", "8", "--size", "48", "--epochs", "1"]) == 0
+    text = capsys.readouterr().out
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
+        assert step in text
+    assert "| gradcam | layer3 |" in text
+    fold = out / "ich_classifier" / "fold0"
+    assert (fold / "report_test.json").is_file() and (fold / "cam" / "gradcam" / "layer4").is_dir()
+    # a second run resumes: nothing is retrained
+    mtime = (fold / "models" / "model.pt").stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--patients", "8", "--size", "48", "--epochs", "1"]) == 0
+    assert (fold / "models" / "model.pt").stat().st_mtime_ns == mtime
