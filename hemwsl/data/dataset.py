@@ -194,12 +194,15 @@ class SliceDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def slice_label(self, i: int) -> int:
-        v, z = self.index[i]
+    def _any_label(self, v: int, z: int) -> int:
+        """"Any hemorrhage" of slice ``z`` of volume ``v``: the datalist's label, else from the mask."""
         labels = self.datalist[v].get(SLICE_LABELS)
         if labels is None:
             return int(self.cache[v][LABEL][..., z].any())
         return int(labels[z])
+
+    def slice_label(self, i: int) -> int:
+        return self._any_label(*self.index[i])
 
     def labels(self) -> np.ndarray:
         """The "any hemorrhage" label of every served slice."""
@@ -207,8 +210,7 @@ class SliceDataset(torch.utils.data.Dataset):
 
     def _target(self, v: int, z: int) -> torch.Tensor:
         entry = self.datalist[v]
-        labels = entry.get(SLICE_LABELS)
-        any_label = float(labels[z]) if labels is not None else float(self.cache[v][LABEL][..., z].any())
+        any_label = float(self._any_label(v, z))
         if not self.multilabel:
             return torch.tensor([any_label], dtype=torch.float32)
         sub = entry.get(SUBTYPE_LABELS)

@@ -50,7 +50,7 @@ from monai.metrics import compute_hausdorff_distance as monai_compute_hd
 from monai.metrics import compute_surface_dice as monai_compute_surface_dice
 
 from hemwsl.errors import HemwslInputError, check_choice
-from hemwsl.metrics.localisation import apply_empty_policy
+from hemwsl.metrics.localisation import _as_binary, _to_tensor, apply_empty_policy
 
 __all__ = [
     "VOLUME_METRIC_KEYS",
@@ -71,15 +71,7 @@ VOLUME_METRIC_KEYS: tuple[str, ...] = ("dice", "rvd", "tpr", "hd95", "assd", "su
 
 # --------------------------------------------------------------------------------------------- inputs
 def _to_bool(x: Any, name: str) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
-    if t.dtype == torch.bool:
-        return t
-    if t.is_floating_point() and bool(torch.isnan(t).any()):
-        raise HemwslInputError(f"{name} contains NaN")
-    if t.numel() and not bool(((t == 0) | (t == 1)).all()):
-        bad = torch.unique(t[(t != 0) & (t != 1)])[:5].tolist()
-        raise HemwslInputError(f"{name} must be a binary mask (bool or 0/1), found values such as {bad}")
-    return t.bool()
+    return _as_binary(_to_tensor(x, name), name)
 
 
 def _mask(x: Any, name: str) -> torch.Tensor:
