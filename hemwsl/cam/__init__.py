@@ -33,7 +33,7 @@ from hemwsl.cam.base import (
 )
 from hemwsl.cam.registry import CAM_METHODS, get_method, list_methods, register_method
 from hemwsl.cam.suffix import SuffixRunner
-from hemwsl.cam.volume import explain_volume, heatmap_path, save_heatmaps, volume_done
+from hemwsl.cam.volume import explain_volume, heatmap_path, resized_affine, save_heatmaps, volume_done
 
 __all__ = [
     "CAM_METHODS",
@@ -60,6 +60,7 @@ __all__ = [
     "register_method",
     "resolve_targets",
     "save_heatmaps",
+    "resized_affine",
     "upsample",
     "volume_done",
 ]

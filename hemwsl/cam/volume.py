@@ -22,7 +22,7 @@ from hemwsl.cam.base import CAMEngine, TargetSpec, get_normalizer, normalize_per
 from hemwsl.constants import IMAGE, PATIENT, SLICE_INDEX
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["explain_volume", "save_heatmaps", "heatmap_path", "volume_done"]
+__all__ = ["explain_volume", "save_heatmaps", "heatmap_path", "volume_done", "resized_affine"]
 
 Key = tuple[str, str]
 
@@ -216,6 +216,32 @@ def save_heatmaps(
         save_nifti(arr, affine, path)
         written[key] = path
     return written
+
+
+def resized_affine(affine: np.ndarray, shape: Sequence[int], new_shape: Sequence[int]) -> np.ndarray:
+    """Affine of a volume whose leading axes were resized from ``shape`` to ``new_shape``.
+
+    The resampling is the one of ``torch.nn.functional.interpolate(..., align_corners=False)`` (and of
+    :class:`hemwsl.data.SliceDataset`): voxel ``i`` of the new grid is centred at ``(i + 0.5) * s - 0.5``
+    of the old one, with ``s = shape / new_shape``; so a heatmap stored at the classifier's input size with
+    this affine lies exactly on the CT in world coordinates (viewers and resamplers overlay it correctly).
+
+    Args:
+        affine: the original 4x4 affine.
+        shape: original sizes of the resized axes (e.g. the CT's ``(X, Y)``).
+        new_shape: their new sizes; axes not listed keep their size.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4):
+        raise HemwslInputError(f"affine must be 4x4, got shape {a.shape}")
+    if len(shape) != len(new_shape) or not 1 <= len(shape) <= 3 or min(*shape, *new_shape) < 1:
+        raise HemwslInputError(f"shape {tuple(shape)} and new_shape {tuple(new_shape)} must be 1-3 positive sizes each")
+    scale = np.eye(4)
+    for ax, (old, new) in enumerate(zip(shape, new_shape)):
+        s = float(old) / float(new)
+        scale[ax, ax] = s
+        scale[ax, 3] = 0.5 * (s - 1.0)
+    return a @ scale
 
 
 def volume_done(out_dir: str | os.PathLike[str], stem: str, keys: Iterable[Key]) -> bool:

@@ -40,6 +40,7 @@ def run_cam(
     device: str | torch.device = "cpu",
     gate_with_probability: bool = False,
     progress: bool = True,
+    grid: str = "ct",
 ) -> list[Path]:
     """Write the heatmap volumes of every entry of ``datalist``; returns the written (or found) files.
 
@@ -55,14 +56,22 @@ def run_cam(
         device: where the network runs.
         gate_with_probability: multiply each slice's map by the slice's predicted probability.
         progress: show a progress bar over volumes.
+        grid: ``"ct"`` writes the maps on the CT's in-plane grid (bilinear upsampling); ``"input"`` keeps
+            the classifier's input size and writes the affine of that grid
+            (:func:`hemwsl.cam.resized_affine`), so the file still lies on the CT in world coordinates
+            while being ``(X/x)*(Y/y)`` times smaller and faster to write (a 512 x 512 x 35 float32
+            map is ~32 MB gzipped and takes ~1.7 s to write; at 128 x 128, 16x less).
     """
     import nibabel as nib
     from tqdm import tqdm
 
-    from hemwsl.cam import CAMEngine, explain_volume, list_methods, save_heatmaps
+    from hemwsl.cam import CAMEngine, explain_volume, list_methods, resized_affine, save_heatmaps
     from hemwsl.data.dataset import SliceDataset
     from hemwsl.transforms.batch import BatchWindows
 
+    from hemwsl.errors import check_choice
+
+    check_choice("grid", grid, ("ct", "input"))
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
         raise HemwslInputError(f"unknown method(s) {unknown}; accepted values: {', '.join(list_methods())}")
@@ -86,8 +95,12 @@ def run_cam(
         if win is not None:
             stack = win(stack)
         maps = explain_volume(engine, stack.to(device), batch_size=batch_size,
-                              gate_with_probability=gate_with_probability, grid_shape=header.shape[:2])
-        paths = list(save_heatmaps(maps, header.affine, out, stem).values())
+                              gate_with_probability=gate_with_probability,
+                              grid_shape=header.shape[:2] if grid == "ct" else None)
+        affine = header.affine
+        if grid == "input":
+            affine = resized_affine(affine, header.shape[:2], stack.shape[-2:])
+        paths = list(save_heatmaps(maps, affine, out, stem).values())
         atomic_write_text(marker, "\n".join(str(p) for p in paths) + "\n")
         written += paths
         logger.info("%s: %d heatmaps written", stem, len(paths))

@@ -62,3 +62,30 @@ def test_unknown_method_is_named(synthetic_datalist, tmp_path):
 
     with pytest.raises(HemwslInputError, match="grad-cam"):
         run_cam(torch.nn.Linear(1, 1), synthetic_datalist[:1], tmp_path, methods=["grad-cam"])
+
+
+def test_input_grid_heatmaps_are_world_aligned(synthetic_datalist, tmp_path):
+    """grid='input' stores maps at the classifier's size; upsampled back they equal the CT-grid maps."""
+    import torch
+
+    from hemwsl.cam.base import upsample
+    from hemwsl.engines.cam import run_cam
+    from hemwsl.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network("resnet10", in_channels=3)
+    entry = synthetic_datalist[:1]
+    kw = dict(methods=["gradcam"], layers=["layer4"], windows=["brain"], spatial_size=(32, 32), progress=False)
+    (ct_file,) = run_cam(net, entry, tmp_path / "ct", grid="ct", **kw)
+    (in_file,) = run_cam(net, entry, tmp_path / "in", grid="input", **kw)
+    ct_img, in_img = nib.load(str(ct_file)), nib.load(str(in_file))
+    ct, small = np.asarray(ct_img.dataobj), np.asarray(in_img.dataobj)
+    assert small.shape[:2] == (32, 32) and small.shape[2] == ct.shape[2]
+    up = upsample(torch.from_numpy(small).permute(2, 0, 1), ct.shape[:2]).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(up, ct, rtol=1e-5, atol=1e-6 * max(1.0, float(ct.max())))
+    # the centre of the first input voxel lies at (s - 1) / 2 CT voxels, s = CT size / input size
+    s = ct.shape[0] / 32
+    np.testing.assert_allclose(in_img.affine @ [0, 0, 0, 1], ct_img.affine @ [(s - 1) / 2, (s - 1) / 2, 0, 1])
+    np.testing.assert_allclose(in_img.affine @ [31, 31, 3, 1], ct_img.affine @ ([31 * s + (s - 1) / 2] * 2 + [3, 1]))
+    with pytest.raises(HemwslInputError, match="grid"):
+        run_cam(net, entry, tmp_path / "bad", grid="native", **kw)
