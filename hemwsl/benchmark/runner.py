@@ -1,0 +1,516 @@
+"""The CAM localisation benchmark: heatmaps x thresholds -> per-slice and per-volume metrics, per patient.
+
+Protocol (seed papers 000 and 002, made stricter):
+
+1. Every patient is a *test* patient of exactly one fold and is scored with heatmaps of the classifier that
+   did not train on it (cross-validated heatmaps; :func:`cv_folds`). A single train/val/test split is the
+   one-fold case.
+2. Thresholds that are chosen (``search``, and the (layer, threshold) pair chosen per method in the
+   summary) are chosen on the fold's *selection* patients only -- its validation part, or every patient
+   that is not in its test part -- and applied unchanged to its test patients. Test masks are never used
+   to choose anything.
+3. Only the slices the user asks for are scored: ``"gt"`` the ground-truth positive slices (as seed 000),
+   ``"predicted"`` the slices the classifier calls positive (the clinically honest setting of seed 001),
+   or ``"all"``. Volume rows count the predicted masks of the scored slices only (zero elsewhere) against
+   the whole ground-truth volume.
+
+Work is done patient by patient and each patient's rows are written atomically to
+``<out>/per_case/<patient>.csv`` (and its threshold-search statistics to ``<out>/selection/<patient>.npz``),
+so an interrupted run resumes where it stopped; :func:`run_benchmark` then writes ``per_case.csv``,
+``thresholds.csv``, ``summary.md``, ``summary.csv`` and figures (:mod:`hemwsl.benchmark.summary`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hemwsl.benchmark.specs import DEFAULT_CANDIDATES, DEFAULT_GRID, ThresholdSpec, parse_threshold_grid
+from hemwsl.constants import IMAGE, LABEL, PATIENT
+from hemwsl.data.io import atomic_write_text
+from hemwsl.errors import HemwslInputError, check_choice
+
+__all__ = [
+    "SLICE_MODES",
+    "SLICE_METRICS",
+    "VOLUME_METRICS",
+    "PatientSlices",
+    "cv_folds",
+    "split_folds",
+    "load_patient",
+    "load_heatmap",
+    "candidate_dice",
+    "slice_rows",
+    "discover_keys",
+    "run_benchmark",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Which slices are scored.
+SLICE_MODES: tuple[str, ...] = ("gt", "predicted", "all")
+#: Per-slice metrics of every row (``pointing`` only depends on the heatmap).
+SLICE_METRICS: tuple[str, ...] = ("dice", "iou", "box_dice", "box_iou", "hit", "pointing")
+#: Per-volume metrics (``hd95`` and ``surface_dice`` only with ``distance_metrics=True``).
+VOLUME_METRICS: tuple[str, ...] = ("volume_dice", "rvd", "tpr", "ml_pred", "ml_gt", "hd95", "surface_dice")
+PRIOR_KEY = ("-", "-")  # (method, layer) of the heatmap-free prior rows
+
+CSV_FIELDS: tuple[str, ...] = (
+    "level", "part", "patient", "fold", "slice", "method", "layer", "threshold", "threshold_value",
+    *SLICE_METRICS, "tp", "fp", "fn", *VOLUME_METRICS,
+)
+
+
+# --------------------------------------------------------------------------------------------- folds
+def cv_folds(
+    datalist: Sequence[Mapping], n_folds: int = 5, seed: int = 0, val_fraction: float = 0.15, select: str = "rest"
+) -> tuple[dict[str, int], dict[int, set[str]]]:
+    """Test fold of every patient and the selection patients of every fold, as the classifier's folds.
+
+    Args:
+        datalist: the whole datalist.
+        n_folds, seed, val_fraction: as the classifier bundle's (``fold_datalists``).
+        select: ``"rest"`` (every patient outside the fold's test part: their heatmaps are out-of-fold too)
+            or ``"val"`` (only the fold's validation part).
+
+    Returns:
+        ``({patient: fold}, {fold: selection patients})``.
+    """
+    from hemwsl.engines.classifier import fold_datalists
+
+    check_choice("select", select, ("rest", "val"))
+    test_fold: dict[str, int] = {}
+    selection: dict[int, set[str]] = {}
+    everyone = {str(e[PATIENT]) for e in datalist}
+    for k in range(n_folds):
+        parts = fold_datalists(datalist, n_folds=n_folds, fold=k, seed=seed, val_fraction=val_fraction)
+        test = {str(e[PATIENT]) for e in parts["test"]}
+        for p in test:
+            test_fold[p] = k
+        selection[k] = (everyone - test) if select == "rest" else {str(e[PATIENT]) for e in parts["val"]}
+    return test_fold, selection
+
+
+def split_folds(split: Mapping[str, Sequence[str]]) -> tuple[dict[str, int], dict[int, set[str]]]:
+    """One fold from a ``hemwsl split`` JSON: the thresholds are chosen on ``val`` and scored on ``test``."""
+    for part in ("val", "test"):
+        if not split.get(part):
+            raise HemwslInputError(f"the split has no {part!r} patients; the benchmark needs val and test parts")
+    return {str(p): 0 for p in split["test"]}, {0: {str(p) for p in split["val"]}}
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass
+class PatientSlices:
+    """The scored slices of one patient, slices first: ``(N, X, Y)`` arrays of the CT grid."""
+
+    patient: str
+    z: list[int]
+    hu: np.ndarray
+    gt: np.ndarray
+    brain: np.ndarray
+    gt_voxels: int
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    gt_volume: np.ndarray | None = None
+
+
+def _select_slices(mask: np.ndarray, mode: str, predicted: Sequence[int] | None, patient: str) -> list[int]:
+    depth = mask.shape[2]
+    if mode == "gt":
+        return [int(z) for z in np.flatnonzero(mask.reshape(-1, depth).any(0))]
+    if mode == "all":
+        return list(range(depth))
+    if predicted is None:
+        raise HemwslInputError(f"slices='predicted' needs classifier predictions for patient {patient}")
+    bad = [z for z in predicted if not 0 <= z < depth]
+    if bad:
+        raise HemwslInputError(f"predictions of patient {patient} name slices {bad} outside its {depth} slices")
+    return sorted(int(z) for z in predicted)
+
+
+def load_patient(
+    entry: Mapping, slices: str = "gt", predicted: Sequence[int] | None = None, keep_volume: bool = False
+) -> PatientSlices:
+    """Load the CT (HU), the mask and a brain mask (skull stripping) of the slices to score."""
+    from hemwsl.data.io import load_pair
+    from hemwsl.transforms.array import SkullStrip
+
+    check_choice("slices", slices, SLICE_MODES)
+    patient = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
+    if not entry.get(LABEL):
+        raise HemwslInputError(f"patient {patient}: the benchmark needs a mask ({LABEL!r}) in the datalist entry")
+    image, mask = load_pair(entry[IMAGE], entry[LABEL])
+    hu = np.asarray(image.array, dtype=np.float32)
+    gt = np.asarray(mask.array) > 0
+    z = _select_slices(gt, slices, predicted, patient)
+    brain = np.zeros((len(z), *hu.shape[:2]), dtype=bool)
+    if z:  # the whole volume is stripped (the bone threshold is a percentile of the volume), then sliced
+        brain_vol = np.asarray(SkullStrip()(hu[None]))[0] > 0  # (X, Y, Z)
+        brain = np.moveaxis(brain_vol[:, :, z], -1, 0)
+    spacing = tuple(float(s) for s in np.sqrt((np.asarray(image.affine)[:3, :3] ** 2).sum(0)))
+    return PatientSlices(
+        patient=patient, z=z, hu=np.moveaxis(hu[:, :, z], -1, 0), gt=np.moveaxis(gt[:, :, z], -1, 0), brain=brain,
+        gt_voxels=int(gt.sum()), shape=tuple(int(s) for s in hu.shape), spacing=spacing,
+        gt_volume=gt if keep_volume else None,
+    )
+
+
+def load_heatmap(path: str | os.PathLike, shape: Sequence[int], z: Sequence[int]) -> np.ndarray:
+    """Slices ``z`` of a heatmap NIfTI as ``(N, X, Y)`` float32 on the CT's in-plane grid.
+
+    Maps stored at the classifier's input size (``run_cam(grid="input")``) are upsampled bilinearly
+    (``align_corners=False``, the inverse of the input resize); the slice count must match the CT's.
+    """
+    import nibabel as nib
+
+    from hemwsl.cam.base import upsample
+
+    p = Path(path)
+    if not p.is_file():
+        raise HemwslInputError(f"{p}: heatmap file not found (run the CAM step for this patient first)")
+    try:
+        img = nib.load(str(p))
+        arr = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as err:  # nibabel raises several types for corrupt files
+        raise HemwslInputError(f"{p}: cannot read the heatmap ({err})") from err
+    if arr.ndim != 3 or arr.shape[2] != shape[2]:
+        raise HemwslInputError(f"{p}: heatmap shape {arr.shape} does not match the CT's {tuple(shape)} (slices)")
+    if not np.isfinite(arr).all():
+        raise HemwslInputError(f"{p}: heatmap contains NaN or inf")
+    maps = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr[:, :, list(z)], -1, 0)))
+    if tuple(maps.shape[1:]) != tuple(shape[:2]):
+        maps = upsample(maps, shape[:2])
+    return maps.numpy()
+
+
+def discover_keys(cam_dir: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(method, layer)`` pairs found under ``<cam_dir>/<method>/<layer>/*.nii.gz``."""
+    root = Path(cam_dir)
+    keys = sorted({(p.parent.parent.name, p.parent.name) for p in root.glob("*/*/*.nii.gz")})
+    return [k for k in keys if not k[0].startswith(".")]
+
+
+# --------------------------------------------------------------------------------------------- metrics
+def _minmax(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.reshape(maps.shape[0], -1)
+    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    span = hi - lo
+    out = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(flat))
+    return out.reshape(maps.shape)
+
+
+def candidate_dice(
+    heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float], chunk: int = 4
+) -> np.ndarray:
+    """Per-slice Dice of ``(minmax(heat) > t) & allowed`` for every candidate ``t`` at once.
+
+    Equal to scoring ``FixedThreshold(t, normalisation="minmax", per_sample=True)`` restricted to
+    ``allowed`` with :func:`hemwsl.metrics.localisation.compute_dice` (same empty-mask policy), candidate
+    by candidate, but one pass over the pixels.
+
+    Returns:
+        float64 ``(N, len(candidates))``.
+    """
+    c = torch.tensor([float(t) for t in candidates], dtype=torch.float64)
+    out = np.empty((heat.shape[0], len(c)), dtype=np.float64)
+    for s in range(0, heat.shape[0], chunk):
+        h = _minmax(torch.from_numpy(heat[s:s + chunk]).to(torch.float64)).flatten(1)
+        g = torch.from_numpy(gt[s:s + chunk]).flatten(1)
+        a = torch.from_numpy(allowed[s:s + chunk]).flatten(1)
+        pred = (h[:, None, :] > c[None, :, None]) & a[:, None, :]
+        tp = (pred & g[:, None, :]).sum(-1).double()
+        ps = pred.sum(-1).double()
+        gs = g.sum(-1, keepdim=True).double()
+        den = ps + gs
+        dice = torch.where(den > 0, 2 * tp / torch.where(den > 0, den, torch.ones_like(den)), torch.ones_like(den))
+        out[s:s + chunk] = dice.numpy()
+    return out
+
+
+def slice_rows(pred: np.ndarray, gt: np.ndarray, heat: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Per-slice metrics (:data:`SLICE_METRICS`) and counts of predicted masks ``(N, X, Y)``."""
+    from hemwsl.metrics.localisation import (
+        compute_box_dice,
+        compute_box_iou,
+        compute_dice,
+        compute_hit,
+        compute_iou,
+        compute_pointing_game,
+    )
+
+    p, g = torch.from_numpy(np.ascontiguousarray(pred)), torch.from_numpy(np.ascontiguousarray(gt))
+    out = {
+        "dice": compute_dice(p, g).numpy(),
+        "iou": compute_iou(p, g).numpy(),
+        "box_dice": compute_box_dice(p, g).numpy(),
+        "box_iou": compute_box_iou(p, g).numpy(),
+        "hit": compute_hit(p, g).numpy(),
+        "pointing": (compute_pointing_game(torch.from_numpy(heat), g).numpy() if heat is not None
+                     else np.full(len(p), np.nan)),
+        "tp": (p & g).flatten(1).sum(1).numpy(),
+        "fp": (p & ~g).flatten(1).sum(1).numpy(),
+        "fn": (~p & g).flatten(1).sum(1).numpy(),
+    }
+    return out
+
+
+def _volume_values(
+    tp: int, ps: int, gs: int, voxel_ml: float, pred_volume: np.ndarray | None, data: PatientSlices
+) -> dict[str, float]:
+    from hemwsl.metrics.localisation import empty_value
+
+    case = "both_empty" if ps == 0 and gs == 0 else "gt_empty" if gs == 0 else "pred_empty" if ps == 0 else None
+    if case:
+        vals = {"volume_dice": empty_value("volume_dice", case), "rvd": empty_value("rvd", case),
+                "tpr": empty_value("tpr", case)}
+    else:
+        vals = {"volume_dice": 2.0 * tp / (ps + gs), "rvd": (ps - gs) / gs, "tpr": tp / gs}
+    vals.update(ml_pred=ps * voxel_ml, ml_gt=gs * voxel_ml, hd95=math.nan, surface_dice=math.nan)
+    if pred_volume is not None and data.gt_volume is not None:
+        from hemwsl.metrics.volume import compute_hd95, compute_surface_dice
+
+        vals["hd95"] = compute_hd95(pred_volume, data.gt_volume, data.spacing)
+        vals["surface_dice"] = compute_surface_dice(pred_volume, data.gt_volume, data.spacing, tolerance_mm=2.0)
+    return vals
+
+
+# --------------------------------------------------------------------------------------------- per patient
+def _predicted_slices(predictions: Mapping[str, Any] | None, threshold: float) -> dict[str, list[int]]:
+    if predictions is None:
+        return {}
+    out: dict[str, list[int]] = {}
+    for p, z, prob in zip(predictions["patient"], predictions["slice"], np.asarray(predictions["prob"])[:, 0]):
+        if prob >= threshold:
+            out.setdefault(str(p), []).append(int(z))
+    for p in {str(x) for x in predictions["patient"]}:
+        out.setdefault(p, [])
+    return out
+
+
+def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates) -> dict[str, np.ndarray]:
+    from hemwsl.cam import heatmap_path
+
+    stats: dict[str, np.ndarray] = {}
+    search = [s for s in specs if s.needs_fit]
+    if not search or not data.z:
+        return stats
+    prior_ok = (data.hu >= search[0].hu_range[0]) & (data.hu <= search[0].hu_range[1])
+    for method, layer in keys:
+        heat = load_heatmap(heatmap_path(cam_dir, data.patient, (method, layer)), data.shape, data.z)
+        for spec in search:
+            allowed = data.brain & prior_ok if spec.prior else data.brain
+            stats[f"{method}|{layer}|{spec.text}"] = candidate_dice(heat, data.gt, allowed, candidates)
+    return stats
+
+
+def _patient_rows(
+    data: PatientSlices, fold: int, cam_dir: Path, keys, specs: Sequence[ThresholdSpec],
+    chosen: Mapping[tuple[int, str, str, str], float], distance_metrics: bool, part: str = "test",
+) -> list[dict[str, Any]]:
+    from hemwsl.cam import heatmap_path
+
+    voxel_ml = float(np.prod(data.spacing)) / 1000.0
+    rows: list[dict[str, Any]] = []
+
+    def emit(method: str, layer: str, spec: ThresholdSpec, value: float | None, pred: np.ndarray, heat) -> None:
+        vals = slice_rows(pred, data.gt, heat) if data.z else {k: np.zeros(0) for k in (*SLICE_METRICS, "tp", "fp", "fn")}
+        base = {"part": part, "patient": data.patient, "fold": fold, "method": method, "layer": layer, "threshold": spec.text,
+                "threshold_value": "" if value is None else value}
+        for i, z in enumerate(data.z):
+            rows.append({"level": "slice", **base, "slice": z, **{k: vals[k][i] for k in vals}})
+        tp, ps = int(vals["tp"].sum()), int(vals["tp"].sum() + vals["fp"].sum())
+        pred_volume = None
+        if distance_metrics and data.gt_volume is not None:
+            pred_volume = np.zeros(data.shape, dtype=bool)
+            for i, z in enumerate(data.z):
+                pred_volume[:, :, z] = pred[i]
+        rows.append({"level": "volume", **base, "slice": "", "tp": tp, "fp": ps - tp,
+                     "fn": data.gt_voxels - tp, **_volume_values(tp, ps, data.gt_voxels, voxel_ml, pred_volume, data)})
+
+    empty = np.zeros((0, *data.shape[:2]), dtype=bool)
+    for spec in specs:
+        if not spec.needs_heatmap:
+            pred = spec.strategy()(None, image_hu=data.hu, brain=data.brain) if data.z else empty
+            emit(*PRIOR_KEY, spec, None, np.asarray(pred, dtype=bool), None)
+    for method, layer in keys:
+        heat = load_heatmap(heatmap_path(cam_dir, data.patient, (method, layer)), data.shape, data.z)
+        for spec in specs:
+            if not spec.needs_heatmap:
+                continue
+            value = chosen[(fold, method, layer, spec.text)] if spec.needs_fit else spec.value
+            if data.z:
+                strategy = spec.strategy(value if spec.needs_fit else None)
+                pred = np.asarray(strategy(heat, image_hu=data.hu, brain=data.brain), dtype=bool)
+            else:
+                pred = empty
+            emit(method, layer, spec, value, pred, heat if data.z else None)
+    return rows
+
+
+def _rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _fmt(r.get(k, "")) for k in CSV_FIELDS})
+    return buf.getvalue()
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        return "nan" if math.isnan(float(v)) else f"{float(v):.6g}"
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# --------------------------------------------------------------------------------------------- driver
+def run_benchmark(
+    datalist: Sequence[Mapping],
+    cam_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    methods: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
+    thresholds: Sequence[str] = DEFAULT_GRID,
+    candidates: Sequence[float] = DEFAULT_CANDIDATES,
+    folds: tuple[Mapping[str, int], Mapping[int, set[str]]] | None = None,
+    slices: str = "gt",
+    predictions: Mapping[str, Any] | None = None,
+    prob_threshold: float = 0.5,
+    hu_range: Sequence[float] = (45.0, 90.0),
+    distance_metrics: bool = False,
+    n_boot: int = 1000,
+    figures: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Score every (method, layer, threshold) of ``cam_dir`` on the test patients; write the report folder.
+
+    Args:
+        datalist: entries with ``image``, ``label`` (mask) and ``patient``.
+        cam_dir: heatmaps ``<method>/<layer>/<patient>.nii.gz`` (``run_cam``; CT or input grid), each
+            patient's from the classifier that did not train on it.
+        output_dir: the report folder.
+        methods, layers: restrict to these (default: every pair found in ``cam_dir``).
+        thresholds: threshold specs (:mod:`hemwsl.benchmark.specs`).
+        candidates: the values ``search`` chooses from.
+        folds: ``({patient: test fold}, {fold: selection patients})`` from :func:`cv_folds` or
+            :func:`split_folds`; default: 5 folds as the classifier bundle's defaults.
+        slices: which slices are scored, one of :data:`SLICE_MODES`.
+        predictions: per-slice classifier predictions (``read_predictions_csv`` format, out of fold) for
+            ``slices="predicted"`` and the PR/ROC figures.
+        prob_threshold: probability at which a slice counts as predicted positive.
+        hu_range: the hyperdense-blood range of the ``prior`` specs.
+        distance_metrics: also compute HD95 and surface Dice (2 mm) per volume (slower).
+        n_boot: bootstrap replicates of the confidence intervals (resampling patients).
+        figures: write the figures.
+        progress: show a progress bar.
+
+    Returns:
+        The report folder.
+    """
+    from tqdm import tqdm
+
+    from hemwsl.benchmark.summary import write_report
+
+    check_choice("slices", slices, SLICE_MODES)
+    specs = parse_threshold_grid(thresholds, hu_range)
+    if not datalist:
+        raise HemwslInputError("datalist is empty")
+    cam_dir, out = Path(cam_dir), Path(output_dir)
+    if not cam_dir.is_dir():
+        raise HemwslInputError(f"{cam_dir}: CAM folder not found")
+    keys = [k for k in discover_keys(cam_dir)
+            if (methods is None or k[0] in methods) and (layers is None or k[1] in layers)]
+    if methods is not None:
+        missing = sorted(set(methods) - {k[0] for k in keys})
+        if missing:
+            raise HemwslInputError(f"no heatmaps of method(s) {missing} under {cam_dir}")
+    if not keys and any(s.needs_heatmap for s in specs):
+        raise HemwslInputError(f"no heatmaps <method>/<layer>/<patient>.nii.gz under {cam_dir}")
+    if slices == "predicted" and predictions is None:
+        raise HemwslInputError("slices='predicted' needs the classifier's predictions (predictions=...)")
+    test_fold, selection = folds if folds is not None else cv_folds(datalist)
+    by_patient = {str(e.get(PATIENT)): e for e in datalist}
+    unknown = sorted((set(test_fold) | set().union(*selection.values())) - set(by_patient))
+    if unknown:
+        raise HemwslInputError(f"fold patients {unknown[:5]} are not in the datalist")
+    predicted = _predicted_slices(predictions, prob_threshold)
+    config = {"cam_dir": str(cam_dir.resolve()), "keys": [list(k) for k in keys], "thresholds": [s.text for s in specs],
+              "candidates": [float(c) for c in candidates], "slices": slices, "prob_threshold": prob_threshold,
+              "hu_range": [float(v) for v in hu_range], "distance_metrics": distance_metrics,
+              "folds": {p: int(k) for p, k in sorted(test_fold.items())},
+              "selection": {str(k): sorted(v) for k, v in sorted(selection.items())}}
+    cfg_file = out / "config.json"
+    if cfg_file.exists() and json.loads(cfg_file.read_text()) != config:
+        raise HemwslInputError(f"{out} holds a benchmark run with other settings ({cfg_file}); use another folder")
+    atomic_write_text(cfg_file, json.dumps(config, indent=1) + "\n")
+
+    def patient_data(p: str) -> PatientSlices:
+        return load_patient(by_patient[p], slices, predicted.get(p), keep_volume=distance_metrics)
+
+    # pass 1: threshold-search statistics of every patient that selects or is tested
+    needed = sorted(set(test_fold) | set().union(*selection.values()))
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    if any(s.needs_fit for s in specs):
+        for p in tqdm(needed, desc="threshold search", disable=not progress):
+            f = out / "selection" / f"{p}.npz"
+            if not f.exists():
+                _save_npz(f, _selection_stats(patient_data(p), cam_dir, keys, specs, candidates))
+            with np.load(f) as z:
+                stats[p] = {k: z[k] for k in z.files}
+    chosen: dict[tuple[int, str, str, str], float] = {}
+    choice_rows = []
+    for k, sel in sorted(selection.items()):
+        for method, layer in keys:
+            for spec in (s for s in specs if s.needs_fit):
+                key = f"{method}|{layer}|{spec.text}"
+                per = [stats[p][key] for p in sorted(sel) if p in stats and key in stats[p] and len(stats[p][key])]
+                if not per:
+                    raise HemwslInputError(f"fold {k}: no scored slice among its selection patients to choose "
+                                           f"{spec.text!r} on")
+                scores = np.nanmean(np.concatenate(per), axis=0)
+                best = int(np.nanargmax(scores))
+                chosen[(k, method, layer, spec.text)] = float(candidates[best])
+                choice_rows.append({"fold": k, "method": method, "layer": layer, "threshold": spec.text,
+                                    "value": float(candidates[best]), "selection_dice": float(scores[best]),
+                                    "selection_patients": len(sel), "selection_slices": int(sum(len(a) for a in per))})
+    # pass 2: rows of every test patient (and of the selection patients that are never tested, as in a
+    # single train/val/test split, to choose the (layer, threshold) of each method on them)
+    jobs = [(p, test_fold[p], "test") for p in sorted(test_fold)]
+    jobs += [(p, k, "selection") for k, sel in sorted(selection.items()) for p in sorted(sel) if p not in test_fold]
+    for p, k, part in tqdm(jobs, desc="scoring", disable=not progress):
+        f = out / "per_case" / f"{p}.csv"
+        if f.exists():
+            continue
+        rows = _patient_rows(patient_data(p), k, cam_dir, keys, specs, chosen, distance_metrics, part)
+        atomic_write_text(f, _rows_to_csv(rows))
+    return write_report(out, [p for p, _, _ in jobs], choice_rows, selection, specs, slices=slices, n_boot=n_boot,
+                        figures=figures, datalist=by_patient, cam_dir=cam_dir, predictions=predictions,
+                        prob_threshold=prob_threshold)

@@ -1,0 +1,240 @@
+"""The CAM localisation benchmark: specs, vectorised threshold search, rows, statistics, the runner."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage, stats
+
+from hemwsl.benchmark import (
+    aggregate,
+    candidate_dice,
+    cv_folds,
+    holm,
+    paired_test,
+    parse_threshold_grid,
+    parse_threshold_spec,
+    read_rows,
+    run_benchmark,
+    slice_rows,
+    split_folds,
+)
+from hemwsl.errors import HemwslInputError
+from hemwsl.metrics.localisation import compute_dice
+from hemwsl.thresholds import FixedThreshold
+
+
+# --------------------------------------------------------------------------------------------- specs
+def test_specs_parse_and_build_strategies():
+    s = parse_threshold_spec("fixed:200/255")
+    assert s.kind == "fixed" and s.value == pytest.approx(200 / 255) and not s.prior
+    heat = np.zeros((1, 4, 4))
+    heat[0, 1, 1], heat[0, 2, 2] = 1.0, 0.5
+    brain = np.ones((1, 4, 4), bool)
+    assert s.strategy()(heat, brain=brain).sum() == 1
+    p = parse_threshold_spec("prior+fixed:0.3")
+    hu = np.full((1, 4, 4), 30.0)
+    hu[0, 2, 2] = 60.0  # only the hyperdense pixel survives the AND
+    mask = p.strategy()(heat, image_hu=hu, brain=brain)
+    assert mask[0, 2, 2] and mask.sum() == 1
+    assert parse_threshold_spec("prior").needs_heatmap is False
+    assert parse_threshold_spec("search").needs_fit
+    with pytest.raises(HemwslInputError, match="value chosen"):
+        parse_threshold_spec("search").strategy()
+    for bad, match in [("fixd:0.5", "unknown threshold"), ("fixed", "needs a value"), ("fixed:1.5", r"\[0, 1\)"),
+                       ("percentile:120", "percentile"), ("otsu:3", "takes no value"), ("fixed:a/b", "not a number")]:
+        with pytest.raises(HemwslInputError, match=match):
+            parse_threshold_spec(bad)
+    with pytest.raises(HemwslInputError, match="more than once"):
+        parse_threshold_grid(["otsu", "otsu"])
+
+
+def test_candidate_dice_equals_threshold_then_dice():
+    rng = np.random.default_rng(0)
+    heat = rng.random((5, 16, 16)).astype(np.float32)
+    heat[3] = 0.0  # constant map: empty prediction
+    gt = rng.random((5, 16, 16)) > 0.7
+    gt[4] = False  # empty ground truth
+    allowed = rng.random((5, 16, 16)) > 0.2
+    cands = [0.1, 0.35, 0.6, 0.9]
+    got = candidate_dice(heat, gt, allowed, cands, chunk=2)
+    for j, t in enumerate(cands):
+        pred = FixedThreshold(t, normalisation="minmax", per_sample=True)(heat, brain=allowed)
+        np.testing.assert_allclose(got[:, j], compute_dice(pred, gt).numpy(), atol=1e-12)
+
+
+def test_slice_rows_hand_values():
+    gt = np.zeros((2, 8, 8), bool)
+    gt[0, 2:4, 2:4] = True  # 4 pixels
+    gt[1, 0, 0] = True
+    pred = np.zeros_like(gt)
+    pred[0, 2:4, 2:6] = True  # 8 pixels, 4 overlap
+    heat = np.zeros((2, 8, 8), np.float32)
+    heat[0, 3, 3] = 1.0  # inside the lesion
+    heat[1, 5, 5] = 1.0  # outside
+    r = slice_rows(pred, gt, heat)
+    np.testing.assert_allclose(r["dice"], [2 * 4 / 12, 0.0])
+    np.testing.assert_allclose(r["iou"], [4 / 8, 0.0])
+    np.testing.assert_allclose(r["hit"], [1.0, 0.0])
+    np.testing.assert_allclose(r["pointing"], [1.0, 0.0])
+    np.testing.assert_array_equal(r["tp"], [4, 0])
+    np.testing.assert_array_equal(r["fp"], [4, 0])
+    np.testing.assert_array_equal(r["fn"], [0, 1])
+
+
+def test_holm_and_paired_test_against_scipy():
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, float("nan")])[:3], [0.03, 0.06, 0.06])
+    assert math.isnan(holm([float("nan")])[0])
+    a = {str(i): v for i, v in enumerate([0.5, 0.6, 0.2, 0.9, 0.4, 0.7])}
+    b = {str(i): v for i, v in enumerate([0.4, 0.3, 0.25, 0.5, 0.1, 0.65])}
+    b["extra"] = 1.0  # not paired: ignored
+    t = paired_test(a, b)
+    d = np.array([a[k] - b[k] for k in sorted(a)])
+    assert t["n"] == 6 and t["mean_diff"] == pytest.approx(d.mean())
+    assert t["p"] == pytest.approx(stats.wilcoxon(d).pvalue)
+
+
+def test_aggregate_global_dice_pools_pixels():
+    rows = [
+        {"level": "slice", "patient": "a", "dice": 1.0, "iou": 1.0, "box_dice": 1, "box_iou": 1, "hit": 1,
+         "pointing": 1, "tp": 10, "fp": 0, "fn": 0},
+        {"level": "slice", "patient": "b", "dice": 0.0, "iou": 0.0, "box_dice": 0, "box_iou": 0, "hit": 0,
+         "pointing": 0, "tp": 0, "fp": 5, "fn": 90},
+    ]
+    a = aggregate(rows, n_boot=20)
+    assert a["dice"] == 0.5  # per-slice mean
+    assert a["global_dice"] == pytest.approx(20 / (20 + 5 + 90))  # pooled
+    assert a["low_iou_rate"] == 0.5
+    lo, hi = a["dice_ci"]
+    assert 0.0 <= lo <= hi <= 1.0
+
+
+# --------------------------------------------------------------------------------------------- runner
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory):
+    """Phantoms + two hand-made 'methods': a blurred ground truth (oracle) and uniform noise."""
+    from hemwsl.data.datalist import build_datalist
+    from hemwsl.data.synthetic import write_synthetic_ctich
+
+    root = tmp_path_factory.mktemp("bench")
+    write_synthetic_ctich(root / "data", n_patients=8, shape=(48, 48, 10), seed=3)
+    datalist = build_datalist("ct-ich", root / "data")
+    rng = np.random.default_rng(0)
+    cam = root / "cam"
+    for e in datalist:
+        mask_img = nib.load(e["label"])
+        gt = np.asarray(mask_img.dataobj) > 0
+        oracle = np.stack([ndimage.gaussian_filter(gt[:, :, z].astype(np.float32), 1.0) for z in range(gt.shape[2])], -1)
+        small = oracle.reshape(24, 2, 24, 2, -1).mean((1, 3))  # the 'input' grid of a classifier at half size
+        from hemwsl.cam import resized_affine
+
+        for method, arr, aff in [("oracle", oracle, mask_img.affine),
+                                 ("noise", rng.random(gt.shape).astype(np.float32), mask_img.affine),
+                                 ("oracle_small", small, resized_affine(mask_img.affine, gt.shape[:2], small.shape[:2]))]:
+            path = cam / method / "l1" / f"{e['patient']}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(np.ascontiguousarray(arr), aff), str(path))
+    return datalist, cam
+
+
+def _grid():
+    return ["fixed:0.5", "otsu", "search", "prior", "prior+search"]
+
+
+def test_runner_ranks_oracle_first_and_never_tunes_on_test(bench_data, tmp_path):
+    datalist, cam = bench_data
+    folds = cv_folds(datalist, n_folds=4, seed=0, val_fraction=0.25)
+    out = run_benchmark(datalist, cam, tmp_path / "rep", thresholds=_grid(), folds=folds, n_boot=30, progress=False,
+                        candidates=[0.1, 0.3, 0.5, 0.7, 0.9])
+    for name in ("per_case.csv", "summary.md", "summary.csv", "thresholds.csv", "choices.csv",
+                 "figures/iou_histograms.png", "figures/overlay_oracle.png"):
+        assert (out / name).is_file(), name
+    rows = read_rows(out / "per_case.csv")
+    patients_pos = {e["patient"] for e in datalist if any(e["slice_labels"])}
+    assert {r["patient"] for r in rows if r["level"] == "slice"} == patients_pos
+    with open(out / "summary.csv", newline="") as f:
+        summ = {(r["method"], r["threshold"]): r for r in csv.DictReader(f)}
+    assert float(summ[("oracle", "search")]["dice"]) > 0.6
+    assert float(summ[("noise", "search")]["dice"]) < 0.3
+    # the input-grid copy of the oracle, upsampled back, scores like the oracle
+    assert float(summ[("oracle_small", "fixed:0.5")]["dice"]) == pytest.approx(
+        float(summ[("oracle", "fixed:0.5")]["dice"]), abs=0.08)
+    text = (out / "summary.md").read_text()
+    first = [line for line in text.splitlines() if line.startswith("| ")][1]
+    assert first.split("|")[1].strip().startswith("oracle")
+    # each fold's searched threshold is the argmax over its selection patients only
+    test_fold, selection = folds
+    with open(out / "thresholds.csv", newline="") as f:
+        chosen = [r for r in csv.DictReader(f) if r["method"] == "noise" and r["threshold"] == "search"]
+    for r in chosen:
+        k = int(r["fold"])
+        per = [np.load(out / "selection" / f"{p}.npz") for p in sorted(selection[k])]
+        per = [z["noise|l1|search"] for z in per if "noise|l1|search" in z.files]  # negatives: no scored slice
+        scores = np.nanmean(np.concatenate(per), 0)
+        assert float(r["value"]) == [0.1, 0.3, 0.5, 0.7, 0.9][int(np.nanargmax(scores))]
+        assert not (selection[k] & {p for p, f in test_fold.items() if f == k})
+
+
+def test_runner_resumes_and_refuses_other_settings(bench_data, tmp_path):
+    datalist, cam = bench_data
+    kw = dict(thresholds=["fixed:0.5"], methods=["oracle"], n_boot=10, progress=False, figures=False,
+              folds=cv_folds(datalist, n_folds=4, seed=0, val_fraction=0.25))
+    out = run_benchmark(datalist, cam, tmp_path / "rep", **kw)
+    before = {p: p.stat().st_mtime_ns for p in (out / "per_case").iterdir()}
+    run_benchmark(datalist, cam, tmp_path / "rep", **kw)
+    assert {p: p.stat().st_mtime_ns for p in (out / "per_case").iterdir()} == before
+    with pytest.raises(HemwslInputError, match="other settings"):
+        run_benchmark(datalist, cam, tmp_path / "rep", **{**kw, "thresholds": ["otsu"]})
+
+
+def test_runner_split_mode_predicted_slices(bench_data, tmp_path):
+    datalist, cam = bench_data
+    patients = [e["patient"] for e in datalist]
+    folds = split_folds({"train": patients[:2], "val": patients[2:5], "test": patients[5:]})
+    preds = {"patient": [], "slice": [], "label": [], "prob": []}
+    for e in datalist:
+        for z, lab in enumerate(e["slice_labels"]):
+            preds["patient"].append(e["patient"])
+            preds["slice"].append(z)
+            preds["label"].append([lab])
+            preds["prob"].append([0.9 if (lab or z == 0) else 0.1])  # one false-positive slice per patient
+    preds = {k: np.array(v) for k, v in preds.items()}
+    out = run_benchmark(datalist, cam, tmp_path / "rep", thresholds=["search"], methods=["oracle"], folds=folds,
+                        slices="predicted", predictions=preds, n_boot=10, progress=False)
+    rows = read_rows(out / "per_case.csv")
+    assert {r["patient"] for r in rows if r["part"] == "test"} == set(patients[5:])
+    assert {r["patient"] for r in rows if r["part"] == "selection"} == set(patients[2:5])
+    slices0 = {r["slice"] for r in rows if r["level"] == "slice" and r["patient"] == patients[5]}
+    assert 0 in slices0
+    assert (out / "figures" / "classifier_pr.png").is_file()
+    assert "classifier calls positive" in (out / "summary.md").read_text()
+
+
+def test_runner_bad_inputs_are_named(bench_data, tmp_path):
+    datalist, cam = bench_data
+    folds = cv_folds(datalist, n_folds=4, seed=0, val_fraction=0.25)
+    with pytest.raises(HemwslInputError, match="gradcam"):
+        run_benchmark(datalist, cam, tmp_path / "a", methods=["gradcam"], folds=folds, progress=False)
+    with pytest.raises(HemwslInputError, match="unknown threshold"):
+        run_benchmark(datalist, cam, tmp_path / "b", thresholds=["triangle"], folds=folds, progress=False)
+    with pytest.raises(HemwslInputError, match="predictions"):
+        run_benchmark(datalist, cam, tmp_path / "c", slices="predicted", folds=folds, progress=False)
+    with pytest.raises(HemwslInputError, match="CAM folder not found"):
+        run_benchmark(datalist, tmp_path / "nowhere", tmp_path / "d", folds=folds, progress=False)
+    # a heatmap with the wrong number of slices names its file
+    broken = tmp_path / "cam"
+    victim = datalist[0]["patient"]
+    for e in datalist:
+        p = broken / "m" / "l" / f"{e['patient']}.nii.gz"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        depth = 3 if e["patient"] == victim else nib.load(e["label"]).shape[2]
+        nib.save(nib.Nifti1Image(np.zeros((48, 48, depth), np.float32), np.eye(4)), str(p))
+    with pytest.raises(HemwslInputError, match=f"{victim}.nii.gz"):
+        run_benchmark(datalist, broken, tmp_path / "e", thresholds=["otsu"], slices="all", folds=folds,
+                      progress=False)
+    torch.manual_seed(0)
