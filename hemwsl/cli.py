@@ -73,6 +73,16 @@ def _add_train_cv(p: argparse.ArgumentParser) -> None:
                    help="config overrides, e.g. backbone=efficientnet_v2_s 'spatial_size=[512,512]' epochs=30")
 
 
+def _lazy(module: str, name: str) -> Callable[[argparse.ArgumentParser], None]:
+    """``add_arguments`` that lives in a command's module (imported when the parser is built; these modules
+    import only light things at the top)."""
+
+    def add(p: argparse.ArgumentParser) -> None:
+        getattr(importlib.import_module(module), name)(p)
+
+    return add
+
+
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
@@ -82,6 +92,10 @@ COMMANDS: dict[str, Command] = {
         Command("split", "patient-level train/val/test split or k-fold, as JSON", "hemwsl.commands.data", _add_split),
         Command("train-cv", "train + evaluate the classifier bundle on every fold, then summarise",
                 "hemwsl.commands.classifier", _add_train_cv),
+        Command("cam-cv", "heatmaps of every fold's test patients from that fold's classifier (out of fold)",
+                "hemwsl.commands.benchmark", _lazy("hemwsl.commands.benchmark", "add_cam_cv_arguments")),
+        Command("benchmark", "score CAM heatmaps against masks: thresholds, metrics, CIs, paired tests, figures",
+                "hemwsl.commands.benchmark", _lazy("hemwsl.commands.benchmark", "add_benchmark_arguments")),
     )
 }
 

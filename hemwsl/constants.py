@@ -17,6 +17,7 @@ __all__ = [
     "SUBTYPES",
     "WINDOWS",
     "CTICH_HU_RANGE",
+    "BENCHMARK_THRESHOLDS",
 ]
 
 # Dictionary keys (datalist entries and transform dictionaries).
@@ -54,3 +55,10 @@ WINDOWS: dict[str, tuple[float, float]] = {
 
 # HU range the CT-ICH copy is clipped to (see its README).
 CTICH_HU_RANGE: tuple[float, float] = (-20.0, 100.0)
+
+# Default threshold grid of the localisation benchmark (see hemwsl.benchmark.specs): the seed papers' fixed
+# thresholds (200/255, 225/255 of the rendered CAM, 0.7 of seed 003), a percentile, Otsu, the threshold
+# searched on the selection patients, and the hyperdense-blood prior alone and AND a searched CAM threshold.
+BENCHMARK_THRESHOLDS: tuple[str, ...] = (
+    "fixed:200/255", "fixed:225/255", "fixed:0.7", "percentile:95", "otsu", "search", "prior", "prior+search",
+)

@@ -45,7 +45,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert step in text
-    assert "| gradcam | layer3 |" in text
+    assert "| gradcam |" in text and "Dice per slice" in text
+    assert (out / "benchmark" / "summary.md").is_file() and (out / "benchmark" / "per_case.csv").is_file()
     fold = out / "ich_classifier" / "fold0"
     assert (fold / "report_test.json").is_file() and (fold / "cam" / "gradcam" / "layer4").is_dir()
     # a second run resumes: nothing is retrained

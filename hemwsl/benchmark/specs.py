@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from hemwsl.constants import BENCHMARK_THRESHOLDS
 from hemwsl.errors import HemwslInputError
 from hemwsl.thresholds import (
     BLOOD_HU_RANGE,
@@ -34,11 +35,8 @@ from hemwsl.thresholds import (
 
 __all__ = ["ThresholdSpec", "parse_threshold_spec", "parse_threshold_grid", "DEFAULT_GRID", "DEFAULT_CANDIDATES"]
 
-#: Default grid: the seed papers' fixed thresholds (200/255, 225/255 of the rendered CAM, 0.7 of seed 003),
-#: a percentile, Otsu, the validated search, and the hyperdense prior with and without a CAM.
-DEFAULT_GRID: tuple[str, ...] = (
-    "fixed:200/255", "fixed:225/255", "fixed:0.7", "percentile:95", "otsu", "search", "prior", "prior+search",
-)
+#: Default grid (:data:`hemwsl.constants.BENCHMARK_THRESHOLDS`).
+DEFAULT_GRID: tuple[str, ...] = BENCHMARK_THRESHOLDS
 #: Candidates of ``search``: 0.05, 0.10, ..., 0.95.
 DEFAULT_CANDIDATES: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
 _KINDS = ("fixed", "percentile", "otsu", "search", "none")

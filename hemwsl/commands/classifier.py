@@ -34,6 +34,10 @@ def run_train_cv(args: argparse.Namespace) -> int:
     from hemwsl.engines.classifier import summarize_cv
 
     overrides = parse_overrides(args.set)
+    from hemwsl.data.io import atomic_write_text
+
+    # the settings later steps (cam-cv, benchmark) need to rebuild the same networks and inputs
+    atomic_write_text(Path(args.out) / "cv_settings.json", json.dumps(overrides, indent=1) + "\n")
     overrides.update({"dataset_dir": args.dataset_dir, "output_dir": args.out, "n_folds": args.folds})
     if args.cache_dir:
         from hemwsl.data.datalist import build_datalist

@@ -6,8 +6,8 @@ Steps (each skipped when its output already exists, so an interrupted demo resum
 3. train the slice classifier of ``bundles/ich_classifier`` on fold 0 (MONAI bundle, ignite);
 4. evaluate it on the held-out patients (AUROC, AP, F1; predictions CSV, ROC/PR curves);
 5. explain it with several CAM methods at two layers (``bundles/ich_cam``: NIfTI heatmaps on the CT
-   grid) and score the heatmaps against the masks on the held-out positive slices (a per-slice 95th
-   percentile threshold; Dice, hit rate, pointing game).
+   grid) and run the localisation benchmark (:mod:`hemwsl.benchmark`): thresholds and each method's
+   (layer, threshold) chosen on the validation patients, scored on the held-out positive slices.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import time
 from pathlib import Path
 
-__all__ = ["run_demo", "localisation_table"]
+__all__ = ["run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,59 +64,33 @@ def run_demo(args: argparse.Namespace) -> int:
     a = report["any"]
     print(f"[3/5] test slices={report['n_slices']} positive={report['n_positive']} "
           f"AUROC={a['auroc']:.3f} AP={a['ap']:.3f} F1@0.5={a['at_threshold']['0.5']['f1']:.3f}")
-    print("[4/5] CAM heatmaps of the held-out patients (bundles/ich_cam) ...")
+    print("[4/5] CAM heatmaps of the validation and held-out patients (bundles/ich_cam) ...")
     methods = ["gradcam", "gradcampp", "hirescam", "layercam", "eigencam"]
     layers = ["layer3", "layer4"]
-    _run_cam(common, methods, layers)
-    rows = localisation_table(data_dir, fold_dir / "cam", [(m, l) for m in methods for l in layers],
-                              patients=sorted(p.name for p in (fold_dir / "cam" / ".done").iterdir()))
-    print("[5/5] localisation on held-out positive slices (per-slice Q95 threshold):")
-    print("| method | layer | slices | Dice | hit rate | pointing game |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['method']} | {r['layer']} | {r['n']} | {r['dice']:.3f} | {r['hit']:.3f} | {r['pointing']:.3f} |")
+    for part in ("val", "test"):
+        _run_cam(common, methods, layers, part)
+    print("[5/5] localisation benchmark: thresholds chosen on the validation patients, scored on the held-out "
+          "positive slices ...")
+    from hemwsl.benchmark import run_benchmark, split_folds
+    from hemwsl.engines.classifier import fold_datalists
+
+    parts = fold_datalists(datalist, n_folds=n_folds, fold=0, seed=args.seed)
+    folds = split_folds({k: [e["patient"] for e in v] for k, v in parts.items()})
+    report = run_benchmark(datalist, fold_dir / "cam", out / "benchmark", folds=folds, n_boot=200, progress=False,
+                           thresholds=["fixed:200/255", "percentile:95", "otsu", "search", "prior", "prior+search"])
+    print((report / "summary.md").read_text().split("\n## Threshold")[0].split("## Each method")[1].split("\n", 1)[1])
+    print(f"[5/5] report: {report / 'summary.md'} (per-case CSV, tables per threshold and layer, figures)")
     print(f"done in {time.time() - t0:.0f} s; outputs in {out}")
     return 0
 
 
-def _run_cam(common: dict, methods: list[str], layers: list[str]) -> None:
+def _run_cam(common: dict, methods: list[str], layers: list[str], part: str = "test") -> None:
     from monai.bundle import ConfigWorkflow
 
     from hemwsl.engines.bundle import config_files
 
     files = config_files("ich_classifier", ["train"]) + config_files("ich_cam", ["inference"])
     wf = ConfigWorkflow(config_file=files, workflow_type=None, cam_methods=methods, cam_layers=layers,
-                        cam_part="test", **common)
+                        cam_part=part, **common)
     wf.initialize()
     wf.run()
-
-
-def localisation_table(data_dir: Path, cam_dir: Path, keys: list[tuple[str, str]], patients: list[str],
-                       q: float = 95.0) -> list[dict]:
-    """Per (method, layer): mean Dice, hit rate and pointing game over ground-truth positive slices."""
-    import nibabel as nib
-    import numpy as np
-    import torch
-
-    from hemwsl.metrics.localisation import compute_dice, compute_hit, compute_pointing_game
-    from hemwsl.thresholds import get_threshold
-
-    threshold = get_threshold("percentile", q=q, per_sample=True)
-    rows = []
-    for method, layer in keys:
-        dice, hit, point = [], [], []
-        for patient in patients:
-            mask = np.asarray(nib.load(str(next((data_dir / "masks").glob(f"{patient}.nii*")))).dataobj) > 0
-            z = np.flatnonzero(mask.any(axis=(0, 1)))
-            if len(z) == 0:
-                continue
-            heat = np.asarray(nib.load(str(cam_dir / method / layer / f"{patient}.nii.gz")).dataobj)
-            maps = torch.from_numpy(np.moveaxis(heat[..., z], -1, 0).copy())
-            gt = torch.from_numpy(np.moveaxis(mask[..., z], -1, 0).copy())
-            pred = threshold(maps)
-            dice += compute_dice(pred, gt).tolist()
-            hit += compute_hit(pred, gt).tolist()
-            point += compute_pointing_game(maps, gt).tolist()
-        rows.append({"method": method, "layer": layer, "n": len(dice), "dice": float(np.nanmean(dice)),
-                     "hit": float(np.nanmean(hit)), "pointing": float(np.nanmean(point))})
-    return rows

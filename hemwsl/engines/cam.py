@@ -8,6 +8,8 @@ is skipped, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -82,9 +84,12 @@ def run_cam(
     engine = CAMEngine(network, list(methods), layers=list(layers) if layers else None, skip_inapplicable=True)
     win = BatchWindows(windows) if window_on_device else None
     written: list[Path] = []
+    # a volume is done for THIS set of methods and layers (another set, e.g. a method added later into
+    # the same folder, is computed again)
+    run_key = hashlib.sha1(json.dumps([sorted(methods), sorted(layers or [])]).encode()).hexdigest()[:10]
     for entry in tqdm(datalist, desc="volumes", disable=not progress):
         stem = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
-        marker = out / ".done" / stem
+        marker = out / ".done" / f"{stem}.{run_key}"
         if marker.exists():
             written += [Path(p) for p in marker.read_text().split("\n") if p]
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 import math
 
 import nibabel as nib
@@ -238,3 +239,21 @@ def test_runner_bad_inputs_are_named(bench_data, tmp_path):
         run_benchmark(datalist, broken, tmp_path / "e", thresholds=["otsu"], slices="all", folds=folds,
                       progress=False)
     torch.manual_seed(0)
+
+
+def test_command_line(bench_data, tmp_path, capsys):
+    from hemwsl.cli import main
+
+    datalist, cam = bench_data
+    root = str(Path(datalist[0]["image"]).parents[1])
+    args = ["benchmark", "--dataset-dir", root, "--cam-dir", str(cam), "--out", str(tmp_path / "rep"), "--folds", "4",
+            "--val-fraction", "0.25", "--methods", "oracle", "noise", "--thresholds", "otsu", "search", "--n-boot", "10",
+            "--no-figures"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "| oracle |" in text and "Wilcoxon" in text
+    assert (tmp_path / "rep" / "summary.md").is_file()
+    assert main(args[:-9] + ["--thresholds", "triangle"]) == 2
+    assert "triangle" in capsys.readouterr().err
+    assert main(["cam-cv", "--dataset-dir", root, "--cv-dir", str(tmp_path / "nocv"), "--out", str(tmp_path / "c")]) == 2
+    assert "fold0" in capsys.readouterr().err

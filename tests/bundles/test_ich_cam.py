@@ -40,7 +40,7 @@ def test_cam_bundle_writes_aligned_heatmaps_and_resumes(synthetic_root, tmp_path
     cam_dir = tmp_path / "fold0" / "cam"
     parts = json.loads(json.dumps([p for p in (cam_dir / ".done").iterdir()], default=str))
     assert parts
-    patient = Path(parts[0]).name
+    patient = Path(parts[0]).name.split(".")[0]
     ct = nib.load(str(next((synthetic_root / "ct_scans").glob(f"{patient}.nii*"))))
     for method, layer in [("gradcam", "layer2"), ("gradcam", "layer4"), ("layercam", "layer3"),
                           ("cam", "layer4"), ("saliency", "input")]:
@@ -89,3 +89,20 @@ def test_input_grid_heatmaps_are_world_aligned(synthetic_datalist, tmp_path):
     np.testing.assert_allclose(in_img.affine @ [31, 31, 3, 1], ct_img.affine @ ([31 * s + (s - 1) / 2] * 2 + [3, 1]))
     with pytest.raises(HemwslInputError, match="grid"):
         run_cam(net, entry, tmp_path / "bad", grid="native", **kw)
+
+
+def test_a_new_method_set_in_the_same_folder_is_computed(synthetic_datalist, tmp_path):
+    """Resume markers are per (methods, layers): adding a method later into the same folder computes it."""
+    import torch
+
+    from hemwsl.engines.cam import run_cam
+    from hemwsl.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network("resnet10", in_channels=3)
+    kw = dict(layers=["layer4"], windows=["brain"], spatial_size=(32, 32), progress=False, grid="input")
+    first = run_cam(net, synthetic_datalist[:1], tmp_path, methods=["gradcam"], **kw)
+    again = run_cam(net, synthetic_datalist[:1], tmp_path, methods=["gradcam"], **kw)
+    assert again == first
+    added = run_cam(net, synthetic_datalist[:1], tmp_path, methods=["layercam"], **kw)
+    assert [p.parts[-3] for p in added] == ["layercam"] and added[0].is_file()

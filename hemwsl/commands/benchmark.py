@@ -1,0 +1,127 @@
+"""``hemwsl cam-cv`` (out-of-fold heatmaps of cross-validated classifiers) and ``hemwsl benchmark``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_cam_cv_arguments", "add_benchmark_arguments", "run_cam_cv", "run_benchmark", "cv_settings"]
+
+SETTINGS = "cv_settings.json"
+
+
+def cv_settings(cv_dir: str | Path) -> dict:
+    """The bundle overrides a ``train-cv`` run used (``<cv_dir>/cv_settings.json``; empty when absent)."""
+    from hemwsl.errors import HemwslInputError
+
+    f = Path(cv_dir) / SETTINGS
+    if not f.exists():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as err:
+        raise HemwslInputError(f"{f}: not valid JSON ({err})") from err
+
+
+def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset-dir", required=True, help="dataset root the classifiers were trained on")
+    p.add_argument("--cv-dir", required=True, help="output folder of `hemwsl train-cv` (fold<k>/models/model.pt)")
+    p.add_argument("--out", required=True, help="heatmap folder <method>/<layer>/<patient>.nii.gz (shared by folds)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds of the train-cv run (default: 5)")
+    p.add_argument("--methods", nargs="+", default=["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam",
+                                                   "eigencam", "ablationcam"], help="CAM/attribution methods")
+    p.add_argument("--layers", nargs="*", default=None, help="target layers (default: the network's registered ones)")
+    p.add_argument("--part", default="test", help="which part of each fold to explain (default: test)")
+    p.add_argument("--grid", default="input", help="input (classifier size, world-aligned; default) or ct")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="classifier settings, when the train-cv run has no cv_settings.json")
+
+
+def run_cam_cv(args: argparse.Namespace) -> int:
+    from monai.bundle import ConfigWorkflow
+
+    from hemwsl.commands.classifier import parse_overrides
+    from hemwsl.engines.bundle import config_files
+    from hemwsl.errors import HemwslInputError
+
+    settings = {**cv_settings(args.cv_dir), **parse_overrides(args.set)}
+    files = config_files("ich_classifier", ["train"]) + config_files("ich_cam", ["inference"])
+    for k in range(args.folds):
+        ckpt = Path(args.cv_dir) / f"fold{k}" / "models" / "model.pt"
+        if not ckpt.is_file():
+            raise HemwslInputError(f"{ckpt}: checkpoint of fold {k} not found (train it with `hemwsl train-cv`)")
+        kw = {**settings, "dataset_dir": args.dataset_dir, "output_dir": str(args.cv_dir), "n_folds": args.folds,
+              "fold": k, "checkpoint": str(ckpt), "cam_dir": str(args.out), "cam_part": args.part,
+              "cam_methods": list(args.methods), "cam_layers": args.layers or None, "cam_grid": args.grid}
+        wf = ConfigWorkflow(config_file=files, workflow_type=None, **kw)
+        wf.initialize()
+        wf.run()
+        print(f"fold {k}: heatmaps of its {args.part} patients in {args.out}", flush=True)
+    return 0
+
+
+def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
+    from hemwsl.constants import BENCHMARK_THRESHOLDS as DEFAULT_GRID
+
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset-dir", help="dataset root with masks (layout: --layout)")
+    src.add_argument("--datalist", help="datalist JSON (from `hemwsl datalist`)")
+    p.add_argument("--layout", default="ct-ich", help="layout of --dataset-dir (default: ct-ich)")
+    p.add_argument("--cam-dir", required=True, help="heatmaps <method>/<layer>/<patient>.nii.gz (e.g. from cam-cv)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--methods", nargs="*", default=None, help="only these methods (default: all found)")
+    p.add_argument("--layers", nargs="*", default=None, help="only these layers (default: all found)")
+    p.add_argument("--thresholds", nargs="+", default=list(DEFAULT_GRID),
+                   help="threshold specs: fixed:V, percentile:Q, otsu, search, prior, prior+<spec> "
+                        f"(default: {' '.join(DEFAULT_GRID)})")
+    p.add_argument("--split", default=None, help="a `hemwsl split` JSON: choose on val, score test (default: CV folds)")
+    p.add_argument("--folds", type=int, default=5, help="CV folds, as the classifier's (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="fold seed, as the classifier's (default: 0)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="as the classifier's (default: 0.15)")
+    p.add_argument("--select", default="rest", help="selection patients of a fold: rest (default) or val")
+    p.add_argument("--slices", default="gt", help="scored slices: gt (default), predicted or all")
+    p.add_argument("--cv-dir", default=None, help="train-cv folder: its out-of-fold predictions_test.csv files are "
+                                                  "used for --slices predicted and the PR/ROC figures")
+    p.add_argument("--predictions", nargs="*", default=[], help="prediction CSVs (instead of --cv-dir)")
+    p.add_argument("--prob-threshold", type=float, default=0.5, help="slice called positive at this probability")
+    p.add_argument("--distance-metrics", action="store_true", help="also HD95 and surface Dice per volume (slower)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default: 1000)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+
+
+def _predictions(files: list[str]):
+    import numpy as np
+
+    from hemwsl.engines.handlers import read_predictions_csv
+    from hemwsl.errors import HemwslInputError
+
+    parts = []
+    for f in files:
+        if not Path(f).is_file():
+            raise HemwslInputError(f"{f}: predictions CSV not found")
+        parts.append(read_predictions_csv(f))
+    if not parts:
+        return None
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("patient", "slice", "label", "prob")}
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from hemwsl.benchmark import cv_folds, run_benchmark as run, split_folds
+    from hemwsl.data.datalist import build_datalist, load_datalist
+    from hemwsl.data.splits import load_split
+
+    datalist = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
+    if args.split:
+        folds = split_folds(load_split(args.split))
+    else:
+        folds = cv_folds(datalist, n_folds=args.folds, seed=args.seed, val_fraction=args.val_fraction,
+                         select=args.select)
+    files = list(args.predictions)
+    if args.cv_dir:
+        files += [str(Path(args.cv_dir) / f"fold{k}" / "predictions_test.csv") for k in range(args.folds)]
+    out = run(datalist, args.cam_dir, args.out, methods=args.methods, layers=args.layers, thresholds=args.thresholds,
+              folds=folds, slices=args.slices, predictions=_predictions(files), prob_threshold=args.prob_threshold,
+              distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures)
+    print((Path(out) / "summary.md").read_text().split("\n## Threshold")[0])
+    return 0
