@@ -16,6 +16,9 @@ name           strategy                                                        m
                threshold
 =============  ==============================================================  ==========================
 
+Multi-label subtype maps use :class:`SubtypeRule` (seed 001: Youden class thresholds on validation, mask
+thresholds, argmax across subtypes), in :mod:`.subtype`.
+
 Example::
 
     from hemwsl.thresholds import get_threshold, search_threshold, apply_threshold
@@ -37,6 +40,7 @@ from hemwsl.thresholds.intensity import BLOOD_HU_RANGE, IntensityPrior
 from hemwsl.thresholds.otsu import OtsuThreshold
 from hemwsl.thresholds.percentile import PercentileThreshold
 from hemwsl.thresholds.postprocess import remove_small_components, restrict_to_mask
+from hemwsl.thresholds.subtype import SubtypeRule
 from hemwsl.thresholds.search import (
     SEARCH_METRICS,
     SEARCH_REDUCTIONS,
@@ -54,6 +58,7 @@ __all__ = [
     "OtsuThreshold",
     "SearchedThreshold",
     "IntensityPrior",
+    "SubtypeRule",
     "BLOOD_HU_RANGE",
     "NORMALISATIONS",
     "REGIONS",

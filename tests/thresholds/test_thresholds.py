@@ -231,3 +231,28 @@ def test_normalise_map():
     np.testing.assert_allclose(normalise_map(h, "minmax"), [0.0, 0.25, 1.0])
     np.testing.assert_allclose(normalise_map(h, "max"), [0.2, 0.4, 1.0])
     np.testing.assert_allclose(normalise_map(-h, "max"), [0.0, 0.0, 0.0])
+
+
+def test_subtype_rule_youden_then_argmax():
+    from hemwsl.metrics import youden_threshold
+    from hemwsl.thresholds import SubtypeRule
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 2)) > 0.5).astype(float)
+    p = np.clip(y * 0.6 + rng.random((60, 2)) * 0.5, 0, 1)
+    rule = SubtypeRule(mask_threshold=0.5).fit(y, p)
+    np.testing.assert_allclose(rule.class_thresholds, [youden_threshold(y[:, k], p[:, k])[0] for k in range(2)])
+    rule = SubtypeRule(class_thresholds=[0.5, 0.5], mask_threshold=0.5)
+    cams = np.zeros((2, 2, 1, 4))
+    cams[:, 0, 0] = [0.0, 1.0, 0.8, 0.1]  # subtype 0 strong on pixels 1, 2
+    cams[:, 1, 0] = [0.0, 0.6, 1.0, 1.0]  # subtype 1 strong on pixels 2, 3 (minmax: 0, .6, 1, 1)
+    labels = rule(np.array([[0.9, 0.9], [0.9, 0.2]]), cams)
+    np.testing.assert_array_equal(labels[0, 0], [0, 1, 2, 2])  # pixel 1: .99 vs .6 -> 1; pixel 2: .8 vs 1 -> 2
+    np.testing.assert_array_equal(labels[1, 0], [0, 1, 1, 0])  # subtype 1 absent on slice 2
+    brain = np.ones((2, 1, 4), bool)
+    brain[:, 0, 1] = False
+    assert rule(np.array([[0.9, 0.9], [0.9, 0.2]]), cams, brain=brain)[0, 0, 1] == 0
+    with pytest.raises(HemwslInputError, match="class thresholds"):
+        SubtypeRule()(np.zeros((1, 2)), np.zeros((1, 2, 2, 2)))
+    with pytest.raises(HemwslInputError, match=r"\(N, K, H, W\)"):
+        rule(np.zeros((1, 2)), np.zeros((1, 3, 2, 2)))
