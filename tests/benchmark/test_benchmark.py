@@ -257,3 +257,20 @@ def test_command_line(bench_data, tmp_path, capsys):
     assert "triangle" in capsys.readouterr().err
     assert main(["cam-cv", "--dataset-dir", root, "--cv-dir", str(tmp_path / "nocv"), "--out", str(tmp_path / "c")]) == 2
     assert "fold0" in capsys.readouterr().err
+
+
+def test_bundle_config(bench_data, tmp_path):
+    """bundles/ich_cam/configs/benchmark.yaml, layered on the classifier's train.yaml, runs the runner."""
+    from monai.bundle import ConfigWorkflow
+
+    from hemwsl.engines.bundle import config_files
+
+    datalist, cam = bench_data
+    files = config_files("ich_classifier", ["train"]) + config_files("ich_cam", ["benchmark"])
+    wf = ConfigWorkflow(config_file=files, workflow_type=None, dataset_dir=str(Path(datalist[0]["image"]).parents[1]),
+                        output_dir=str(tmp_path), benchmark_cam_dir=str(cam), n_folds=4, val_fraction=0.25,
+                        benchmark_methods=["oracle"], benchmark_thresholds=["fixed:0.5"], benchmark_n_boot=10)
+    wf.initialize()
+    wf.run()
+    assert (tmp_path / "benchmark" / "summary.md").is_file()
+    assert "| oracle |" in (tmp_path / "benchmark" / "summary.md").read_text()
