@@ -1,0 +1,77 @@
+"""``hemwsl seg-cv``: train and evaluate the 3D U-Net bundle on every fold, then summarise.
+
+Each fold runs ``bundles/ich_unet3d`` train then evaluate. A fold whose ``summary_test.json`` exists
+is skipped; a fold whose training finished (``.trained``) is only evaluated, and the evaluation
+itself skips patients already predicted, so an interrupted run resumes. The folds are those of the
+slice classifier (``hemwsl train-cv``). The summary over every test patient goes to
+``seg_cv_summary.md`` / ``seg_cv_summary.json``.
+
+Training on pseudo-labels: ``--datalist outputs/pseudo/datalist.json`` (training labels) with
+``--dataset-dir`` the CT-ICH folder (true masks, used for the folds, validation and test). Fully
+supervised upper bound: ``--dataset-dir`` alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_seg_cv_arguments", "run_seg_cv"]
+
+
+def add_seg_cv_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``seg-cv`` options to ``parser`` and return it."""
+    parser.add_argument("--dataset-dir", default=None,
+                        help="dataset in the CT-ICH layout with the TRUE masks (folds, validation, test)")
+    parser.add_argument("--datalist", default=None,
+                        help="JSON datalist of training labels, e.g. pseudo-labels ({image, label, patient}); "
+                             "default: the true masks of --dataset-dir (fully supervised)")
+    parser.add_argument("--eval-datalist", default=None,
+                        help="JSON datalist of the true masks for validation/test instead of --dataset-dir")
+    parser.add_argument("--out", required=True, help="output folder (fold<k>/ per fold, seg_cv_summary.md)")
+    parser.add_argument("--folds", type=int, default=5, help="number of patient-level folds")
+    parser.add_argument("--only", type=int, nargs="*", default=None, help="run only these folds")
+    parser.add_argument("--bundle", default="ich_unet3d", help="bundle name or folder")
+    parser.add_argument("--cache-dir", default=None, help="disk cache of preprocessed volumes, shared by folds")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="bundle config overrides, values parsed as JSON (e.g. 'spatial_size=[128,128]' epochs=50)")
+    return parser
+
+
+def run_seg_cv(args: argparse.Namespace) -> int:
+    """Run the folds (resumable) and write the cross-validation summary; returns the exit status."""
+    from hemwsl.commands.classifier import parse_overrides
+    from hemwsl.engines.bundle import run_bundle
+    from hemwsl.engines.segmentation import summarize_seg_cv
+    from hemwsl.errors import HemwslInputError
+
+    if not (args.dataset_dir or args.datalist or args.eval_datalist):
+        raise HemwslInputError("give --dataset-dir (true masks), --datalist and/or --eval-datalist")
+    overrides = parse_overrides(args.set)
+    overrides.update({"dataset_dir": args.dataset_dir, "datalist_file": args.datalist,
+                      "eval_datalist_file": args.eval_datalist, "output_dir": args.out, "n_folds": args.folds})
+    if args.cache_dir:
+        overrides["cache_dir"] = args.cache_dir
+    folds = list(range(args.folds)) if args.only is None else list(args.only)
+    bad = [k for k in folds if not 0 <= k < args.folds]
+    if bad:
+        raise HemwslInputError(f"--only: fold(s) {bad} not in [0, {args.folds - 1}]")
+    for k in folds:
+        fold_dir = Path(args.out) / f"fold{k}"
+        if (fold_dir / "summary_test.json").exists():
+            print(f"fold {k}: done, skipped")
+            continue
+        if not (fold_dir / "models" / "model.pt").exists() or not (fold_dir / ".trained").exists():
+            run_bundle(args.bundle, ["train"], fold=k, **overrides)
+            (fold_dir / ".trained").touch()
+        run_bundle(args.bundle, ["train", "evaluate"], fold=k, **overrides)
+        s = json.loads((fold_dir / "summary_test.json").read_text())
+        d = s["positive"]["dice"]
+        print(f"fold {k}: test Dice {d['mean']:.3f} +- {d['sd']:.3f} on {s['n_positive']} positive patients "
+              f"(pooled {s['pooled']['dice']:.3f})", flush=True)
+    done = [k for k in range(args.folds) if (Path(args.out) / f"fold{k}" / "summary_test.json").exists()]
+    if done:
+        summarize_seg_cv(args.out, done)
+        print((Path(args.out) / "seg_cv_summary.md").read_text())
+    return 0
