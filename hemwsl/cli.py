@@ -96,6 +96,8 @@ COMMANDS: dict[str, Command] = {
                 "hemwsl.commands.benchmark", _lazy("hemwsl.commands.benchmark", "add_cam_cv_arguments")),
         Command("seg-cv", "train + evaluate the 3D U-Net bundle (pseudo-labels or true masks) on every fold",
                 "hemwsl.commands.segmentation", _lazy("hemwsl.commands.segmentation", "add_seg_cv_arguments")),
+        Command("trust", "faithfulness, region importance and statistics of the explanations (seed 004)",
+                "hemwsl.commands.trust", _lazy("hemwsl.commands.trust", "add_trust_arguments")),
         Command("benchmark", "score CAM heatmaps against masks: thresholds, metrics, CIs, paired tests, figures",
                 "hemwsl.commands.benchmark", _lazy("hemwsl.commands.benchmark", "add_benchmark_arguments")),
     )

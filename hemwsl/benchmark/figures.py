@@ -58,7 +58,7 @@ def _show(ax, hu: np.ndarray, gt: np.ndarray, heat: np.ndarray, pred: np.ndarray
 
 def plot_iou_histograms(chosen: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) -> Path | None:
     """IoU histogram of every method's validated rows (seed 002, Figure 3)."""
-    from hemwsl.reports.curves import _save_atomic
+    from hemwsl.reports.curves import save_figure
 
     methods = [m for m in sorted(chosen) if any(r["level"] == "slice" for r in chosen[m])]
     if not methods:
@@ -74,7 +74,7 @@ def plot_iou_histograms(chosen: Mapping[str, Sequence[Mapping[str, Any]]], path:
         ax.set_xlabel("IoU", fontsize=7)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    return _save_atomic(fig, path)
+    return save_figure(fig, path)
 
 
 def write_figures(
@@ -86,7 +86,7 @@ def write_figures(
     table: Sequence[Mapping[str, Any]],
 ) -> list[Path]:
     """Write the report's figures under ``out/figures``; returns the files written."""
-    from hemwsl.reports.curves import _save_atomic, plot_pr, plot_roc
+    from hemwsl.reports.curves import save_figure, plot_pr, plot_roc
 
     fig_dir = Path(out) / "figures"
     written: list[Path] = []
@@ -110,7 +110,7 @@ def write_figures(
                 _show(fig.add_subplot(1, len(cases), i + 1), hu, gt, heat, pred, title)
             fig.suptitle(f"{m}: CT, heatmap, ground truth (green), prediction (red)", fontsize=9)
             fig.tight_layout()
-            written.append(_save_atomic(fig, fig_dir / f"overlay_{m}.png"))
+            written.append(save_figure(fig, fig_dir / f"overlay_{m}.png"))
     if predictions is not None and len(predictions["patient"]):
         y = np.asarray(predictions["label"])[:, 0]
         s = np.asarray(predictions["prob"])[:, 0]

@@ -25,7 +25,7 @@ from hemwsl.metrics.classification import (
     roc_curve,
 )
 
-__all__ = ["plot_roc", "plot_pr"]
+__all__ = ["save_figure", "plot_roc", "plot_pr"]
 
 
 def _curves(y_true: Any, y_score: Any) -> dict[str, tuple[Any, Any]]:
@@ -58,7 +58,7 @@ def _prevalence(y_true: Any) -> float:
     return float(np.mean(np.asarray(y_true, dtype=np.float64)))
 
 
-def _save_atomic(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` as PNG to ``path`` through a temporary file in the same folder."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,7 @@ def plot_roc(
         else:  # a single class: no curve, only the legend entry
             ax.plot([], [], linewidth=1.5, label=_label(name, "AUROC", auc))
     ax.legend(loc="lower right", fontsize="small")
-    return _save_atomic(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pr(
@@ -152,5 +152,5 @@ def plot_pr(
         else:  # no positive sample: no curve, only the legend entry
             ax.plot([], [], linewidth=1.5, label=_label(name, "AP", ap))
     ax.legend(loc="lower left", fontsize="small")
-    return _save_atomic(fig, path)
+    return save_figure(fig, path)
 
