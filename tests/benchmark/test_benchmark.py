@@ -63,7 +63,7 @@ def test_candidate_dice_equals_threshold_then_dice():
     gt[4] = False  # empty ground truth
     allowed = rng.random((5, 16, 16)) > 0.2
     cands = [0.1, 0.35, 0.6, 0.9]
-    got = candidate_dice(heat, gt, allowed, cands, chunk=2)
+    got = candidate_dice(heat, gt, allowed, cands)
     for j, t in enumerate(cands):
         pred = FixedThreshold(t, normalisation="minmax", per_sample=True)(heat, brain=allowed)
         np.testing.assert_allclose(got[:, j], compute_dice(pred, gt).numpy(), atol=1e-12)
@@ -86,6 +86,29 @@ def test_slice_rows_hand_values():
     np.testing.assert_array_equal(r["tp"], [4, 0])
     np.testing.assert_array_equal(r["fp"], [4, 0])
     np.testing.assert_array_equal(r["fn"], [0, 1])
+
+
+def test_slice_rows_equal_the_metric_functions():
+    from hemwsl.metrics.localisation import (
+        compute_box_dice,
+        compute_box_iou,
+        compute_hit,
+        compute_iou,
+        compute_pointing_game,
+    )
+
+    rng = np.random.default_rng(1)
+    gt = rng.random((6, 20, 20)) > 0.85
+    pred = rng.random((6, 20, 20)) > 0.8
+    gt[0], pred[0] = False, False  # both empty
+    gt[1] = False  # false alarm
+    pred[2] = False  # miss
+    heat = rng.random((6, 20, 20)).astype(np.float32)
+    r = slice_rows(pred, gt, heat)
+    for name, fn in [("dice", compute_dice), ("iou", compute_iou), ("box_dice", compute_box_dice),
+                     ("box_iou", compute_box_iou), ("hit", compute_hit)]:
+        np.testing.assert_allclose(r[name], fn(pred, gt).numpy(), atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(r["pointing"], compute_pointing_game(heat, gt).numpy())
 
 
 def test_holm_and_paired_test_against_scipy():
