@@ -94,6 +94,8 @@ COMMANDS: dict[str, Command] = {
                 "hemwsl.commands.classifier", _add_train_cv),
         Command("cam-cv", "heatmaps of every fold's test patients from that fold's classifier (out of fold)",
                 "hemwsl.commands.benchmark", _lazy("hemwsl.commands.benchmark", "add_cam_cv_arguments")),
+        Command("pseudo", "pseudo-label volumes from CAM heatmaps (threshold, K-means, differential prediction)",
+                "hemwsl.commands.pseudo", _lazy("hemwsl.commands.pseudo", "add_pseudo_arguments")),
         Command("seg-cv", "train + evaluate the 3D U-Net bundle (pseudo-labels or true masks) on every fold",
                 "hemwsl.commands.segmentation", _lazy("hemwsl.commands.segmentation", "add_seg_cv_arguments")),
         Command("trust", "faithfulness, region importance and statistics of the explanations (seed 004)",

@@ -1,0 +1,125 @@
+"""``hemwsl pseudo``: CAM heatmaps of a trained slice classifier -> pseudo-label NIfTIs + a training datalist.
+
+Runs :func:`hemwsl.pseudo.make_pseudo_labels` (resumable) on a datalist, or on the test part of one
+cross-validation fold (``--fold``), and optionally prints the Dice of the pseudo-labels against the
+true masks (``--evaluate``). Example (after ``run_cam`` wrote ``<cams>/gradcam/<layer>/*.nii.gz``)::
+
+    hemwsl pseudo --dataset-dir data/ct-ich --fold 0 --folds 5 --cam-dir outputs/cams \\
+        --checkpoint outputs/cls/fold0/models/model.pt --backbone efficientnet_v2_b0 \\
+        --windows brain subdural blood --spatial-size 128 128 --skull-strip \\
+        --method gradcam --mode cam_kmeans --context --out outputs/pseudo/fold0 --evaluate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["add_pseudo_arguments", "run_pseudo"]
+
+
+def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``hemwsl pseudo``."""
+    src = p.add_argument_group("volumes")
+    src.add_argument("--datalist", default=None, help="datalist JSON (from `hemwsl datalist`)")
+    src.add_argument("--dataset-dir", default=None, help="dataset folder, instead of --datalist")
+    src.add_argument("--layout", default="ct-ich", help="layout of --dataset-dir (default: ct-ich)")
+    src.add_argument("--fold", type=int, default=None, help="only the test patients of this cross-validation fold")
+    src.add_argument("--folds", type=int, default=5, help="number of folds of --fold (default: 5)")
+    src.add_argument("--fold-seed", type=int, default=0, help="split seed of --fold (default: 0, as the bundle)")
+    src.add_argument("--val-fraction", type=float, default=0.15, help="validation fraction of --fold (default: 0.15)")
+
+    cam = p.add_argument_group("heatmaps and pseudo-labels")
+    cam.add_argument("--cam-dir", required=True,
+                     help="heatmap root written by run_cam (<cam-dir>/<method>/<layer>/<patient>.nii.gz)")
+    cam.add_argument("--method", default="gradcam", help="CAM method folder (default: gradcam)")
+    cam.add_argument("--layer", default=None, help="layer folder (default: the only one under <cam-dir>/<method>)")
+    cam.add_argument("--out", required=True, help="output folder: <patient>.nii.gz + datalist.json")
+    cam.add_argument("--mode", default="cam_kmeans", help="cam or cam_kmeans (default: cam_kmeans)")
+    cam.add_argument("--context", action="store_true",
+                     help="use slice context (neighbouring slices' CAMs and 2.5D clustering)")
+    cam.add_argument("--context-slices", type=int, default=3, help="slices of the context window (default: 3)")
+    cam.add_argument("--select", default="differential", help="cluster choice: differential or brightest")
+    cam.add_argument("--k", type=int, default=4, help="K-means clusters (default: 4)")
+    cam.add_argument("--enhance", default="global", help="contrast enhancement before clustering: global, clahe, none")
+    cam.add_argument("--enhance-window", default="brain", help="CT window before the enhancement (default: brain)")
+    cam.add_argument("--threshold-strategy", default="fixed", help="strategy of hemwsl.thresholds (default: fixed)")
+    cam.add_argument("--threshold", type=float, default=0.7,
+                     help="fixed: threshold of the per-slice min-max CAM (default 0.7); percentile: q")
+    cam.add_argument("--prob-threshold", type=float, default=0.5, help="slices with probability >= this get labels")
+    cam.add_argument("--predictions-csv", nargs="+", default=None,
+                     help="classifier predictions CSV(s) (patient, slice, prob_any) instead of recomputing them")
+
+    net = p.add_argument_group("classifier (as trained by its bundle)")
+    net.add_argument("--checkpoint", default=None, help="model.pt of the classifier bundle")
+    net.add_argument("--backbone", default="resnet18", help="registry name of the network (default: resnet18)")
+    net.add_argument("--windows", nargs="+", default=["brain", "subdural", "blood"], help="CT windows")
+    net.add_argument("--num-slices", type=int, default=3, help="2.5D slices per input (default: 3)")
+    net.add_argument("--spatial-size", type=int, nargs=2, default=[256, 256], help="in-plane size (default: 256 256)")
+    net.add_argument("--skull-strip", action="store_true", help="the classifier was trained on skull-stripped slices")
+    net.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
+    net.add_argument("--device", default="cpu")
+    net.add_argument("--seed", type=int, default=0, help="K-means seed")
+    p.add_argument("--evaluate", action="store_true", help="print the Dice against the true masks (positive patients)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _datalist(args: argparse.Namespace) -> list[dict]:
+    from hemwsl.data.datalist import build_datalist, load_datalist
+    from hemwsl.errors import HemwslInputError
+
+    if (args.datalist is None) == (args.dataset_dir is None):
+        raise HemwslInputError("give exactly one of --datalist and --dataset-dir")
+    datalist = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
+    if args.fold is not None:
+        from hemwsl.engines.classifier import fold_datalists
+
+        datalist = fold_datalists(datalist, n_folds=args.folds, fold=args.fold, seed=args.fold_seed,
+                                  val_fraction=args.val_fraction)["test"]
+    return datalist
+
+
+def _layer(args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    from hemwsl.errors import HemwslInputError
+
+    if args.layer:
+        return args.layer
+    folder = Path(args.cam_dir) / args.method
+    layers = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if len(layers) != 1:
+        raise HemwslInputError(f"{folder}: give --layer; found layer folders {layers}")
+    return layers[0]
+
+
+def run_pseudo(args: argparse.Namespace) -> int:
+    """Run ``hemwsl pseudo``; returns the exit status."""
+    from hemwsl.errors import HemwslInputError
+    from hemwsl.pseudo import build_threshold, evaluate_pseudo_labels, make_pseudo_labels
+
+    datalist = _datalist(args)
+    network = None
+    if args.checkpoint:
+        from hemwsl.engines.classifier import load_weights
+        from hemwsl.networks import build_network
+
+        network = build_network(args.backbone, in_channels=args.num_slices * len(args.windows), num_classes=1)
+        network = load_weights(network, args.checkpoint, device=args.device)
+    elif args.predictions_csv is None or (args.mode == "cam_kmeans" and args.select == "differential"):
+        raise HemwslInputError(f"--checkpoint is required for --mode {args.mode} --select {args.select}"
+                               + ("" if args.predictions_csv else " (or without --predictions-csv)"))
+    threshold = build_threshold(args.threshold_strategy, args.threshold)
+    result = make_pseudo_labels(
+        network, datalist, args.cam_dir, args.out, args.method, _layer(args), mode=args.mode, threshold=threshold,
+        context=args.context, context_slices=args.context_slices, select=args.select, k=args.k,
+        enhance=args.enhance, enhance_window=args.enhance_window, prob_threshold=args.prob_threshold,
+        predictions_csv=args.predictions_csv, windows=args.windows, num_slices=args.num_slices,
+        spatial_size=args.spatial_size, skull_strip=args.skull_strip, batch_size=args.batch_size,
+        device=args.device, seed=args.seed, progress=not args.no_progress)
+    n_pos = sum(e["positive"] for e in result)
+    print(f"{len(result)} pseudo-label volumes ({n_pos} non-empty) in {args.out}; datalist: {args.out}/datalist.json")
+    if args.evaluate:
+        scores = evaluate_pseudo_labels(result)
+        print(json.dumps({k: scores[k] for k in ("n", "mean_dice", "median_dice")}))
+    return 0

@@ -1,0 +1,516 @@
+"""CAM volumes -> pseudo-label volumes + a training datalist (Ramananda & Sundaresan, arXiv:2309.16627, 2023).
+
+Per volume, only on the slices the classifier calls positive (probability >= ``prob_threshold``):
+
+1. the slice's CAM (written by :func:`hemwsl.engines.cam.run_cam`: raw, non-negative) is thresholded
+   with a strategy of :mod:`hemwsl.thresholds` (default ``fixed``: 0.7 of the per-slice min-max
+   normalised map), restricted to the brain when skull stripping is on;
+2. mode ``"cam"``: that region is the pseudo mask;
+3. mode ``"cam_kmeans"``: the region's pixels of the skull-stripped, contrast-enhanced slice
+   (:func:`hemwsl.pseudo.enhance_slices`) are split in ``k`` clusters (:func:`hemwsl.pseudo.kmeans_clusters`)
+   and the cluster whose removal lowers the classifier's logit most
+   (:func:`hemwsl.pseudo.differential_prediction`, ``select="differential"``) -- or the brightest
+   cluster (``select="brightest"``) -- is the pseudo mask.
+
+**Slice context** (``context=True``; the paper's ResNet-LSTM learns dependencies across contiguous
+slices, which a 2.5D slice classifier does not): the map thresholded on slice ``z`` is the mean of the
+max-normalised CAMs (negative values, e.g. of signed attributions, count as 0) of the positive slices
+among ``z - c .. z + c`` (``c = context_slices // 2``), and K-means clusters each pixel by its enhanced intensities on those ``context_slices`` slices (the 2.5D
+neighbourhood, edges replicated) instead of slice ``z`` alone. Lesions seen on adjacent slices are thus
+supported, and isolated hot spots of one slice's CAM are damped.
+
+Outputs of :func:`make_pseudo_labels`: ``<out>/<patient>.nii.gz`` (uint8 0/1 on the CT grid, the CT's
+affine, written atomically), ``<out>/.done/<patient>.json`` (per-slice details; a volume with one is
+skipped when resuming), ``<out>/pseudo_params.json`` (the settings; a resumed run with other settings
+is refused) and ``<out>/datalist.json`` (every volume of the folder, over calls): the entries of
+:mod:`hemwsl.data.datalist` with ``label`` the pseudo mask and ``slice_labels``/``positive`` from it, plus
+``reference`` (the true mask path, or
+``None``; for evaluation only) and ``weak_slice_labels`` (the input entry's slice labels).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hemwsl.constants import IMAGE, LABEL, PATIENT, SLICE_LABELS, SPACING, SUBTYPE_LABELS
+from hemwsl.errors import HemwslInputError, check_choice
+
+__all__ = [
+    "PSEUDO_MODES",
+    "SELECTIONS",
+    "REFERENCE",
+    "WEAK_SLICE_LABELS",
+    "build_threshold",
+    "read_slice_probabilities",
+    "pseudo_label_volume",
+    "make_pseudo_labels",
+    "evaluate_pseudo_labels",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Pseudo-label modes: the thresholded CAM, or its K-means cluster chosen by the classifier.
+PSEUDO_MODES: tuple[str, ...] = ("cam", "cam_kmeans")
+#: How ``cam_kmeans`` picks the cluster.
+SELECTIONS: tuple[str, ...] = ("differential", "brightest")
+#: Extra datalist keys of the pseudo-label datalist.
+REFERENCE = "reference"  # path of the true mask (evaluation only), or None
+WEAK_SLICE_LABELS = "weak_slice_labels"  # the input entry's slice labels
+
+
+def build_threshold(name: str = "fixed", value: float | None = 0.7, **kwargs: Any):
+    """A threshold strategy of :data:`hemwsl.thresholds.THRESHOLDS` from a name and one value.
+
+    ``value`` is the fixed threshold (``fixed``, on the per-slice min-max map unless
+    ``normalisation`` is given) or the percentile ``q`` (``percentile``); ignored by ``otsu``.
+    """
+    from hemwsl.thresholds import THRESHOLDS, get_threshold
+
+    check_choice("threshold strategy", name, [n for n in THRESHOLDS if n != "search"])
+    if name == "fixed":
+        kwargs.setdefault("normalisation", "minmax")
+        return get_threshold(name, value=0.7 if value is None else value, **kwargs)
+    if name == "percentile" and value is not None:
+        kwargs["q"] = value
+    if name == "intensity" and value is not None:
+        kwargs.setdefault("cam", value)
+    return get_threshold(name, **kwargs)
+
+
+def _resolve_threshold(threshold: Any):
+    from hemwsl.thresholds import ThresholdStrategy
+
+    if isinstance(threshold, ThresholdStrategy):
+        if threshold.per_sample:
+            raise HemwslInputError("threshold: give a strategy with per_sample=False (it is applied slice by slice)")
+        return threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise HemwslInputError(f"threshold must be a number or a ThresholdStrategy, got {threshold!r}")
+    return build_threshold("fixed", float(threshold))
+
+
+def read_slice_probabilities(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{patient: (Z,) probability of "any"}`` from a predictions CSV of the classifier bundle
+    (columns ``patient, slice, ..., prob_any``); slices missing from the CSV are NaN."""
+    from hemwsl.engines.handlers import read_predictions_csv
+
+    p = Path(csv_path)
+    if not p.is_file():
+        raise HemwslInputError(f"{p}: predictions CSV not found")
+    try:
+        pred = read_predictions_csv(p)
+    except (KeyError, ValueError) as err:
+        raise HemwslInputError(f"{p}: not a predictions CSV (patient, slice, prob_* columns): {err}") from err
+    out: dict[str, np.ndarray] = {}
+    if len(pred["patient"]) == 0:
+        return out
+    if pred["prob"].ndim != 2 or pred["prob"].shape[1] < 1:
+        raise HemwslInputError(f"{p}: no prob_* column")
+    for pid in np.unique(pred["patient"]):
+        sel = pred["patient"] == pid
+        z = pred["slice"][sel]
+        arr = np.full(int(z.max()) + 1, np.nan)
+        arr[z] = pred["prob"][sel, 0]
+        out[str(pid)] = arr
+    return out
+
+
+def _lookup(probs: Mapping[str, np.ndarray], stem: str, source: str) -> np.ndarray:
+    if stem in probs:
+        return probs[stem]
+    if stem.isdigit():
+        for key, v in probs.items():
+            if key.isdigit() and int(key) == int(stem):
+                return v
+    raise HemwslInputError(f"{source}: no predictions for patient {stem!r}")
+
+
+_BRAIN_CACHE: OrderedDict[tuple, tuple[np.ndarray, tuple[int, ...]]] = OrderedDict()
+_BRAIN_CACHE_SIZE = 64
+
+
+def _brain_mask(path: str | os.PathLike, hu: np.ndarray) -> np.ndarray:
+    """Brain mask of the CT at ``path`` (:class:`hemwsl.transforms.SkullStrip`), memoised (bit-packed) per
+    file and modification time, so that several modes or methods run in one process strip each volume once."""
+    from hemwsl.transforms.array import SkullStrip
+
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    if key in _BRAIN_CACHE:
+        _BRAIN_CACHE.move_to_end(key)
+        packed, shape = _BRAIN_CACHE[key]
+        return np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).astype(bool)
+    brain = np.asarray(SkullStrip()(hu[None])[0], dtype=bool)
+    _BRAIN_CACHE[key] = (np.packbits(brain.ravel()), brain.shape)
+    while len(_BRAIN_CACHE) > _BRAIN_CACHE_SIZE:
+        _BRAIN_CACHE.popitem(last=False)
+    return brain
+
+
+def _fill_values(hu: np.ndarray, ref: np.ndarray, region: np.ndarray) -> float:
+    """Median HU of the reference (brain) pixels outside ``region``: the "normal brain" value."""
+    outside = ref & ~region
+    for sel in (outside, ref):
+        if sel.any():
+            return float(np.median(hu[sel]))
+    return float(np.median(hu))
+
+
+def _context_map(cam: np.ndarray, z: int, positive: np.ndarray, context_slices: int) -> np.ndarray:
+    from hemwsl.thresholds import normalise_map
+    from hemwsl.transforms.array import stack_indices
+
+    idx = sorted({i for i in stack_indices(z, context_slices, cam.shape[-1]) if positive[i] or i == z})
+    return np.mean([normalise_map(np.clip(cam[..., i], 0.0, None), "max") for i in idx], axis=0)
+
+
+def _stack(hu: np.ndarray, z: int, num_slices: int) -> torch.Tensor:
+    """``(num_slices, X, Y)`` neighbourhood of slice ``z`` of an ``(X, Y, Z)`` volume (edges replicated)."""
+    from hemwsl.transforms.array import stack_indices
+
+    idx = stack_indices(z, num_slices, hu.shape[-1])
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(hu[..., idx], -1, 0)))
+
+
+@torch.no_grad()
+def _probabilities(network, hu: np.ndarray, prep, num_slices: int, batch_size: int, device) -> np.ndarray:
+    depth = hu.shape[-1]
+    out = []
+    for start in range(0, depth, batch_size):
+        zs = range(start, min(start + batch_size, depth))
+        x = torch.stack([_stack(hu, z, num_slices) for z in zs]).to(device)
+        out.append(torch.sigmoid(network(prep(x)).float())[:, 0].cpu().numpy())
+    return np.concatenate(out)
+
+
+def pseudo_label_volume(
+    image: str | os.PathLike,
+    cam: str | os.PathLike | np.ndarray,
+    network: torch.nn.Module | None = None,
+    *,
+    probabilities: np.ndarray | None = None,
+    mode: str = "cam_kmeans",
+    threshold: Any = 0.7,
+    context: bool = False,
+    context_slices: int = 3,
+    select: str = "differential",
+    k: int = 4,
+    enhance: str = "global",
+    enhance_window: str | tuple[float, float] = "brain",
+    prob_threshold: float = 0.5,
+    windows: Sequence = ("brain",),
+    num_slices: int = 3,
+    spatial_size: Sequence[int] | None = (256, 256),
+    skull_strip: bool = False,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Pseudo mask of one CT volume.
+
+    Args:
+        image: the CT (NIfTI or DICOM folder, HU).
+        cam: its heatmap on the CT grid (path or ``(X, Y, Z)`` array), e.g. from ``run_cam``.
+        network: the slice classifier (eval mode); needed unless ``probabilities`` are given and
+            the mode/selection does not score clusters.
+        probabilities: ``(Z,)`` per-slice probabilities (e.g. :func:`read_slice_probabilities`);
+            default: computed with ``network`` on the same inputs as in training.
+        mode: ``"cam"`` or ``"cam_kmeans"`` (:data:`PSEUDO_MODES`).
+        threshold: a number (fixed threshold on the per-slice min-max map) or a strategy of
+            :mod:`hemwsl.thresholds` (see :func:`build_threshold`).
+        context, context_slices: slice context (see the module docstring).
+        select: ``"differential"`` or ``"brightest"`` (:data:`SELECTIONS`).
+        k: K-means clusters.
+        enhance, enhance_window: contrast enhancement before clustering (:func:`hemwsl.pseudo.enhance_slices`).
+        prob_threshold: slices with probability >= this get foreground.
+        windows, num_slices, spatial_size, skull_strip: the classifier's input settings (as in its bundle).
+        batch_size: slices per forward pass (each scores ``batch_size * (k + 1)`` inputs).
+        device: where the network runs.
+        seed: K-means random state.
+
+    Returns:
+        ``(mask uint8 (X, Y, Z), affine, info)``; ``info`` has per-slice ``probability``,
+        ``positive``, ``voxels``, and for ``cam_kmeans`` ``clusters``, ``chosen`` and ``drops``.
+    """
+    from hemwsl.data.io import load_volume
+    from hemwsl.pseudo.differential import differential_prediction
+    from hemwsl.pseudo.kmeans import kmeans_clusters
+    from hemwsl.pseudo.preprocess import ClassifierInput, enhance_slices
+    from hemwsl.transforms.array import stack_indices
+
+    check_choice("mode", mode, PSEUDO_MODES)
+    check_choice("select", select, SELECTIONS)
+    if context and (context_slices < 3 or context_slices % 2 == 0):
+        raise HemwslInputError(f"context_slices must be an odd number >= 3, got {context_slices}")
+    if not 0.0 <= prob_threshold <= 1.0:
+        raise HemwslInputError(f"prob_threshold must be in [0, 1], got {prob_threshold}")
+    strategy = _resolve_threshold(threshold)
+    needs_net = probabilities is None or (mode == "cam_kmeans" and select == "differential")
+    if needs_net and network is None:
+        raise HemwslInputError(
+            f"network is required for mode={mode!r}, select={select!r}"
+            + (" (no probabilities given)" if probabilities is None else "")
+        )
+    vol = load_volume(image, kind="image")
+    hu = vol.array.astype(np.float32)
+    if isinstance(cam, (str, os.PathLike)):
+        cam_path = str(cam)
+        cam_arr = load_volume(cam, kind="image").array
+    else:
+        cam_path = "cam array"
+        cam_arr = np.asarray(cam, dtype=np.float32)
+    if cam_arr.ndim == 3 and cam_arr.shape[2] == hu.shape[2] and cam_arr.shape[:2] != hu.shape[:2]:
+        # a heatmap stored at the classifier's input size (run_cam(grid="input")): back to the CT grid
+        from hemwsl.cam.base import upsample
+
+        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(cam_arr, -1, 0), dtype=np.float32))
+        cam_arr = np.moveaxis(upsample(t, hu.shape[:2]).numpy(), 0, -1)
+    if cam_arr.shape != hu.shape:
+        raise HemwslInputError(
+            f"{cam_path}: heatmap shape {cam_arr.shape} does not match the CT {image} shape {hu.shape}")
+    depth = hu.shape[-1]
+
+    brain = _brain_mask(image, hu) if skull_strip else None
+    hu_s = np.where(brain, hu, hu.min()).astype(np.float32) if brain is not None else hu
+    ref = brain if brain is not None else hu > hu.min()
+    prep = ClassifierInput(windows, spatial_size)
+    if network is not None:
+        network = network.to(device).eval()
+    if probabilities is None:
+        probabilities = _probabilities(network, hu_s, prep, num_slices, batch_size, device)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.shape != (depth,):
+        n = probabilities.shape[0] if probabilities.ndim else 0
+        raise HemwslInputError(f"{image}: got {n} slice probabilities for {depth} slices")
+    if np.isnan(probabilities).any():
+        missing = np.flatnonzero(np.isnan(probabilities)).tolist()
+        raise HemwslInputError(f"{image}: slice probabilities missing for slice(s) {missing}")
+    positive = probabilities >= prob_threshold
+
+    mask = np.zeros(hu.shape, dtype=np.uint8)
+    info: dict[str, Any] = {"probability": probabilities.round(6).tolist(), "positive": positive.astype(int).tolist(),
+                            "clusters": [0] * depth, "chosen": [-1] * depth, "drops": [None] * depth}
+    regions: dict[int, np.ndarray] = {}
+    for z in np.flatnonzero(positive):
+        m = _context_map(cam_arr, z, positive, context_slices) if context else cam_arr[..., z]
+        br = None if brain is None else brain[..., z]
+        regions[int(z)] = np.asarray(strategy(m, image_hu=hu[..., z], brain=br), dtype=bool)
+
+    if mode == "cam":
+        for z, r in regions.items():
+            mask[..., z] = r
+    else:
+        # enhance only the slices clustering reads: the positive slices (and their context)
+        need = sorted({i for z in regions for i in (stack_indices(z, context_slices, depth) if context else [z])})
+        enhanced = dict(zip(need, enhance_slices(np.moveaxis(hu_s[..., need], -1, 0),
+                                                 None if brain is None else np.moveaxis(brain[..., need], -1, 0),
+                                                 window=enhance_window, method=enhance))) if need else {}
+        labels: dict[int, np.ndarray] = {}
+        for z, r in regions.items():
+            idx = stack_indices(z, context_slices, depth) if context else [z]
+            feats = np.stack([enhanced[i] for i in idx])
+            labels[z], n = kmeans_clusters(feats, r, k=k, seed=seed)
+            info["clusters"][z] = n
+        todo = [z for z in labels if info["clusters"][z] > 0]
+        if select == "brightest":
+            for z in todo:
+                info["chosen"][z] = info["clusters"][z] - 1
+        else:
+            for start in range(0, len(todo), batch_size):
+                zs = todo[start:start + batch_size]
+                stacks = torch.stack([_stack(hu_s, z, num_slices) for z in zs]).to(device)
+                maps = torch.from_numpy(np.stack([labels[z] for z in zs])).to(device)
+                fill = torch.tensor([_fill_values(hu_s[..., z], ref[..., z], regions[z]) for z in zs], device=device)
+                res = differential_prediction(network, stacks, maps, k, fill, preprocess=prep.to(device))
+                for j, z in enumerate(zs):
+                    info["chosen"][z] = int(res.chosen[j])
+                    drops = res.drops[j].cpu().tolist()
+                    info["drops"][z] = [round(float(v), 6) if np.isfinite(v) else None for v in drops]
+        for z in todo:
+            if info["chosen"][z] >= 0:
+                mask[..., z] = labels[z] == info["chosen"][z]
+    info["voxels"] = mask.reshape(-1, depth).sum(0).astype(int).tolist()
+    return mask, vol.affine, info
+
+
+def _params_record(**kw: Any) -> dict:
+    return json.loads(json.dumps(kw, default=repr))
+
+
+def make_pseudo_labels(
+    network: torch.nn.Module | None,
+    datalist: Sequence[Mapping],
+    cam_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    method: str,
+    layer: str,
+    mode: str = "cam_kmeans",
+    threshold: Any = 0.7,
+    *,
+    context: bool = False,
+    context_slices: int = 3,
+    select: str = "differential",
+    k: int = 4,
+    enhance: str = "global",
+    enhance_window: str | tuple[float, float] = "brain",
+    prob_threshold: float = 0.5,
+    predictions_csv: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    windows: Sequence = ("brain",),
+    num_slices: int = 3,
+    spatial_size: Sequence[int] | None = (256, 256),
+    skull_strip: bool = False,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Write the pseudo mask of every entry of ``datalist`` and the training datalist; resumable.
+
+    Args:
+        network: the slice classifier, or ``None`` when ``predictions_csv`` is given and
+            ``mode="cam"`` or ``select="brightest"``.
+        datalist: entries with ``image`` and ``patient`` (the other keys of
+            :mod:`hemwsl.data.datalist` are kept when present).
+        cam_dir: the ``run_cam`` output root (``<cam_dir>/<method>/<layer>/<patient>.nii.gz``).
+        out_dir: where ``<patient>.nii.gz`` and ``datalist.json`` go.
+        method, layer: which heatmaps to use.
+        mode, threshold, context, context_slices, select, k, enhance, enhance_window, prob_threshold,
+        windows, num_slices, spatial_size, skull_strip, batch_size, device, seed: see
+            :func:`pseudo_label_volume`.
+        predictions_csv: one or more predictions CSVs of the classifier bundle giving the slice
+            probabilities (instead of recomputing them with ``network``).
+        progress: progress bar over volumes.
+
+    Returns:
+        The pseudo-label datalist, also written to ``<out_dir>/datalist.json``; entries of other patients
+        already listed there (earlier calls, e.g. the other folds of a cross-validation) are kept first.
+    """
+    from tqdm import tqdm
+
+    from hemwsl.cam.volume import heatmap_path
+    from hemwsl.data.datalist import NUM_SLICES, POSITIVE, save_datalist
+    from hemwsl.data.io import atomic_write_text, load_volume, save_nifti
+
+    check_choice("mode", mode, PSEUDO_MODES)
+    check_choice("select", select, SELECTIONS)
+    if not datalist:
+        raise HemwslInputError("datalist is empty: no volumes to pseudo-label")
+    strategy = _resolve_threshold(threshold)
+    out = Path(out_dir)
+    params = _params_record(cam_dir=str(cam_dir), method=method, layer=layer, mode=mode, threshold=repr(strategy),
+                            context=bool(context), context_slices=int(context_slices) if context else None,
+                            select=select if mode == "cam_kmeans" else None, k=int(k) if mode == "cam_kmeans" else None,
+                            enhance=enhance if mode == "cam_kmeans" else None,
+                            enhance_window=enhance_window if mode == "cam_kmeans" else None,
+                            prob_threshold=float(prob_threshold), windows=list(windows), num_slices=int(num_slices),
+                            spatial_size=None if spatial_size is None else list(spatial_size),
+                            skull_strip=bool(skull_strip), seed=int(seed))
+    params_path = out / "pseudo_params.json"
+    if params_path.exists():
+        old = json.loads(params_path.read_text())
+        if old != params:
+            diff = sorted(key for key in set(old) | set(params) if old.get(key) != params.get(key))
+            raise HemwslInputError(
+                f"{out}: holds pseudo-labels made with other settings ({', '.join(diff)}); use another out_dir")
+    probs: dict[str, np.ndarray] | None = None
+    source = ""
+    if predictions_csv is not None:
+        csvs = [predictions_csv] if isinstance(predictions_csv, (str, os.PathLike)) else list(predictions_csv)
+        probs = {}
+        for c in csvs:
+            probs.update(read_slice_probabilities(c))
+        source = ", ".join(map(str, csvs))
+
+    jobs = []
+    for entry in datalist:  # check every input before the first volume is processed
+        if IMAGE not in entry:
+            raise HemwslInputError(f"datalist entry {dict(entry)!r} has no {IMAGE!r}")
+        stem = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
+        cam_path = heatmap_path(cam_dir, stem, (method, layer))
+        if not cam_path.is_file():
+            raise HemwslInputError(
+                f"{cam_path}: heatmap of patient {stem} not found (run the CAM step for {method}/{layer})")
+        jobs.append((entry, stem, cam_path))
+
+    if not params_path.exists():
+        atomic_write_text(params_path, json.dumps(params, indent=1) + "\n")
+    result: list[dict] = []
+    for entry, stem, cam_path in tqdm(jobs, desc="pseudo-labels", disable=not progress):
+        mask_path = out / f"{stem}.nii.gz"
+        done = out / ".done" / f"{stem}.json"
+        if done.exists() and mask_path.exists():
+            info = json.loads(done.read_text())
+        else:
+            p = None if probs is None else _lookup(probs, stem, source)
+            mask, affine, info = pseudo_label_volume(
+                entry[IMAGE], cam_path, network, probabilities=p, mode=mode, threshold=strategy, context=context,
+                context_slices=context_slices, select=select, k=k, enhance=enhance, enhance_window=enhance_window,
+                prob_threshold=prob_threshold, windows=windows, num_slices=num_slices, spatial_size=spatial_size,
+                skull_strip=skull_strip, batch_size=batch_size, device=device, seed=seed)
+            save_nifti(mask, affine, mask_path)
+            vol = load_volume(entry[IMAGE], kind="image") if SPACING not in entry else None
+            info["spacing"] = list(entry[SPACING]) if vol is None else [float(s) for s in vol.spacing]
+            atomic_write_text(done, json.dumps(info) + "\n")
+            logger.info("%s: %d pseudo-label voxels on %d slices", stem, sum(info["voxels"]),
+                        sum(v > 0 for v in info["voxels"]))
+        slice_labels = [int(v > 0) for v in info["voxels"]]
+        result.append({
+            IMAGE: str(entry[IMAGE]),
+            LABEL: str(mask_path),
+            PATIENT: stem,
+            SLICE_LABELS: slice_labels,
+            SUBTYPE_LABELS: None,
+            SPACING: [float(s) for s in info["spacing"]],
+            NUM_SLICES: len(slice_labels),
+            POSITIVE: int(any(slice_labels)),
+            REFERENCE: None if entry.get(LABEL) is None else str(entry[LABEL]),
+            WEAK_SLICE_LABELS: entry.get(SLICE_LABELS),
+        })
+    listed = out / "datalist.json"
+    if listed.exists():  # keep the entries of other patients written by earlier calls (e.g. other folds)
+        from hemwsl.data.datalist import load_datalist
+
+        mine = {e[PATIENT] for e in result}
+        result = [e for e in load_datalist(listed) if e[PATIENT] not in mine] + result
+    save_datalist(result, listed)
+    return result
+
+
+def evaluate_pseudo_labels(datalist: Sequence[Mapping], positive_only: bool = True) -> dict:
+    """Volume Dice of each pseudo mask (``label``) against its true mask (``reference``).
+
+    Args:
+        datalist: a pseudo-label datalist from :func:`make_pseudo_labels`.
+        positive_only: only patients whose true mask is non-empty.
+
+    Returns:
+        ``{"per_patient": {patient: dice}, "mean_dice", "median_dice", "n"}``; Dice follows the empty-mask
+        policy of :func:`hemwsl.metrics.volume.compute_volume_dice`.
+    """
+    from hemwsl.data.io import load_volume
+    from hemwsl.metrics.volume import compute_volume_dice
+
+    per: dict[str, float] = {}
+    for e in datalist:
+        if e.get(REFERENCE) is None:
+            continue
+        gt = load_volume(e[REFERENCE], kind="mask", dtype=np.uint8).array > 0
+        if positive_only and not gt.any():
+            continue
+        pseudo = load_volume(e[LABEL], kind="mask", dtype=np.uint8).array > 0
+        if pseudo.shape != gt.shape:
+            raise HemwslInputError(
+                f"{e[LABEL]}: shape {pseudo.shape} does not match the reference {e[REFERENCE]} {gt.shape}")
+        per[str(e[PATIENT])] = compute_volume_dice(pseudo, gt)
+    vals = np.asarray(list(per.values()), dtype=np.float64)
+    return {"per_patient": per, "mean_dice": float(vals.mean()) if len(vals) else float("nan"),
+            "median_dice": float(np.median(vals)) if len(vals) else float("nan"), "n": int(len(vals))}
