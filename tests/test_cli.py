@@ -43,10 +43,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--patients", "8", "--size", "48", "--epochs", "1"]) == 0
     text = capsys.readouterr().out
-    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
+    for step in ("[1/7]", "[2/7]", "[3/7]", "[4/7]", "[5/7]", "[6/7]", "[7/7]"):
         assert step in text
     assert "| gradcam |" in text and "Dice per slice" in text
     assert (out / "benchmark" / "summary.md").is_file() and (out / "benchmark" / "per_case.csv").is_file()
+    assert "| CAM + K-means + U-Net |" in text and (out / "ablation.md").is_file()
+    assert (out / "ich_unet3d" / "fold0" / "metrics_test.csv").is_file()
     fold = out / "ich_classifier" / "fold0"
     assert (fold / "report_test.json").is_file() and (fold / "cam" / "gradcam" / "layer4").is_dir()
     # a second run resumes: nothing is retrained

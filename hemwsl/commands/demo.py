@@ -7,7 +7,11 @@ Steps (each skipped when its output already exists, so an interrupted demo resum
 4. evaluate it on the held-out patients (AUROC, AP, F1; predictions CSV, ROC/PR curves);
 5. explain it with several CAM methods at two layers (``bundles/ich_cam``: NIfTI heatmaps on the CT
    grid) and run the localisation benchmark (:mod:`hemwsl.benchmark`): thresholds and each method's
-   (layer, threshold) chosen on the validation patients, scored on the held-out positive slices.
+   (layer, threshold) chosen on the validation patients, scored on the held-out positive slices;
+6. turn the GradCAM maps into pseudo-labels (:mod:`hemwsl.pseudo`: CAM only, and CAM + K-means with
+   differential prediction, seed 003);
+7. train the 3D U-Net of ``bundles/ich_unet3d`` on the CAM + K-means pseudo-labels of the training
+   patients and score it against the true masks of the held-out patients; print the ablation table.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def run_demo(args: argparse.Namespace) -> int:
     datalist = build_datalist("ct-ich", data_dir)
     save_datalist(datalist, out / "datalist.json")
     s = datalist_stats(datalist)
-    print(f"[1/5] data: patients={s['patients']} slices={s['slices']} positive_slices={s['positive_slices']}")
+    print(f"[1/7] data: patients={s['patients']} slices={s['slices']} positive_slices={s['positive_slices']}")
     n_folds = 4
     save_split(kfold_patients(datalist, n_folds=n_folds, seed=args.seed), out / "split.json")
 
@@ -54,22 +58,22 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     fold_dir = out / "ich_classifier" / "fold0"
     if not (fold_dir / "models" / "model.pt").exists():
-        print(f"[2/5] training {common['backbone']} for {args.epochs} epochs (fold 0 of {n_folds}) ...")
+        print(f"[2/7] training {common['backbone']} for {args.epochs} epochs (fold 0 of {n_folds}) ...")
         run_bundle("ich_classifier", ["train"], epochs=args.epochs, samples_per_epoch=256, learning_rate=2e-3, **common)
     history = json.loads((fold_dir / "history.json").read_text())
-    print(f"[2/5] trained: best validation AUROC {history['summary']['best_auroc']:.3f}")
-    print("[3/5] evaluating on held-out patients ...")
+    print(f"[2/7] trained: best validation AUROC {history['summary']['best_auroc']:.3f}")
+    print("[3/7] evaluating on held-out patients ...")
     run_bundle("ich_classifier", ["train", "evaluate"], **common)
     report = json.loads((fold_dir / "report_test.json").read_text())
     a = report["any"]
-    print(f"[3/5] test slices={report['n_slices']} positive={report['n_positive']} "
+    print(f"[3/7] test slices={report['n_slices']} positive={report['n_positive']} "
           f"AUROC={a['auroc']:.3f} AP={a['ap']:.3f} F1@0.5={a['at_threshold']['0.5']['f1']:.3f}")
-    print("[4/5] CAM heatmaps of the validation and held-out patients (bundles/ich_cam) ...")
+    print("[4/7] CAM heatmaps of every patient of fold 0 (bundles/ich_cam) ...")
     methods = ["gradcam", "gradcampp", "hirescam", "layercam", "eigencam"]
     layers = ["layer3", "layer4"]
-    for part in ("val", "test"):
+    for part in ("train", "val", "test"):  # train: for the pseudo-labels the U-Net trains on
         _run_cam(common, methods, layers, part)
-    print("[5/5] localisation benchmark: thresholds chosen on the validation patients, scored on the held-out "
+    print("[5/7] localisation benchmark: thresholds chosen on the validation patients, scored on the held-out "
           "positive slices ...")
     from hemwsl.benchmark import run_benchmark, split_folds
     from hemwsl.engines.classifier import fold_datalists
@@ -79,9 +83,54 @@ def run_demo(args: argparse.Namespace) -> int:
     report = run_benchmark(datalist, fold_dir / "cam", out / "benchmark", folds=folds, n_boot=200, progress=False,
                            thresholds=["fixed:200/255", "percentile:95", "otsu", "search", "prior", "prior+search"])
     print((report / "summary.md").read_text().split("\n## Threshold")[0].split("## Each method")[1].split("\n", 1)[1])
-    print(f"[5/5] report: {report / 'summary.md'} (per-case CSV, tables per threshold and layer, figures)")
+    print(f"[5/7] report: {report / 'summary.md'} (per-case CSV, tables per threshold and layer, figures)")
+    _weakly_supervised_segmentation(args, out, datalist, parts, common, n_folds)
     print(f"done in {time.time() - t0:.0f} s; outputs in {out}")
     return 0
+
+
+def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalist: list, parts: dict, common: dict,
+                                    n_folds: int) -> None:
+    """Steps 6-7: pseudo-labels from the CAMs (seed 003), a 3D U-Net trained on them, the ablation table."""
+    import torch
+
+    from hemwsl.engines.bundle import run_bundle
+    from hemwsl.engines.classifier import load_weights
+    from hemwsl.networks import build_network
+    from hemwsl.pseudo import evaluate_pseudo_labels, make_pseudo_labels
+    from hemwsl.reports.ablation import ablation_markdown, ablation_rows, read_seg_metrics
+
+    fold_dir = out / "ich_classifier" / "fold0"
+    print("[6/7] pseudo-labels: GradCAM (layer3) > 0.7, then K-means + differential prediction (seed 003) ...")
+    net = build_network(common["backbone"], in_channels=9, num_classes=1)
+    net = load_weights(net, str(fold_dir / "models" / "model.pt"), device="cpu")
+    test = {e["patient"] for e in parts["test"]}
+    per_row: dict[str, dict[str, float]] = {}
+    pseudo = {}
+    for mode, name in (("cam", "CAM only"), ("cam_kmeans", "CAM + K-means")):
+        with torch.no_grad():
+            entries = make_pseudo_labels(net, datalist, fold_dir / "cam", out / "pseudo" / mode, "gradcam", "layer3",
+                                         mode=mode, windows=("brain", "subdural", "blood"), num_slices=3,
+                                         spatial_size=tuple(common["spatial_size"]), seed=args.seed, progress=False)
+        pseudo[mode] = out / "pseudo" / mode / "datalist.json"
+        per_row[name] = {p: d for p, d in evaluate_pseudo_labels(entries)["per_patient"].items() if p in test}
+    print("[7/7] 3D U-Net (bundles/ich_unet3d) trained on the CAM + K-means pseudo-labels of fold 0's training "
+          "patients, scored against the true masks of its held-out patients ...")
+    seg = {"dataset_dir": common["dataset_dir"], "datalist_file": str(pseudo["cam_kmeans"]), "n_folds": n_folds,
+           "fold": 0, "seed": args.seed, "output_dir": str(out / "ich_unet3d"), "spatial_size": [64, 64],
+           "features": [8, 16, 32, 64], "patch_size": [48, 48, 16], "epochs": max(2, args.epochs),
+           "samples_per_volume": 2, "batch_size": 2, "val_interval": max(2, args.epochs), "cache_workers": 0,
+           "learning_rate": 3e-3}
+    seg_dir = out / "ich_unet3d" / "fold0"
+    if not (seg_dir / "models" / "model.pt").exists():
+        run_bundle("ich_unet3d", ["train"], **seg)
+    if not (seg_dir / "summary_test.json").exists():
+        run_bundle("ich_unet3d", ["train", "evaluate"], **seg)
+    per_row["CAM + K-means + U-Net"] = read_seg_metrics([seg_dir / "metrics_test.csv"])
+    table = ablation_markdown(ablation_rows(per_row, n_boot=500))
+    (out / "ablation.md").write_text("# Weakly supervised segmentation, fold 0 held-out positive patients\n\n"
+                                     + table)
+    print(table, end="")
 
 
 def _run_cam(common: dict, methods: list[str], layers: list[str], part: str = "test") -> None:
