@@ -100,6 +100,10 @@ COMMANDS: dict[str, Command] = {
                 "hemwsl.commands.segmentation", _lazy("hemwsl.commands.segmentation", "add_seg_cv_arguments")),
         Command("trust", "faithfulness, region importance and statistics of the explanations (seed 004)",
                 "hemwsl.commands.trust", _lazy("hemwsl.commands.trust", "add_trust_arguments")),
+        Command("ablation", "seed 003's ablation: pseudo-labels, U-Nets on them and on true masks, paired tests",
+                "hemwsl.commands.pipeline", _lazy("hemwsl.commands.pipeline", "add_ablation_arguments")),
+        Command("pipeline", "train-cv -> cam-cv -> benchmark -> ablation on a dataset with masks, resumable",
+                "hemwsl.commands.pipeline", _lazy("hemwsl.commands.pipeline", "add_pipeline_arguments")),
         Command("benchmark", "score CAM heatmaps against masks: thresholds, metrics, CIs, paired tests, figures",
                 "hemwsl.commands.benchmark", _lazy("hemwsl.commands.benchmark", "add_benchmark_arguments")),
     )

@@ -1,0 +1,157 @@
+"""``hemwsl ablation`` (seed 003's ablation on cross-validated classifiers) and ``hemwsl pipeline`` (everything).
+
+``hemwsl pipeline`` runs, in order and each step resumable:
+
+1. ``train-cv``: the slice classifier on every fold (``bundles/ich_classifier``);
+2. ``cam-cv``: heatmaps of every patient from the fold that did not train on it (``bundles/ich_cam``);
+3. ``benchmark``: thresholds, localisation metrics, CIs and paired tests of every method and layer;
+4. ``ablation``: pseudo-labels (CAM only; CAM + K-means) of every patient from its out-of-fold heatmap
+   and classifier, 3D U-Nets (``bundles/ich_unet3d``) trained on each kind of pseudo-label and on the
+   true masks, and the ablation table with paired tests between consecutive rows.
+
+The U-Net of fold ``k`` trains on the pseudo-labels of fold ``k``'s training patients; those were made
+with heatmaps of other folds' classifiers, which saw the slice labels (never the masks) of fold ``k``'s
+test patients. Masks of test patients are used only to score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["add_ablation_arguments", "run_ablation", "add_pipeline_arguments", "run_pipeline"]
+
+ROWS = ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net")
+
+
+def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset-dir", required=True, help="dataset root (CT-ICH layout) with the true masks")
+    p.add_argument("--cv-dir", required=True, help="train-cv folder (fold<k>/models/model.pt, cv_settings.json)")
+    p.add_argument("--cam-dir", required=True, help="out-of-fold heatmaps (from cam-cv)")
+    p.add_argument("--out", required=True, help="output folder (pseudo/, unet_*/, ablation.md)")
+    p.add_argument("--folds", type=int, default=5, help="folds of the train-cv run (default: 5)")
+    p.add_argument("--unet-folds", type=int, nargs="*", default=None,
+                   help="folds the U-Net rows are trained on (default: all)")
+    p.add_argument("--method", default="gradcam", help="CAM method of the pseudo-labels (default: gradcam)")
+    p.add_argument("--layer", required=True, help="CAM layer of the pseudo-labels (e.g. the benchmark's best)")
+    p.add_argument("--threshold", type=float, default=0.7, help="CAM threshold on min-max maps (default: 0.7)")
+    p.add_argument("--prob-threshold", type=float, default=0.5, help="slices labelled from this probability")
+    p.add_argument("--cache-dir", default=None, help="disk cache of the U-Net's preprocessed volumes")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="U-Net bundle overrides")
+
+
+def _fold_network(cv_dir: Path, k: int, settings: dict):
+    from hemwsl.engines.classifier import load_weights
+    from hemwsl.networks import build_network
+
+    windows = settings.get("windows", ["brain", "subdural", "blood"])
+    net = build_network(settings.get("backbone", "resnet18"), in_channels=len(windows) * settings.get("num_slices", 3),
+                        num_classes=1)
+    return load_weights(net, str(cv_dir / f"fold{k}" / "models" / "model.pt"), device="cpu")
+
+
+def run_ablation(args: argparse.Namespace) -> int:
+    import torch
+
+    from hemwsl.commands.benchmark import cv_settings
+    from hemwsl.commands.classifier import parse_overrides
+    from hemwsl.commands.segmentation import run_seg_cv
+    from hemwsl.data.datalist import build_datalist
+    from hemwsl.data.io import atomic_write_text
+    from hemwsl.engines.classifier import fold_datalists
+    from hemwsl.pseudo import evaluate_pseudo_labels, make_pseudo_labels
+    from hemwsl.reports.ablation import ablation_markdown, ablation_rows, read_seg_metrics
+
+    cv_dir, out = Path(args.cv_dir), Path(args.out)
+    settings = cv_settings(cv_dir)
+    datalist = build_datalist(settings.get("layout", "ct-ich"), args.dataset_dir)
+    seed, val_fraction = settings.get("seed", 0), settings.get("val_fraction", 0.15)
+    tests = {k: fold_datalists(datalist, n_folds=args.folds, fold=k, seed=seed, val_fraction=val_fraction)["test"]
+             for k in range(args.folds)}
+    per_row: dict[str, dict[str, float]] = {}
+    pseudo_lists = {}
+    for mode, row in (("cam", ROWS[0]), ("cam_kmeans", ROWS[1])):
+        entries = []
+        for k in range(args.folds):
+            net = _fold_network(cv_dir, k, settings)
+            with torch.no_grad():
+                entries += make_pseudo_labels(
+                    net, tests[k], args.cam_dir, out / "pseudo" / mode, args.method, args.layer, mode=mode,
+                    threshold=args.threshold, prob_threshold=args.prob_threshold,
+                    windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),
+                    num_slices=settings.get("num_slices", 3), spatial_size=tuple(settings.get("spatial_size", [256, 256])),
+                    skull_strip=bool(settings.get("skull_strip", False)), seed=seed, progress=False)
+            print(f"pseudo-labels {mode}: fold {k} done", flush=True)
+        per_row[row] = evaluate_pseudo_labels(entries)["per_patient"]
+        pseudo_lists[mode] = out / "pseudo" / mode / "datalist.json"
+    unet_folds = list(range(args.folds)) if args.unet_folds is None else list(args.unet_folds)
+    runs = (("cam", ROWS[2], str(pseudo_lists["cam"])), ("cam_kmeans", ROWS[3], str(pseudo_lists["cam_kmeans"])),
+            ("true", ROWS[4], None))
+    for name, row, datalist_file in runs:
+        seg_out = out / f"unet_{name}"
+        if unet_folds:
+            run_seg_cv(argparse.Namespace(dataset_dir=args.dataset_dir, datalist=datalist_file, eval_datalist=None,
+                                          out=str(seg_out), folds=args.folds, only=unet_folds, bundle="ich_unet3d",
+                                          cache_dir=args.cache_dir, set=list(args.set)))
+            per_row[row] = read_seg_metrics([seg_out / f"fold{k}" / "metrics_test.csv" for k in unet_folds])
+    held = {e["patient"] for k in unet_folds for e in tests[k]}
+    all_rows = ablation_rows({r: per_row[r] for r in ROWS[:2]})
+    same = ablation_rows({r: {p: v for p, v in per_row[r].items() if p in held} for r in ROWS if r in per_row})
+    text = (
+        "# Weakly supervised segmentation: the ablation of seed 003 on cross-validated classifiers\n\n"
+        f"Pseudo-labels: {args.method} at `{args.layer}` > {args.threshold} (min-max per slice) on the slices "
+        f"the out-of-fold classifier calls positive (p >= {args.prob_threshold}); volume Dice against the true "
+        "masks on ground-truth-positive patients. Tests: paired t-test and Wilcoxon against the previous row; "
+        "CI: bootstrap of the mean over patients.\n\n"
+        f"## Pseudo-labels, every positive patient ({args.folds} folds)\n\n" + ablation_markdown(all_rows) +
+        f"\n## All rows, positive test patients of the U-Net folds {unet_folds}\n\n" + ablation_markdown(same)
+    )
+    atomic_write_text(out / "ablation.md", text)
+    atomic_write_text(out / "ablation.json", json.dumps({"rows": per_row, "unet_folds": unet_folds}, indent=1) + "\n")
+    print(text)
+    return 0
+
+
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset-dir", required=True, help="dataset root (CT-ICH layout) with masks")
+    p.add_argument("--out", required=True, help="output folder: classifier/, cam/, benchmark/, ablation/")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--cache-dir", default=None, help="disk cache of preprocessed volumes")
+    p.add_argument("--methods", nargs="+", default=["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam",
+                                                   "eigencam"], help="CAM methods of cam-cv and the benchmark")
+    p.add_argument("--layer", default=None, help="pseudo-label layer (default: the network's deepest CAM layer)")
+    p.add_argument("--unet-folds", type=int, nargs="*", default=None, help="folds of the U-Net rows (default: all)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="classifier bundle overrides")
+    p.add_argument("--unet-set", nargs="*", default=[], metavar="KEY=VALUE", help="U-Net bundle overrides")
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    from hemwsl.commands.benchmark import cv_settings, run_benchmark, run_cam_cv
+    from hemwsl.commands.classifier import run_train_cv
+
+    out = Path(args.out)
+    cv = out / "classifier"
+    run_train_cv(argparse.Namespace(dataset_dir=args.dataset_dir, out=str(cv), folds=args.folds, only=None,
+                                    bundle="ich_classifier", cache_dir=args.cache_dir, cache_procs=2, set=args.set))
+    run_cam_cv(argparse.Namespace(dataset_dir=args.dataset_dir, cv_dir=str(cv), out=str(out / "cam"),
+                                  folds=args.folds, methods=args.methods, layers=None, part="test", grid="input", set=[]))
+    from hemwsl.constants import BENCHMARK_THRESHOLDS
+
+    run_benchmark(argparse.Namespace(dataset_dir=args.dataset_dir, datalist=None, layout="ct-ich",
+                                     cam_dir=str(out / "cam"), out=str(out / "benchmark"), methods=None, layers=None,
+                                     thresholds=list(BENCHMARK_THRESHOLDS), split=None, folds=args.folds,
+                                     seed=cv_settings(cv).get("seed", 0), val_fraction=cv_settings(cv).get("val_fraction", 0.15),
+                                     select="rest", slices="gt", cv_dir=str(cv), predictions=[], prob_threshold=0.5,
+                                     distance_metrics=False, n_boot=1000, no_figures=False))
+    layer = args.layer
+    if layer is None:
+        from hemwsl.networks import build_network, target_layer_names
+
+        s = cv_settings(cv)
+        n_in = len(s.get("windows", ["brain", "subdural", "blood"])) * s.get("num_slices", 3)
+        layer = target_layer_names(build_network(s.get("backbone", "resnet18"), in_channels=n_in))[-1]
+    return run_ablation(argparse.Namespace(dataset_dir=args.dataset_dir, cv_dir=str(cv), cam_dir=str(out / "cam"),
+                                           out=str(out / "ablation"), folds=args.folds, unet_folds=args.unet_folds,
+                                           method="gradcam", layer=layer, threshold=0.7, prob_threshold=0.5,
+                                           cache_dir=args.cache_dir, set=args.unet_set))
