@@ -30,17 +30,18 @@ def overlay_cases(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, Mapping[
     return [("best", sl[-1]), ("median", sl[len(sl) // 2]), ("worst", sl[0])]
 
 
-def _slice_inputs(entry: Mapping, cam_dir: Path, row: Mapping[str, Any]):
+def _slice_inputs(entry: Mapping, cam_dir: Path, row: Mapping[str, Any], load_kw: Mapping[str, Any] | None = None,
+                  min_size: int = 0):
     from hemwsl.benchmark.runner import load_heatmap, load_patient
     from hemwsl.benchmark.specs import parse_threshold_spec
     from hemwsl.cam import heatmap_path
 
     z = int(row["slice"])
-    data = load_patient(entry, "predicted", [z])
+    data = load_patient(entry, "predicted", [z], **dict(load_kw or {}))
     heat = load_heatmap(heatmap_path(cam_dir, data.patient, (row["method"], row["layer"])), data.shape, [z])
     spec = parse_threshold_spec(row["threshold"])
     value = row["threshold_value"] if spec.needs_fit else None
-    pred = np.asarray(spec.strategy(value)(heat, image_hu=data.hu, brain=data.brain), dtype=bool)
+    pred = np.asarray(spec.strategy(value, min_size=min_size)(heat, image_hu=data.hu, brain=data.brain), dtype=bool)
     return data.hu[0], data.gt[0], heat[0], pred[0]
 
 
@@ -84,6 +85,8 @@ def write_figures(
     cam_dir: Path | None,
     predictions: Mapping[str, Any] | None,
     table: Sequence[Mapping[str, Any]],
+    load_kw: Mapping[str, Any] | None = None,
+    min_size: int = 0,
 ) -> list[Path]:
     """Write the report's figures under ``out/figures``; returns the files written."""
     from hemwsl.reports.curves import save_figure, plot_pr, plot_roc
@@ -105,7 +108,7 @@ def write_figures(
                 entry = datalist.get(row["patient"])
                 if entry is None:
                     continue
-                hu, gt, heat, pred = _slice_inputs(entry, cam_dir, row)
+                hu, gt, heat, pred = _slice_inputs(entry, cam_dir, row, load_kw, min_size)
                 title = f"{label}: {row['patient']} z={row['slice']} Dice {row['dice']:.2f}\n{row['layer']}, {row['threshold']}"
                 _show(fig.add_subplot(1, len(cases), i + 1), hu, gt, heat, pred, title)
             fig.suptitle(f"{m}: CT, heatmap, ground truth (green), prediction (red)", fontsize=9)

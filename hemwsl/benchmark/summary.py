@@ -235,6 +235,8 @@ def write_report(
     cam_dir: Path | None = None,
     predictions: Mapping[str, Any] | None = None,
     prob_threshold: float = 0.5,
+    load_kw: Mapping[str, Any] | None = None,
+    min_size: int = 0,
 ) -> Path:
     """Write ``per_case.csv``, ``thresholds.csv``, ``choices.csv``, ``summary.csv``, ``summary.md`` and figures."""
     out = Path(out)
@@ -282,7 +284,8 @@ def write_report(
         f"Scored: **{what}**; {n_slices} slices of {n_test} test patients, {len(folds)} fold(s). Every patient is "
         "scored with heatmaps of the classifier that did not train on it; thresholds and each method's (layer, "
         "threshold) are chosen on the fold's selection patients only and applied unchanged to its test patients. "
-        f"Brackets: bootstrap 95% CI over patients ({n_boot} replicates). Volume rows: the masks of the scored "
+        f"Post-processing: brain mask eroded by {(load_kw or {}).get('brain_erosion', 0)} px, components under "
+        f"{min_size} px dropped. Brackets: bootstrap 95% CI over patients ({n_boot} replicates). Volume rows: the masks of the scored "
         "slices against the whole ground-truth volume, over ground-truth-positive patients.",
         "",
         "## Each method at its validated (layer, threshold)",
@@ -332,7 +335,8 @@ def write_report(
     if figures:
         from hemwsl.benchmark.figures import write_figures
 
-        written = write_figures(out, chosen, datalist or {}, cam_dir, predictions, table)
+        written = write_figures(out, chosen, datalist or {}, cam_dir, predictions, table, load_kw=load_kw,
+                                min_size=min_size)
         if written:
             md += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in written] + [""]
     atomic_write_text(out / "summary.md", "\n".join(md) + "\n")

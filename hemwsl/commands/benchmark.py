@@ -85,6 +85,10 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
                                                   "used for --slices predicted and the PR/ROC figures")
     p.add_argument("--predictions", nargs="*", default=[], help="prediction CSVs (instead of --cv-dir)")
     p.add_argument("--prob-threshold", type=float, default=0.5, help="slice called positive at this probability")
+    p.add_argument("--hu-range", type=float, nargs=2, default=[45.0, 90.0], metavar=("LOW", "HIGH"),
+                   help="hyperdense-blood range of the prior specs in HU (default: 45 90)")
+    p.add_argument("--brain-erosion", type=int, default=0, help="erode the brain mask by this many pixels (default: 0)")
+    p.add_argument("--min-size", type=int, default=0, help="drop predicted components under this many pixels")
     p.add_argument("--distance-metrics", action="store_true", help="also HD95 and surface Dice per volume (slower)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default: 1000)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
@@ -122,6 +126,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         files += [str(Path(args.cv_dir) / f"fold{k}" / "predictions_test.csv") for k in range(args.folds)]
     out = run(datalist, args.cam_dir, args.out, methods=args.methods, layers=args.layers, thresholds=args.thresholds,
               folds=folds, slices=args.slices, predictions=_predictions(files), prob_threshold=args.prob_threshold,
-              distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures)
+              distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures,
+              hu_range=args.hu_range, brain_erosion=args.brain_erosion, min_size=args.min_size)
     print((Path(out) / "summary.md").read_text().split("\n## Threshold")[0])
     return 0

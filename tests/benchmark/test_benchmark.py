@@ -297,3 +297,18 @@ def test_bundle_config(bench_data, tmp_path):
     wf.run()
     assert (tmp_path / "benchmark" / "summary.md").is_file()
     assert "| oracle |" in (tmp_path / "benchmark" / "summary.md").read_text()
+
+
+def test_post_processing_options(bench_data, tmp_path):
+    from hemwsl.benchmark import load_patient
+
+    datalist, cam = bench_data
+    entry = next(e for e in datalist if any(e["slice_labels"]))
+    plain, eroded = load_patient(entry), load_patient(entry, brain_erosion=2)
+    assert (eroded.brain <= plain.brain).all() and eroded.brain.sum() < plain.brain.sum()
+    folds = cv_folds(datalist, n_folds=4, seed=0, val_fraction=0.25)
+    out = run_benchmark(datalist, cam, tmp_path / "rep", thresholds=["fixed:0.5", "prior"], methods=["oracle"],
+                        folds=folds, min_size=10**6, brain_erosion=1, n_boot=10, progress=False, figures=False)
+    rows = [r for r in read_rows(out / "per_case.csv") if r["level"] == "slice"]
+    assert rows and all(r["tp"] + r["fp"] == 0 for r in rows)  # every component is under 10**6 pixels
+    assert "eroded by 1 px" in (out / "summary.md").read_text()
