@@ -51,6 +51,8 @@ __all__ = [
     "load_patient",
     "load_heatmap",
     "candidate_dice",
+    "candidate_counts",
+    "counts_dice",
     "slice_rows",
     "discover_keys",
     "run_benchmark",
@@ -212,21 +214,19 @@ def discover_keys(cam_dir: str | os.PathLike) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------------------------- metrics
-def candidate_dice(
+def candidate_counts(
     heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float]
 ) -> np.ndarray:
-    """Per-slice Dice of ``(minmax(heat) > t) & allowed`` for every candidate ``t`` at once.
+    """Per slice and candidate ``t``: true positives, predicted and true pixels of ``(minmax(heat) > t) & allowed``.
 
-    Equal to scoring ``FixedThreshold(t, normalisation="minmax", per_sample=True)`` restricted to
-    ``allowed`` with :func:`hemwsl.metrics.localisation.compute_dice` (same empty-mask policy), candidate
-    by candidate, but from sorted values: the predicted and true-positive counts above each ``t`` are
-    found by binary search, one sort per slice instead of one pass over the pixels per candidate.
+    Found from sorted values by binary search, one sort per slice instead of one pass over the pixels per
+    candidate.
 
     Returns:
-        float64 ``(N, len(candidates))``.
+        int64 ``(N, len(candidates), 3)``: ``tp``, ``predicted``, ``ground truth``.
     """
     c = np.asarray([float(t) for t in candidates], dtype=np.float64)
-    out = np.empty((heat.shape[0], len(c)), dtype=np.float64)
+    out = np.empty((heat.shape[0], len(c), 3), dtype=np.int64)
     for i in range(heat.shape[0]):
         h = heat[i].astype(np.float64).ravel()
         lo, hi = h.min(), h.max()
@@ -234,11 +234,33 @@ def candidate_dice(
         a, g = allowed[i].ravel(), gt[i].ravel()
         vals = np.sort(h[a])
         pos = np.sort(h[a & g])
-        ps = vals.size - np.searchsorted(vals, c, side="right")  # allowed pixels with h > t
-        tp = pos.size - np.searchsorted(pos, c, side="right")
-        den = ps + int(g.sum())
-        out[i] = np.where(den > 0, 2.0 * tp / np.maximum(den, 1), 1.0)
+        out[i, :, 0] = pos.size - np.searchsorted(pos, c, side="right")
+        out[i, :, 1] = vals.size - np.searchsorted(vals, c, side="right")  # allowed pixels with h > t
+        out[i, :, 2] = int(g.sum())
     return out
+
+
+def counts_dice(counts: np.ndarray, pooled: bool = False) -> np.ndarray:
+    """Dice from :func:`candidate_counts` per slice ``(N, C)``, or pooled over the slices ``(C,)`` with
+    ``pooled=True``; 1.0 where prediction and ground truth are both empty (EMPTY_POLICY)."""
+    c = counts.sum(0) if pooled else counts
+    den = c[..., 1] + c[..., 2]
+    return np.where(den > 0, 2.0 * c[..., 0] / np.maximum(den, 1), 1.0)
+
+
+def candidate_dice(
+    heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float]
+) -> np.ndarray:
+    """Per-slice Dice of ``(minmax(heat) > t) & allowed`` for every candidate ``t`` at once.
+
+    Equal to scoring ``FixedThreshold(t, normalisation="minmax", per_sample=True)`` restricted to
+    ``allowed`` with :func:`hemwsl.metrics.localisation.compute_dice` (same empty-mask policy), candidate
+    by candidate.
+
+    Returns:
+        float64 ``(N, len(candidates))``.
+    """
+    return counts_dice(candidate_counts(heat, gt, allowed, candidates))
 
 
 def _overlap(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -321,7 +343,7 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
         heat = load_heatmap(heatmap_path(cam_dir, data.patient, (method, layer)), data.shape, data.z)
         for spec in search:
             allowed = data.brain & prior_ok if spec.prior else data.brain
-            stats[f"{method}|{layer}|{spec.text}"] = candidate_dice(heat, data.gt, allowed, candidates)
+            stats[f"{method}|{layer}|{spec.text}"] = candidate_counts(heat, data.gt, allowed, candidates)
     return stats
 
 
@@ -425,6 +447,7 @@ def run_benchmark(
     hu_range: Sequence[float] = (45.0, 90.0),
     brain_erosion: int = 0,
     min_size: int = 0,
+    select_metric: str | None = None,
     distance_metrics: bool = False,
     n_boot: int = 1000,
     figures: bool = True,
@@ -450,6 +473,10 @@ def run_benchmark(
         brain_erosion: erode the brain mask of each slice by this many pixels (post-processing, all specs).
         min_size: drop predicted components under this many pixels (post-processing, all specs; the
             ``search`` is done without it).
+        select_metric: what the selection patients maximise when choosing thresholds and (layer, threshold)
+            pairs: ``"dice"`` (mean per-slice Dice; default with ``slices="gt"``) or ``"global_dice"`` (pooled;
+            default otherwise: with slices that may hold no lesion, the per-slice mean rewards predicting
+            nothing, since an empty prediction on an empty slice scores 1).
         distance_metrics: also compute HD95 and surface Dice (2 mm) per volume (slower).
         n_boot: bootstrap replicates of the confidence intervals (resampling patients).
         figures: write the figures.
@@ -463,6 +490,9 @@ def run_benchmark(
     from hemwsl.benchmark.summary import write_report
 
     check_choice("slices", slices, SLICE_MODES)
+    if select_metric is None:
+        select_metric = "dice" if slices == "gt" else "global_dice"
+    check_choice("select_metric", select_metric, ("dice", "global_dice"))
     specs = parse_threshold_grid(thresholds, hu_range)
     if not datalist:
         raise HemwslInputError("datalist is empty")
@@ -488,7 +518,7 @@ def run_benchmark(
     config = {"cam_dir": str(cam_dir.resolve()), "keys": [list(k) for k in keys], "thresholds": [s.text for s in specs],
               "candidates": [float(c) for c in candidates], "slices": slices, "prob_threshold": prob_threshold,
               "hu_range": [float(v) for v in hu_range], "distance_metrics": distance_metrics,
-              "brain_erosion": int(brain_erosion), "min_size": int(min_size),
+              "brain_erosion": int(brain_erosion), "min_size": int(min_size), "select_metric": select_metric,
               "folds": {p: int(k) for p, k in sorted(test_fold.items())},
               "selection": {str(k): sorted(v) for k, v in sorted(selection.items())}}
     cfg_file = out / "config.json"
@@ -520,12 +550,15 @@ def run_benchmark(
                 if not per:
                     raise HemwslInputError(f"fold {k}: no scored slice among its selection patients to choose "
                                            f"{spec.text!r} on")
-                scores = np.nanmean(np.concatenate(per), axis=0)
+                counts = np.concatenate(per)
+                scores = counts_dice(counts, pooled=True) if select_metric == "global_dice" else \
+                    np.nanmean(counts_dice(counts), axis=0)
                 best = int(np.nanargmax(scores))
                 chosen[(k, method, layer, spec.text)] = float(candidates[best])
                 choice_rows.append({"fold": k, "method": method, "layer": layer, "threshold": spec.text,
                                     "value": float(candidates[best]), "selection_dice": float(scores[best]),
-                                    "selection_patients": len(sel), "selection_slices": int(sum(len(a) for a in per))})
+                                    "selection_patients": len(sel), "selection_slices": int(sum(len(a) for a in per)),
+                                    "selection_metric": select_metric})
     # pass 2: rows of every test patient (and of the selection patients that are never tested, as in a
     # single train/val/test split, to choose the (layer, threshold) of each method on them)
     jobs = [(p, test_fold[p], "test") for p in sorted(test_fold)]
@@ -539,4 +572,4 @@ def run_benchmark(
     return write_report(out, [p for p, _, _ in jobs], choice_rows, selection, specs, slices=slices, n_boot=n_boot,
                         figures=figures, datalist=by_patient, cam_dir=cam_dir, predictions=predictions,
                         prob_threshold=prob_threshold, load_kw={"brain_erosion": brain_erosion},
-                        min_size=min_size)
+                        min_size=min_size, select_metric=select_metric)

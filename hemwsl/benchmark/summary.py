@@ -148,7 +148,8 @@ def paired_test(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, flo
 
 
 def choose_per_method(
-    rows: Sequence[Mapping[str, Any]], choice_rows: Sequence[Mapping[str, Any]], selection: Mapping[int, set[str]]
+    rows: Sequence[Mapping[str, Any]], choice_rows: Sequence[Mapping[str, Any]], selection: Mapping[int, set[str]],
+    select_metric: str = "dice",
 ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
     """Per fold and method, the (layer, threshold) with the best mean per-slice Dice on the fold's selection
     patients (``search`` counts with the Dice of its chosen value there); its rows on the fold's test
@@ -158,9 +159,10 @@ def choose_per_method(
         ``({method: test rows of its chosen pairs}, choice table)``.
     """
     slice_rows = [r for r in rows if r["level"] == "slice"]
-    by_key: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    by_key: dict[tuple[str, str, str], dict[str, list[Any]]] = {}
     for r in slice_rows:
-        by_key.setdefault((r["method"], r["layer"], r["threshold"]), {}).setdefault(r["patient"], []).append(r["dice"])
+        value = (r["tp"], r["fp"], r["fn"]) if select_metric == "global_dice" else r["dice"]
+        by_key.setdefault((r["method"], r["layer"], r["threshold"]), {}).setdefault(r["patient"], []).append(value)
     searched = {(c["fold"], c["method"], c["layer"], c["threshold"]): c["selection_dice"] for c in choice_rows}
     folds = sorted({r["fold"] for r in rows if r["part"] == "test"})
     chosen: dict[str, list[dict[str, Any]]] = {}
@@ -177,7 +179,13 @@ def choose_per_method(
                     score = searched[(k, m, layer, thr)]
                 else:
                     vals = [v for p in sel for v in patients.get(p, [])]
-                    score = _nanmean(np.array(vals)) if vals else math.nan
+                    if not vals:
+                        score = math.nan
+                    elif select_metric == "global_dice":
+                        tp, fp, fn = np.asarray(vals, dtype=np.float64).T
+                        score = _global(tp, fp, fn, "dice")
+                    else:
+                        score = _nanmean(np.array(vals))
                 if not math.isnan(score) and score > best_score:
                     best, best_score = (layer, thr), score
             if best is None:
@@ -237,6 +245,7 @@ def write_report(
     prob_threshold: float = 0.5,
     load_kw: Mapping[str, Any] | None = None,
     min_size: int = 0,
+    select_metric: str = "dice",
 ) -> Path:
     """Write ``per_case.csv``, ``thresholds.csv``, ``choices.csv``, ``summary.csv``, ``summary.md`` and figures."""
     out = Path(out)
@@ -245,7 +254,7 @@ def write_report(
     test_rows = [r for r in rows if r["part"] == "test"]
     atomic_write_text(out / "thresholds.csv", _csv_text(choice_rows, ["fold", "method", "layer", "threshold", "value",
                                                                     "selection_dice", "selection_patients",
-                                                                    "selection_slices"]))
+                                                                    "selection_slices", "selection_metric"]))
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in test_rows:
         groups.setdefault((r["method"], r["layer"], r["threshold"]), []).append(r)
@@ -262,7 +271,7 @@ def write_report(
         flat.append(row)
     atomic_write_text(out / "summary.csv", _csv_text(flat, fields))
 
-    chosen, table = choose_per_method(rows, choice_rows, selection)
+    chosen, table = choose_per_method(rows, choice_rows, selection, select_metric)
     atomic_write_text(out / "choices.csv", _csv_text(table, ["fold", "method", "layer", "threshold", "selection_dice"]))
     validated = {m: aggregate(r, n_boot=n_boot) for m, r in chosen.items()}
     pp = {m: per_patient(r) for m, r in chosen.items()}
@@ -283,7 +292,8 @@ def write_report(
         "",
         f"Scored: **{what}**; {n_slices} slices of {n_test} test patients, {len(folds)} fold(s). Every patient is "
         "scored with heatmaps of the classifier that did not train on it; thresholds and each method's (layer, "
-        "threshold) are chosen on the fold's selection patients only and applied unchanged to its test patients. "
+        "threshold) are chosen on the fold's selection patients only and applied unchanged to its test patients, "
+        f"by {'mean per-slice' if select_metric == 'dice' else 'pooled (global)'} Dice. "
         f"Post-processing: brain mask eroded by {(load_kw or {}).get('brain_erosion', 0)} px, components under "
         f"{min_size} px dropped. Brackets: bootstrap 95% CI over patients ({n_boot} replicates). Volume rows: the masks of the scored "
         "slices against the whole ground-truth volume, over ground-truth-positive patients.",

@@ -89,6 +89,8 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
                    help="hyperdense-blood range of the prior specs in HU (default: 45 90)")
     p.add_argument("--brain-erosion", type=int, default=0, help="erode the brain mask by this many pixels (default: 0)")
     p.add_argument("--min-size", type=int, default=0, help="drop predicted components under this many pixels")
+    p.add_argument("--select-metric", default=None,
+                   help="what selection patients maximise: dice (per slice; default with --slices gt) or global_dice")
     p.add_argument("--distance-metrics", action="store_true", help="also HD95 and surface Dice per volume (slower)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default: 1000)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
@@ -127,6 +129,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     out = run(datalist, args.cam_dir, args.out, methods=args.methods, layers=args.layers, thresholds=args.thresholds,
               folds=folds, slices=args.slices, predictions=_predictions(files), prob_threshold=args.prob_threshold,
               distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures,
-              hu_range=args.hu_range, brain_erosion=args.brain_erosion, min_size=args.min_size)
+              hu_range=args.hu_range, brain_erosion=args.brain_erosion, min_size=args.min_size,
+              select_metric=args.select_metric)
     print((Path(out) / "summary.md").read_text().split("\n## Threshold")[0])
     return 0

@@ -14,6 +14,7 @@ from scipy import ndimage, stats
 
 from hemwsl.benchmark import (
     aggregate,
+    counts_dice,
     candidate_dice,
     cv_folds,
     holm,
@@ -25,6 +26,7 @@ from hemwsl.benchmark import (
     slice_rows,
     split_folds,
 )
+from hemwsl.benchmark.specs import DEFAULT_CANDIDATES
 from hemwsl.errors import HemwslInputError
 from hemwsl.metrics.localisation import compute_dice
 from hemwsl.thresholds import FixedThreshold
@@ -199,7 +201,7 @@ def test_runner_ranks_oracle_first_and_never_tunes_on_test(bench_data, tmp_path)
         k = int(r["fold"])
         per = [np.load(out / "selection" / f"{p}.npz") for p in sorted(selection[k])]
         per = [z["noise|l1|search"] for z in per if "noise|l1|search" in z.files]  # negatives: no scored slice
-        scores = np.nanmean(np.concatenate(per), 0)
+        scores = np.nanmean(counts_dice(np.concatenate(per)), 0)
         assert float(r["value"]) == [0.1, 0.3, 0.5, 0.7, 0.9][int(np.nanargmax(scores))]
         assert not (selection[k] & {p for p, f in test_fold.items() if f == k})
 
@@ -237,6 +239,13 @@ def test_runner_split_mode_predicted_slices(bench_data, tmp_path):
     assert 0 in slices0
     assert (out / "figures" / "classifier_pr.png").is_file()
     assert "classifier calls positive" in (out / "summary.md").read_text()
+    assert "pooled (global) Dice" in (out / "summary.md").read_text()  # the default selection with such slices
+    with open(out / "thresholds.csv", newline="") as f:
+        (choice,) = list(csv.DictReader(f))
+    counts = np.concatenate([np.load(out / "selection" / f"{p}.npz")["oracle|l1|search"] for p in patients[2:5]])
+    pooled = counts_dice(counts, pooled=True)
+    assert float(choice["value"]) == DEFAULT_CANDIDATES[int(np.argmax(pooled))]
+    assert choice["selection_metric"] == "global_dice"
 
 
 def test_runner_bad_inputs_are_named(bench_data, tmp_path):
