@@ -20,12 +20,13 @@ __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
 @dataclass(frozen=True)
 class Command:
-    """A subcommand: ``add_arguments(parser)`` and ``run(args) -> int`` live in ``module``."""
+    """A subcommand: ``run_<name>(args) -> int`` lives in ``module``; ``add_arguments(parser)`` is a function, or
+    the name of one in ``module`` (imported when the parser is built: keep such modules light at the top)."""
 
     name: str
     help: str
     module: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | str
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
@@ -73,16 +74,6 @@ def _add_train_cv(p: argparse.ArgumentParser) -> None:
                    help="config overrides, e.g. backbone=efficientnet_v2_s 'spatial_size=[512,512]' epochs=30")
 
 
-def _lazy(module: str, name: str) -> Callable[[argparse.ArgumentParser], None]:
-    """``add_arguments`` that lives in a command's module (imported when the parser is built; these modules
-    import only light things at the top)."""
-
-    def add(p: argparse.ArgumentParser) -> None:
-        getattr(importlib.import_module(module), name)(p)
-
-    return add
-
-
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
@@ -93,19 +84,19 @@ COMMANDS: dict[str, Command] = {
         Command("train-cv", "train + evaluate the classifier bundle on every fold, then summarise",
                 "hemwsl.commands.classifier", _add_train_cv),
         Command("cam-cv", "heatmaps of every fold's test patients from that fold's classifier (out of fold)",
-                "hemwsl.commands.benchmark", _lazy("hemwsl.commands.benchmark", "add_cam_cv_arguments")),
+                "hemwsl.commands.benchmark", "add_cam_cv_arguments"),
         Command("pseudo", "pseudo-label volumes from CAM heatmaps (threshold, K-means, differential prediction)",
-                "hemwsl.commands.pseudo", _lazy("hemwsl.commands.pseudo", "add_pseudo_arguments")),
+                "hemwsl.commands.pseudo", "add_pseudo_arguments"),
         Command("seg-cv", "train + evaluate the 3D U-Net bundle (pseudo-labels or true masks) on every fold",
-                "hemwsl.commands.segmentation", _lazy("hemwsl.commands.segmentation", "add_seg_cv_arguments")),
+                "hemwsl.commands.segmentation", "add_seg_cv_arguments"),
         Command("trust", "faithfulness, region importance and statistics of the explanations (seed 004)",
-                "hemwsl.commands.trust", _lazy("hemwsl.commands.trust", "add_trust_arguments")),
+                "hemwsl.commands.trust", "add_trust_arguments"),
         Command("ablation", "seed 003's ablation: pseudo-labels, U-Nets on them and on true masks, paired tests",
-                "hemwsl.commands.pipeline", _lazy("hemwsl.commands.pipeline", "add_ablation_arguments")),
+                "hemwsl.commands.pipeline", "add_ablation_arguments"),
         Command("pipeline", "train-cv -> cam-cv -> benchmark -> ablation on a dataset with masks, resumable",
-                "hemwsl.commands.pipeline", _lazy("hemwsl.commands.pipeline", "add_pipeline_arguments")),
+                "hemwsl.commands.pipeline", "add_pipeline_arguments"),
         Command("benchmark", "score CAM heatmaps against masks: thresholds, metrics, CIs, paired tests, figures",
-                "hemwsl.commands.benchmark", _lazy("hemwsl.commands.benchmark", "add_benchmark_arguments")),
+                "hemwsl.commands.benchmark", "add_benchmark_arguments"),
     )
 }
 
@@ -119,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
-        cmd.add_arguments(p)
+        add = cmd.add_arguments
+        if isinstance(add, str):
+            add = getattr(importlib.import_module(cmd.module), add)
+        add(p)
     return parser
 
 

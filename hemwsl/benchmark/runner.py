@@ -399,12 +399,13 @@ def _patient_rows(
     return rows
 
 
-def _rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+def rows_to_csv(rows: Sequence[Mapping[str, Any]], fields: Sequence[str] = CSV_FIELDS) -> str:
+    """CSV text of ``rows`` with the columns ``fields`` (floats as ``%.6g``, missing values empty)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: _fmt(r.get(k, "")) for k in CSV_FIELDS})
+        writer.writerow({k: _fmt(r.get(k, "")) for k in fields})
     return buf.getvalue()
 
 
@@ -568,7 +569,7 @@ def run_benchmark(
         if f.exists():
             continue
         rows = _patient_rows(patient_data(p), k, cam_dir, keys, specs, chosen, distance_metrics, part, min_size)
-        atomic_write_text(f, _rows_to_csv(rows))
+        atomic_write_text(f, rows_to_csv(rows))
     return write_report(out, [p for p, _, _ in jobs], choice_rows, selection, specs, slices=slices, n_boot=n_boot,
                         figures=figures, datalist=by_patient, cam_dir=cam_dir, predictions=predictions,
                         prob_threshold=prob_threshold, load_kw={"brain_erosion": brain_erosion},

@@ -21,7 +21,6 @@ CIs are percentile bootstraps that resample patients (:func:`hemwsl.metrics.boot
 from __future__ import annotations
 
 import csv
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from hemwsl.benchmark.runner import rows_to_csv
 from hemwsl.data.io import atomic_write_text
 
 __all__ = ["write_report", "read_rows", "aggregate", "holm", "paired_test", "choose_per_method"]
@@ -220,15 +220,6 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _csv_text(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
 def write_report(
     out: Path,
     patients: Sequence[str],
@@ -252,7 +243,7 @@ def write_report(
     atomic_write_text(out / "per_case.csv", _concat(out, patients))
     rows = read_rows(out / "per_case.csv")
     test_rows = [r for r in rows if r["part"] == "test"]
-    atomic_write_text(out / "thresholds.csv", _csv_text(choice_rows, ["fold", "method", "layer", "threshold", "value",
+    atomic_write_text(out / "thresholds.csv", rows_to_csv(choice_rows, ["fold", "method", "layer", "threshold", "value",
                                                                     "selection_dice", "selection_patients",
                                                                     "selection_slices", "selection_metric"]))
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -269,10 +260,10 @@ def write_report(
                    global_dice_ci_low=a.get("global_dice_ci", (math.nan,) * 2)[0],
                    global_dice_ci_high=a.get("global_dice_ci", (math.nan,) * 2)[1])
         flat.append(row)
-    atomic_write_text(out / "summary.csv", _csv_text(flat, fields))
+    atomic_write_text(out / "summary.csv", rows_to_csv(flat, fields))
 
     chosen, table = choose_per_method(rows, choice_rows, selection, select_metric)
-    atomic_write_text(out / "choices.csv", _csv_text(table, ["fold", "method", "layer", "threshold", "selection_dice"]))
+    atomic_write_text(out / "choices.csv", rows_to_csv(table, ["fold", "method", "layer", "threshold", "selection_dice"]))
     validated = {m: aggregate(r, n_boot=n_boot) for m, r in chosen.items()}
     pp = {m: per_patient(r) for m, r in chosen.items()}
     ranked = sorted(validated, key=lambda m: -np.nan_to_num(validated[m].get("dice", math.nan), nan=-1.0))

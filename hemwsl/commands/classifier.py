@@ -30,7 +30,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def run_train_cv(args: argparse.Namespace) -> int:
-    from hemwsl.engines.bundle import run_bundle
+    from hemwsl.engines.bundle import train_evaluate_fold
     from hemwsl.engines.classifier import summarize_cv
 
     overrides = parse_overrides(args.set)
@@ -51,13 +51,9 @@ def run_train_cv(args: argparse.Namespace) -> int:
     folds = args.only or list(range(args.folds))
     for k in folds:
         fold_dir = Path(args.out) / f"fold{k}"
-        if (fold_dir / "report_test.json").exists():
+        if not train_evaluate_fold(args.bundle, fold_dir, k, "report_test.json", **overrides):
             print(f"fold {k}: done, skipped")
             continue
-        if not (fold_dir / "models" / "model.pt").exists() or not (fold_dir / ".trained").exists():
-            run_bundle(args.bundle, ["train"], fold=k, **overrides)
-            (fold_dir / ".trained").touch()
-        run_bundle(args.bundle, ["train", "evaluate"], fold=k, **overrides)
         rep = json.loads((fold_dir / "report_test.json").read_text())["any"]
         print(f"fold {k}: test AUROC {rep['auroc']:.3f} AP {rep['ap']:.3f}", flush=True)
     if all((Path(args.out) / f"fold{k}" / "report_test.json").exists() for k in range(args.folds)):

@@ -42,7 +42,7 @@ def add_seg_cv_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 def run_seg_cv(args: argparse.Namespace) -> int:
     """Run the folds (resumable) and write the cross-validation summary; returns the exit status."""
     from hemwsl.commands.classifier import parse_overrides
-    from hemwsl.engines.bundle import run_bundle
+    from hemwsl.engines.bundle import train_evaluate_fold
     from hemwsl.engines.segmentation import summarize_seg_cv
     from hemwsl.errors import HemwslInputError
 
@@ -59,13 +59,9 @@ def run_seg_cv(args: argparse.Namespace) -> int:
         raise HemwslInputError(f"--only: fold(s) {bad} not in [0, {args.folds - 1}]")
     for k in folds:
         fold_dir = Path(args.out) / f"fold{k}"
-        if (fold_dir / "summary_test.json").exists():
+        if not train_evaluate_fold(args.bundle, fold_dir, k, "summary_test.json", **overrides):
             print(f"fold {k}: done, skipped")
             continue
-        if not (fold_dir / "models" / "model.pt").exists() or not (fold_dir / ".trained").exists():
-            run_bundle(args.bundle, ["train"], fold=k, **overrides)
-            (fold_dir / ".trained").touch()
-        run_bundle(args.bundle, ["train", "evaluate"], fold=k, **overrides)
         s = json.loads((fold_dir / "summary_test.json").read_text())
         d = s["positive"]["dice"]
         print(f"fold {k}: test Dice {d['mean']:.3f} +- {d['sd']:.3f} on {s['n_positive']} positive patients "

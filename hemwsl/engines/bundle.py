@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "validate_metadata", "check_bundle"]
+__all__ = ["BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "train_evaluate_fold", "validate_metadata", "check_bundle"]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 
@@ -73,6 +73,23 @@ def run_bundle(bundle: str | os.PathLike, configs: Sequence[str] = ("train",), w
     wf.run()
     wf.finalize()
     return wf
+
+
+def train_evaluate_fold(bundle: str | os.PathLike, fold_dir: str | os.PathLike, fold: int, done_file: str,
+                        **overrides) -> bool:
+    """Run a bundle's ``train`` then ``train + evaluate`` configs for one fold, resumably.
+
+    A fold whose ``done_file`` (the evaluation's output) exists is skipped; a fold whose training finished
+    (``models/model.pt`` and the ``.trained`` marker) is only evaluated. Returns whether anything ran.
+    """
+    d = Path(fold_dir)
+    if (d / done_file).exists():
+        return False
+    if not (d / "models" / "model.pt").exists() or not (d / ".trained").exists():
+        run_bundle(bundle, ["train"], fold=fold, **overrides)
+        (d / ".trained").touch()
+    run_bundle(bundle, ["train", "evaluate"], fold=fold, **overrides)
+    return True
 
 
 def validate_metadata(path: str | os.PathLike) -> dict:
