@@ -30,19 +30,34 @@ def overlay_cases(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, Mapping[
     return [("best", sl[-1]), ("median", sl[len(sl) // 2]), ("worst", sl[0])]
 
 
-def _slice_inputs(entry: Mapping, cam_dir: Path, row: Mapping[str, Any], load_kw: Mapping[str, Any] | None = None,
-                  min_size: int = 0):
+def _case_inputs(
+    datalist: Mapping[str, Mapping], cam_dir: Path, rows: Sequence[Mapping[str, Any]], specs: Mapping[str, Any]
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """CT (HU), mask, heatmap and predicted mask of each row (one scored slice), keyed by ``id(row)``.
+
+    Each patient's volume is read and skull-stripped once for all its rows.
+    """
     from hemwsl.benchmark.runner import load_heatmap, load_patient
     from hemwsl.benchmark.specs import parse_threshold_spec
     from hemwsl.cam import heatmap_path
 
-    z = int(row["slice"])
-    data = load_patient(entry, "predicted", [z], **dict(load_kw or {}))
-    heat = load_heatmap(heatmap_path(cam_dir, data.patient, (row["method"], row["layer"])), data.shape, [z])
-    spec = parse_threshold_spec(row["threshold"])
-    value = row["threshold_value"] if spec.needs_fit else None
-    pred = np.asarray(spec.strategy(value, min_size=min_size)(heat, image_hu=data.hu, brain=data.brain), dtype=bool)
-    return data.hu[0], data.gt[0], heat[0], pred[0]
+    by_patient: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        if r["patient"] in datalist:
+            by_patient.setdefault(r["patient"], []).append(r)
+    out = {}
+    for patient, prow in sorted(by_patient.items()):
+        zs = sorted({int(r["slice"]) for r in prow})
+        data = load_patient(datalist[patient], "predicted", zs)
+        for r in prow:
+            i = zs.index(int(r["slice"]))
+            heat = load_heatmap(heatmap_path(cam_dir, data.patient, (r["method"], r["layer"])), data.shape, [zs[i]])
+            spec = specs.get(r["threshold"]) or parse_threshold_spec(r["threshold"])
+            value = r["threshold_value"] if spec.needs_fit else None
+            brain = data.brain_at(spec.erosion)[i:i + 1]
+            pred = np.asarray(spec.strategy(value)(heat, image_hu=data.hu[i:i + 1], brain=brain), dtype=bool)
+            out[id(r)] = (data.hu[i], data.gt[i], heat[0], pred[0])
+    return out
 
 
 def _show(ax, hu: np.ndarray, gt: np.ndarray, heat: np.ndarray, pred: np.ndarray, title: str) -> None:
@@ -85,10 +100,13 @@ def write_figures(
     cam_dir: Path | None,
     predictions: Mapping[str, Any] | None,
     table: Sequence[Mapping[str, Any]],
-    load_kw: Mapping[str, Any] | None = None,
-    min_size: int = 0,
+    specs: Sequence[Any] = (),
 ) -> list[Path]:
-    """Write the report's figures under ``out/figures``; returns the files written."""
+    """Write the report's figures under ``out/figures``; returns the files written.
+
+    ``specs`` (:class:`~hemwsl.benchmark.specs.ThresholdSpec`) say how each row's threshold name was applied
+    (its post-processing); names not among them are parsed.
+    """
     from hemwsl.reports.curves import save_figure, plot_pr, plot_roc
 
     fig_dir = Path(out) / "figures"
@@ -97,20 +115,18 @@ def write_figures(
     if hist:
         written.append(hist)
     if cam_dir is not None:
-        for m in sorted(chosen):
-            if m == "-":
+        cases = {m: overlay_cases(chosen[m]) for m in sorted(chosen) if m != "-"}
+        inputs = _case_inputs(datalist, cam_dir, [r for c in cases.values() for _, r in c],
+                              {sp.text: sp for sp in specs})
+        for m, mcases in cases.items():
+            mcases = [(label, row) for label, row in mcases if id(row) in inputs]
+            if not mcases:
                 continue
-            cases = overlay_cases(chosen[m])
-            if not cases:
-                continue
-            fig = _figure(3.0 * len(cases), 3.2)
-            for i, (label, row) in enumerate(cases):
-                entry = datalist.get(row["patient"])
-                if entry is None:
-                    continue
-                hu, gt, heat, pred = _slice_inputs(entry, cam_dir, row, load_kw, min_size)
+            fig = _figure(3.0 * len(mcases), 3.2)
+            for i, (label, row) in enumerate(mcases):
+                hu, gt, heat, pred = inputs[id(row)]
                 title = f"{label}: {row['patient']} z={row['slice']} Dice {row['dice']:.2f}\n{row['layer']}, {row['threshold']}"
-                _show(fig.add_subplot(1, len(cases), i + 1), hu, gt, heat, pred, title)
+                _show(fig.add_subplot(1, len(mcases), i + 1), hu, gt, heat, pred, title)
             fig.suptitle(f"{m}: CT, heatmap, ground truth (green), prediction (red)", fontsize=9)
             fig.tight_layout()
             written.append(save_figure(fig, fig_dir / f"overlay_{m}.png"))

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hemwsl.benchmark.specs import DEFAULT_CANDIDATES, DEFAULT_GRID, ThresholdSpec, parse_threshold_grid
+from hemwsl.benchmark.specs import DEFAULT_CANDIDATES, DEFAULT_GRID, ThresholdSpec, expand_post_grid, post_grid
 from hemwsl.constants import IMAGE, LABEL, PATIENT
 from hemwsl.data.io import atomic_write_text
 from hemwsl.errors import HemwslInputError, check_choice
@@ -126,6 +126,27 @@ class PatientSlices:
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
     gt_volume: np.ndarray | None = None
+    erosion: int = 0
+    brain_base: np.ndarray | None = None
+    _brains: dict[int, np.ndarray] | None = None
+
+    def brain_at(self, erosion: int) -> np.ndarray:
+        """The brain mask of the scored slices eroded by ``erosion`` pixels (3x3 cross, per slice; cached)."""
+        erosion = int(erosion)
+        if self._brains is None:
+            self._brains = {self.erosion: self.brain}
+        if erosion not in self._brains:
+            base = self.brain if self.brain_base is None else self.brain_base
+            self._brains[erosion] = _erode(base, erosion)
+        return self._brains[erosion]
+
+
+def _erode(brain: np.ndarray, erosion: int) -> np.ndarray:
+    if erosion <= 0 or not len(brain):
+        return brain
+    from scipy import ndimage
+
+    return np.stack([ndimage.binary_erosion(b, iterations=int(erosion)) for b in brain])
 
 
 def _select_slices(mask: np.ndarray, mode: str, predicted: Sequence[int] | None, patient: str) -> list[int]:
@@ -149,7 +170,8 @@ def load_patient(
     """Load the CT (HU), the mask and a brain mask (skull stripping) of the slices to score.
 
     ``brain_erosion`` erodes the brain mask of each slice by that many pixels (3x3 cross), which keeps the
-    partial-volume voxels of the inner skull table (45-90 HU, like blood) out of every prediction.
+    partial-volume voxels of the inner skull table (45-90 HU, like blood) out of every prediction;
+    :meth:`PatientSlices.brain_at` gives the mask at other erosions.
     """
     from hemwsl.data.io import load_pair
     from hemwsl.transforms.array import SkullStrip
@@ -162,19 +184,16 @@ def load_patient(
     hu = np.asarray(image.array, dtype=np.float32)
     gt = np.asarray(mask.array) > 0
     z = _select_slices(gt, slices, predicted, patient)
-    brain = np.zeros((len(z), *hu.shape[:2]), dtype=bool)
+    base = np.zeros((len(z), *hu.shape[:2]), dtype=bool)
     if z:  # the whole volume is stripped (the bone threshold is a percentile of the volume), then sliced
         brain_vol = np.asarray(SkullStrip()(hu[None]))[0] > 0  # (X, Y, Z)
-        brain = np.moveaxis(brain_vol[:, :, z], -1, 0)
-        if brain_erosion > 0:
-            from scipy import ndimage
-
-            brain = np.stack([ndimage.binary_erosion(b, iterations=int(brain_erosion)) for b in brain])
+        base = np.moveaxis(brain_vol[:, :, z], -1, 0)
+    brain = _erode(base, int(brain_erosion))
     spacing = tuple(float(s) for s in np.sqrt((np.asarray(image.affine)[:3, :3] ** 2).sum(0)))
     return PatientSlices(
         patient=patient, z=z, hu=np.moveaxis(hu[:, :, z], -1, 0), gt=np.moveaxis(gt[:, :, z], -1, 0), brain=brain,
         gt_voxels=int(gt.sum()), shape=tuple(int(s) for s in hu.shape), spacing=spacing,
-        gt_volume=gt if keep_volume else None,
+        gt_volume=gt if keep_volume else None, erosion=int(brain_erosion), brain_base=base,
     )
 
 
@@ -338,19 +357,26 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
     search = [s for s in specs if s.needs_fit]
     if not search or not data.z:
         return stats
-    prior_ok = (data.hu >= search[0].hu_range[0]) & (data.hu <= search[0].hu_range[1])
+    allowed: dict[tuple, np.ndarray] = {}  # the search ignores min_size: specs differing only by it share counts
+    for spec in search:
+        key = (spec.erosion, spec.hu_range if spec.prior else None)
+        if key not in allowed:
+            brain = data.brain_at(spec.erosion)
+            allowed[key] = brain & (data.hu >= spec.hu_range[0]) & (data.hu <= spec.hu_range[1]) if spec.prior else brain
     for method, layer in keys:
         heat = load_heatmap(heatmap_path(cam_dir, data.patient, (method, layer)), data.shape, data.z)
+        done: dict[tuple, np.ndarray] = {}
         for spec in search:
-            allowed = data.brain & prior_ok if spec.prior else data.brain
-            stats[f"{method}|{layer}|{spec.text}"] = candidate_counts(heat, data.gt, allowed, candidates)
+            key = (spec.erosion, spec.hu_range if spec.prior else None)
+            if key not in done:
+                done[key] = candidate_counts(heat, data.gt, allowed[key], candidates)
+            stats[f"{method}|{layer}|{spec.text}"] = done[key]
     return stats
 
 
 def _patient_rows(
     data: PatientSlices, fold: int, cam_dir: Path, keys, specs: Sequence[ThresholdSpec],
     chosen: Mapping[tuple[int, str, str, str], float], distance_metrics: bool, part: str = "test",
-    min_size: int = 0,
 ) -> list[dict[str, Any]]:
     from hemwsl.cam import heatmap_path
 
@@ -382,7 +408,7 @@ def _patient_rows(
     empty = np.zeros((0, *data.shape[:2]), dtype=bool)
     for spec in specs:
         if not spec.needs_heatmap:
-            pred = spec.strategy(min_size=min_size)(None, image_hu=data.hu, brain=data.brain) if data.z else empty
+            pred = spec.strategy()(None, image_hu=data.hu, brain=data.brain_at(spec.erosion)) if data.z else empty
             emit(*PRIOR_KEY, spec, None, np.asarray(pred, dtype=bool), None)
     for method, layer in keys:
         heat = load_heatmap(heatmap_path(cam_dir, data.patient, (method, layer)), data.shape, data.z)
@@ -391,8 +417,8 @@ def _patient_rows(
                 continue
             value = chosen[(fold, method, layer, spec.text)] if spec.needs_fit else spec.value
             if data.z:
-                strategy = spec.strategy(value if spec.needs_fit else None, min_size=min_size)
-                pred = np.asarray(strategy(heat, image_hu=data.hu, brain=data.brain), dtype=bool)
+                strategy = spec.strategy(value if spec.needs_fit else None)
+                pred = np.asarray(strategy(heat, image_hu=data.hu, brain=data.brain_at(spec.erosion)), dtype=bool)
             else:
                 pred = empty
             emit(method, layer, spec, value, pred, heat if data.z else None)
@@ -445,9 +471,9 @@ def run_benchmark(
     slices: str = "gt",
     predictions: Mapping[str, Any] | None = None,
     prob_threshold: float = 0.5,
-    hu_range: Sequence[float] = (45.0, 90.0),
-    brain_erosion: int = 0,
-    min_size: int = 0,
+    hu_range: Sequence[float] | Sequence[Sequence[float]] = (45.0, 90.0),
+    brain_erosion: int | Sequence[int] = 0,
+    min_size: int | Sequence[int] = 0,
     select_metric: str | None = None,
     distance_metrics: bool = False,
     n_boot: int = 1000,
@@ -470,10 +496,16 @@ def run_benchmark(
         predictions: per-slice classifier predictions (``read_predictions_csv`` format, out of fold) for
             ``slices="predicted"`` and the PR/ROC figures.
         prob_threshold: probability at which a slice counts as predicted positive.
-        hu_range: the hyperdense-blood range of the ``prior`` specs.
-        brain_erosion: erode the brain mask of each slice by this many pixels (post-processing, all specs).
+        hu_range: the hyperdense-blood range of the ``prior`` specs: one ``(low, high)`` pair or a list of pairs.
+        brain_erosion: erode the brain mask of each slice by this many pixels (post-processing, all specs);
+            one value or a list.
         min_size: drop predicted components under this many pixels (post-processing, all specs; the
-            ``search`` is done without it).
+            ``search`` is done without it); one value or a list.
+
+            With several values of any of the three, every combination becomes its own spec
+            (:func:`~hemwsl.benchmark.specs.expand_post_grid`, e.g. ``prior+search[e4,hu50-90,min50]``) and
+            the combination is chosen per fold on the selection patients together with each method's
+            (layer, threshold): the post-processing is then validated, not fixed by hand.
         select_metric: what the selection patients maximise when choosing thresholds and (layer, threshold)
             pairs: ``"dice"`` (mean per-slice Dice; default with ``slices="gt"``) or ``"global_dice"`` (pooled;
             default otherwise: with slices that may hold no lesion, the per-slice mean rewards predicting
@@ -494,7 +526,8 @@ def run_benchmark(
     if select_metric is None:
         select_metric = "dice" if slices == "gt" else "global_dice"
     check_choice("select_metric", select_metric, ("dice", "global_dice"))
-    specs = parse_threshold_grid(thresholds, hu_range)
+    grid = post_grid(brain_erosion, hu_range, min_size)
+    specs = expand_post_grid(thresholds, grid)
     if not datalist:
         raise HemwslInputError("datalist is empty")
     cam_dir, out = Path(cam_dir), Path(output_dir)
@@ -518,10 +551,15 @@ def run_benchmark(
     predicted = _predicted_slices(predictions, prob_threshold)
     config = {"cam_dir": str(cam_dir.resolve()), "keys": [list(k) for k in keys], "thresholds": [s.text for s in specs],
               "candidates": [float(c) for c in candidates], "slices": slices, "prob_threshold": prob_threshold,
-              "hu_range": [float(v) for v in hu_range], "distance_metrics": distance_metrics,
-              "brain_erosion": int(brain_erosion), "min_size": int(min_size), "select_metric": select_metric,
+              "distance_metrics": distance_metrics, "select_metric": select_metric,
               "folds": {p: int(k) for p, k in sorted(test_fold.items())},
               "selection": {str(k): sorted(v) for k, v in sorted(selection.items())}}
+    erosions, hus, sizes = sorted({g.erosion for g in grid}), sorted({g.hu_range for g in grid}), \
+        sorted({g.min_size for g in grid})
+    # one value each: stored as before (so earlier report folders still resume); several: as lists
+    config.update(hu_range=list(hus[0]) if len(hus) == 1 else [list(h) for h in hus],
+                  brain_erosion=erosions[0] if len(erosions) == 1 else erosions,
+                  min_size=sizes[0] if len(sizes) == 1 else sizes)
     cfg_file = out / "config.json"
     if cfg_file.exists() and json.loads(cfg_file.read_text()) != config:
         raise HemwslInputError(f"{out} holds a benchmark run with other settings ({cfg_file}); use another folder")
@@ -529,7 +567,7 @@ def run_benchmark(
 
     def patient_data(p: str) -> PatientSlices:
         return load_patient(by_patient[p], slices, predicted.get(p), keep_volume=distance_metrics,
-                            brain_erosion=brain_erosion)
+                            brain_erosion=erosions[0])
 
     # pass 1: threshold-search statistics of every patient that selects or is tested
     needed = sorted(set(test_fold) | set().union(*selection.values()))
@@ -568,9 +606,8 @@ def run_benchmark(
         f = out / "per_case" / f"{p}.csv"
         if f.exists():
             continue
-        rows = _patient_rows(patient_data(p), k, cam_dir, keys, specs, chosen, distance_metrics, part, min_size)
+        rows = _patient_rows(patient_data(p), k, cam_dir, keys, specs, chosen, distance_metrics, part)
         atomic_write_text(f, rows_to_csv(rows))
     return write_report(out, [p for p, _, _ in jobs], choice_rows, selection, specs, slices=slices, n_boot=n_boot,
                         figures=figures, datalist=by_patient, cam_dir=cam_dir, predictions=predictions,
-                        prob_threshold=prob_threshold, load_kw={"brain_erosion": brain_erosion},
-                        min_size=min_size, select_metric=select_metric)
+                        prob_threshold=prob_threshold, post=grid, select_metric=select_metric)

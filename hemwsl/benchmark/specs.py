@@ -11,6 +11,11 @@ spec                   meaning
 ``prior+<spec>``       the prior AND the CAM mask of ``<spec>`` (e.g. ``prior+search``, ``prior+otsu``)
 =====================  =====================================================================================
 
+Post-processing (brain-mask erosion, the prior's HU range, minimum component size) is part of a spec. When
+the benchmark is given several values of any of them, :func:`expand_post_grid` makes one spec per
+combination, named ``<spec>[e<erosion>,hu<low>-<high>,min<size>]`` (``hu`` only for prior specs), and the
+combination is then chosen on the selection patients like the threshold itself.
+
 Every mask is restricted to the brain mask (skull stripping of the CT), as the seed papers evaluate inside
 the head. Maps are min-max normalised per slice before a fixed threshold ("200 on the 8-bit rendered
 CAM"), which is what seed papers 000 and 002 do.
@@ -19,6 +24,7 @@ CAM"), which is what seed papers 000 and 002 do.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -33,7 +39,10 @@ from hemwsl.thresholds import (
     ThresholdStrategy,
 )
 
-__all__ = ["ThresholdSpec", "parse_threshold_spec", "parse_threshold_grid", "DEFAULT_GRID", "DEFAULT_CANDIDATES"]
+__all__ = [
+    "ThresholdSpec", "PostProcessing", "parse_threshold_spec", "parse_threshold_grid", "expand_post_grid",
+    "post_grid", "DEFAULT_GRID", "DEFAULT_CANDIDATES",
+]
 
 #: Default grid (:data:`hemwsl.constants.BENCHMARK_THRESHOLDS`).
 DEFAULT_GRID: tuple[str, ...] = BENCHMARK_THRESHOLDS
@@ -52,6 +61,9 @@ class ThresholdSpec:
         value: the fixed value or percentile; ``None`` otherwise.
         prior: AND the hyperdense-blood prior.
         hu_range: the prior's HU range.
+        erosion: pixels the brain mask is eroded by before the mask is restricted to it.
+        min_size: connected components (per slice) under this many pixels are dropped.
+        base: the spec without its post-processing suffix (``text`` when there is none).
     """
 
     text: str
@@ -59,6 +71,13 @@ class ThresholdSpec:
     value: float | None = None
     prior: bool = False
     hu_range: tuple[float, float] = BLOOD_HU_RANGE
+    erosion: int = 0
+    min_size: int = 0
+    base: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.base:
+            object.__setattr__(self, "base", self.text)
 
     @property
     def needs_fit(self) -> bool:
@@ -70,10 +89,11 @@ class ThresholdSpec:
         """``False`` for the prior alone, which is the same for every method and layer."""
         return self.kind != "none"
 
-    def strategy(self, value: float | None = None, min_size: int = 0) -> ThresholdStrategy:
-        """The per-slice strategy; ``value`` is the searched threshold of a ``search`` spec; ``min_size`` drops
-        connected components of fewer pixels (after the brain restriction)."""
-        kw = {"per_sample": True, "restrict_to_brain": True, "min_size": int(min_size)}
+    def strategy(self, value: float | None = None, min_size: int | None = None) -> ThresholdStrategy:
+        """The per-slice strategy; ``value`` is the searched threshold of a ``search`` spec; ``min_size``
+        (default: the spec's) drops connected components of fewer pixels (after the brain restriction)."""
+        kw = {"per_sample": True, "restrict_to_brain": True,
+              "min_size": int(self.min_size if min_size is None else min_size)}
         if self.kind == "search" and value is None:
             raise HemwslInputError(f"threshold {self.text!r} needs the value chosen on the selection patients")
         cam: ThresholdStrategy | None
@@ -98,20 +118,31 @@ def _number(text: str, spec: str) -> float:
         raise HemwslInputError(f"threshold {spec!r}: {text!r} is not a number or a fraction") from None
 
 
+_SUFFIX = re.compile(r"^(?P<body>.*)\[e(?P<e>\d+)(?:,hu(?P<lo>-?[\d.]+)-(?P<hi>-?[\d.]+))?,min(?P<m>\d+)\]$")
+
+
 def parse_threshold_spec(text: str, hu_range: Sequence[float] = BLOOD_HU_RANGE) -> ThresholdSpec:
-    """Parse ``fixed:V``, ``percentile:Q``, ``otsu``, ``search``, ``prior`` or ``prior+<spec>``.
+    """Parse ``fixed:V``, ``percentile:Q``, ``otsu``, ``search``, ``prior`` or ``prior+<spec>``, optionally with a
+    post-processing suffix ``[e<erosion>,hu<low>-<high>,min<size>]`` (as :func:`expand_post_grid` names them).
 
     Raises:
         HemwslInputError: naming the spec and the accepted forms.
     """
     spec = str(text).strip()
-    body, prior = spec, False
-    if spec == "prior":
-        return ThresholdSpec(spec, "none", None, True, tuple(float(v) for v in hu_range))
-    if spec.startswith("prior+"):
-        body, prior = spec[len("prior+"):], True
+    post: dict = {}
+    m = _SUFFIX.match(spec)
+    if m:
+        post = {"erosion": int(m["e"]), "min_size": int(m["m"]), "base": m["body"]}
+        if m["lo"] is not None:
+            hu_range = (float(m["lo"]), float(m["hi"]))
+    body, prior = (m["body"] if m else spec), False
+    hu = tuple(float(v) for v in hu_range)
+    if body == "prior":
+        return ThresholdSpec(spec, "none", None, True, hu, **post)
+    if body.startswith("prior+"):
+        body, prior = body[len("prior+"):], True
     name, _, arg = body.partition(":")
-    accepted = "fixed:V, percentile:Q, otsu, search, prior, prior+<spec>"
+    accepted = "fixed:V, percentile:Q, otsu, search, prior, prior+<spec> (each optionally [e<px>,hu<lo>-<hi>,min<px>])"
     if name not in _KINDS or name == "none":
         raise HemwslInputError(f"unknown threshold {spec!r}; accepted forms: {accepted}")
     value = None
@@ -125,7 +156,7 @@ def parse_threshold_spec(text: str, hu_range: Sequence[float] = BLOOD_HU_RANGE) 
             raise HemwslInputError(f"threshold {spec!r}: a percentile must be in [0, 100]")
     elif arg:
         raise HemwslInputError(f"threshold {spec!r}: {name} takes no value")
-    return ThresholdSpec(spec, name, value, prior, tuple(float(v) for v in hu_range))
+    return ThresholdSpec(spec, name, value, prior, hu, **post)
 
 
 def parse_threshold_grid(texts: Sequence[str], hu_range: Sequence[float] = BLOOD_HU_RANGE) -> list[ThresholdSpec]:
@@ -138,3 +169,81 @@ def parse_threshold_grid(texts: Sequence[str], hu_range: Sequence[float] = BLOOD
     if dup:
         raise HemwslInputError(f"threshold grid lists {dup} more than once")
     return specs
+
+
+@dataclass(frozen=True)
+class PostProcessing:
+    """One post-processing combination: brain erosion (px), the prior's HU range, minimum component size (px)."""
+
+    erosion: int = 0
+    hu_range: tuple[float, float] = BLOOD_HU_RANGE
+    min_size: int = 0
+
+    def suffix(self, prior: bool) -> str:
+        """``[e4,hu50-90,min50]`` (``hu`` only for prior specs)."""
+        hu = f",hu{self.hu_range[0]:g}-{self.hu_range[1]:g}" if prior else ""
+        return f"[e{self.erosion}{hu},min{self.min_size}]"
+
+
+def _int_list(values: int | Sequence[int], name: str) -> list[int]:
+    vals = [values] if isinstance(values, (int, float)) else list(values)
+    if not vals:
+        raise HemwslInputError(f"{name}: give at least one value")
+    out = []
+    for v in vals:
+        if float(v) != int(v) or int(v) < 0:
+            raise HemwslInputError(f"{name}: {v!r} is not a non-negative integer")
+        out.append(int(v))
+    return sorted(set(out))
+
+
+def _hu_list(hu_range: Sequence[float] | Sequence[Sequence[float]]) -> list[tuple[float, float]]:
+    vals = list(hu_range)
+    pairs = [vals] if vals and isinstance(vals[0], (int, float)) else vals
+    out = []
+    for pr in pairs:
+        pr = [float(v) for v in pr]
+        if len(pr) != 2 or not pr[0] < pr[1]:
+            raise HemwslInputError(f"hu_range: {pr!r} is not a (low, high) pair with low < high")
+        out.append((pr[0], pr[1]))
+    if not out:
+        raise HemwslInputError("hu_range: give at least one (low, high) pair")
+    return sorted(set(out))
+
+
+def post_grid(
+    erosion: int | Sequence[int] = 0,
+    hu_range: Sequence[float] | Sequence[Sequence[float]] = BLOOD_HU_RANGE,
+    min_size: int | Sequence[int] = 0,
+) -> list[PostProcessing]:
+    """Every combination of the given values (one value or a list each; ``hu_range`` one pair or a list of pairs)."""
+    return [PostProcessing(e, hu, m) for e in _int_list(erosion, "brain_erosion") for hu in _hu_list(hu_range)
+            for m in _int_list(min_size, "min_size")]
+
+
+def expand_post_grid(texts: Sequence[str], grid: Sequence[PostProcessing]) -> list[ThresholdSpec]:
+    """Specs of ``texts`` x post-processing ``grid``.
+
+    With one combination the specs keep their plain names (the post-processing is fixed, as the report
+    says); with several, each spec is repeated per combination (once per erosion and component size for
+    specs without the prior, whose HU range does not matter) and named with :meth:`PostProcessing.suffix`.
+    """
+    from dataclasses import replace
+
+    if not grid:
+        raise HemwslInputError("the post-processing grid is empty")
+    plain = parse_threshold_grid(texts)
+    if len(grid) == 1:
+        g = grid[0]
+        return [replace(s, hu_range=g.hu_range, erosion=g.erosion, min_size=g.min_size) for s in plain]
+    out: list[ThresholdSpec] = []
+    for s in plain:
+        seen = set()
+        for g in grid:
+            key = (g.erosion, g.min_size, g.hu_range if s.prior else None)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(replace(s, text=s.text + g.suffix(s.prior), hu_range=g.hu_range, erosion=g.erosion,
+                               min_size=g.min_size, base=s.text))
+    return out

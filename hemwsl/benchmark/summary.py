@@ -220,6 +220,45 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _post_text(post: Sequence[Any]) -> str:
+    if not post:
+        return "No post-processing."
+    if len(post) == 1:
+        g = post[0]
+        return (f"Post-processing (fixed): brain mask eroded by {g.erosion} px, prior range {g.hu_range[0]:g}-"
+                f"{g.hu_range[1]:g} HU, components under {g.min_size} px dropped.")
+    er = sorted({g.erosion for g in post})
+    hu = sorted({g.hu_range for g in post})
+    ms = sorted({g.min_size for g in post})
+    return ("Post-processing **chosen per fold on the selection patients** with the (layer, threshold), from "
+            f"brain erosion {er} px x prior range [{', '.join(f'{a:g}-{b:g}' for a, b in hu)}] HU x minimum component "
+            f"{ms} px (spec names carry it: `[e<px>,hu<low>-<high>,min<px>]`).")
+
+
+def _post_tables(aggs: Mapping[tuple[str, str, str], Mapping[str, Any]], specs: Sequence[Any],
+                 table: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The post-processing grid: how often each combination was chosen, and the heatmap-free prior (test
+    rows, not validated) at each combination, which shows how much the post-processing alone moves."""
+    md = ["## Post-processing chosen per fold", ""]
+    counts: dict[str, int] = {}
+    for c in table:
+        counts[c["threshold"]] = counts.get(c["threshold"], 0) + 1
+    md += [_table(["threshold (with post-processing)", "times chosen (fold x method)"],
+                  [[f"`{t}`", str(n)] for t, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))]), ""]
+    prior = [sp for sp in specs if sp.base == "prior"]
+    if prior:
+        md += ["Prior alone (no heatmap) at every combination, all test patients (exploratory, not validated):", ""]
+        body = []
+        for sp in prior:
+            a = aggs.get(("-", "-", sp.text))
+            if a:
+                body.append([str(sp.erosion), f"{sp.hu_range[0]:g}-{sp.hu_range[1]:g}", str(sp.min_size),
+                             _f(a.get("dice")), _f(a.get("global_dice")), _f(a.get("volume_dice"))])
+        md += [_table(["erosion px", "HU range", "min component px", "Dice slice", "Dice global", "volume Dice"],
+                      body), ""]
+    return md
+
+
 def write_report(
     out: Path,
     patients: Sequence[str],
@@ -234,11 +273,14 @@ def write_report(
     cam_dir: Path | None = None,
     predictions: Mapping[str, Any] | None = None,
     prob_threshold: float = 0.5,
-    load_kw: Mapping[str, Any] | None = None,
-    min_size: int = 0,
+    post: Sequence[Any] = (),
     select_metric: str = "dice",
 ) -> Path:
-    """Write ``per_case.csv``, ``thresholds.csv``, ``choices.csv``, ``summary.csv``, ``summary.md`` and figures."""
+    """Write ``per_case.csv``, ``thresholds.csv``, ``choices.csv``, ``summary.csv``, ``summary.md`` and figures.
+
+    ``post``: the post-processing grid (:class:`~hemwsl.benchmark.specs.PostProcessing`) the specs were
+    expanded with; one combination is reported as fixed, several as chosen on the selection patients.
+    """
     out = Path(out)
     atomic_write_text(out / "per_case.csv", _concat(out, patients))
     rows = read_rows(out / "per_case.csv")
@@ -285,8 +327,7 @@ def write_report(
         "scored with heatmaps of the classifier that did not train on it; thresholds and each method's (layer, "
         "threshold) are chosen on the fold's selection patients only and applied unchanged to its test patients, "
         f"by {'mean per-slice' if select_metric == 'dice' else 'pooled (global)'} Dice. "
-        f"Post-processing: brain mask eroded by {(load_kw or {}).get('brain_erosion', 0)} px, components under "
-        f"{min_size} px dropped. Brackets: bootstrap 95% CI over patients ({n_boot} replicates). Volume rows: the masks of the scored "
+        f"{_post_text(post)} Brackets: bootstrap 95% CI over patients ({n_boot} replicates). Volume rows: the masks of the scored "
         "slices against the whole ground-truth volume, over ground-truth-positive patients.",
         "",
         "## Each method at its validated (layer, threshold)",
@@ -308,7 +349,12 @@ def write_report(
     for (m, layer, _t) in aggs:
         if m != "-" and layer not in layers_by_method.setdefault(m, []):
             layers_by_method[m].append(layer)
+    if len(post) > 1:
+        md += _post_tables(aggs, specs, table)
+    chosen_specs = {c["threshold"] for c in table}
     for spec in specs:
+        if len(post) > 1 and spec.text not in chosen_specs:
+            continue  # with a post-processing grid: Table-II tables only for the combinations some fold chose
         keys = [k for k in aggs if k[2] == spec.text]
         if not keys:
             continue
@@ -336,8 +382,7 @@ def write_report(
     if figures:
         from hemwsl.benchmark.figures import write_figures
 
-        written = write_figures(out, chosen, datalist or {}, cam_dir, predictions, table, load_kw=load_kw,
-                                min_size=min_size)
+        written = write_figures(out, chosen, datalist or {}, cam_dir, predictions, table, specs=specs)
         if written:
             md += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in written] + [""]
     atomic_write_text(out / "summary.md", "\n".join(md) + "\n")

@@ -85,10 +85,15 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
                                                   "used for --slices predicted and the PR/ROC figures")
     p.add_argument("--predictions", nargs="*", default=[], help="prediction CSVs (instead of --cv-dir)")
     p.add_argument("--prob-threshold", type=float, default=0.5, help="slice called positive at this probability")
-    p.add_argument("--hu-range", type=float, nargs=2, default=[45.0, 90.0], metavar=("LOW", "HIGH"),
-                   help="hyperdense-blood range of the prior specs in HU (default: 45 90)")
-    p.add_argument("--brain-erosion", type=int, default=0, help="erode the brain mask by this many pixels (default: 0)")
-    p.add_argument("--min-size", type=int, default=0, help="drop predicted components under this many pixels")
+    p.add_argument("--hu-range", type=float, nargs=2, action="append", default=None, metavar=("LOW", "HIGH"),
+                   help="hyperdense-blood range of the prior specs in HU (default: 45 90); repeat it to let the "
+                        "selection patients choose among ranges")
+    p.add_argument("--brain-erosion", type=int, nargs="+", default=[0],
+                   help="erode the brain mask by this many pixels (default: 0); several values: chosen per fold on "
+                        "the selection patients")
+    p.add_argument("--min-size", type=int, nargs="+", default=[0],
+                   help="drop predicted components under this many pixels (default: 0); several values: chosen per "
+                        "fold on the selection patients")
     p.add_argument("--select-metric", default=None,
                    help="what selection patients maximise: dice (per slice; default with --slices gt) or global_dice")
     p.add_argument("--distance-metrics", action="store_true", help="also HD95 and surface Dice per volume (slower)")
@@ -129,7 +134,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     out = run(datalist, args.cam_dir, args.out, methods=args.methods, layers=args.layers, thresholds=args.thresholds,
               folds=folds, slices=args.slices, predictions=_predictions(files), prob_threshold=args.prob_threshold,
               distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures,
-              hu_range=args.hu_range, brain_erosion=args.brain_erosion, min_size=args.min_size,
+              hu_range=args.hu_range or [45.0, 90.0], brain_erosion=args.brain_erosion, min_size=args.min_size,
               select_metric=args.select_metric)
     print((Path(out) / "summary.md").read_text().split("\n## Threshold")[0])
     return 0

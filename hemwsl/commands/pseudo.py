@@ -46,7 +46,16 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
     cam.add_argument("--threshold-strategy", default="fixed", help="strategy of hemwsl.thresholds (default: fixed)")
     cam.add_argument("--threshold", type=float, default=0.7,
                      help="fixed: threshold of the per-slice min-max CAM (default 0.7); percentile: q")
-    cam.add_argument("--prob-threshold", type=float, default=0.5, help="slices with probability >= this get labels")
+    cam.add_argument("--prob-threshold", default="0.5",
+                     help="slices with probability >= this get labels: a number (default: 0.5), or f1_max / youden "
+                          "to take the threshold the classifier's validation report chose (--val-report)")
+    cam.add_argument("--val-report", default=None,
+                     help="report_val.json of the classifier's fold (for --prob-threshold f1_max or youden)")
+    cam.add_argument("--min-size", type=int, default=0, help="drop pseudo-label components under this many pixels")
+    cam.add_argument("--hu-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                     help="HU range of --threshold-strategy intensity (default: 45 90)")
+    cam.add_argument("--brain-erosion", type=int, default=0,
+                     help="with --skull-strip: erode the brain mask the labels are restricted to (pixels)")
     cam.add_argument("--predictions-csv", nargs="+", default=None,
                      help="classifier predictions CSV(s) (patient, slice, prob_any) instead of recomputing them")
 
@@ -93,6 +102,26 @@ def _layer(args: argparse.Namespace) -> str:
     return layers[0]
 
 
+def _prob_threshold(value: str, report: str | None) -> float:
+    """A number, or the ``f1_max`` / ``youden`` threshold of a classifier ``report_val.json`` (its ``any`` output)."""
+    from pathlib import Path
+
+    from hemwsl.errors import HemwslInputError
+
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    if value not in ("f1_max", "youden"):
+        raise HemwslInputError(f"--prob-threshold {value!r}: give a number, f1_max or youden")
+    if not report or not Path(report).is_file():
+        raise HemwslInputError(f"--prob-threshold {value} needs --val-report (report_val.json); got {report!r}")
+    try:
+        return float(json.loads(Path(report).read_text())["any"][value]["threshold"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise HemwslInputError(f"{report}: no 'any' -> {value!r} -> 'threshold' in it ({err})") from err
+
+
 def run_pseudo(args: argparse.Namespace) -> int:
     """Run ``hemwsl pseudo``; returns the exit status."""
     from hemwsl.errors import HemwslInputError
@@ -109,14 +138,20 @@ def run_pseudo(args: argparse.Namespace) -> int:
     elif args.predictions_csv is None or (args.mode == "cam_kmeans" and args.select == "differential"):
         raise HemwslInputError(f"--checkpoint is required for --mode {args.mode} --select {args.select}"
                                + ("" if args.predictions_csv else " (or without --predictions-csv)"))
-    threshold = build_threshold(args.threshold_strategy, args.threshold)
+    kw = {"min_size": args.min_size} if args.min_size else {}
+    if args.hu_range is not None:
+        if args.threshold_strategy != "intensity":
+            raise HemwslInputError("--hu-range needs --threshold-strategy intensity")
+        kw["hu_range"] = tuple(args.hu_range)
+    threshold = build_threshold(args.threshold_strategy, args.threshold, **kw)
+    prob_threshold = _prob_threshold(args.prob_threshold, args.val_report)
     result = make_pseudo_labels(
         network, datalist, args.cam_dir, args.out, args.method, _layer(args), mode=args.mode, threshold=threshold,
         context=args.context, context_slices=args.context_slices, select=args.select, k=args.k,
-        enhance=args.enhance, enhance_window=args.enhance_window, prob_threshold=args.prob_threshold,
+        enhance=args.enhance, enhance_window=args.enhance_window, prob_threshold=prob_threshold,
         predictions_csv=args.predictions_csv, windows=args.windows, num_slices=args.num_slices,
         spatial_size=args.spatial_size, skull_strip=args.skull_strip, batch_size=args.batch_size,
-        device=args.device, seed=args.seed, progress=not args.no_progress)
+        device=args.device, seed=args.seed, progress=not args.no_progress, brain_erosion=args.brain_erosion)
     n_pos = sum(e["positive"] for e in result)
     print(f"{len(result)} pseudo-label volumes ({n_pos} non-empty) in {args.out}; datalist: {args.out}/datalist.json")
     if args.evaluate:

@@ -214,6 +214,7 @@ def pseudo_label_volume(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    brain_erosion: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Pseudo mask of one CT volume.
 
@@ -236,6 +237,9 @@ def pseudo_label_volume(
         batch_size: slices per forward pass (each scores ``batch_size * (k + 1)`` inputs).
         device: where the network runs.
         seed: K-means random state.
+        brain_erosion: with ``skull_strip``, erode the brain mask the threshold restricts to by this many
+            pixels per slice (3x3 cross), which keeps the partial-volume rim of the inner skull table (whose
+            HU overlap blood's) out of the pseudo-labels; the classifier still sees the uneroded stripping.
 
     Returns:
         ``(mask uint8 (X, Y, Z), affine, info)``; ``info`` has per-slice ``probability``,
@@ -253,6 +257,8 @@ def pseudo_label_volume(
         raise HemwslInputError(f"context_slices must be an odd number >= 3, got {context_slices}")
     if not 0.0 <= prob_threshold <= 1.0:
         raise HemwslInputError(f"prob_threshold must be in [0, 1], got {prob_threshold}")
+    if int(brain_erosion) < 0 or (brain_erosion and not skull_strip):
+        raise HemwslInputError(f"brain_erosion must be >= 0 and needs skull_strip=True, got {brain_erosion}")
     strategy = _resolve_threshold(threshold)
     needs_net = probabilities is None or (mode == "cam_kmeans" and select == "differential")
     if needs_net and network is None:
@@ -282,6 +288,12 @@ def pseudo_label_volume(
     brain = _brain_mask(image, hu) if skull_strip else None
     hu_s = np.where(brain, hu, hu.min()).astype(np.float32) if brain is not None else hu
     ref = brain if brain is not None else hu > hu.min()
+    roi = brain
+    if brain is not None and brain_erosion > 0:
+        from scipy import ndimage
+
+        roi = np.stack([ndimage.binary_erosion(brain[..., z], iterations=int(brain_erosion))
+                        for z in range(depth)], -1)
     prep = ClassifierInput(windows, spatial_size)
     if network is not None:
         network = network.to(device).eval()
@@ -302,7 +314,7 @@ def pseudo_label_volume(
     regions: dict[int, np.ndarray] = {}
     for z in np.flatnonzero(positive):
         m = _context_map(cam_arr, z, positive, context_slices) if context else cam_arr[..., z]
-        br = None if brain is None else brain[..., z]
+        br = None if roi is None else roi[..., z]
         regions[int(z)] = np.asarray(strategy(m, image_hu=hu[..., z], brain=br), dtype=bool)
 
     if mode == "cam":
@@ -372,6 +384,7 @@ def make_pseudo_labels(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
+    brain_erosion: int = 0,
 ) -> list[dict]:
     """Write the pseudo mask of every entry of ``datalist`` and the training datalist; resumable.
 
@@ -384,7 +397,7 @@ def make_pseudo_labels(
         out_dir: where ``<patient>.nii.gz`` and ``datalist.json`` go.
         method, layer: which heatmaps to use.
         mode, threshold, context, context_slices, select, k, enhance, enhance_window, prob_threshold,
-        windows, num_slices, spatial_size, skull_strip, batch_size, device, seed: see
+        windows, num_slices, spatial_size, skull_strip, batch_size, device, seed, brain_erosion: see
             :func:`pseudo_label_volume`.
         predictions_csv: one or more predictions CSVs of the classifier bundle giving the slice
             probabilities (instead of recomputing them with ``network``).
@@ -414,6 +427,8 @@ def make_pseudo_labels(
                             prob_threshold=float(prob_threshold), windows=list(windows), num_slices=int(num_slices),
                             spatial_size=None if spatial_size is None else list(spatial_size),
                             skull_strip=bool(skull_strip), seed=int(seed))
+    if brain_erosion:  # recorded only when used, so folders made before the option still resume
+        params["brain_erosion"] = int(brain_erosion)
     params_path = out / "pseudo_params.json"
     if params_path.exists():
         old = json.loads(params_path.read_text())
@@ -455,7 +470,7 @@ def make_pseudo_labels(
                 entry[IMAGE], cam_path, network, probabilities=p, mode=mode, threshold=strategy, context=context,
                 context_slices=context_slices, select=select, k=k, enhance=enhance, enhance_window=enhance_window,
                 prob_threshold=prob_threshold, windows=windows, num_slices=num_slices, spatial_size=spatial_size,
-                skull_strip=skull_strip, batch_size=batch_size, device=device, seed=seed)
+                skull_strip=skull_strip, batch_size=batch_size, device=device, seed=seed, brain_erosion=brain_erosion)
             save_nifti(mask, affine, mask_path)
             vol = load_volume(entry[IMAGE], kind="image") if SPACING not in entry else None
             info["spacing"] = list(entry[SPACING]) if vol is None else [float(s) for s in vol.spacing]

@@ -301,11 +301,13 @@ def test_bundle_config(bench_data, tmp_path):
     files = config_files("ich_classifier", ["train"]) + config_files("ich_cam", ["benchmark"])
     wf = ConfigWorkflow(config_file=files, workflow_type=None, dataset_dir=str(Path(datalist[0]["image"]).parents[1]),
                         output_dir=str(tmp_path), benchmark_cam_dir=str(cam), n_folds=4, val_fraction=0.25,
-                        benchmark_methods=["oracle"], benchmark_thresholds=["fixed:0.5"], benchmark_n_boot=10)
+                        benchmark_methods=["oracle"], benchmark_thresholds=["fixed:0.5", "prior"], benchmark_n_boot=10,
+                        benchmark_brain_erosion=[0, 1])
     wf.initialize()
     wf.run()
     assert (tmp_path / "benchmark" / "summary.md").is_file()
-    assert "| oracle |" in (tmp_path / "benchmark" / "summary.md").read_text()
+    text = (tmp_path / "benchmark" / "summary.md").read_text()
+    assert "| oracle |" in text and "`fixed:0.5[e0,min0]`" in text and "erosion [0, 1] px" in text
 
 
 def test_post_processing_options(bench_data, tmp_path):
@@ -321,3 +323,76 @@ def test_post_processing_options(bench_data, tmp_path):
     rows = [r for r in read_rows(out / "per_case.csv") if r["level"] == "slice"]
     assert rows and all(r["tp"] + r["fp"] == 0 for r in rows)  # every component is under 10**6 pixels
     assert "eroded by 1 px" in (out / "summary.md").read_text()
+
+
+def test_post_processing_grid_is_chosen_on_selection_patients(bench_data, tmp_path):
+    """Several erosions / HU ranges / component sizes: one spec per combination, chosen per fold on the
+    selection patients like the (layer, threshold); the chosen one is the selection argmax."""
+    from hemwsl.benchmark import load_patient
+    from hemwsl.benchmark.specs import expand_post_grid, post_grid
+
+    datalist, cam = bench_data
+    entry = next(e for e in datalist if any(e["slice_labels"]))
+    np.testing.assert_array_equal(load_patient(entry).brain_at(2), load_patient(entry, brain_erosion=2).brain)
+    grid = post_grid([0, 1], [[45, 90], [50, 90]], [0, 10**6])
+    specs = expand_post_grid(["search", "prior", "prior+search"], grid)
+    names = [s.text for s in specs]
+    assert len(grid) == 8 and len(names) == 4 + 8 + 8 and len(set(names)) == len(names)
+    assert "search[e1,min0]" in names and "prior+search[e1,hu50-90,min1000000]" in names
+    for s in specs:  # the name is the whole spec
+        assert parse_threshold_spec(s.text) == s
+    assert [s.text for s in expand_post_grid(["prior"], post_grid(1, (50, 90), 5))] == ["prior"]  # one: plain name
+    with pytest.raises(HemwslInputError, match="min_size"):
+        post_grid(0, (45, 90), [-1])
+    with pytest.raises(HemwslInputError, match="hu_range"):
+        post_grid(0, [[90, 45]], 0)
+
+    folds = cv_folds(datalist, n_folds=4, seed=0, val_fraction=0.25)
+    out = run_benchmark(datalist, cam, tmp_path / "rep", thresholds=["search", "prior", "prior+search"],
+                        methods=["oracle"], folds=folds, brain_erosion=[0, 1], hu_range=[[45, 90], [50, 90]],
+                        min_size=[0, 10**6], n_boot=10, progress=False, candidates=[0.1, 0.3, 0.5, 0.7])
+    rows = read_rows(out / "per_case.csv")
+    assert {r["threshold"] for r in rows} == set(names)
+    huge = [r for r in rows if r["level"] == "slice" and r["threshold"].endswith("min1000000]")]
+    assert huge and all(r["tp"] + r["fp"] == 0 for r in huge)
+    with open(out / "choices.csv", newline="") as f:
+        choices = list(csv.DictReader(f))
+    _, selection = folds
+    with open(out / "thresholds.csv", newline="") as f:
+        searched = {(r["fold"], r["threshold"]): float(r["selection_dice"]) for r in csv.DictReader(f)}
+    for c in choices:
+        k, method = int(c["fold"]), c["method"]
+        scores = {}
+        for thr in {r["threshold"] for r in rows if r["method"] == method}:
+            if (c["fold"], thr) in searched:
+                scores[thr] = searched[(c["fold"], thr)]
+                continue
+            vals = [r["dice"] for r in rows if r["level"] == "slice" and r["method"] == method
+                    and r["threshold"] == thr and r["patient"] in selection[k]]
+            scores[thr] = float(np.mean(vals))
+        assert float(c["selection_dice"]) == pytest.approx(max(scores.values()), abs=1e-6)
+        assert scores[c["threshold"]] == pytest.approx(max(scores.values()), abs=1e-6)
+        assert not c["threshold"].endswith("min1000000]")  # empty masks never win on lesion slices
+    text = (out / "summary.md").read_text()
+    assert "chosen per fold on the selection patients" in text and "Prior alone (no heatmap) at every" in text
+    assert (out / "figures" / "overlay_oracle.png").is_file()
+
+
+def test_command_line_post_processing_grid(bench_data, tmp_path, capsys):
+    import json
+
+    from hemwsl.cli import main
+
+    datalist, cam = bench_data
+    root = str(Path(datalist[0]["image"]).parents[1])
+    args = ["benchmark", "--dataset-dir", root, "--cam-dir", str(cam), "--out", str(tmp_path / "rep"), "--folds", "4",
+            "--val-fraction", "0.25", "--methods", "oracle", "--thresholds", "prior", "prior+otsu", "--n-boot", "10",
+            "--no-figures", "--brain-erosion", "0", "1", "--min-size", "0", "5", "--hu-range", "45", "90",
+            "--hu-range", "50", "90"]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "rep" / "config.json").read_text())
+    assert config["brain_erosion"] == [0, 1] and config["min_size"] == [0, 5]
+    assert config["hu_range"] == [[45.0, 90.0], [50.0, 90.0]]
+    assert "prior+otsu[e1,hu50-90,min5]" in config["thresholds"]
+    assert main(args[:-3]) == 2  # other settings in the same folder are refused
+    assert "other settings" in capsys.readouterr().err

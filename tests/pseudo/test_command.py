@@ -60,3 +60,60 @@ def test_run_pseudo_bad_arguments(box_files, tmp_path):
     args = _parse(["--dataset-dir", str(tmp_path), "--datalist", "x.json", "--cam-dir", "c", "--out", "o"])
     with pytest.raises(HemwslInputError, match="exactly one of --datalist and --dataset-dir"):
         run_pseudo(args)
+
+
+def test_run_pseudo_prior_min_size_and_validation_threshold(box_files, tmp_path, capsys):
+    """The intensity prior's HU range and the component size reach the threshold; --prob-threshold f1_max reads the
+    classifier's validation report."""
+    from hemwsl.commands.pseudo import _prob_threshold
+    from hemwsl.data.datalist import save_datalist
+    from hemwsl.data.io import load_volume, save_nifti
+
+    ref = tmp_path / "masks" / "p1.nii.gz"
+    truth = np.zeros((24, 24, 4), np.uint8)
+    truth[6:14, 10:14, 0] = 1  # the 70 HU half of the box (32 pixels), slice 0 only
+    save_nifti(truth, np.diag([0.8, 0.8, 5.0, 1.0]), ref)
+    save_datalist([{"image": str(box_files["ct"]), "label": str(ref), "patient": "p1", "slice_labels": [1, 0, 0, 0],
+                    "subtype_labels": None, "spacing": [0.8, 0.8, 5.0], "num_slices": 4, "positive": 1}],
+                  tmp_path / "dl.json")
+    csv = tmp_path / "pred.csv"
+    csv.write_text("patient,slice,label_any,prob_any\np1,0,1,0.9\np1,1,0,0.1\np1,2,0,0.6\np1,3,0,0.3\n")
+    report = tmp_path / "report_val.json"
+    report.write_text(json.dumps({"any": {"f1_max": {"threshold": 0.75}, "youden": {"threshold": 0.55}}}))
+    assert _prob_threshold("0.4", None) == 0.4 and _prob_threshold("youden", str(report)) == 0.55
+    with pytest.raises(HemwslInputError, match="--val-report"):
+        _prob_threshold("f1_max", None)
+    with pytest.raises(HemwslInputError, match="f1_max or youden"):
+        _prob_threshold("best", str(report))
+    common = ["--datalist", str(tmp_path / "dl.json"), "--cam-dir", str(box_files["cam_dir"]), "--mode", "cam",
+              "--predictions-csv", str(csv), "--windows", "brain", "--num-slices", "1", "--evaluate", "--no-progress",
+              "--threshold-strategy", "intensity", "--hu-range", "60", "90"]
+    # slice 2 (p = 0.6) passes 0.5 but not the validation F1-max threshold 0.75
+    assert run_pseudo(_parse(common + ["--out", str(tmp_path / "a"), "--prob-threshold", "f1_max",
+                                       "--val-report", str(report)])) == 0
+    mask = load_volume(tmp_path / "a" / "p1.nii.gz", kind="mask").array
+    np.testing.assert_array_equal(mask, truth)  # CAM > 0.7 AND 60-90 HU: exactly the blood half
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_dice"] == pytest.approx(1.0)
+    assert run_pseudo(_parse(common + ["--out", str(tmp_path / "b"), "--min-size", "33"])) == 0
+    assert load_volume(tmp_path / "b" / "p1.nii.gz", kind="mask").array.sum() == 0  # 32-pixel components dropped
+    with pytest.raises(HemwslInputError, match="--hu-range needs --threshold-strategy intensity"):
+        run_pseudo(_parse(common[:-5] + ["--out", str(tmp_path / "c"), "--hu-range", "60", "90"]))
+
+
+def test_brain_erosion_restricts_the_labels(box_files, tmp_path):
+    from hemwsl.data.io import save_nifti
+    from hemwsl.pseudo import pseudo_label_volume
+    from tests.pseudo.conftest import AFFINE, box_volume
+
+    hu, cam, _, _ = box_volume()
+    for edge in (2, 3, 20, 21):  # a 100 HU skull ring around the head: the brain is rows/cols 4..19
+        hu[edge, 2:22], hu[2:22, edge] = 100.0, 100.0
+    ct = tmp_path / "skull.nii.gz"
+    save_nifti(hu, AFFINE, ct)
+    kw = dict(probabilities=np.array([0.9, 0.2, 0.6, 0.5]), mode="cam", windows=("brain",), num_slices=1,
+              spatial_size=None, skull_strip=True)
+    plain, _, _ = pseudo_label_volume(ct, cam, None, **kw)
+    eroded, _, _ = pseudo_label_volume(ct, cam, None, brain_erosion=5, **kw)
+    assert plain.sum() > 0 and (eroded <= plain).all() and eroded.sum() < plain.sum()
+    with pytest.raises(HemwslInputError, match="brain_erosion"):
+        pseudo_label_volume(box_files["ct"], box_files["cam"], None, brain_erosion=2, **{**kw, "skull_strip": False})
