@@ -296,8 +296,11 @@ def _dice_iou(tp: np.ndarray, ps: np.ndarray, gs: np.ndarray) -> tuple[np.ndarra
     return dice, iou
 
 
-def slice_rows(pred: np.ndarray, gt: np.ndarray, heat: np.ndarray | None) -> dict[str, np.ndarray]:
+def slice_rows(pred: np.ndarray, gt: np.ndarray, heat: np.ndarray | None,
+               gt_box: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-slice metrics (:data:`SLICE_METRICS`) and counts of predicted masks ``(N, X, Y)``.
+
+    ``gt_box``: ``bounding_box_mask(gt)`` when the caller scores many predictions against the same ``gt``.
 
     The values equal :mod:`hemwsl.metrics.localisation`'s ``compute_dice``, ``compute_iou``,
     ``compute_box_dice``, ``compute_box_iou``, ``compute_hit`` and ``compute_pointing_game`` (tested), computed
@@ -308,7 +311,8 @@ def slice_rows(pred: np.ndarray, gt: np.ndarray, heat: np.ndarray | None) -> dic
     p, g = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
     tp, ps, gs = _overlap(p, g)
     dice, iou = _dice_iou(tp, ps, gs)
-    bp, bg = bounding_box_mask(p).numpy(), bounding_box_mask(g).numpy()
+    bp = bounding_box_mask(p).numpy()
+    bg = bounding_box_mask(g).numpy() if gt_box is None else np.asarray(gt_box, dtype=bool)
     box_dice, box_iou = _dice_iou(*_overlap(bp, bg))
     hit = np.where((tp > 0) | ((ps + gs) == 0), 1.0, 0.0)
     pointing = (compute_pointing_game(torch.from_numpy(np.ascontiguousarray(heat)), torch.from_numpy(g)).numpy()
@@ -384,12 +388,17 @@ def _patient_rows(
     rows: list[dict[str, Any]] = []
 
     pointing: dict[tuple[str, str], np.ndarray] = {}  # depends on the heatmap only: once per (method, layer)
+    gt_box = None
+    if data.z:
+        from hemwsl.metrics.localisation import bounding_box_mask
+
+        gt_box = bounding_box_mask(data.gt).numpy()  # the same for every prediction of the patient
 
     def emit(method: str, layer: str, spec: ThresholdSpec, value: float | None, pred: np.ndarray, heat) -> None:
         if not data.z:
             vals = {k: np.zeros(0) for k in (*SLICE_METRICS, "tp", "fp", "fn")}
         else:
-            vals = slice_rows(pred, data.gt, heat if (method, layer) not in pointing else None)
+            vals = slice_rows(pred, data.gt, heat if (method, layer) not in pointing else None, gt_box)
             if heat is not None:
                 vals["pointing"] = pointing.setdefault((method, layer), vals["pointing"])
         base = {"part": part, "patient": data.patient, "fold": fold, "method": method, "layer": layer, "threshold": spec.text,
@@ -406,12 +415,14 @@ def _patient_rows(
                      "fn": data.gt_voxels - tp, **_volume_values(tp, ps, data.gt_voxels, voxel_ml, pred_volume, data)})
 
     empty = np.zeros((0, *data.shape[:2]), dtype=bool)
+    data.hu = data.hu.astype(np.float64, copy=False)
     for spec in specs:
         if not spec.needs_heatmap:
             pred = spec.strategy()(None, image_hu=data.hu, brain=data.brain_at(spec.erosion)) if data.z else empty
             emit(*PRIOR_KEY, spec, None, np.asarray(pred, dtype=bool), None)
     for method, layer in keys:
         heat = load_heatmap(heatmap_path(cam_dir, data.patient, (method, layer)), data.shape, data.z)
+        heat = heat.astype(np.float64)  # once, not per threshold strategy
         for spec in specs:
             if not spec.needs_heatmap:
                 continue

@@ -323,16 +323,21 @@ def bounding_box_mask(mask: Any) -> torch.Tensor:
     Returns:
         Bool tensor ``(B, H, W)`` on the input's device.
     """
+    from hemwsl.thresholds.postprocess import nonzero_box
+
     m = _as_binary(_as_batch_2d(mask, "mask"), "mask")
     arr = m.cpu().numpy()
     out = np.zeros_like(arr, dtype=bool)
     for b in range(arr.shape[0]):
         if not arr[b].any():
             continue
-        labels, _ = ndimage.label(arr[b], structure=_STRUCTURE_8)
+        box = nonzero_box(arr[b])  # components stay inside it: label the box only
+        labels, _ = ndimage.label(arr[b][box], structure=_STRUCTURE_8)
+        view = out[b][box]  # a view: filling it fills out
+        view |= arr[b][box]  # one-pixel and straight-line components are their own box
         for sl in ndimage.find_objects(labels):
-            if sl is not None:
-                out[b][sl] = True
+            if sl is not None and sl[0].stop - sl[0].start > 1 and sl[1].stop - sl[1].start > 1:
+                view[sl] = True
     return torch.from_numpy(out).to(m.device)
 
 

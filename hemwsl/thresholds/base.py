@@ -47,7 +47,7 @@ def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any]
 
 def _float_map(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
     a, back = to_numpy(x, name)
-    a = a.astype(np.float64)
+    a = a.astype(np.float64, copy=False)
     if np.isnan(a).any():
         raise HemwslInputError(f"{name} contains NaN")
     return a, back

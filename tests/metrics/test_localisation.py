@@ -309,3 +309,31 @@ def test_hit_pointing_miou_metrics():
     assert out["miou"] == pytest.approx(((0.5 + 2 / 3) / 2 + 1.0) / 2)
     assert out["per_class"] == pytest.approx([0.5, 2 / 3])
     assert out["low_iou_rate"] == 0.0
+
+
+def test_box_mask_and_component_filter_equal_whole_slice_labelling():
+    """The crop-to-content shortcuts (label the nonzero box only; straight components are their own box) give
+    the boxes and components of labelling the whole slice."""
+    from scipy import ndimage
+
+    from hemwsl.metrics.localisation import bounding_box_mask
+    from hemwsl.thresholds.postprocess import remove_small_components
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((6, 64, 64)) > 0.93
+    masks[1] = False
+    masks[2, 10:30, 40:44] = True  # a solid block among scattered pixels
+    masks[3] = False
+    masks[3, 5, 7:20] = True  # one straight line
+    ref = np.zeros_like(masks)
+    for b, m in enumerate(masks):
+        labels, _ = ndimage.label(m, structure=np.ones((3, 3), bool))
+        for sl in ndimage.find_objects(labels):
+            ref[b][sl] = True
+    np.testing.assert_array_equal(bounding_box_mask(masks).numpy(), ref)
+    for b, m in enumerate(masks):
+        labels, n = ndimage.label(m, structure=np.ones((3, 3), bool))
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        keep = sizes >= 3
+        keep[0] = False
+        np.testing.assert_array_equal(remove_small_components(m, 3), keep[labels])
