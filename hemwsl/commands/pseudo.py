@@ -44,8 +44,9 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
     cam.add_argument("--enhance", default="global", help="contrast enhancement before clustering: global, clahe, none")
     cam.add_argument("--enhance-window", default="brain", help="CT window before the enhancement (default: brain)")
     cam.add_argument("--threshold-strategy", default="fixed", help="strategy of hemwsl.thresholds (default: fixed)")
-    cam.add_argument("--threshold", type=float, default=0.7,
-                     help="fixed: threshold of the per-slice min-max CAM (default 0.7); percentile: q")
+    cam.add_argument("--threshold", type=_number_or_none, default=0.7,
+                     help="fixed: threshold of the per-slice min-max CAM (default 0.7); percentile: q; intensity: the "
+                          "CAM threshold ANDed with the HU range, or none for the HU prior alone (no heatmap)")
     cam.add_argument("--prob-threshold", default="0.5",
                      help="slices with probability >= this get labels: a number (default: 0.5), or f1_max / youden "
                           "to take the threshold the classifier's validation report chose (--val-report)")
@@ -100,6 +101,15 @@ def _layer(args: argparse.Namespace) -> str:
     if len(layers) != 1:
         raise HemwslInputError(f"{folder}: give --layer; found layer folders {layers}")
     return layers[0]
+
+
+def _number_or_none(text: str) -> float | None:
+    if str(text).lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or none") from None
 
 
 def _prob_threshold(value: str, report: str | None) -> float:

@@ -94,6 +94,10 @@ def test_run_pseudo_prior_min_size_and_validation_threshold(box_files, tmp_path,
     mask = load_volume(tmp_path / "a" / "p1.nii.gz", kind="mask").array
     np.testing.assert_array_equal(mask, truth)  # CAM > 0.7 AND 60-90 HU: exactly the blood half
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_dice"] == pytest.approx(1.0)
+    assert run_pseudo(_parse(common + ["--out", str(tmp_path / "p"), "--threshold", "none", "--prob-threshold",
+                                       "0.8"])) == 0  # the prior alone: every 60-90 HU pixel of slice 0
+    np.testing.assert_array_equal(load_volume(tmp_path / "p" / "p1.nii.gz", kind="mask").array, truth)
+    capsys.readouterr()
     assert run_pseudo(_parse(common + ["--out", str(tmp_path / "b"), "--min-size", "33"])) == 0
     assert load_volume(tmp_path / "b" / "p1.nii.gz", kind="mask").array.sum() == 0  # 32-pixel components dropped
     with pytest.raises(HemwslInputError, match="--hu-range needs --threshold-strategy intensity"):
