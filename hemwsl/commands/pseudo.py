@@ -112,6 +112,14 @@ def _number_or_none(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or none") from None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _prob_threshold(value: str, report: str | None) -> float:
     """A number, or the ``f1_max`` / ``youden`` threshold of a classifier ``report_val.json`` (its ``any`` output)."""
     from pathlib import Path
@@ -161,7 +169,8 @@ def run_pseudo(args: argparse.Namespace) -> int:
         enhance=args.enhance, enhance_window=args.enhance_window, prob_threshold=prob_threshold,
         predictions_csv=args.predictions_csv, windows=args.windows, num_slices=args.num_slices,
         spatial_size=args.spatial_size, skull_strip=args.skull_strip, batch_size=args.batch_size,
-        device=args.device, seed=args.seed, progress=not args.no_progress, brain_erosion=args.brain_erosion)
+        device=args.device, seed=args.seed, progress=not args.no_progress, brain_erosion=args.brain_erosion,
+        prob_threshold_rule=None if _is_number(args.prob_threshold) else args.prob_threshold)
     n_pos = sum(e["positive"] for e in result)
     print(f"{len(result)} pseudo-label volumes ({n_pos} non-empty) in {args.out}; datalist: {args.out}/datalist.json")
     if args.evaluate:

@@ -385,6 +385,7 @@ def make_pseudo_labels(
     seed: int = 0,
     progress: bool = True,
     brain_erosion: int = 0,
+    prob_threshold_rule: str | None = None,
 ) -> list[dict]:
     """Write the pseudo mask of every entry of ``datalist`` and the training datalist; resumable.
 
@@ -402,6 +403,10 @@ def make_pseudo_labels(
         predictions_csv: one or more predictions CSVs of the classifier bundle giving the slice
             probabilities (instead of recomputing them with ``network``).
         progress: progress bar over volumes.
+        prob_threshold_rule: how ``prob_threshold`` was chosen when it differs between calls writing to the
+            same ``out_dir`` (e.g. ``"f1_max"``: each cross-validation fold's validation F1-max threshold).
+            The folder then records the rule instead of the value, and each volume's ``.done`` record
+            keeps the value it used.
 
     Returns:
         The pseudo-label datalist, also written to ``<out_dir>/datalist.json``; entries of other patients
@@ -424,7 +429,8 @@ def make_pseudo_labels(
                             select=select if mode == "cam_kmeans" else None, k=int(k) if mode == "cam_kmeans" else None,
                             enhance=enhance if mode == "cam_kmeans" else None,
                             enhance_window=enhance_window if mode == "cam_kmeans" else None,
-                            prob_threshold=float(prob_threshold), windows=list(windows), num_slices=int(num_slices),
+                            prob_threshold=prob_threshold_rule or float(prob_threshold),
+                            windows=list(windows), num_slices=int(num_slices),
                             spatial_size=None if spatial_size is None else list(spatial_size),
                             skull_strip=bool(skull_strip), seed=int(seed))
     if brain_erosion:  # recorded only when used, so folders made before the option still resume
@@ -471,6 +477,7 @@ def make_pseudo_labels(
                 context_slices=context_slices, select=select, k=k, enhance=enhance, enhance_window=enhance_window,
                 prob_threshold=prob_threshold, windows=windows, num_slices=num_slices, spatial_size=spatial_size,
                 skull_strip=skull_strip, batch_size=batch_size, device=device, seed=seed, brain_erosion=brain_erosion)
+            info["prob_threshold"] = float(prob_threshold)
             save_nifti(mask, affine, mask_path)
             vol = load_volume(entry[IMAGE], kind="image") if SPACING not in entry else None
             info["spacing"] = list(entry[SPACING]) if vol is None else [float(s) for s in vol.spacing]

@@ -94,6 +94,16 @@ def test_run_pseudo_prior_min_size_and_validation_threshold(box_files, tmp_path,
     mask = load_volume(tmp_path / "a" / "p1.nii.gz", kind="mask").array
     np.testing.assert_array_equal(mask, truth)  # CAM > 0.7 AND 60-90 HU: exactly the blood half
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_dice"] == pytest.approx(1.0)
+    # another fold's call into the same folder with its own validation threshold is accepted (the folder records
+    # the rule; each volume its value)
+    report2 = tmp_path / "report_val2.json"
+    report2.write_text(json.dumps({"any": {"f1_max": {"threshold": 0.65}}}))
+    assert run_pseudo(_parse(common + ["--out", str(tmp_path / "a"), "--prob-threshold", "f1_max",
+                                       "--val-report", str(report2)])) == 0
+    assert json.loads((tmp_path / "a" / "pseudo_params.json").read_text())["prob_threshold"] == "f1_max"
+    assert json.loads((tmp_path / "a" / ".done" / "p1.json").read_text())["prob_threshold"] == 0.75
+    with pytest.raises(HemwslInputError, match="prob_threshold"):  # a fixed value is not the same setting
+        run_pseudo(_parse(common + ["--out", str(tmp_path / "a"), "--prob-threshold", "0.75"]))
     assert run_pseudo(_parse(common + ["--out", str(tmp_path / "p"), "--threshold", "none", "--prob-threshold",
                                        "0.8"])) == 0  # the prior alone: every 60-90 HU pixel of slice 0
     np.testing.assert_array_equal(load_volume(tmp_path / "p" / "p1.nii.gz", kind="mask").array, truth)
