@@ -67,6 +67,7 @@ SLICE_METRICS: tuple[str, ...] = ("dice", "iou", "box_dice", "box_iou", "hit", "
 #: Per-volume metrics (``hd95`` and ``surface_dice`` only with ``distance_metrics=True``).
 VOLUME_METRICS: tuple[str, ...] = ("volume_dice", "rvd", "tpr", "ml_pred", "ml_gt", "hd95", "surface_dice")
 PRIOR_KEY = ("-", "-")  # (method, layer) of the heatmap-free prior rows
+_KEEP_BYTES = 2 << 30  # loaded patients kept in memory between the two passes of run_benchmark
 
 CSV_FIELDS: tuple[str, ...] = (
     "level", "part", "patient", "fold", "slice", "method", "layer", "threshold", "threshold_value",
@@ -576,9 +577,23 @@ def run_benchmark(
         raise HemwslInputError(f"{out} holds a benchmark run with other settings ({cfg_file}); use another folder")
     atomic_write_text(cfg_file, json.dumps(config, indent=1) + "\n")
 
-    def patient_data(p: str) -> PatientSlices:
-        return load_patient(by_patient[p], slices, predicted.get(p), keep_volume=distance_metrics,
+    # patients loaded for the threshold search are kept for the scoring pass, up to _KEEP_BYTES (the first
+    # ones: both passes go through the patients in the same order, and each is scored once)
+    kept: dict[str, PatientSlices] = {}
+    kept_bytes = [0]
+    scored = set(test_fold) | {p for sel in selection.values() for p in sel if p not in test_fold}
+
+    def patient_data(p: str, keep: bool = False) -> PatientSlices:
+        if p in kept:
+            return kept.pop(p)
+        data = load_patient(by_patient[p], slices, predicted.get(p), keep_volume=distance_metrics,
                             brain_erosion=erosions[0])
+        size = data.hu.nbytes + 3 * data.gt.nbytes + (0 if data.gt_volume is None else data.gt_volume.nbytes)
+        if keep and p in scored and not (out / "per_case" / f"{p}.csv").exists() \
+                and kept_bytes[0] + size <= _KEEP_BYTES:
+            kept[p] = data
+            kept_bytes[0] += size
+        return data
 
     # pass 1: threshold-search statistics of every patient that selects or is tested
     needed = sorted(set(test_fold) | set().union(*selection.values()))
@@ -587,7 +602,7 @@ def run_benchmark(
         for p in tqdm(needed, desc="threshold search", disable=not progress):
             f = out / "selection" / f"{p}.npz"
             if not f.exists():
-                _save_npz(f, _selection_stats(patient_data(p), cam_dir, keys, specs, candidates))
+                _save_npz(f, _selection_stats(patient_data(p, keep=True), cam_dir, keys, specs, candidates))
             with np.load(f) as z:
                 stats[p] = {k: z[k] for k in z.files}
     chosen: dict[tuple[int, str, str, str], float] = {}

@@ -396,3 +396,21 @@ def test_command_line_post_processing_grid(bench_data, tmp_path, capsys):
     assert "prior+otsu[e1,hu50-90,min5]" in config["thresholds"]
     assert main(args[:-3]) == 2  # other settings in the same folder are refused
     assert "other settings" in capsys.readouterr().err
+
+
+def test_runner_reads_each_patient_once(bench_data, tmp_path, monkeypatch):
+    """The threshold search and the scoring share each patient's loaded volume (within the memory budget)."""
+    import hemwsl.benchmark.runner as runner
+
+    datalist, cam = bench_data
+    calls = []
+    real = runner.load_patient
+    monkeypatch.setattr(runner, "load_patient", lambda entry, *a, **k: calls.append(entry["patient"]) or real(entry, *a, **k))
+    run_benchmark(datalist, cam, tmp_path / "rep", thresholds=["search"], methods=["oracle"], n_boot=10,
+                  progress=False, figures=False, folds=cv_folds(datalist, n_folds=4, seed=0, val_fraction=0.25))
+    assert sorted(calls) == sorted(e["patient"] for e in datalist)
+    calls.clear()
+    monkeypatch.setattr(runner, "_KEEP_BYTES", -1)  # nothing kept: loaded again for the scoring
+    run_benchmark(datalist, cam, tmp_path / "rep2", thresholds=["search"], methods=["oracle"], n_boot=10,
+                  progress=False, figures=False, folds=cv_folds(datalist, n_folds=4, seed=0, val_fraction=0.25))
+    assert len(calls) == 2 * len(datalist)
