@@ -39,14 +39,11 @@ def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cam_cv(args: argparse.Namespace) -> int:
-    from monai.bundle import ConfigWorkflow
-
     from hemwsl.commands.classifier import parse_overrides
-    from hemwsl.engines.bundle import config_files
+    from hemwsl.engines.bundle import run_cam_bundle
     from hemwsl.errors import HemwslInputError
 
     settings = {**cv_settings(args.cv_dir), **parse_overrides(args.set)}
-    files = config_files("ich_classifier", ["train"]) + config_files("ich_cam", ["inference"])
     for k in range(args.folds):
         ckpt = Path(args.cv_dir) / f"fold{k}" / "models" / "model.pt"
         if not ckpt.is_file():
@@ -54,9 +51,7 @@ def run_cam_cv(args: argparse.Namespace) -> int:
         kw = {**settings, "dataset_dir": args.dataset_dir, "output_dir": str(args.cv_dir), "n_folds": args.folds,
               "fold": k, "checkpoint": str(ckpt), "cam_dir": str(args.out), "cam_part": args.part,
               "cam_methods": list(args.methods), "cam_layers": args.layers or None, "cam_grid": args.grid}
-        wf = ConfigWorkflow(config_file=files, workflow_type=None, **kw)
-        wf.initialize()
-        wf.run()
+        run_cam_bundle(**kw)
         print(f"fold {k}: heatmaps of its {args.part} patients in {args.out}", flush=True)
     return 0
 

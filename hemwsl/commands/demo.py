@@ -134,12 +134,6 @@ def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalis
 
 
 def _run_cam(common: dict, methods: list[str], layers: list[str], part: str = "test") -> None:
-    from monai.bundle import ConfigWorkflow
+    from hemwsl.engines.bundle import run_cam_bundle
 
-    from hemwsl.engines.bundle import config_files
-
-    files = config_files("ich_classifier", ["train"]) + config_files("ich_cam", ["inference"])
-    wf = ConfigWorkflow(config_file=files, workflow_type=None, cam_methods=methods, cam_layers=layers,
-                        cam_part=part, **common)
-    wf.initialize()
-    wf.run()
+    run_cam_bundle(cam_methods=methods, cam_layers=layers, cam_part=part, **common)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "train_evaluate_fold", "validate_metadata", "check_bundle"]
+__all__ = ["BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "run_cam_bundle", "train_evaluate_fold", "validate_metadata", "check_bundle"]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 
@@ -72,6 +72,19 @@ def run_bundle(bundle: str | os.PathLike, configs: Sequence[str] = ("train",), w
     wf.initialize()
     wf.run()
     wf.finalize()
+    return wf
+
+
+def run_cam_bundle(**overrides):
+    """Run ``bundles/ich_cam/configs/inference.yaml`` layered on the classifier's ``train.yaml`` (which gives
+    the network, data and folds) in this process; ``overrides`` as :func:`run_bundle`'s (``cam_methods``,
+    ``cam_layers``, ``cam_part``, ``checkpoint``, ...). Returns the workflow."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=config_files("ich_classifier", ["train"]) + config_files("ich_cam", ["inference"]),
+                        workflow_type=None, **overrides)
+    wf.initialize()
+    wf.run()
     return wf
 
 
