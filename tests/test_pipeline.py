@@ -22,11 +22,22 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     for name in ("classifier/cv_summary.md", "classifier/cv_settings.json", "benchmark/summary.md",
                  "benchmark/per_case.csv", "ablation/ablation.md", "ablation/pseudo/cam_kmeans/datalist.json",
-                 "ablation/unet_true/fold0/metrics_test.csv", "ablation/unet_cam_kmeans/fold0/metrics_test.csv"):
+                 "ablation/unet_true/fold0/metrics_test.csv", "ablation/unet_cam_kmeans/fold0/metrics_test.csv",
+                 "ablation/pseudo/prior/datalist.json", "ablation/unet_prior/fold0/metrics_test.csv"):
         assert (out / name).is_file(), name
     assert json.loads((out / "classifier" / "cv_settings.json").read_text())["backbone"] == "resnet10"
-    for row in ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net"):
+    for row in ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net",
+                "HU prior (no CAM), validated post-processing", "HU prior + U-Net"):
         assert f"| {row} |" in text
+    # the benchmark chose the post-processing per fold; the prior row used each fold's choice
+    assert "chosen per fold on the selection patients" in (out / "benchmark" / "summary.md").read_text()
+    from hemwsl.commands.pipeline import prior_choices
+
+    chosen = prior_choices(out / "benchmark", 2)
+    params = json.loads((out / "ablation" / "pseudo" / "prior" / "fold0" / "pseudo_params.json").read_text())
+    assert params.get("brain_erosion", 0) == chosen[0].erosion and params["mode"] == "cam"
+    assert f"hu_range={tuple(chosen[0].hu_range)}" in params["threshold"]
+    assert f"min_size={chosen[0].min_size}" in params["threshold"]
     # every patient has out-of-fold heatmaps of both methods
     cams = sorted(p.stem.split(".")[0] for p in (out / "cam" / "gradcam" / "layer4").glob("*.nii.gz"))
     assert len(cams) == 8

@@ -4,10 +4,14 @@
 
 1. ``train-cv``: the slice classifier on every fold (``bundles/ich_classifier``);
 2. ``cam-cv``: heatmaps of every patient from the fold that did not train on it (``bundles/ich_cam``);
-3. ``benchmark``: thresholds, localisation metrics, CIs and paired tests of every method and layer;
-4. ``ablation``: pseudo-labels (CAM only; CAM + K-means) of every patient from its out-of-fold heatmap
-   and classifier, 3D U-Nets (``bundles/ich_unet3d``) trained on each kind of pseudo-label and on the
-   true masks, and the ablation table with paired tests between consecutive rows.
+3. ``benchmark``: thresholds, localisation metrics, CIs and paired tests of every method and layer, with
+   the post-processing (brain erosion 0/4 px, HU range 45-90/50-90, components >= 0/50 px) chosen per fold
+   on the selection patients;
+4. ``ablation``: pseudo-labels (CAM only; CAM + K-means; and, given the benchmark's folder, the
+   hyperdense-blood prior with the post-processing each fold's selection patients chose there) of every
+   patient from its out-of-fold heatmap and classifier, 3D U-Nets (``bundles/ich_unet3d``) trained on
+   each kind of pseudo-label and on the true masks, and the ablation table with paired tests between
+   consecutive rows.
 
 The U-Net of fold ``k`` trains on the pseudo-labels of fold ``k``'s training patients; those were made
 with heatmaps of other folds' classifiers, which saw the slice labels (never the masks) of fold ``k``'s
@@ -23,6 +27,7 @@ from pathlib import Path
 __all__ = ["add_ablation_arguments", "run_ablation", "add_pipeline_arguments", "run_pipeline"]
 
 ROWS = ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net")
+PRIOR_ROWS = ("HU prior (no CAM), validated post-processing", "HU prior + U-Net")
 
 
 def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +44,9 @@ def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prob-threshold", type=float, default=0.5, help="slices labelled from this probability")
     p.add_argument("--cache-dir", default=None, help="disk cache of the U-Net's preprocessed volumes")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="U-Net bundle overrides")
+    p.add_argument("--benchmark-dir", default=None,
+                   help="a `hemwsl benchmark` report of the same folds: adds the rows of the hyperdense-blood prior "
+                        "(no CAM) with the post-processing each fold's selection patients chose there")
 
 
 def _fold_network(cv_dir: Path, k: int, settings: dict):
@@ -49,6 +57,49 @@ def _fold_network(cv_dir: Path, k: int, settings: dict):
     net = build_network(settings.get("backbone", "resnet18"), in_channels=len(windows) * settings.get("num_slices", 3),
                         num_classes=1)
     return load_weights(net, str(cv_dir / f"fold{k}" / "models" / "model.pt"), device="cpu")
+
+
+def prior_choices(benchmark_dir: str | Path, folds: int) -> dict:
+    """Per fold, the heatmap-free prior spec (:class:`~hemwsl.benchmark.specs.ThresholdSpec`, with its erosion,
+    HU range and component size) the benchmark's selection patients chose (its ``choices.csv``)."""
+    import csv
+
+    from hemwsl.benchmark.specs import parse_threshold_spec
+    from hemwsl.errors import HemwslInputError
+
+    f = Path(benchmark_dir) / "choices.csv"
+    if not f.is_file():
+        raise HemwslInputError(f"{f}: not found (run `hemwsl benchmark` with a prior threshold first)")
+    with open(f, newline="") as fh:
+        chosen = {int(r["fold"]): parse_threshold_spec(r["threshold"]) for r in csv.DictReader(fh) if r["method"] == "-"}
+    missing = [k for k in range(folds) if k not in chosen]
+    if missing:
+        raise HemwslInputError(f"{f}: no prior row chosen for fold(s) {missing} (benchmark a `prior` threshold)")
+    return chosen
+
+
+def _prior_pseudo_labels(args: argparse.Namespace, tests: dict, settings: dict, out: Path) -> tuple[list, str]:
+    """Pseudo-labels of the prior row, fold by fold (each with its fold's chosen post-processing); returns the
+    entries and the description of the choices."""
+    from hemwsl.data.datalist import save_datalist
+    from hemwsl.pseudo import make_pseudo_labels
+    from hemwsl.thresholds import IntensityPrior
+
+    choices = prior_choices(args.benchmark_dir, args.folds)
+    entries = []
+    for k in range(args.folds):
+        spec = choices[k]
+        entries += make_pseudo_labels(
+            None, tests[k], args.cam_dir, out / "pseudo" / "prior" / f"fold{k}", args.method, args.layer, mode="cam",
+            threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size),
+            prob_threshold=args.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
+            predictions_csv=str(Path(args.cv_dir) / f"fold{k}" / "predictions_test.csv"),
+            windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),
+            num_slices=settings.get("num_slices", 3), spatial_size=tuple(settings.get("spatial_size", [256, 256])),
+            progress=False)
+    save_datalist(entries, out / "pseudo" / "prior" / "datalist.json")
+    used = sorted({choices[k].text for k in range(args.folds)})
+    return entries, ", ".join(f"`{t}`" for t in used)
 
 
 def run_ablation(args: argparse.Namespace) -> int:
@@ -85,9 +136,21 @@ def run_ablation(args: argparse.Namespace) -> int:
             print(f"pseudo-labels {mode}: fold {k} done", flush=True)
         per_row[row] = evaluate_pseudo_labels(entries)["per_patient"]
         pseudo_lists[mode] = out / "pseudo" / mode / "datalist.json"
+    prior_text = ""
+    if getattr(args, "benchmark_dir", None):
+        entries, used = _prior_pseudo_labels(args, tests, settings, out)
+        per_row[PRIOR_ROWS[0]] = evaluate_pseudo_labels(entries)["per_patient"]
+        pseudo_lists["prior"] = out / "pseudo" / "prior" / "datalist.json"
+        prior_text = (f" Prior row: voxels in the hyperdense-blood range inside the eroded brain on the same slices, no "
+                      f"heatmap, with the post-processing the benchmark's selection patients chose per fold ({used}).")
+        print("pseudo-labels prior: done", flush=True)
+    order = [ROWS[0], ROWS[1]] + ([PRIOR_ROWS[0]] if PRIOR_ROWS[0] in per_row else []) + [ROWS[2], ROWS[3]] \
+        + ([PRIOR_ROWS[1]] if PRIOR_ROWS[0] in per_row else []) + [ROWS[4]]
     unet_folds = list(range(args.folds)) if args.unet_folds is None else list(args.unet_folds)
-    runs = (("cam", ROWS[2], str(pseudo_lists["cam"])), ("cam_kmeans", ROWS[3], str(pseudo_lists["cam_kmeans"])),
-            ("true", ROWS[4], None))
+    runs = [("cam", ROWS[2], str(pseudo_lists["cam"])), ("cam_kmeans", ROWS[3], str(pseudo_lists["cam_kmeans"]))]
+    if "prior" in pseudo_lists:
+        runs.append(("prior", PRIOR_ROWS[1], str(pseudo_lists["prior"])))
+    runs.append(("true", ROWS[4], None))
     for name, row, datalist_file in runs:
         seg_out = out / f"unet_{name}"
         if unet_folds:
@@ -96,14 +159,15 @@ def run_ablation(args: argparse.Namespace) -> int:
                                           cache_dir=args.cache_dir, set=list(args.set)))
             per_row[row] = read_seg_metrics([seg_out / f"fold{k}" / "metrics_test.csv" for k in unet_folds])
     held = {e["patient"] for k in unet_folds for e in tests[k]}
-    all_rows = ablation_rows({r: per_row[r] for r in ROWS[:2]})
-    same = ablation_rows({r: {p: v for p, v in per_row[r].items() if p in held} for r in ROWS if r in per_row})
+    pseudo_rows = [r for r in order if r in per_row and "U-Net" not in r]
+    all_rows = ablation_rows({r: per_row[r] for r in pseudo_rows})
+    same = ablation_rows({r: {p: v for p, v in per_row[r].items() if p in held} for r in order if r in per_row})
     text = (
         "# Weakly supervised segmentation: the ablation of seed 003 on cross-validated classifiers\n\n"
         f"Pseudo-labels: {args.method} at `{args.layer}` > {args.threshold} (min-max per slice) on the slices "
         f"the out-of-fold classifier calls positive (p >= {args.prob_threshold}); volume Dice against the true "
         "masks on ground-truth-positive patients. Tests: paired t-test and Wilcoxon against the previous row; "
-        "CI: bootstrap of the mean over patients.\n\n"
+        f"CI: bootstrap of the mean over patients.{prior_text}\n\n"
         f"## Pseudo-labels, every positive patient ({args.folds} folds)\n\n" + ablation_markdown(all_rows) +
         f"\n## All rows, positive test patients of the U-Net folds {unet_folds}\n\n" + ablation_markdown(same)
     )
@@ -143,8 +207,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
                                      thresholds=list(BENCHMARK_THRESHOLDS), split=None, folds=args.folds,
                                      seed=cv_settings(cv).get("seed", 0), val_fraction=cv_settings(cv).get("val_fraction", 0.15),
                                      select="rest", slices="gt", cv_dir=str(cv), predictions=[], prob_threshold=0.5,
-                                     distance_metrics=False, n_boot=1000, no_figures=False, hu_range=[45.0, 90.0],
-                                     brain_erosion=0, min_size=0, select_metric=None))
+                                     distance_metrics=False, n_boot=1000, no_figures=False,
+                                     hu_range=[[45.0, 90.0], [50.0, 90.0]], brain_erosion=[0, 4], min_size=[0, 50],
+                                     select_metric=None))
     layer = args.layer
     if layer is None:
         from hemwsl.networks import build_network, target_layer_names
@@ -155,4 +220,5 @@ def run_pipeline(args: argparse.Namespace) -> int:
     return run_ablation(argparse.Namespace(dataset_dir=args.dataset_dir, cv_dir=str(cv), cam_dir=str(out / "cam"),
                                            out=str(out / "ablation"), folds=args.folds, unet_folds=args.unet_folds,
                                            method="gradcam", layer=layer, threshold=0.7, prob_threshold=0.5,
-                                           cache_dir=args.cache_dir, set=args.unet_set))
+                                           cache_dir=args.cache_dir, set=args.unet_set,
+                                           benchmark_dir=str(out / "benchmark")))
