@@ -168,8 +168,9 @@ def run_ablation(args: argparse.Namespace) -> int:
         f"the out-of-fold classifier calls positive (p >= {args.prob_threshold}); volume Dice against the true "
         "masks on ground-truth-positive patients. Tests: paired t-test and Wilcoxon against the previous row; "
         f"CI: bootstrap of the mean over patients.{prior_text}\n\n"
-        f"## Pseudo-labels, every positive patient ({args.folds} folds)\n\n" + ablation_markdown(all_rows) +
-        f"\n## All rows, positive test patients of the U-Net folds {unet_folds}\n\n" + ablation_markdown(same)
+        f"## Pseudo-labels, every positive patient ({args.folds} folds)\n\n" + ablation_markdown(all_rows)
+        + (f"\n## All rows, positive test patients of the U-Net folds {unet_folds}\n\n" + ablation_markdown(same)
+           if unet_folds else "")
     )
     atomic_write_text(out / "ablation.md", text)
     atomic_write_text(out / "ablation.json", json.dumps({"rows": per_row, "unet_folds": unet_folds}, indent=1) + "\n")
