@@ -2,6 +2,11 @@
 
 Each fold runs ``bundles/ich_classifier`` train then evaluate (a fold whose ``report_test.json``
 exists is skipped, so an interrupted run resumes); the summary table goes to ``cv_summary.md``.
+
+``--set eval_checkpoint=last`` evaluates each fold's ``models/model_last.pt`` (the weights at the end of
+training, EMA weights when trained with ``ema_decay > 0``) instead of the best-validation ``model.pt``:
+folds already trained are only evaluated, the reports are ``report_test_last.json`` and the summary
+``cv_summary_last.md``, beside those of the best checkpoint.
 """
 
 from __future__ import annotations
@@ -31,13 +36,17 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def run_train_cv(args: argparse.Namespace) -> int:
     from hemwsl.engines.bundle import train_evaluate_fold
-    from hemwsl.engines.classifier import summarize_cv
+    from hemwsl.engines.classifier import report_name, summarize_cv
 
     overrides = parse_overrides(args.set)
     from hemwsl.data.io import atomic_write_text
 
     # the settings later steps (cam-cv, benchmark) need to rebuild the same networks and inputs
-    atomic_write_text(Path(args.out) / "cv_settings.json", json.dumps(overrides, indent=1) + "\n")
+    # (which checkpoint is evaluated is no training setting: left out)
+    which = overrides.get("eval_checkpoint", "best")
+    test_name = report_name("test", which)
+    settings = {k: v for k, v in overrides.items() if k != "eval_checkpoint"}
+    atomic_write_text(Path(args.out) / "cv_settings.json", json.dumps(settings, indent=1) + "\n")
     overrides.update({"dataset_dir": args.dataset_dir, "output_dir": args.out, "n_folds": args.folds})
     if args.cache_dir:
         from hemwsl.data.datalist import build_datalist
@@ -51,12 +60,13 @@ def run_train_cv(args: argparse.Namespace) -> int:
     folds = args.only or list(range(args.folds))
     for k in folds:
         fold_dir = Path(args.out) / f"fold{k}"
-        if not train_evaluate_fold(args.bundle, fold_dir, k, "report_test.json", **overrides):
+        if not train_evaluate_fold(args.bundle, fold_dir, k, f"report_{test_name}.json", **overrides):
             print(f"fold {k}: done, skipped")
             continue
-        rep = json.loads((fold_dir / "report_test.json").read_text())["any"]
-        print(f"fold {k}: test AUROC {rep['auroc']:.3f} AP {rep['ap']:.3f}", flush=True)
-    if all((Path(args.out) / f"fold{k}" / "report_test.json").exists() for k in range(args.folds)):
-        summarize_cv(args.out, args.folds)
-        print((Path(args.out) / "cv_summary.md").read_text())
+        rep = json.loads((fold_dir / f"report_{test_name}.json").read_text())["any"]
+        print(f"fold {k}: {test_name} AUROC {rep['auroc']:.3f} AP {rep['ap']:.3f}", flush=True)
+    if all((Path(args.out) / f"fold{k}" / f"report_{test_name}.json").exists() for k in range(args.folds)):
+        summarize_cv(args.out, args.folds, name=test_name)
+        suffix = test_name[len("test"):]
+        print((Path(args.out) / f"cv_summary{suffix}.md").read_text())
     return 0

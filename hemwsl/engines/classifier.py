@@ -32,6 +32,9 @@ __all__ = [
     "batch_augmentation",
     "FlipTTAInferer",
     "summarize_cv",
+    "CHECKPOINTS",
+    "checkpoint_file",
+    "report_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +47,26 @@ def output_names(num_classes: int) -> list[str]:
     if num_classes == 1 + len(SUBTYPES):
         return ["any", *SUBTYPES]
     raise HemwslInputError(f"num_classes must be 1 (any) or {1 + len(SUBTYPES)} (any + subtypes), got {num_classes}")
+
+
+# Checkpoints a training run writes into <fold_dir>/models: "best" is the weights with the best validation
+# AUROC (the EMA weights when ema_decay > 0), "last" the weights at the end of training (idem).
+CHECKPOINTS = {"best": "model.pt", "last": "model_last.pt"}
+
+
+def checkpoint_file(ckpt_dir: str | os.PathLike, which: str = "best") -> str:
+    """Path of the ``best`` or ``last`` checkpoint of a fold (``<ckpt_dir>/model.pt`` / ``model_last.pt``)."""
+    if which not in CHECKPOINTS:
+        raise HemwslInputError(f"eval_checkpoint must be one of {sorted(CHECKPOINTS)}, got {which!r}")
+    return str(Path(ckpt_dir) / CHECKPOINTS[which])
+
+
+def report_name(part: str, which: str = "best") -> str:
+    """Name of the reports of ``part`` evaluated with checkpoint ``which``: ``test`` for the best checkpoint
+    (the historical names), ``test_last`` for the last one."""
+    if which not in CHECKPOINTS:
+        raise HemwslInputError(f"eval_checkpoint must be one of {sorted(CHECKPOINTS)}, got {which!r}")
+    return part if which == "best" else f"{part}_{which}"
 
 
 def fold_datalists(
@@ -251,7 +274,8 @@ def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test"
 
     Per fold: AUROC, AP, F1 at 0.5 and at the F1-max threshold chosen on that fold's validation part;
     mean +- sd over folds; and the pooled out-of-fold AUROC/AP over every patient's slices (each
-    scored by the fold that did not train on it). Writes ``cv_summary.json`` and ``cv_summary.md``.
+    scored by the fold that did not train on it). Writes ``cv_summary.json`` and ``cv_summary.md``
+    (``cv_summary_last.*`` for ``name="test_last"``, ``cv_summary_<name>.*`` for other names).
     """
     from hemwsl.engines.handlers import read_predictions_csv
     from hemwsl.metrics.classification import compute_auroc, compute_average_precision
@@ -281,8 +305,9 @@ def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test"
     y, p = np.concatenate(ys), np.concatenate(ps)
     pooled = {"n": int(len(y)), "n_positive": int(y.sum()), "auroc": float(compute_auroc(y, p)),
               "ap": float(compute_average_precision(y, p))}
-    result = {"folds": rows, "mean_sd": summary, "pooled_out_of_fold": pooled}
-    atomic_write_text(out / "cv_summary.json", json.dumps(result, indent=2))
+    result = {"name": name, "folds": rows, "mean_sd": summary, "pooled_out_of_fold": pooled}
+    stem = "cv_summary" + (name[len("test"):] if name.startswith("test") else f"_{name}")
+    atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2))
     lines = ["| fold | slices | positive | AUROC | AP | F1@0.5 | F1@val-F1max | val F1 top-5 (mean +- sd) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -293,5 +318,5 @@ def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test"
         f"{summary[k]['mean']:.3f} +- {summary[k]['sd']:.3f}" for k in keys) + " | |")
     lines.append(f"| pooled out-of-fold | {pooled['n']} | {pooled['n_positive']} | {pooled['auroc']:.3f} | "
                  f"{pooled['ap']:.3f} | | | |")
-    atomic_write_text(out / "cv_summary.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
     return result

@@ -59,9 +59,17 @@ def _tiny(root, out):
 def test_train_evaluate_infer(synthetic_root, tmp_path):
     out = tmp_path / "clf"
     kw = _tiny(synthetic_root, out)
-    run_bundle(BUNDLE, ["train"], **kw)
+    wf = run_bundle(BUNDLE, ["train"], **kw)
     fold_dir = out / "fold1"
     assert (fold_dir / "models" / "model.pt").is_file()
+    # ema_decay 0 (default): the live network is validated and checkpointed, model_last.pt is its final state
+    network = wf.parser.get_parsed_content("network")
+    assert wf.parser.get_parsed_content("validate#evaluator").network is network
+    assert wf.parser.get_parsed_content("ema").ema_model is None
+    import torch
+
+    last = torch.load(fold_dir / "models" / "model_last.pt", weights_only=True)
+    assert all(torch.equal(last[k], v) for k, v in network.state_dict().items())
     history = json.loads((fold_dir / "history.json").read_text())
     assert [h["epoch"] for h in history["epochs"]] == [1]
     assert any(p.name.startswith("events.out.tfevents") for p in fold_dir.iterdir())
@@ -89,6 +97,44 @@ def test_train_evaluate_infer(synthetic_root, tmp_path):
         assert probs[z][0] == pytest.approx(prob, abs=1e-4)
 
 
+def test_ema_train_evaluate_best_and_last(synthetic_root, tmp_path):
+    """ema_decay > 0: validation and both checkpoints use the EMA weights; evaluate.yaml scores either."""
+    import torch
+
+    out = tmp_path / "ema"
+    kw = {**_tiny(synthetic_root, out), "ema_decay": 0.9}
+    wf = run_bundle(BUNDLE, ["train"], **kw)
+    ema = wf.parser.get_parsed_content("ema")
+    network = wf.parser.get_parsed_content("network")
+    assert ema.num_updates == 4  # 32 samples / batch 8
+    assert wf.parser.get_parsed_content("validate#evaluator").network is ema.ema_model
+    models = out / "fold1" / "models"
+    best = torch.load(models / "model.pt", weights_only=True)
+    last = torch.load(models / "model_last.pt", weights_only=True)
+    ema_state, live_state = ema.ema_model.state_dict(), network.state_dict()
+    assert list(best) == list(live_state)
+    for k, v in ema_state.items():  # one epoch: the best validation epoch is the last one
+        assert torch.equal(best[k], v) and torch.equal(last[k], v), k
+    assert any(not torch.equal(ema_state[k], live_state[k]) for k in ema_state if ema_state[k].is_floating_point())
+
+    # evaluate.yaml with eval_checkpoint=last (best: test_train_evaluate_infer); ema_decay passed on as
+    # train-cv does: the checkpoint is loaded into the plain network, no EMA copy at evaluation
+    run_bundle(BUNDLE, ["train", "evaluate"], **{**kw, "eval_checkpoint": "last"})
+    fold_dir = out / "fold1"
+    rep_last = json.loads((fold_dir / "report_test_last.json").read_text())
+    assert rep_last["name"] == "test_last" and rep_last["n_slices"] > 0
+    assert rep_last["any"]["chosen_on"] == "validation"  # thresholds from predictions_val_last.csv
+    assert not (fold_dir / "report_test.json").exists()
+    # the evaluated probabilities are those of the EMA weights
+    with open(fold_dir / "predictions_val_last.csv") as f:
+        rows = list(csv.DictReader(f))
+    val_ds = wf.parser.get_parsed_content("validate#dataset")
+    x = torch.stack([val_ds[i]["image"] for i in range(4)])
+    with torch.no_grad():
+        want = torch.sigmoid(ema.ema_model.eval()(x))[:, 0].numpy()
+    np.testing.assert_allclose([float(r["prob_any"]) for r in rows[:4]], want, atol=1e-4)
+
+
 def test_monai_bundle_command_line(synthetic_root, tmp_path):
     """The documented `python -m monai.bundle run` entry point works from a clean process."""
     kw = _tiny(synthetic_root, tmp_path / "cli")
@@ -104,9 +150,10 @@ def test_monai_bundle_command_line(synthetic_root, tmp_path):
 def test_train_cv_command_resumes(synthetic_root, tmp_path, capsys):
     from hemwsl.cli import main
 
+    settings = ["backbone=resnet10", "spatial_size=[32,32]", "epochs=1", "samples_per_epoch=16", "cache_workers=0",
+                "batch_size=8"]
     args = ["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(tmp_path / "cv"), "--folds", "2",
-            "--set", "backbone=resnet10", "spatial_size=[32,32]", "epochs=1", "samples_per_epoch=16",
-            "cache_workers=0", "batch_size=8", "--cache-dir", str(tmp_path / "cache")]
+            "--cache-dir", str(tmp_path / "cache"), "--set", *settings]
     assert main(args) == 0
     summary = json.loads((tmp_path / "cv" / "cv_summary.json").read_text())
     assert [r["fold"] for r in summary["folds"]] == [0, 1]
@@ -115,6 +162,14 @@ def test_train_cv_command_resumes(synthetic_root, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0  # second run: every fold is skipped
     assert capsys.readouterr().out.count("done, skipped") == 2
+
+    # eval_checkpoint=last: the trained folds are only evaluated, with models/model_last.pt, beside the best
+    assert main(args + ["eval_checkpoint=last"]) == 0
+    assert capsys.readouterr().out.count("test_last AUROC") == 2
+    last = json.loads((tmp_path / "cv" / "cv_summary_last.json").read_text())
+    assert last["name"] == "test_last" and last["pooled_out_of_fold"]["n"] == 8 * 12
+    assert json.loads((tmp_path / "cv" / "cv_summary.json").read_text()) == summary  # untouched
+    assert "eval_checkpoint" not in json.loads((tmp_path / "cv" / "cv_settings.json").read_text())
 
 
 def test_multi_process_training_with_torchrun(synthetic_root, tmp_path):
