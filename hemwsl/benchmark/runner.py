@@ -416,10 +416,10 @@ def _patient_rows(
                      "fn": data.gt_voxels - tp, **_volume_values(tp, ps, data.gt_voxels, voxel_ml, pred_volume, data)})
 
     empty = np.zeros((0, *data.shape[:2]), dtype=bool)
-    data.hu = data.hu.astype(np.float64, copy=False)
+    hu = data.hu.astype(np.float64)  # once, not per threshold strategy
     for spec in specs:
         if not spec.needs_heatmap:
-            pred = spec.strategy()(None, image_hu=data.hu, brain=data.brain_at(spec.erosion)) if data.z else empty
+            pred = spec.strategy()(None, image_hu=hu, brain=data.brain_at(spec.erosion)) if data.z else empty
             emit(*PRIOR_KEY, spec, None, np.asarray(pred, dtype=bool), None)
     for method, layer in keys:
         heat = load_heatmap(heatmap_path(cam_dir, data.patient, (method, layer)), data.shape, data.z)
@@ -430,7 +430,7 @@ def _patient_rows(
             value = chosen[(fold, method, layer, spec.text)] if spec.needs_fit else spec.value
             if data.z:
                 strategy = spec.strategy(value if spec.needs_fit else None)
-                pred = np.asarray(strategy(heat, image_hu=data.hu, brain=data.brain_at(spec.erosion)), dtype=bool)
+                pred = np.asarray(strategy(heat, image_hu=hu, brain=data.brain_at(spec.erosion)), dtype=bool)
             else:
                 pred = empty
             emit(method, layer, spec, value, pred, heat if data.z else None)

@@ -89,11 +89,10 @@ class ThresholdSpec:
         """``False`` for the prior alone, which is the same for every method and layer."""
         return self.kind != "none"
 
-    def strategy(self, value: float | None = None, min_size: int | None = None) -> ThresholdStrategy:
-        """The per-slice strategy; ``value`` is the searched threshold of a ``search`` spec; ``min_size``
-        (default: the spec's) drops connected components of fewer pixels (after the brain restriction)."""
-        kw = {"per_sample": True, "restrict_to_brain": True,
-              "min_size": int(self.min_size if min_size is None else min_size)}
+    def strategy(self, value: float | None = None) -> ThresholdStrategy:
+        """The per-slice strategy; ``value`` is the searched threshold of a ``search`` spec. Components under the
+        spec's ``min_size`` pixels are dropped after the brain restriction."""
+        kw = {"per_sample": True, "restrict_to_brain": True, "min_size": self.min_size}
         if self.kind == "search" and value is None:
             raise HemwslInputError(f"threshold {self.text!r} needs the value chosen on the selection patients")
         cam: ThresholdStrategy | None

@@ -36,7 +36,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def run_train_cv(args: argparse.Namespace) -> int:
     from hemwsl.engines.bundle import train_evaluate_fold
-    from hemwsl.engines.classifier import report_name, summarize_cv
+    from hemwsl.engines.classifier import cv_summary_stem, report_name, summarize_cv
 
     overrides = parse_overrides(args.set)
     from hemwsl.data.io import atomic_write_text
@@ -67,6 +67,5 @@ def run_train_cv(args: argparse.Namespace) -> int:
         print(f"fold {k}: {test_name} AUROC {rep['auroc']:.3f} AP {rep['ap']:.3f}", flush=True)
     if all((Path(args.out) / f"fold{k}" / f"report_{test_name}.json").exists() for k in range(args.folds)):
         summarize_cv(args.out, args.folds, name=test_name)
-        suffix = test_name[len("test"):]
-        print((Path(args.out) / f"cv_summary{suffix}.md").read_text())
+        print((Path(args.out) / f"{cv_summary_stem(test_name)}.md").read_text())
     return 0

@@ -28,6 +28,8 @@ __all__ = ["add_ablation_arguments", "run_ablation", "add_pipeline_arguments", "
 
 ROWS = ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net")
 PRIOR_ROWS = ("HU prior (no CAM), validated post-processing", "HU prior + U-Net")
+#: Table order of every row (rows that were not run are left out).
+ORDER = (ROWS[0], ROWS[1], PRIOR_ROWS[0], ROWS[2], ROWS[3], PRIOR_ROWS[1], ROWS[4])
 
 
 def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
@@ -144,8 +146,6 @@ def run_ablation(args: argparse.Namespace) -> int:
         prior_text = (f" Prior row: voxels in the hyperdense-blood range inside the eroded brain on the same slices, no "
                       f"heatmap, with the post-processing the benchmark's selection patients chose per fold ({used}).")
         print("pseudo-labels prior: done", flush=True)
-    order = [ROWS[0], ROWS[1]] + ([PRIOR_ROWS[0]] if PRIOR_ROWS[0] in per_row else []) + [ROWS[2], ROWS[3]] \
-        + ([PRIOR_ROWS[1]] if PRIOR_ROWS[0] in per_row else []) + [ROWS[4]]
     unet_folds = list(range(args.folds)) if args.unet_folds is None else list(args.unet_folds)
     runs = [("cam", ROWS[2], str(pseudo_lists["cam"])), ("cam_kmeans", ROWS[3], str(pseudo_lists["cam_kmeans"]))]
     if "prior" in pseudo_lists:
@@ -159,9 +159,9 @@ def run_ablation(args: argparse.Namespace) -> int:
                                           cache_dir=args.cache_dir, set=list(args.set)))
             per_row[row] = read_seg_metrics([seg_out / f"fold{k}" / "metrics_test.csv" for k in unet_folds])
     held = {e["patient"] for k in unet_folds for e in tests[k]}
-    pseudo_rows = [r for r in order if r in per_row and "U-Net" not in r]
+    pseudo_rows = [r for r in ORDER if r in per_row and "U-Net" not in r]
     all_rows = ablation_rows({r: per_row[r] for r in pseudo_rows})
-    same = ablation_rows({r: {p: v for p, v in per_row[r].items() if p in held} for r in order if r in per_row})
+    same = ablation_rows({r: {p: v for p, v in per_row[r].items() if p in held} for r in ORDER if r in per_row})
     text = (
         "# Weakly supervised segmentation: the ablation of seed 003 on cross-validated classifiers\n\n"
         f"Pseudo-labels: {args.method} at `{args.layer}` > {args.threshold} (min-max per slice) on the slices "

@@ -112,22 +112,18 @@ def _number_or_none(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or none") from None
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _prob_threshold(value: str, report: str | None) -> tuple[float, str | None]:
+    """A number, or the ``f1_max`` / ``youden`` threshold of a classifier ``report_val.json`` (its ``any`` output).
 
-
-def _prob_threshold(value: str, report: str | None) -> float:
-    """A number, or the ``f1_max`` / ``youden`` threshold of a classifier ``report_val.json`` (its ``any`` output)."""
+    Returns:
+        ``(threshold, rule)``: ``rule`` is ``None`` for a number, else the rule's name.
+    """
     from pathlib import Path
 
     from hemwsl.errors import HemwslInputError
 
     try:
-        return float(value)
+        return float(value), None
     except ValueError:
         pass
     if value not in ("f1_max", "youden"):
@@ -135,7 +131,7 @@ def _prob_threshold(value: str, report: str | None) -> float:
     if not report or not Path(report).is_file():
         raise HemwslInputError(f"--prob-threshold {value} needs --val-report (report_val.json); got {report!r}")
     try:
-        return float(json.loads(Path(report).read_text())["any"][value]["threshold"])
+        return float(json.loads(Path(report).read_text())["any"][value]["threshold"]), value
     except (KeyError, TypeError, ValueError) as err:
         raise HemwslInputError(f"{report}: no 'any' -> {value!r} -> 'threshold' in it ({err})") from err
 
@@ -162,7 +158,7 @@ def run_pseudo(args: argparse.Namespace) -> int:
             raise HemwslInputError("--hu-range needs --threshold-strategy intensity")
         kw["hu_range"] = tuple(args.hu_range)
     threshold = build_threshold(args.threshold_strategy, args.threshold, **kw)
-    prob_threshold = _prob_threshold(args.prob_threshold, args.val_report)
+    prob_threshold, rule = _prob_threshold(args.prob_threshold, args.val_report)
     result = make_pseudo_labels(
         network, datalist, args.cam_dir, args.out, args.method, _layer(args), mode=args.mode, threshold=threshold,
         context=args.context, context_slices=args.context_slices, select=args.select, k=args.k,
@@ -170,7 +166,7 @@ def run_pseudo(args: argparse.Namespace) -> int:
         predictions_csv=args.predictions_csv, windows=args.windows, num_slices=args.num_slices,
         spatial_size=args.spatial_size, skull_strip=args.skull_strip, batch_size=args.batch_size,
         device=args.device, seed=args.seed, progress=not args.no_progress, brain_erosion=args.brain_erosion,
-        prob_threshold_rule=None if _is_number(args.prob_threshold) else args.prob_threshold)
+        prob_threshold_rule=rule)
     n_pos = sum(e["positive"] for e in result)
     print(f"{len(result)} pseudo-label volumes ({n_pos} non-empty) in {args.out}; datalist: {args.out}/datalist.json")
     if args.evaluate:

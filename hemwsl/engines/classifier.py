@@ -35,6 +35,7 @@ __all__ = [
     "CHECKPOINTS",
     "checkpoint_file",
     "report_name",
+    "cv_summary_stem",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ def report_name(part: str, which: str = "best") -> str:
     if which not in CHECKPOINTS:
         raise HemwslInputError(f"eval_checkpoint must be one of {sorted(CHECKPOINTS)}, got {which!r}")
     return part if which == "best" else f"{part}_{which}"
+
+
+def cv_summary_stem(name: str = "test") -> str:
+    """File stem of :func:`summarize_cv`'s outputs for reports ``name``: ``cv_summary`` (``test``),
+    ``cv_summary_last`` (``test_last``), ``cv_summary_<name>`` otherwise."""
+    return "cv_summary" + (name[len("test"):] if name.startswith("test") else f"_{name}")
 
 
 def fold_datalists(
@@ -306,7 +313,7 @@ def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test"
     pooled = {"n": int(len(y)), "n_positive": int(y.sum()), "auroc": float(compute_auroc(y, p)),
               "ap": float(compute_average_precision(y, p))}
     result = {"name": name, "folds": rows, "mean_sd": summary, "pooled_out_of_fold": pooled}
-    stem = "cv_summary" + (name[len("test"):] if name.startswith("test") else f"_{name}")
+    stem = cv_summary_stem(name)
     atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2))
     lines = ["| fold | slices | positive | AUROC | AP | F1@0.5 | F1@val-F1max | val F1 top-5 (mean +- sd) |",
              "|---|---|---|---|---|---|---|---|"]

@@ -18,19 +18,29 @@ def _parse(argv):
     return p.parse_args(argv)
 
 
-def test_run_pseudo_cam_mode_from_predictions(box_files, tmp_path, capsys):
+def _one_patient(box_files, tmp_path, probs):
+    """Datalist ``dl.json`` of the box CT with its true mask (the 70 HU half of the box, 32 pixels, slice 0 only)
+    and a predictions CSV with slice probabilities ``probs``; returns ``(mask path, mask, CSV path)``."""
     from hemwsl.data.datalist import save_datalist
-    from hemwsl.data.io import load_volume, save_nifti
+    from hemwsl.data.io import save_nifti
 
     ref = tmp_path / "masks" / "p1.nii.gz"
     truth = np.zeros((24, 24, 4), np.uint8)
-    truth[6:14, 10:14, 0] = 1  # the blood half of the box, slice 0 only
+    truth[6:14, 10:14, 0] = 1
     save_nifti(truth, np.diag([0.8, 0.8, 5.0, 1.0]), ref)
     save_datalist([{"image": str(box_files["ct"]), "label": str(ref), "patient": "p1", "slice_labels": [1, 0, 0, 0],
                     "subtype_labels": None, "spacing": [0.8, 0.8, 5.0], "num_slices": 4, "positive": 1}],
                   tmp_path / "dl.json")
     csv = tmp_path / "pred.csv"
-    csv.write_text("patient,slice,label_any,prob_any\np1,0,1,0.9\np1,1,0,0.1\np1,2,0,0.2\np1,3,0,0.3\n")
+    csv.write_text("patient,slice,label_any,prob_any\n"
+                   + "".join(f"p1,{z},{int(z == 0)},{p}\n" for z, p in enumerate(probs)))
+    return ref, truth, csv
+
+
+def test_run_pseudo_cam_mode_from_predictions(box_files, tmp_path, capsys):
+    from hemwsl.data.io import load_volume
+
+    ref, truth, csv = _one_patient(box_files, tmp_path, probs=(0.9, 0.1, 0.2, 0.3))
     out = tmp_path / "pseudo"
     args = _parse(["--datalist", str(tmp_path / "dl.json"), "--cam-dir", str(box_files["cam_dir"]), "--out", str(out),
                    "--mode", "cam", "--predictions-csv", str(csv), "--windows", "brain", "--num-slices", "1",
@@ -66,21 +76,12 @@ def test_run_pseudo_prior_min_size_and_validation_threshold(box_files, tmp_path,
     """The intensity prior's HU range and the component size reach the threshold; --prob-threshold f1_max reads the
     classifier's validation report."""
     from hemwsl.commands.pseudo import _prob_threshold
-    from hemwsl.data.datalist import save_datalist
-    from hemwsl.data.io import load_volume, save_nifti
+    from hemwsl.data.io import load_volume
 
-    ref = tmp_path / "masks" / "p1.nii.gz"
-    truth = np.zeros((24, 24, 4), np.uint8)
-    truth[6:14, 10:14, 0] = 1  # the 70 HU half of the box (32 pixels), slice 0 only
-    save_nifti(truth, np.diag([0.8, 0.8, 5.0, 1.0]), ref)
-    save_datalist([{"image": str(box_files["ct"]), "label": str(ref), "patient": "p1", "slice_labels": [1, 0, 0, 0],
-                    "subtype_labels": None, "spacing": [0.8, 0.8, 5.0], "num_slices": 4, "positive": 1}],
-                  tmp_path / "dl.json")
-    csv = tmp_path / "pred.csv"
-    csv.write_text("patient,slice,label_any,prob_any\np1,0,1,0.9\np1,1,0,0.1\np1,2,0,0.6\np1,3,0,0.3\n")
+    ref, truth, csv = _one_patient(box_files, tmp_path, probs=(0.9, 0.1, 0.6, 0.3))
     report = tmp_path / "report_val.json"
     report.write_text(json.dumps({"any": {"f1_max": {"threshold": 0.75}, "youden": {"threshold": 0.55}}}))
-    assert _prob_threshold("0.4", None) == 0.4 and _prob_threshold("youden", str(report)) == 0.55
+    assert _prob_threshold("0.4", None) == (0.4, None) and _prob_threshold("youden", str(report)) == (0.55, "youden")
     with pytest.raises(HemwslInputError, match="--val-report"):
         _prob_threshold("f1_max", None)
     with pytest.raises(HemwslInputError, match="f1_max or youden"):
