@@ -8,14 +8,16 @@ schema (``monai.bundle verify_metadata`` needs the network).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "run_cam_bundle", "train_evaluate_fold", "validate_metadata", "check_bundle"]
+__all__ = ["BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "run_cam_bundle", "fold_lock", "train_evaluate_fold", "validate_metadata", "check_bundle"]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 
@@ -98,11 +100,65 @@ def train_evaluate_fold(bundle: str | os.PathLike, fold_dir: str | os.PathLike, 
     d = Path(fold_dir)
     if (d / done_file).exists():
         return False
-    if not (d / "models" / "model.pt").exists() or not (d / ".trained").exists():
-        run_bundle(bundle, ["train"], fold=fold, **overrides)
-        (d / ".trained").touch()
-    run_bundle(bundle, ["train", "evaluate"], fold=fold, **overrides)
+    with fold_lock(d):
+        if (d / done_file).exists():  # finished by the process that held the lock
+            return False
+        if not (d / "models" / "model.pt").exists() or not (d / ".trained").exists():
+            run_bundle(bundle, ["train"], fold=fold, **overrides)
+            (d / ".trained").touch()
+        run_bundle(bundle, ["train", "evaluate"], fold=fold, **overrides)
     return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def fold_lock(fold_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``<fold_dir>/.lock`` while a fold trains or evaluates.
+
+    Two processes working in one fold folder overwrite each other's checkpoints (the evaluation of one
+    can load the other's half-trained ``model.pt``), so a second one fails at once, naming the process
+    that holds the lock. A lock left by a process of this machine that no longer runs is taken over.
+    """
+    d = Path(fold_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    lock = d / ".lock"
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid_text, _, host = lock.read_text().strip().partition(" ")
+                pid = int(pid_text)
+            except (OSError, ValueError):
+                pid, host = -1, ""
+            if host == socket.gethostname() and pid > 0 and not _pid_alive(pid):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise HemwslInputError(
+                f"{d}: this fold is being run by process {pid} on {host or 'an unknown host'} (lock file {lock}); "
+                "wait for it to finish, or delete the lock file if that process is gone"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me + "\n")
+        break
+    else:  # pragma: no cover - another process took the stale lock between our two tries
+        raise HemwslInputError(f"{d}: could not take the lock file {lock}")
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text().strip() == me:
+                lock.unlink()
 
 
 def validate_metadata(path: str | os.PathLike) -> dict:
