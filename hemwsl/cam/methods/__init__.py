@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hemwsl.cam.methods.ablationcam import AblationCAM
 from hemwsl.cam.methods.cam import CAM
-from hemwsl.cam.methods.eigencam import EigenCAM, first_component_projection
+from hemwsl.cam.methods.eigencam import EigenCAM, first_component_projection, top_eigenvector
 from hemwsl.cam.methods.eigengradcam import EigenGradCAM
 from hemwsl.cam.methods.gradcam import GradCAM
 from hemwsl.cam.methods.gradcam_elementwise import GradCAMElementWise
@@ -27,4 +27,5 @@ __all__ = [
     "ScoreCAM",
     "XGradCAM",
     "first_component_projection",
+    "top_eigenvector",
 ]
