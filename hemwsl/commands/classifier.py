@@ -35,7 +35,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def run_train_cv(args: argparse.Namespace) -> int:
-    from hemwsl.engines.bundle import train_evaluate_fold
+    from hemwsl.engines.bundle import FoldBusyError, train_evaluate_fold
     from hemwsl.engines.classifier import cv_summary_stem, report_name, summarize_cv
 
     overrides = parse_overrides(args.set)
@@ -60,7 +60,12 @@ def run_train_cv(args: argparse.Namespace) -> int:
     folds = args.only or list(range(args.folds))
     for k in folds:
         fold_dir = Path(args.out) / f"fold{k}"
-        if not train_evaluate_fold(args.bundle, fold_dir, k, f"report_{test_name}.json", **overrides):
+        try:
+            ran = train_evaluate_fold(args.bundle, fold_dir, k, f"report_{test_name}.json", **overrides)
+        except FoldBusyError as err:
+            print(f"fold {k}: skipped, {err}", flush=True)
+            continue
+        if not ran:
             print(f"fold {k}: done, skipped")
             continue
         rep = json.loads((fold_dir / f"report_{test_name}.json").read_text())["any"]

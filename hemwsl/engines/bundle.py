@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "run_cam_bundle", "fold_lock", "train_evaluate_fold", "validate_metadata", "check_bundle"]
+__all__ = ["BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "run_cam_bundle", "FoldBusyError", "fold_lock", "train_evaluate_fold", "validate_metadata", "check_bundle"]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 
@@ -110,6 +110,10 @@ def train_evaluate_fold(bundle: str | os.PathLike, fold_dir: str | os.PathLike, 
     return True
 
 
+class FoldBusyError(HemwslInputError):
+    """Another live process holds the fold folder's lock (:func:`fold_lock`)."""
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -125,8 +129,10 @@ def fold_lock(fold_dir: str | os.PathLike) -> Iterator[Path]:
     """Hold ``<fold_dir>/.lock`` while a fold trains or evaluates.
 
     Two processes working in one fold folder overwrite each other's checkpoints (the evaluation of one
-    can load the other's half-trained ``model.pt``), so a second one fails at once, naming the process
-    that holds the lock. A lock left by a process of this machine that no longer runs is taken over.
+    can load the other's half-trained ``model.pt``), so a second one fails at once with
+    :class:`FoldBusyError`, naming the process that holds the lock. A lock left by a process of this
+    machine that no longer runs is taken over. ``train-cv`` and ``seg-cv`` skip a busy fold, so several
+    processes of the same command share the folds between them (one GPU, several folds at once).
     """
     d = Path(fold_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -144,7 +150,7 @@ def fold_lock(fold_dir: str | os.PathLike) -> Iterator[Path]:
             if host == socket.gethostname() and pid > 0 and not _pid_alive(pid):
                 lock.unlink(missing_ok=True)  # stale: its process is gone
                 continue
-            raise HemwslInputError(
+            raise FoldBusyError(
                 f"{d}: this fold is being run by process {pid} on {host or 'an unknown host'} (lock file {lock}); "
                 "wait for it to finish, or delete the lock file if that process is gone"
             ) from None

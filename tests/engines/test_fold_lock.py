@@ -63,3 +63,32 @@ def test_finished_fold_is_skipped_without_a_lock(tmp_path):
     (d / "report_test.json").write_text("{}")
     (d / ".lock").write_text(f"{os.getpid()} {socket.gethostname()}\n")  # even while another process runs it
     assert train_evaluate_fold("ich_classifier", d, 0, "report_test.json") is False
+
+
+def _busy_fold(d, holder_pid):
+    d.mkdir(parents=True)
+    (d / ".lock").write_text(f"{holder_pid} {socket.gethostname()}\n")
+
+
+def test_cv_commands_skip_busy_folds_so_processes_share_the_folds(tmp_path, capsys):
+    from hemwsl.cli import main
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        cv = tmp_path / "cv"
+        _busy_fold(cv / "fold0", holder.pid)  # another process trains fold 0
+        (cv / "fold1").mkdir()
+        (cv / "fold1" / "report_test.json").write_text("{}")  # fold 1 is finished
+        assert main(["train-cv", "--dataset-dir", str(tmp_path), "--out", str(cv), "--folds", "2"]) == 0
+        out = capsys.readouterr().out
+        assert f"fold 0: skipped, {cv / 'fold0'}: this fold is being run by process {holder.pid}" in out
+        assert "fold 1: done, skipped" in out
+        assert not (cv / "cv_summary.md").exists()  # written by whichever process finishes the last fold
+
+        seg = tmp_path / "seg"
+        _busy_fold(seg / "fold0", holder.pid)
+        assert main(["seg-cv", "--dataset-dir", str(tmp_path), "--out", str(seg), "--folds", "2", "--only", "0"]) == 0
+        assert f"fold 0: skipped, {seg / 'fold0'}: this fold is being run by process {holder.pid}" in capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait()
