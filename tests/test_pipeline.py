@@ -41,3 +41,36 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     # every patient has out-of-fold heatmaps of both methods
     cams = sorted(p.stem.split(".")[0] for p in (out / "cam" / "gradcam" / "layer4").glob("*.nii.gz"))
     assert len(cams) == 8
+
+    # --- the last weights (e.g. the final EMA weights) through the same steps ---
+    cv = out / "classifier"
+    cls = ["--set", "backbone=resnet10", "spatial_size=[32,32]", "epochs=1", "samples_per_epoch=16", "batch_size=8",
+           "cache_workers=0"]
+    # cam-cv / ablation name the missing file before anything runs
+    assert main(["ablation", "--dataset-dir", str(data), "--cv-dir", str(cv), "--cam-dir", str(out / "cam"), "--out",
+                 str(tmp_path / "abl_last"), "--folds", "2", "--layer", "layer4", "--unet-folds",
+                 "--benchmark-dir", str(out / "benchmark"), "--checkpoint", "last"]) == 2
+    err = capsys.readouterr().err
+    assert "fold0/predictions_test_last.csv" in err and "eval_checkpoint=last" in err
+    assert main(["train-cv", "--dataset-dir", str(data), "--out", str(cv), "--folds", "2", *cls, "eval_checkpoint=last"]) == 0
+    assert all((cv / f"fold{k}" / "predictions_test_last.csv").is_file() for k in range(2))
+    capsys.readouterr()
+    # cam-cv refuses to mix checkpoints in one heatmap folder
+    assert main(["cam-cv", "--dataset-dir", str(data), "--cv-dir", str(cv), "--out", str(out / "cam"), "--folds", "2",
+                 "--methods", "gradcam", "--checkpoint", "last"]) == 2
+    assert "holds heatmaps of the best checkpoints" in capsys.readouterr().err
+    cam_last = tmp_path / "cam_last"
+    assert main(["cam-cv", "--dataset-dir", str(data), "--cv-dir", str(cv), "--out", str(cam_last), "--folds", "2",
+                 "--methods", "gradcam", "--checkpoint", "last"]) == 0
+    assert json.loads((cam_last / "cam_checkpoint.json").read_text())["checkpoint"] == "last"
+    assert len(list((cam_last / "gradcam" / "layer4").glob("*.nii.gz"))) == 8
+    assert main(["ablation", "--dataset-dir", str(data), "--cv-dir", str(cv), "--cam-dir", str(cam_last), "--out",
+                 str(tmp_path / "abl_last"), "--folds", "2", "--layer", "layer4", "--unet-folds",
+                 "--benchmark-dir", str(out / "benchmark"), "--checkpoint", "last"]) == 0
+    params = json.loads((tmp_path / "abl_last" / "pseudo" / "prior" / "fold0" / "pseudo_params.json").read_text())
+    assert params["predictions"] == ["predictions_test_last.csv"]
+    # the ablation folder keeps one checkpoint's pseudo-labels: the best one's is refused there
+    assert main(["ablation", "--dataset-dir", str(data), "--cv-dir", str(cv), "--cam-dir", str(cam_last), "--out",
+                 str(tmp_path / "abl_last"), "--folds", "2", "--layer", "layer4", "--unet-folds",
+                 "--benchmark-dir", str(out / "benchmark")]) == 2
+    assert "holds" in capsys.readouterr().err

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["add_cam_cv_arguments", "add_benchmark_arguments", "run_cam_cv", "run_benchmark", "cv_settings"]
+__all__ = ["add_cam_cv_arguments", "add_benchmark_arguments", "run_cam_cv", "run_benchmark", "cv_settings",
+           "fold_checkpoint", "fold_predictions", "check_checkpoint_marker", "add_checkpoint_argument"]
 
 SETTINGS = "cv_settings.json"
 
@@ -24,6 +25,56 @@ def cv_settings(cv_dir: str | Path) -> dict:
         raise HemwslInputError(f"{f}: not valid JSON ({err})") from err
 
 
+def fold_checkpoint(cv_dir: str | Path, k: int, which: str = "best") -> Path:
+    """Fold ``k``'s classifier checkpoint of a ``train-cv`` run: ``best`` (``models/model.pt``, best validation
+    AUROC) or ``last`` (``models/model_last.pt``, the weights at the end of training, EMA weights when
+    ``ema_decay`` > 0). Raises :class:`~hemwsl.errors.HemwslInputError` naming the file when it is missing."""
+    from hemwsl.engines.classifier import checkpoint_file
+    from hemwsl.errors import HemwslInputError
+
+    ckpt = Path(checkpoint_file(Path(cv_dir) / f"fold{k}" / "models", which))
+    if not ckpt.is_file():
+        raise HemwslInputError(f"{ckpt}: {which} checkpoint of fold {k} not found (train it with `hemwsl train-cv`)")
+    return ckpt
+
+
+def fold_predictions(cv_dir: str | Path, k: int, which: str = "best") -> Path:
+    """Fold ``k``'s out-of-fold test predictions made with checkpoint ``which`` (``predictions_test.csv`` /
+    ``predictions_test_last.csv``, the latter from ``train-cv --set eval_checkpoint=last``)."""
+    from hemwsl.engines.classifier import report_name
+    from hemwsl.errors import HemwslInputError
+
+    f = Path(cv_dir) / f"fold{k}" / f"predictions_{report_name('test', which)}.csv"
+    if not f.is_file():
+        hint = " (run `hemwsl train-cv ... --set eval_checkpoint=last`)" if which == "last" else ""
+        raise HemwslInputError(f"{f}: test predictions of fold {k} ({which} checkpoint) not found{hint}")
+    return f
+
+
+def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, what: str) -> None:
+    """Keep one checkpoint's outputs per folder: outputs are resumed file by file, so maps or pseudo-labels of
+    the ``best`` and ``last`` weights must never mix. The first run records ``which`` in
+    ``<out>/cam_checkpoint.json``; a later run with the other checkpoint gets a clear error."""
+    from hemwsl.data.io import atomic_write_text
+    from hemwsl.errors import HemwslInputError
+
+    marker = Path(out) / "cam_checkpoint.json"
+    if marker.is_file():
+        seen = json.loads(marker.read_text()).get("checkpoint", "best")
+        if seen != which:
+            raise HemwslInputError(f"{out}: holds {what} of the {seen} checkpoints ({marker}); "
+                                   f"use another output folder for --checkpoint {which}")
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps({"cv_dir": str(Path(cv_dir).resolve()), "checkpoint": which}, indent=1) + "\n")
+
+
+def add_checkpoint_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                   help="classifier weights of each fold: best (model.pt, best validation AUROC; default) or last "
+                        "(model_last.pt, e.g. the final EMA weights) with its predictions_test[_last].csv")
+
+
 def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-dir", required=True, help="dataset root the classifiers were trained on")
     p.add_argument("--cv-dir", required=True, help="output folder of `hemwsl train-cv` (fold<k>/models/model.pt)")
@@ -36,18 +87,18 @@ def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", default="input", help="input (classifier size, world-aligned; default) or ct")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="classifier settings, when the train-cv run has no cv_settings.json")
+    add_checkpoint_argument(p)
 
 
 def run_cam_cv(args: argparse.Namespace) -> int:
     from hemwsl.commands.classifier import parse_overrides
     from hemwsl.engines.bundle import run_cam_bundle
-    from hemwsl.errors import HemwslInputError
 
     settings = {**cv_settings(args.cv_dir), **parse_overrides(args.set)}
-    for k in range(args.folds):
-        ckpt = Path(args.cv_dir) / f"fold{k}" / "models" / "model.pt"
-        if not ckpt.is_file():
-            raise HemwslInputError(f"{ckpt}: checkpoint of fold {k} not found (train it with `hemwsl train-cv`)")
+    which = getattr(args, "checkpoint", "best")
+    ckpts = [fold_checkpoint(args.cv_dir, k, which) for k in range(args.folds)]
+    check_checkpoint_marker(args.out, args.cv_dir, which, "heatmaps")
+    for k, ckpt in enumerate(ckpts):
         kw = {**settings, "dataset_dir": args.dataset_dir, "output_dir": str(args.cv_dir), "n_folds": args.folds,
               "fold": k, "checkpoint": str(ckpt), "cam_dir": str(args.out), "cam_part": args.part,
               "cam_methods": list(args.methods), "cam_layers": args.layers or None, "cam_grid": args.grid}
@@ -79,6 +130,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cv-dir", default=None, help="train-cv folder: its out-of-fold predictions_test.csv files are "
                                                   "used for --slices predicted and the PR/ROC figures")
     p.add_argument("--predictions", nargs="*", default=[], help="prediction CSVs (instead of --cv-dir)")
+    add_checkpoint_argument(p)
     p.add_argument("--prob-threshold", type=float, default=0.5, help="slice called positive at this probability")
     p.add_argument("--hu-range", type=float, nargs=2, action="append", default=None, metavar=("LOW", "HIGH"),
                    help="hyperdense-blood range of the prior specs in HU (default: 45 90); repeat it to let the "
@@ -125,7 +177,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
                          select=args.select)
     files = list(args.predictions)
     if args.cv_dir:
-        files += [str(Path(args.cv_dir) / f"fold{k}" / "predictions_test.csv") for k in range(args.folds)]
+        which = getattr(args, "checkpoint", "best")
+        files += [str(fold_predictions(args.cv_dir, k, which)) for k in range(args.folds)]
     out = run(datalist, args.cam_dir, args.out, methods=args.methods, layers=args.layers, thresholds=args.thresholds,
               folds=folds, slices=args.slices, predictions=_predictions(files), prob_threshold=args.prob_threshold,
               distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures,

@@ -24,6 +24,8 @@ import argparse
 import json
 from pathlib import Path
 
+from hemwsl.commands.benchmark import add_checkpoint_argument
+
 __all__ = ["add_ablation_arguments", "run_ablation", "add_pipeline_arguments", "run_pipeline"]
 
 ROWS = ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net")
@@ -46,19 +48,21 @@ def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prob-threshold", type=float, default=0.5, help="slices labelled from this probability")
     p.add_argument("--cache-dir", default=None, help="disk cache of the U-Net's preprocessed volumes")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="U-Net bundle overrides")
+    add_checkpoint_argument(p)
     p.add_argument("--benchmark-dir", default=None,
                    help="a `hemwsl benchmark` report of the same folds: adds the rows of the hyperdense-blood prior "
                         "(no CAM) with the post-processing each fold's selection patients chose there")
 
 
-def _fold_network(cv_dir: Path, k: int, settings: dict):
+def _fold_network(cv_dir: Path, k: int, settings: dict, which: str = "best"):
+    from hemwsl.commands.benchmark import fold_checkpoint
     from hemwsl.engines.classifier import load_weights
     from hemwsl.networks import build_network
 
     windows = settings.get("windows", ["brain", "subdural", "blood"])
     net = build_network(settings.get("backbone", "resnet18"), in_channels=len(windows) * settings.get("num_slices", 3),
                         num_classes=1)
-    return load_weights(net, str(cv_dir / f"fold{k}" / "models" / "model.pt"), device="cpu")
+    return load_weights(net, str(fold_checkpoint(cv_dir, k, which)), device="cpu")
 
 
 def prior_choices(benchmark_dir: str | Path, folds: int) -> dict:
@@ -83,6 +87,7 @@ def prior_choices(benchmark_dir: str | Path, folds: int) -> dict:
 def _prior_pseudo_labels(args: argparse.Namespace, tests: dict, settings: dict, out: Path) -> tuple[list, str]:
     """Pseudo-labels of the prior row, fold by fold (each with its fold's chosen post-processing); returns the
     entries and the description of the choices."""
+    from hemwsl.commands.benchmark import fold_predictions
     from hemwsl.data.datalist import save_datalist
     from hemwsl.pseudo import make_pseudo_labels
     from hemwsl.thresholds import IntensityPrior
@@ -95,7 +100,7 @@ def _prior_pseudo_labels(args: argparse.Namespace, tests: dict, settings: dict, 
             None, tests[k], args.cam_dir, out / "pseudo" / "prior" / f"fold{k}", args.method, args.layer, mode="cam",
             threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size),
             prob_threshold=args.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
-            predictions_csv=str(Path(args.cv_dir) / f"fold{k}" / "predictions_test.csv"),
+            predictions_csv=str(fold_predictions(args.cv_dir, k, getattr(args, "checkpoint", "best"))),
             windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),
             num_slices=settings.get("num_slices", 3), spatial_size=tuple(settings.get("spatial_size", [256, 256])),
             progress=False)
@@ -107,8 +112,7 @@ def _prior_pseudo_labels(args: argparse.Namespace, tests: dict, settings: dict, 
 def run_ablation(args: argparse.Namespace) -> int:
     import torch
 
-    from hemwsl.commands.benchmark import cv_settings
-    from hemwsl.commands.classifier import parse_overrides
+    from hemwsl.commands.benchmark import check_checkpoint_marker, cv_settings, fold_checkpoint, fold_predictions
     from hemwsl.commands.segmentation import run_seg_cv
     from hemwsl.data.datalist import build_datalist
     from hemwsl.data.io import atomic_write_text
@@ -117,6 +121,12 @@ def run_ablation(args: argparse.Namespace) -> int:
     from hemwsl.reports.ablation import ablation_markdown, ablation_rows, read_seg_metrics
 
     cv_dir, out = Path(args.cv_dir), Path(args.out)
+    which = getattr(args, "checkpoint", "best")
+    for k in range(args.folds):  # every input first: a missing checkpoint or predictions file is named at once
+        fold_checkpoint(cv_dir, k, which)
+        if getattr(args, "benchmark_dir", None):
+            fold_predictions(cv_dir, k, which)
+    check_checkpoint_marker(out, cv_dir, which, "pseudo-labels")
     settings = cv_settings(cv_dir)
     datalist = build_datalist(settings.get("layout", "ct-ich"), args.dataset_dir)
     seed, val_fraction = settings.get("seed", 0), settings.get("val_fraction", 0.15)
@@ -127,7 +137,7 @@ def run_ablation(args: argparse.Namespace) -> int:
     for mode, row in (("cam", ROWS[0]), ("cam_kmeans", ROWS[1])):
         entries = []
         for k in range(args.folds):
-            net = _fold_network(cv_dir, k, settings)
+            net = _fold_network(cv_dir, k, settings, getattr(args, "checkpoint", "best"))
             with torch.no_grad():
                 entries += make_pseudo_labels(
                     net, tests[k], args.cam_dir, out / "pseudo" / mode, args.method, args.layer, mode=mode,
@@ -189,6 +199,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unet-folds", type=int, nargs="*", default=None, help="folds of the U-Net rows (default: all)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="classifier bundle overrides")
     p.add_argument("--unet-set", nargs="*", default=[], metavar="KEY=VALUE", help="U-Net bundle overrides")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                   help="classifier weights every later step uses: best (best validation AUROC; default) or last "
+                        "(the weights at the end of training, the EMA weights with --set ema_decay=...)")
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
@@ -197,10 +210,14 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     cv = out / "classifier"
+    which = getattr(args, "checkpoint", "best")
+    extra = ["eval_checkpoint=last"] if which == "last" else []
     run_train_cv(argparse.Namespace(dataset_dir=args.dataset_dir, out=str(cv), folds=args.folds, only=None,
-                                    bundle="ich_classifier", cache_dir=args.cache_dir, cache_procs=2, set=args.set))
+                                    bundle="ich_classifier", cache_dir=args.cache_dir, cache_procs=2,
+                                    set=list(args.set) + extra))
     run_cam_cv(argparse.Namespace(dataset_dir=args.dataset_dir, cv_dir=str(cv), out=str(out / "cam"),
-                                  folds=args.folds, methods=args.methods, layers=None, part="test", grid="input", set=[]))
+                                  folds=args.folds, methods=args.methods, layers=None, part="test", grid="input", set=[],
+                                  checkpoint=which))
     from hemwsl.constants import BENCHMARK_THRESHOLDS
 
     run_benchmark(argparse.Namespace(dataset_dir=args.dataset_dir, datalist=None, layout="ct-ich",
@@ -210,7 +227,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
                                      select="rest", slices="gt", cv_dir=str(cv), predictions=[], prob_threshold=0.5,
                                      distance_metrics=False, n_boot=1000, no_figures=False,
                                      hu_range=[[45.0, 90.0], [50.0, 90.0]], brain_erosion=[0, 4], min_size=[0, 50],
-                                     select_metric=None))
+                                     select_metric=None, checkpoint=which))
     layer = args.layer
     if layer is None:
         from hemwsl.networks import build_network, target_layer_names
@@ -222,4 +239,4 @@ def run_pipeline(args: argparse.Namespace) -> int:
                                            out=str(out / "ablation"), folds=args.folds, unet_folds=args.unet_folds,
                                            method="gradcam", layer=layer, threshold=0.7, prob_threshold=0.5,
                                            cache_dir=args.cache_dir, set=args.unet_set,
-                                           benchmark_dir=str(out / "benchmark")))
+                                           benchmark_dir=str(out / "benchmark"), checkpoint=which))

@@ -435,9 +435,14 @@ def make_pseudo_labels(
                             skull_strip=bool(skull_strip), seed=int(seed))
     if brain_erosion:  # recorded only when used, so folders made before the option still resume
         params["brain_erosion"] = int(brain_erosion)
+    if predictions_csv is not None:  # which predictions (best or last checkpoint), not which fold's file
+        given = [predictions_csv] if isinstance(predictions_csv, (str, os.PathLike)) else list(predictions_csv)
+        params["predictions"] = sorted({Path(c).name for c in given})
     params_path = out / "pseudo_params.json"
     if params_path.exists():
         old = json.loads(params_path.read_text())
+        if "predictions" in params and "predictions" not in old:  # a folder made before this was recorded
+            old["predictions"] = params["predictions"]
         if old != params:
             diff = sorted(key for key in set(old) | set(params) if old.get(key) != params.get(key))
             raise HemwslInputError(

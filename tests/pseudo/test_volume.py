@@ -105,6 +105,17 @@ def test_make_pseudo_labels_resume_and_datalist(box_files, tmp_path):
     assert json.loads((out / "datalist.json").read_text()) == both
     with pytest.raises(HemwslInputError, match="other settings.*threshold"):
         make_pseudo_labels(None, datalist, box_files["cam_dir"], out, "gradcam", "features", threshold=0.5, **kw)
+    # the predictions' kind is part of the settings: the last checkpoint's are refused in this folder ...
+    assert json.loads((out / "pseudo_params.json").read_text())["predictions"] == ["pred.csv"]
+    last = _write_csv(tmp_path / "predictions_test_last.csv", [("p1", z, v) for z, v in enumerate(PROBS)])
+    with pytest.raises(HemwslInputError, match="other settings.*predictions"):
+        make_pseudo_labels(None, datalist, box_files["cam_dir"], out, "gradcam", "features",
+                           **{**kw, "predictions_csv": last})
+    # ... while a folder made before the kind was recorded still resumes
+    params = json.loads((out / "pseudo_params.json").read_text())
+    del params["predictions"]
+    (out / "pseudo_params.json").write_text(json.dumps(params))
+    assert result[0] in make_pseudo_labels(None, datalist, box_files["cam_dir"], out, "gradcam", "features", **kw)
 
 
 def test_bad_inputs(box_files, tmp_path):
