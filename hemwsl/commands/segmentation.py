@@ -9,6 +9,10 @@ slice classifier (``hemwsl train-cv``). The summary over every test patient goes
 Training on pseudo-labels: ``--datalist outputs/pseudo/datalist.json`` (training labels) with
 ``--dataset-dir`` the CT-ICH folder (true masks, used for the folds, validation and test). Fully
 supervised upper bound: ``--dataset-dir`` alone.
+
+``--gate-cv-dir <train-cv folder>`` also scores every finished fold with its predictions kept only on the
+slices the out-of-fold slice classifier calls positive (:func:`hemwsl.engines.segmentation.gate_segmentation`;
+no network is run): ``metrics_test_gated.csv`` per fold and ``seg_cv_summary_gated.md``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ def add_seg_cv_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--cache-dir", default=None, help="disk cache of preprocessed volumes, shared by folds")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="bundle config overrides, values parsed as JSON (e.g. 'spatial_size=[128,128]' epochs=50)")
+    parser.add_argument("--gate-cv-dir", default=None,
+                        help="train-cv folder of the slice classifier (same folds): also score the predictions kept "
+                             "only on the slices it calls positive (seg_cv_summary_gated.md)")
+    parser.add_argument("--gate-checkpoint", default="best", choices=["best", "last"],
+                        help="which of its out-of-fold predictions: best (predictions_test.csv) or last "
+                             "(predictions_test_last.csv)")
+    parser.add_argument("--gate-threshold", type=float, default=0.5, help="slice probability kept (default: 0.5)")
     return parser
 
 
@@ -75,4 +86,29 @@ def run_seg_cv(args: argparse.Namespace) -> int:
     if done:
         summarize_seg_cv(args.out, done)
         print((Path(args.out) / "seg_cv_summary.md").read_text())
+    if done and getattr(args, "gate_cv_dir", None):
+        _gate_folds(args, overrides, done)
     return 0
+
+
+def _gate_folds(args: argparse.Namespace, overrides: dict, folds: list[int]) -> None:
+    """The finished folds' test predictions gated by the classifier's slice calls, and their summary."""
+    from hemwsl.commands.benchmark import fold_predictions
+    from hemwsl.engines.segmentation import gate_segmentation, segmentation_datalists, summarize_seg_cv
+    from hemwsl.pseudo import read_slice_probabilities
+
+    which = getattr(args, "gate_checkpoint", "best")
+    csvs = {k: fold_predictions(args.gate_cv_dir, k, which) for k in folds}  # every file before any work
+    for k in folds:
+        test = segmentation_datalists(dataset_dir=args.dataset_dir, layout=overrides.get("layout", "ct-ich"),
+                                      datalist_file=args.datalist, eval_datalist_file=args.eval_datalist,
+                                      n_folds=args.folds, fold=k, seed=overrides.get("seed", 0),
+                                      val_fraction=overrides.get("val_fraction", 0.15))["test"]
+        s = gate_segmentation(test, Path(args.out) / f"fold{k}", read_slice_probabilities(csvs[k]),
+                              prob_threshold=args.gate_threshold,
+                              tolerance_mm=float(overrides.get("tolerance_mm", 2.0)))
+        print(f"fold {k}: gated by {csvs[k].name} (p >= {args.gate_threshold}): test Dice "
+              f"{s['positive']['dice']['mean']:.3f}, negatives with a false positive "
+              f"{s['negative']['with_false_positive']}/{s['negative']['n']}", flush=True)
+    summarize_seg_cv(args.out, folds, name="test_gated")
+    print((Path(args.out) / "seg_cv_summary_gated.md").read_text())

@@ -40,6 +40,7 @@ __all__ = [
     "resize_to_grid",
     "predict_mask",
     "evaluate_segmentation",
+    "gate_segmentation",
     "run_segmentation_inference",
     "read_metrics_csv",
     "summarize_segmentation",
@@ -335,6 +336,11 @@ def evaluate_segmentation(network: torch.nn.Module, datalist: Sequence[Mapping],
         row = _metrics_row(patient, str(entry[IMAGE]), pred_path, pred, entry[LABEL], spacing, tolerance_mm)
         rows.append(row)
         logger.info("%s: dice %.3f pred %.2f mL gt %.2f mL", patient, row["dice"], row["pred_ml"], row["gt_ml"])
+    return _write_metrics(out, name, rows, threshold=float(threshold), resample=resample, tolerance_mm=float(tolerance_mm))
+
+
+def _write_metrics(out: Path, name: str, rows: Sequence[Mapping], **fields) -> dict:
+    """``metrics_<name>.csv`` and ``summary_<name>.json`` (with ``fields``) of per-patient rows; returns the summary."""
     header = ["patient", "gt_positive", *METRIC_COLUMNS, "image", "prediction"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
@@ -343,12 +349,58 @@ def evaluate_segmentation(network: torch.nn.Module, datalist: Sequence[Mapping],
         writer.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in header})
     atomic_write_text(out / f"metrics_{name}.csv", buf.getvalue())
     summary = summarize_segmentation(rows)
-    summary.update(name=name, threshold=float(threshold), resample=resample, tolerance_mm=float(tolerance_mm))
+    summary.update(name=name, **fields)
     atomic_write_text(out / f"summary_{name}.json", json.dumps(summary, indent=2, default=float))
     pos = summary["positive"]["dice"]
     logger.info("%s: Dice on %d positive patients %.4f +- %.4f (pooled %.4f)", name, summary["n_positive"],
                 pos["mean"], pos["sd"], summary["pooled"]["dice"])
     return summary
+
+
+def gate_segmentation(datalist: Sequence[Mapping], output_dir: str | os.PathLike,
+                      probabilities: Mapping[str, np.ndarray], *, prob_threshold: float = 0.5, name: str = "test",
+                      gated_name: str | None = None, tolerance_mm: float = 2.0) -> dict:
+    """Keep a segmenter's predictions only on the slices the slice classifier calls positive, and score them.
+
+    Reads ``predictions_<name>/<patient>.nii.gz`` written by :func:`evaluate_segmentation`, zeroes every
+    axial slice whose classifier probability is below ``prob_threshold`` (the classifier's slice call
+    gates the U-Net, as the pseudo-labels it was trained on were gated) and writes
+    ``predictions_<gated_name>/``, ``metrics_<gated_name>.csv`` and ``summary_<gated_name>.json``
+    (default name ``<name>_gated``). No network is run.
+
+    Args:
+        datalist: the entries that were evaluated (``image``, ``label`` with the true mask, ``patient``).
+        output_dir: the fold folder holding ``predictions_<name>/``.
+        probabilities: ``{patient: (Z,) slice probabilities}``, e.g. from
+            :func:`hemwsl.pseudo.read_slice_probabilities` of the classifier's out-of-fold predictions.
+        prob_threshold: slices with probability >= this keep their prediction.
+    """
+    from hemwsl.data.io import load_volume, save_nifti
+
+    out = Path(output_dir)
+    gated_name = gated_name or f"{name}_gated"
+    rows = []
+    for i, entry in enumerate(datalist):
+        patient = str(entry.get(PATIENT, _stem(entry[IMAGE])))
+        src = out / f"predictions_{name}" / f"{patient}.nii.gz"
+        if not src.is_file():
+            raise HemwslInputError(f"{src}: prediction of patient {patient} not found (evaluate the fold first)")
+        if not entry.get(LABEL):
+            raise HemwslInputError(f"{name} entry {i} (patient {patient!r}, {entry[IMAGE]}): no true mask to score")
+        if patient not in probabilities:
+            raise HemwslInputError(f"patient {patient}: no slice probabilities in the classifier predictions")
+        vol = load_volume(src, kind="mask", dtype=np.uint8)
+        prob = np.asarray(probabilities[patient], dtype=np.float64)
+        if prob.shape != (vol.array.shape[2],):
+            raise HemwslInputError(f"patient {patient}: {prob.shape[0]} slice probabilities for a prediction of "
+                                   f"{vol.array.shape[2]} slices ({src})")
+        keep = np.nan_to_num(prob, nan=0.0) >= prob_threshold
+        gated = (vol.array * keep[None, None, :]).astype(np.uint8)
+        dst = out / f"predictions_{gated_name}" / f"{patient}.nii.gz"
+        save_nifti(gated, vol.affine, dst)
+        rows.append(_metrics_row(patient, str(entry[IMAGE]), dst, gated, entry[LABEL], vol.spacing, tolerance_mm))
+    return _write_metrics(out, gated_name, rows, gated_from=name, prob_threshold=float(prob_threshold),
+                          tolerance_mm=float(tolerance_mm))
 
 
 def run_segmentation_inference(network: torch.nn.Module, images: Sequence[str] | str, output_dir: str | os.PathLike,
@@ -434,8 +486,10 @@ def summarize_seg_cv(output_dir: str | os.PathLike, folds: Sequence[int], name: 
 
     Per fold: :func:`summarize_segmentation` of its patients; over all folds: the same on every test
     patient (each scored by the fold that did not train on it). Writes ``seg_cv_summary.json`` and
-    ``seg_cv_summary.md``.
+    ``seg_cv_summary.md`` (``seg_cv_summary_gated.*`` for ``name="test_gated"``, ``seg_cv_summary_<name>.*``
+    for other names).
     """
+    stem = "seg_cv_summary" + (name[len("test"):] if name.startswith("test") else f"_{name}")
     out = Path(output_dir)
     per_fold, all_rows = [], []
     for k in folds:
@@ -444,7 +498,7 @@ def summarize_seg_cv(output_dir: str | os.PathLike, folds: Sequence[int], name: 
         per_fold.append({"fold": int(k), **summarize_segmentation(rows)})
     overall = summarize_segmentation(all_rows)
     result = {"folds": per_fold, "all": overall}
-    atomic_write_text(out / "seg_cv_summary.json", json.dumps(result, indent=2, default=float))
+    atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2, default=float))
 
     def fmt(s: dict) -> str:
         return "n/a" if s["n"] == 0 else f"{s['mean']:.3f} +- {s['sd']:.3f}" if s["n"] > 1 else f"{s['mean']:.3f}"
@@ -460,5 +514,5 @@ def summarize_seg_cv(output_dir: str | os.PathLike, folds: Sequence[int], name: 
     lines.append("")
     lines.append("Dice, RVD, TPR, HD95 and surface Dice: mean +- sd over the patients with hemorrhage "
                  "(HD95 over those with a non-empty prediction); pooled Dice: all voxels of all patients together.")
-    atomic_write_text(out / "seg_cv_summary.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
     return result

@@ -117,8 +117,9 @@ def test_seg_cv_on_pseudo_labels_scores_true_masks_and_resumes(synthetic_root, s
     fixed = ("dataset_dir", "output_dir", "n_folds", "fold")
     sets = [f"{k}={json.dumps(v)}" for k, v in tiny.items() if k not in fixed]
     pseudo_file = str(tmp_path / "pseudo" / "datalist.json")
-    args = parser.parse_args(["--dataset-dir", str(synthetic_root), "--datalist", pseudo_file, "--out", str(tmp_path / "cv"),
-                              "--folds", "4", "--only", "0", "1", "--set", *sets])
+    argv = ["--dataset-dir", str(synthetic_root), "--datalist", pseudo_file, "--out", str(tmp_path / "cv"),
+            "--folds", "4", "--only", "0", "1", "--set", *sets]
+    args = parser.parse_args(argv)
     assert run_seg_cv(args) == 0
     summary = json.loads((tmp_path / "cv" / "seg_cv_summary.json").read_text())
     assert [f["fold"] for f in summary["folds"]] == [0, 1]
@@ -134,6 +135,29 @@ def test_seg_cv_on_pseudo_labels_scores_true_masks_and_resumes(synthetic_root, s
     capsys.readouterr()
     assert run_seg_cv(args) == 0  # second run: both folds are skipped
     assert capsys.readouterr().out.count("done, skipped") == 2
+
+    # gated by a "classifier" whose out-of-fold predictions are the true slice labels (folds 0-1 only)
+    from hemwsl.engines.classifier import fold_datalists
+
+    gate_cv = tmp_path / "classifier"
+    truth = {e["patient"]: e for e in synthetic_datalist}
+    for k in (0, 1):
+        test = fold_datalists(synthetic_datalist, n_folds=4, fold=k, seed=0, val_fraction=0.15)["test"]
+        rows = [f"{e['patient']},{z},{lab},{float(lab)}\n" for e in test for z, lab in enumerate(truth[e["patient"]]["slice_labels"])]
+        (gate_cv / f"fold{k}").mkdir(parents=True)
+        (gate_cv / f"fold{k}" / "predictions_test_last.csv").write_text("patient,slice,label_any,prob_any\n" + "".join(rows))
+    gated_args = parser.parse_args([*argv, "--gate-cv-dir", str(gate_cv), "--gate-checkpoint", "last"])
+    capsys.readouterr()
+    assert run_seg_cv(gated_args) == 0
+    out = capsys.readouterr().out
+    assert "gated by predictions_test_last.csv" in out and "| **all folds** |" in out
+    gated = json.loads((tmp_path / "cv" / "seg_cv_summary_gated.json").read_text())
+    assert gated["all"]["n_patients"] == n
+    assert gated["all"]["negative"]["with_false_positive"] == 0  # no prediction on a slice without blood
+    for k in (0, 1):
+        for r in read_metrics_csv(tmp_path / "cv" / f"fold{k}" / "metrics_test_gated.csv"):
+            assert r["gt_ml"] == pytest.approx(true_ml[r["patient"]], rel=1e-4)
+    assert json.loads((tmp_path / "cv" / "seg_cv_summary.json").read_text()) == summary  # ungated summary untouched
 
 
 def test_monai_bundle_command_line(synthetic_root, tmp_path):

@@ -16,6 +16,7 @@ from hemwsl.engines.segmentation import (
     SegmentationHistory,
     equalize_transform,
     evaluate_segmentation,
+    gate_segmentation,
     load_segmentation_datalist,
     read_metrics_csv,
     resize_to_grid,
@@ -203,6 +204,25 @@ def test_evaluate_writes_metrics_of_hemwsl_volume_and_resumes(tmp_path):
     bad = dict(entries[0], label=None)
     with pytest.raises(HemwslInputError, match="patient 'a'.*no true mask"):
         evaluate_segmentation(net, [bad], tmp_path / "x", transform, inferer)
+
+    # gated by the slice classifier: "a" keeps slices 1-2 (its slice 3 is called negative), "b" loses its
+    # false positive on slice 0; the predictions written above are not touched
+    probs = {"a": np.array([0.9, 0.8, 0.6, 0.2]), "b": np.array([0.1, 0.9, 0.9, np.nan])}
+    gated = gate_segmentation(list(entries), out, probs, prob_threshold=0.5)
+    kept_a = pred_a * np.array([1, 1, 1, 0], np.uint8)[None, None, :]
+    np.testing.assert_array_equal(load_volume(out / "predictions_test_gated" / "a.nii.gz", kind="mask").array, kept_a)
+    assert not load_volume(out / "predictions_test_gated" / "b.nii.gz", kind="mask").array.any()
+    np.testing.assert_array_equal(load_volume(out / "predictions_test" / "a.nii.gz", kind="mask").array, pred_a)
+    g_rows = read_metrics_csv(out / "metrics_test_gated.csv")
+    assert g_rows[0]["dice"] == pytest.approx(2 * 96 / (192 + 192))  # the extra slice is gone
+    assert gated["negative"]["with_false_positive"] == 0
+    assert json.loads((out / "summary_test_gated.json").read_text())["gated_from"] == "test"
+    with pytest.raises(HemwslInputError, match="patient b: 3 slice probabilities for a prediction of 4 slices"):
+        gate_segmentation(list(entries), out, {**probs, "b": np.ones(3)})
+    with pytest.raises(HemwslInputError, match="patient b: no slice probabilities"):
+        gate_segmentation(list(entries), out, {"a": probs["a"]})
+    with pytest.raises(HemwslInputError, match="predictions_x.*not found"):
+        gate_segmentation(list(entries), out, probs, name="x")
 
 
 def test_inference_writes_mask_and_volume(tmp_path):
