@@ -27,8 +27,12 @@ def test_pipeline_end_to_end(tmp_path, capsys):
         assert (out / name).is_file(), name
     assert json.loads((out / "classifier" / "cv_settings.json").read_text())["backbone"] == "resnet10"
     for row in ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net",
-                "HU prior (no CAM), validated post-processing", "HU prior + U-Net"):
+                "HU prior (no CAM), validated post-processing", "HU prior + U-Net",
+                "CAM + U-Net, gated by the classifier", "CAM + K-means + U-Net, gated by the classifier",
+                "HU prior + U-Net, gated by the classifier"):
         assert f"| {row} |" in text
+    assert "fully supervised U-Net, gated" not in text  # the upper bound is not gated
+    assert (out / "ablation" / "unet_prior" / "fold0" / "metrics_test_gated.csv").is_file()
     # the benchmark chose the post-processing per fold; the prior row used each fold's choice
     assert "chosen per fold on the selection patients" in (out / "benchmark" / "summary.md").read_text()
     from hemwsl.commands.pipeline import prior_choices

@@ -30,8 +30,10 @@ __all__ = ["add_ablation_arguments", "run_ablation", "add_pipeline_arguments", "
 
 ROWS = ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net")
 PRIOR_ROWS = ("HU prior (no CAM), validated post-processing", "HU prior + U-Net")
-#: Table order of every row (rows that were not run are left out).
-ORDER = (ROWS[0], ROWS[1], PRIOR_ROWS[0], ROWS[2], ROWS[3], PRIOR_ROWS[1], ROWS[4])
+GATED = ", gated by the classifier"  # suffix of a U-Net row whose predictions are kept on classifier-positive slices
+#: Table order of every row (rows that were not run are left out); each gated row follows its U-Net row.
+ORDER = (ROWS[0], ROWS[1], PRIOR_ROWS[0], ROWS[2], ROWS[2] + GATED, ROWS[3], ROWS[3] + GATED, PRIOR_ROWS[1],
+         PRIOR_ROWS[1] + GATED, ROWS[4])
 
 
 def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +65,17 @@ def _fold_network(cv_dir: Path, k: int, settings: dict, which: str = "best"):
     net = build_network(settings.get("backbone", "resnet18"), in_channels=len(windows) * settings.get("num_slices", 3),
                         num_classes=1)
     return load_weights(net, str(fold_checkpoint(cv_dir, k, which)), device="cpu")
+
+
+def _has_predictions(cv_dir: Path, k: int, which: str) -> bool:
+    from hemwsl.commands.benchmark import fold_predictions
+    from hemwsl.errors import HemwslInputError
+
+    try:
+        fold_predictions(cv_dir, k, which)
+    except HemwslInputError:
+        return False
+    return True
 
 
 def prior_choices(benchmark_dir: str | Path, folds: int) -> dict:
@@ -161,13 +174,22 @@ def run_ablation(args: argparse.Namespace) -> int:
     if "prior" in pseudo_lists:
         runs.append(("prior", PRIOR_ROWS[1], str(pseudo_lists["prior"])))
     runs.append(("true", ROWS[4], None))
+    # the weakly supervised U-Nets are also scored gated by the classifier's out-of-fold slice calls, when its
+    # predictions of every U-Net fold are there (train-cv writes them)
+    gate = bool(unet_folds) and all(_has_predictions(cv_dir, k, which) for k in unet_folds)
     for name, row, datalist_file in runs:
         seg_out = out / f"unet_{name}"
         if unet_folds:
+            gated = gate and datalist_file is not None
             run_seg_cv(argparse.Namespace(dataset_dir=args.dataset_dir, datalist=datalist_file, eval_datalist=None,
                                           out=str(seg_out), folds=args.folds, only=unet_folds, bundle="ich_unet3d",
-                                          cache_dir=args.cache_dir, set=list(args.set)))
+                                          cache_dir=args.cache_dir, set=list(args.set),
+                                          gate_cv_dir=str(cv_dir) if gated else None, gate_checkpoint=which,
+                                          gate_threshold=args.prob_threshold))
             per_row[row] = read_seg_metrics([seg_out / f"fold{k}" / "metrics_test.csv" for k in unet_folds])
+            if gated:
+                per_row[row + GATED] = read_seg_metrics([seg_out / f"fold{k}" / "metrics_test_gated.csv"
+                                                         for k in unet_folds])
     held = {e["patient"] for k in unet_folds for e in tests[k]}
     pseudo_rows = [r for r in ORDER if r in per_row and "U-Net" not in r]
     all_rows = ablation_rows({r: per_row[r] for r in pseudo_rows})
@@ -177,7 +199,9 @@ def run_ablation(args: argparse.Namespace) -> int:
         f"Pseudo-labels: {args.method} at `{args.layer}` > {args.threshold} (min-max per slice) on the slices "
         f"the out-of-fold classifier calls positive (p >= {args.prob_threshold}); volume Dice against the true "
         "masks on ground-truth-positive patients. Tests: paired t-test and Wilcoxon against the previous row; "
-        f"CI: bootstrap of the mean over patients.{prior_text}\n\n"
+        f"CI: bootstrap of the mean over patients.{prior_text}"
+        + (f" Rows \"{GATED[2:]}\": the U-Net's predictions kept only on the slices the out-of-fold classifier "
+           f"calls positive (p >= {args.prob_threshold}), as its training labels were." if gate else "") + "\n\n"
         f"## Pseudo-labels, every positive patient ({args.folds} folds)\n\n" + ablation_markdown(all_rows)
         + (f"\n## All rows, positive test patients of the U-Net folds {unet_folds}\n\n" + ablation_markdown(same)
            if unet_folds else "")
