@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import json
+import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -31,6 +33,8 @@ from hemwsl.errors import HemwslInputError
 from hemwsl.transforms.array import MultiWindow, SkullStrip, stack_indices
 
 __all__ = ["LoadCTVolumed", "SliceDataset", "balanced_sampler", "warm_disk_cache"]
+
+logger = logging.getLogger(__name__)
 
 
 class LoadCTVolumed(MapTransform):
@@ -283,6 +287,13 @@ def warm_disk_cache(datalist: Sequence[Mapping], cache_dir: str | os.PathLike, s
     """Preprocess every volume of ``datalist`` into ``cache_dir`` with ``workers`` processes (volumes
     already cached are skipped). Returns the number of volumes."""
     jobs = [(dict(e), spatial_size, skull_strip, str(cache_dir)) for e in datalist]
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if workers > 1 and main_file is not None and not os.path.isfile(main_file):
+        # spawned workers re-import the main program by its path: a script read from standard input
+        # (`python - <<EOF`) has none, and every worker would die at start
+        logger.warning("warm_disk_cache: the main program (%s) is not a file worker processes can import; "
+                       "filling the cache in this process", main_file)
+        workers = 1
     if workers <= 1:
         for j in jobs:
             _warm_one(j)

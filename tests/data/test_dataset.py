@@ -129,3 +129,16 @@ def test_disk_cache_is_reused(synthetic_datalist, tmp_path, monkeypatch):
     monkeypatch.undo()
     SliceDataset(synthetic_datalist[:1], spatial_size=(16, 16), cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.pt"))) == 3
+
+
+def test_disk_cache_from_a_program_read_from_stdin(synthetic_datalist, tmp_path, monkeypatch, caplog):
+    """`python - <<EOF` has no main file for spawned workers to import: the cache is filled in-process."""
+    import sys
+
+    from hemwsl.data.dataset import warm_disk_cache
+
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", "<stdin>", raising=False)
+    with caplog.at_level("WARNING", logger="hemwsl.data.dataset"):
+        assert warm_disk_cache(synthetic_datalist[:2], tmp_path, spatial_size=(32, 32), workers=2) == 2
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    assert "<stdin>" in caplog.text and "in this process" in caplog.text
