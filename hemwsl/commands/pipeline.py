@@ -150,7 +150,7 @@ def run_ablation(args: argparse.Namespace) -> int:
     for mode, row in (("cam", ROWS[0]), ("cam_kmeans", ROWS[1])):
         entries = []
         for k in range(args.folds):
-            net = _fold_network(cv_dir, k, settings, getattr(args, "checkpoint", "best"))
+            net = _fold_network(cv_dir, k, settings, which)
             with torch.no_grad():
                 entries += make_pseudo_labels(
                     net, tests[k], args.cam_dir, out / "pseudo" / mode, args.method, args.layer, mode=mode,

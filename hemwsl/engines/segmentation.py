@@ -489,7 +489,9 @@ def summarize_seg_cv(output_dir: str | os.PathLike, folds: Sequence[int], name: 
     ``seg_cv_summary.md`` (``seg_cv_summary_gated.*`` for ``name="test_gated"``, ``seg_cv_summary_<name>.*``
     for other names).
     """
-    stem = "seg_cv_summary" + (name[len("test"):] if name.startswith("test") else f"_{name}")
+    from hemwsl.engines.classifier import cv_summary_stem
+
+    stem = "seg_" + cv_summary_stem(name)  # the classifier's naming: seg_cv_summary, seg_cv_summary_gated, ...
     out = Path(output_dir)
     per_fold, all_rows = [], []
     for k in folds:

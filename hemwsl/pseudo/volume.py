@@ -435,9 +435,10 @@ def make_pseudo_labels(
                             skull_strip=bool(skull_strip), seed=int(seed))
     if brain_erosion:  # recorded only when used, so folders made before the option still resume
         params["brain_erosion"] = int(brain_erosion)
-    if predictions_csv is not None:  # which predictions (best or last checkpoint), not which fold's file
-        given = [predictions_csv] if isinstance(predictions_csv, (str, os.PathLike)) else list(predictions_csv)
-        params["predictions"] = sorted({Path(c).name for c in given})
+    csvs = None if predictions_csv is None else (
+        [predictions_csv] if isinstance(predictions_csv, (str, os.PathLike)) else list(predictions_csv))
+    if csvs is not None:  # which predictions (best or last checkpoint), not which fold's file
+        params["predictions"] = sorted({Path(c).name for c in csvs})
     params_path = out / "pseudo_params.json"
     if params_path.exists():
         old = json.loads(params_path.read_text())
@@ -449,8 +450,7 @@ def make_pseudo_labels(
                 f"{out}: holds pseudo-labels made with other settings ({', '.join(diff)}); use another out_dir")
     probs: dict[str, np.ndarray] | None = None
     source = ""
-    if predictions_csv is not None:
-        csvs = [predictions_csv] if isinstance(predictions_csv, (str, os.PathLike)) else list(predictions_csv)
+    if csvs is not None:
         probs = {}
         for c in csvs:
             probs.update(read_slice_probabilities(c))
