@@ -281,14 +281,15 @@ def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test"
 
     Per fold: AUROC, AP, F1 at 0.5 and at the F1-max threshold chosen on that fold's validation part;
     mean +- sd over folds; and the pooled out-of-fold AUROC/AP over every patient's slices (each
-    scored by the fold that did not train on it). Writes ``cv_summary.json`` and ``cv_summary.md``
+    scored by the fold that did not train on it), the AUROC with a 95% patient-level bootstrap CI
+    (:func:`hemwsl.metrics.classification.bootstrap_ci`, 2,000 resamples of the patients, seed 0). Writes ``cv_summary.json`` and ``cv_summary.md``
     (``cv_summary_last.*`` for ``name="test_last"``, ``cv_summary_<name>.*`` for other names).
     """
     from hemwsl.engines.handlers import read_predictions_csv
-    from hemwsl.metrics.classification import compute_auroc, compute_average_precision
+    from hemwsl.metrics.classification import bootstrap_ci, compute_auroc, compute_average_precision
 
     out = Path(output_dir)
-    rows, ys, ps = [], [], []
+    rows, ys, ps, pats = [], [], [], []
     for k in range(n_folds):
         rep_path = out / f"fold{k}" / f"report_{name}.json"
         if not rep_path.exists():
@@ -306,11 +307,13 @@ def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test"
         pred = read_predictions_csv(out / f"fold{k}" / f"predictions_{name}.csv")
         ys.append(pred["label"][:, 0])
         ps.append(pred["prob"][:, 0])
+        pats.append(pred["patient"])
     keys = ["auroc", "ap", "f1_at_0.5", "f1_at_val_f1max"]
     summary = {k: {"mean": float(np.nanmean([r[k] for r in rows])), "sd": float(np.nanstd([r[k] for r in rows], ddof=1))}
                for k in keys}
     y, p = np.concatenate(ys), np.concatenate(ps)
     pooled = {"n": int(len(y)), "n_positive": int(y.sum()), "auroc": float(compute_auroc(y, p)),
+              "auroc_ci95": list(bootstrap_ci(compute_auroc, y, p, groups=np.concatenate(pats), n_boot=2000, seed=0)),
               "ap": float(compute_average_precision(y, p))}
     result = {"name": name, "folds": rows, "mean_sd": summary, "pooled_out_of_fold": pooled}
     stem = cv_summary_stem(name)
@@ -323,7 +326,10 @@ def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test"
                      f"{r['val_f1_top5_mean']:.3f} +- {r['val_f1_top5_sd']:.3f} |")
     lines.append("| mean +- sd | | | " + " | ".join(
         f"{summary[k]['mean']:.3f} +- {summary[k]['sd']:.3f}" for k in keys) + " | |")
-    lines.append(f"| pooled out-of-fold | {pooled['n']} | {pooled['n_positive']} | {pooled['auroc']:.3f} | "
-                 f"{pooled['ap']:.3f} | | | |")
+    lo, hi = pooled["auroc_ci95"]
+    lines.append(f"| pooled out-of-fold | {pooled['n']} | {pooled['n_positive']} | {pooled['auroc']:.3f} "
+                 f"[{lo:.3f}, {hi:.3f}] | {pooled['ap']:.3f} | | | |")
+    lines.append("")
+    lines.append("Pooled AUROC: 95% CI of a patient-level bootstrap (2,000 resamples).")
     atomic_write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
     return result

@@ -159,6 +159,10 @@ def test_train_cv_command_resumes(synthetic_root, tmp_path, capsys):
     assert [r["fold"] for r in summary["folds"]] == [0, 1]
     n_test = sum(r["n"] for r in summary["folds"])
     assert n_test == summary["pooled_out_of_fold"]["n"] == 8 * 12  # every slice scored once, out of fold
+    lo, hi = summary["pooled_out_of_fold"]["auroc_ci95"]  # patient-level bootstrap CI around the pooled AUROC
+    assert lo <= summary["pooled_out_of_fold"]["auroc"] <= hi
+    assert "pooled out-of-fold" in (tmp_path / "cv" / "cv_summary.md").read_text() and f"[{lo:.3f}, {hi:.3f}]" in (
+        tmp_path / "cv" / "cv_summary.md").read_text()
     capsys.readouterr()
     assert main(args) == 0  # second run: every fold is skipped
     assert capsys.readouterr().out.count("done, skipped") == 2
