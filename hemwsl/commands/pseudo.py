@@ -57,6 +57,14 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
                      help="HU range of --threshold-strategy intensity (default: 45 90)")
     cam.add_argument("--brain-erosion", type=int, default=0,
                      help="with --skull-strip: erode the brain mask the labels are restricted to (pixels)")
+    cam.add_argument("--component-filter", action="store_true",
+                     help="drop the region's components that a classifier trained on slice labels only (of the "
+                          "fold's training and validation patients, or of --filter-datalist) scores below "
+                          "--component-threshold; kept in <out>/component_filter/")
+    cam.add_argument("--component-threshold", type=float, default=0.5,
+                     help="decision threshold of --component-filter (default: 0.5, the class-balanced point)")
+    cam.add_argument("--filter-datalist", default=None,
+                     help="datalist JSON of the patients --component-filter trains on when no --fold is given")
     cam.add_argument("--predictions-csv", nargs="+", default=None,
                      help="classifier predictions CSV(s) (patient, slice, prob_any) instead of recomputing them")
 
@@ -136,6 +144,43 @@ def _prob_threshold(value: str, report: str | None) -> tuple[float, str | None]:
         raise HemwslInputError(f"{report}: no 'any' -> {value!r} -> 'threshold' in it ({err})") from err
 
 
+def _component_filter(args: argparse.Namespace, threshold):
+    """The trained component filter of ``--component-filter`` (loaded when an earlier call trained it), and
+    how it was trained."""
+    from pathlib import Path
+
+    from hemwsl.data.datalist import build_datalist, load_datalist
+    from hemwsl.errors import HemwslInputError
+    from hemwsl.pseudo import fit_component_filter
+    from hemwsl.pseudo.components import ComponentFilter
+
+    if args.context:
+        raise HemwslInputError("--component-filter scores single slices' components: drop --context")
+    folder = Path(args.out) / "component_filter"
+    if args.fold is not None:
+        if args.filter_datalist:
+            raise HemwslInputError("--filter-datalist: with --fold the filter trains on the fold's other patients")
+        full = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
+        from hemwsl.engines.classifier import fold_datalists
+
+        parts = fold_datalists(full, n_folds=args.folds, fold=args.fold, seed=args.fold_seed,
+                               val_fraction=args.val_fraction)
+        train, path = parts["train"] + parts["val"], folder / f"fold{args.fold}.pkl"
+        rule = "per fold, on the slice labels of its training and validation patients"
+    else:
+        if not args.filter_datalist:
+            raise HemwslInputError("--component-filter needs --fold or --filter-datalist (the patients to train on)")
+        train, path = load_datalist(args.filter_datalist), folder / "filter.pkl"
+        rule = f"on the slice labels of {args.filter_datalist}"
+    if path.is_file():
+        return ComponentFilter.load(path, threshold=args.component_threshold), rule
+    flt = fit_component_filter(train, args.cam_dir, args.method, _layer(args), threshold, skull_strip=args.skull_strip,
+                               brain_erosion=args.brain_erosion, filter_threshold=args.component_threshold,
+                               cache_dir=folder / "features", seed=args.seed, progress=not args.no_progress)
+    flt.save(path)
+    return flt, rule
+
+
 def run_pseudo(args: argparse.Namespace) -> int:
     """Run ``hemwsl pseudo``; returns the exit status."""
     from hemwsl.errors import HemwslInputError
@@ -159,6 +204,7 @@ def run_pseudo(args: argparse.Namespace) -> int:
         kw["hu_range"] = tuple(args.hu_range)
     threshold = build_threshold(args.threshold_strategy, args.threshold, **kw)
     prob_threshold, rule = _prob_threshold(args.prob_threshold, args.val_report)
+    component_filter, filter_rule = _component_filter(args, threshold) if args.component_filter else (None, None)
     result = make_pseudo_labels(
         network, datalist, args.cam_dir, args.out, args.method, _layer(args), mode=args.mode, threshold=threshold,
         context=args.context, context_slices=args.context_slices, select=args.select, k=args.k,
@@ -166,7 +212,7 @@ def run_pseudo(args: argparse.Namespace) -> int:
         predictions_csv=args.predictions_csv, windows=args.windows, num_slices=args.num_slices,
         spatial_size=args.spatial_size, skull_strip=args.skull_strip, batch_size=args.batch_size,
         device=args.device, seed=args.seed, progress=not args.no_progress, brain_erosion=args.brain_erosion,
-        prob_threshold_rule=rule)
+        prob_threshold_rule=rule, component_filter=component_filter, component_filter_rule=filter_rule)
     n_pos = sum(e["positive"] for e in result)
     print(f"{len(result)} pseudo-label volumes ({n_pos} non-empty) in {args.out}; datalist: {args.out}/datalist.json")
     if args.evaluate:

@@ -11,12 +11,16 @@ logit most ("differential prediction") is the pseudo mask.
   :func:`enhance_slices`, :class:`ClassifierInput`.
 * Per volume: :func:`pseudo_label_volume`; over a datalist, resumable: :func:`make_pseudo_labels`
   (NIfTI masks + ``datalist.json``); :func:`evaluate_pseudo_labels` (Dice against the true masks).
+* Weakly supervised component filter (:mod:`hemwsl.pseudo.components`): :class:`ComponentFilter`, trained
+  on slice labels only by :func:`fit_component_filter`, drops the region's components that look like
+  what slices without hemorrhage also have (``make_pseudo_labels(component_filter=...)``).
 * Modes (:data:`PSEUDO_MODES`): ``"cam"`` (thresholded CAM only) and ``"cam_kmeans"``; both with or
   without slice context (``context=True``, see :mod:`hemwsl.pseudo.volume`).
 """
 
 from __future__ import annotations
 
+from hemwsl.pseudo.components import COMPONENT_FEATURES, ComponentFilter, component_features
 from hemwsl.pseudo.differential import DifferentialResult, differential_prediction, removal_candidates
 from hemwsl.pseudo.kmeans import (
     KMeansRefine,
@@ -34,27 +38,32 @@ from hemwsl.pseudo.volume import (
     WEAK_SLICE_LABELS,
     build_threshold,
     evaluate_pseudo_labels,
+    fit_component_filter,
     make_pseudo_labels,
     pseudo_label_volume,
     read_slice_probabilities,
 )
 
 __all__ = [
+    "COMPONENT_FEATURES",
     "ENHANCEMENTS",
     "PSEUDO_MODES",
     "REFERENCE",
     "SELECTIONS",
     "WEAK_SLICE_LABELS",
     "ClassifierInput",
+    "ComponentFilter",
     "DifferentialResult",
     "KMeansRefine",
     "KMeansRefineD",
     "KMeansRefineDict",
     "KMeansRefined",
     "build_threshold",
+    "component_features",
     "differential_prediction",
     "enhance_slices",
     "evaluate_pseudo_labels",
+    "fit_component_filter",
     "kmeans_clusters",
     "kmeans_refine",
     "make_pseudo_labels",

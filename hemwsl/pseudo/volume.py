@@ -53,6 +53,7 @@ __all__ = [
     "read_slice_probabilities",
     "pseudo_label_volume",
     "make_pseudo_labels",
+    "fit_component_filter",
     "evaluate_pseudo_labels",
 ]
 
@@ -192,6 +193,44 @@ def _probabilities(network, hu: np.ndarray, prep, num_slices: int, batch_size: i
     return np.concatenate(out)
 
 
+def _volume_inputs(image, cam, skull_strip: bool, brain_erosion: int):
+    """``(volume, hu, heatmap on the CT grid, brain mask or None, region-of-interest mask or None)``."""
+    from hemwsl.data.io import load_volume
+
+    vol = load_volume(image, kind="image")
+    hu = vol.array.astype(np.float32)
+    if isinstance(cam, (str, os.PathLike)):
+        cam_path = str(cam)
+        cam_arr = load_volume(cam, kind="image").array
+    else:
+        cam_path = "cam array"
+        cam_arr = np.asarray(cam, dtype=np.float32)
+    if cam_arr.ndim == 3 and cam_arr.shape[2] == hu.shape[2] and cam_arr.shape[:2] != hu.shape[:2]:
+        # a heatmap stored at the classifier's input size (run_cam(grid="input")): back to the CT grid
+        from hemwsl.cam.base import upsample
+
+        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(cam_arr, -1, 0), dtype=np.float32))
+        cam_arr = np.moveaxis(upsample(t, hu.shape[:2]).numpy(), 0, -1)
+    if cam_arr.shape != hu.shape:
+        raise HemwslInputError(
+            f"{cam_path}: heatmap shape {cam_arr.shape} does not match the CT {image} shape {hu.shape}")
+    brain = _brain_mask(image, hu) if skull_strip else None
+    roi = brain
+    if brain is not None and brain_erosion > 0:
+        from scipy import ndimage
+
+        roi = np.stack([ndimage.binary_erosion(brain[..., z], iterations=int(brain_erosion))
+                        for z in range(hu.shape[-1])], -1)
+    return vol, hu, cam_arr, brain, roi
+
+
+def _full_region(strategy, cam_arr: np.ndarray, hu: np.ndarray, roi: np.ndarray | None) -> np.ndarray:
+    """The thresholded region on every slice (no slice cut, no context)."""
+    return np.stack([np.asarray(strategy(cam_arr[..., z], image_hu=hu[..., z],
+                                         brain=None if roi is None else roi[..., z]), dtype=bool)
+                     for z in range(hu.shape[-1])], -1)
+
+
 def pseudo_label_volume(
     image: str | os.PathLike,
     cam: str | os.PathLike | np.ndarray,
@@ -215,6 +254,7 @@ def pseudo_label_volume(
     device: str | torch.device = "cpu",
     seed: int = 0,
     brain_erosion: int = 0,
+    component_filter: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Pseudo mask of one CT volume.
 
@@ -240,12 +280,15 @@ def pseudo_label_volume(
         brain_erosion: with ``skull_strip``, erode the brain mask the threshold restricts to by this many
             pixels per slice (3x3 cross), which keeps the partial-volume rim of the inner skull table (whose
             HU overlap blood's) out of the pseudo-labels; the classifier still sees the uneroded stripping.
+        component_filter: a trained :class:`hemwsl.pseudo.components.ComponentFilter`: the thresholded
+            region is computed on every slice, its per-slice components scored, and those under the
+            filter's threshold dropped before the slice cut (and before K-means). Not with ``context``.
 
     Returns:
         ``(mask uint8 (X, Y, Z), affine, info)``; ``info`` has per-slice ``probability``,
-        ``positive``, ``voxels``, and for ``cam_kmeans`` ``clusters``, ``chosen`` and ``drops``.
+        ``positive``, ``voxels``, for ``cam_kmeans`` ``clusters``, ``chosen`` and ``drops``, and with a
+        ``component_filter`` the per-slice ``components`` and ``kept_components`` counts.
     """
-    from hemwsl.data.io import load_volume
     from hemwsl.pseudo.differential import differential_prediction
     from hemwsl.pseudo.kmeans import kmeans_clusters
     from hemwsl.pseudo.preprocess import ClassifierInput, enhance_slices
@@ -259,6 +302,8 @@ def pseudo_label_volume(
         raise HemwslInputError(f"prob_threshold must be in [0, 1], got {prob_threshold}")
     if int(brain_erosion) < 0 or (brain_erosion and not skull_strip):
         raise HemwslInputError(f"brain_erosion must be >= 0 and needs skull_strip=True, got {brain_erosion}")
+    if component_filter is not None and context:
+        raise HemwslInputError("component_filter scores the components of single slices: use it without context")
     strategy = _resolve_threshold(threshold)
     needs_net = probabilities is None or (mode == "cam_kmeans" and select == "differential")
     if needs_net and network is None:
@@ -266,34 +311,10 @@ def pseudo_label_volume(
             f"network is required for mode={mode!r}, select={select!r}"
             + (" (no probabilities given)" if probabilities is None else "")
         )
-    vol = load_volume(image, kind="image")
-    hu = vol.array.astype(np.float32)
-    if isinstance(cam, (str, os.PathLike)):
-        cam_path = str(cam)
-        cam_arr = load_volume(cam, kind="image").array
-    else:
-        cam_path = "cam array"
-        cam_arr = np.asarray(cam, dtype=np.float32)
-    if cam_arr.ndim == 3 and cam_arr.shape[2] == hu.shape[2] and cam_arr.shape[:2] != hu.shape[:2]:
-        # a heatmap stored at the classifier's input size (run_cam(grid="input")): back to the CT grid
-        from hemwsl.cam.base import upsample
-
-        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(cam_arr, -1, 0), dtype=np.float32))
-        cam_arr = np.moveaxis(upsample(t, hu.shape[:2]).numpy(), 0, -1)
-    if cam_arr.shape != hu.shape:
-        raise HemwslInputError(
-            f"{cam_path}: heatmap shape {cam_arr.shape} does not match the CT {image} shape {hu.shape}")
+    vol, hu, cam_arr, brain, roi = _volume_inputs(image, cam, skull_strip, brain_erosion)
     depth = hu.shape[-1]
-
-    brain = _brain_mask(image, hu) if skull_strip else None
     hu_s = np.where(brain, hu, hu.min()).astype(np.float32) if brain is not None else hu
     ref = brain if brain is not None else hu > hu.min()
-    roi = brain
-    if brain is not None and brain_erosion > 0:
-        from scipy import ndimage
-
-        roi = np.stack([ndimage.binary_erosion(brain[..., z], iterations=int(brain_erosion))
-                        for z in range(depth)], -1)
     prep = ClassifierInput(windows, spatial_size)
     if network is not None:
         network = network.to(device).eval()
@@ -312,7 +333,12 @@ def pseudo_label_volume(
     info: dict[str, Any] = {"probability": probabilities.round(6).tolist(), "positive": positive.astype(int).tolist(),
                             "clusters": [0] * depth, "chosen": [-1] * depth, "drops": [None] * depth}
     regions: dict[int, np.ndarray] = {}
-    for z in np.flatnonzero(positive):
+    if component_filter is not None:  # score the region's components on every slice, keep those on positive ones
+        kept, counts = component_filter.keep(hu, brain if brain is not None else ref,
+                                             _full_region(strategy, cam_arr, hu, roi))
+        info.update(components=counts["components"], kept_components=counts["kept"])
+        regions = {int(z): kept[..., z] for z in np.flatnonzero(positive)}
+    for z in np.flatnonzero(positive) if component_filter is None else ():
         m = _context_map(cam_arr, z, positive, context_slices) if context else cam_arr[..., z]
         br = None if roi is None else roi[..., z]
         regions[int(z)] = np.asarray(strategy(m, image_hu=hu[..., z], brain=br), dtype=bool)
@@ -386,6 +412,8 @@ def make_pseudo_labels(
     progress: bool = True,
     brain_erosion: int = 0,
     prob_threshold_rule: str | None = None,
+    component_filter: Any = None,
+    component_filter_rule: str | None = None,
 ) -> list[dict]:
     """Write the pseudo mask of every entry of ``datalist`` and the training datalist; resumable.
 
@@ -407,6 +435,10 @@ def make_pseudo_labels(
             same ``out_dir`` (e.g. ``"f1_max"``: each cross-validation fold's validation F1-max threshold).
             The folder then records the rule instead of the value, and each volume's ``.done`` record
             keeps the value it used.
+        component_filter: a trained :class:`hemwsl.pseudo.components.ComponentFilter` (see
+            :func:`pseudo_label_volume`; train it with :func:`fit_component_filter` on other patients).
+        component_filter_rule: how the filter was trained, recorded in ``pseudo_params.json`` (e.g.
+            ``"per fold, on its training and validation patients"``); required with ``component_filter``.
 
     Returns:
         The pseudo-label datalist, also written to ``<out_dir>/datalist.json``; entries of other patients
@@ -435,6 +467,10 @@ def make_pseudo_labels(
                             skull_strip=bool(skull_strip), seed=int(seed))
     if brain_erosion:  # recorded only when used, so folders made before the option still resume
         params["brain_erosion"] = int(brain_erosion)
+    if component_filter is not None:
+        if not component_filter_rule:
+            raise HemwslInputError("component_filter_rule: say how the component filter was trained")
+        params["component_filter"] = {**component_filter.describe(), "trained": str(component_filter_rule)}
     csvs = None if predictions_csv is None else (
         [predictions_csv] if isinstance(predictions_csv, (str, os.PathLike)) else list(predictions_csv))
     if csvs is not None:  # which predictions (best or last checkpoint), not which fold's file
@@ -481,7 +517,8 @@ def make_pseudo_labels(
                 entry[IMAGE], cam_path, network, probabilities=p, mode=mode, threshold=strategy, context=context,
                 context_slices=context_slices, select=select, k=k, enhance=enhance, enhance_window=enhance_window,
                 prob_threshold=prob_threshold, windows=windows, num_slices=num_slices, spatial_size=spatial_size,
-                skull_strip=skull_strip, batch_size=batch_size, device=device, seed=seed, brain_erosion=brain_erosion)
+                skull_strip=skull_strip, batch_size=batch_size, device=device, seed=seed, brain_erosion=brain_erosion,
+                component_filter=component_filter)
             info["prob_threshold"] = float(prob_threshold)
             save_nifti(mask, affine, mask_path)
             vol = load_volume(entry[IMAGE], kind="image") if SPACING not in entry else None
@@ -510,6 +547,86 @@ def make_pseudo_labels(
         result = [e for e in load_datalist(listed) if e[PATIENT] not in mine] + result
     save_datalist(result, listed)
     return result
+
+
+def fit_component_filter(
+    datalist: Sequence[Mapping],
+    cam_dir: str | os.PathLike,
+    method: str,
+    layer: str,
+    threshold: Any,
+    *,
+    skull_strip: bool = True,
+    brain_erosion: int = 0,
+    filter_threshold: float = 0.5,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Train a :class:`hemwsl.pseudo.components.ComponentFilter` on the slice labels of ``datalist``.
+
+    Each volume's region (``threshold`` on every slice, restricted to the brain eroded by
+    ``brain_erosion``, as :func:`pseudo_label_volume` makes it) is split in per-slice components, and each
+    component is labelled with its slice's label (``slice_labels`` of the entry: weak labels, no mask is
+    read).
+
+    Args:
+        datalist: the training patients (never the patients the filter will be applied to).
+        cam_dir, method, layer: the heatmaps (as in :func:`make_pseudo_labels`; read even when ``threshold``
+            needs none, so that the inputs are those of the pseudo-label step).
+        threshold: the region's threshold (a number or a strategy, as in :func:`pseudo_label_volume`).
+        skull_strip, brain_erosion: as in :func:`pseudo_label_volume`.
+        filter_threshold: the trained filter's decision threshold.
+        cache_dir: keep each volume's component features there (``<stem>.npz``) for later calls with the
+            same settings (e.g. the other folds of a cross-validation).
+        seed: of the trees.
+        progress: progress bar.
+    """
+    from tqdm import tqdm
+
+    from hemwsl.cam.volume import heatmap_path
+    from hemwsl.pseudo.components import ComponentFilter, component_features
+
+    strategy = _resolve_threshold(threshold)
+    xs, ys = [], []
+    for entry in tqdm(datalist, desc="component features", disable=not progress):
+        stem = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
+        labels = entry.get(SLICE_LABELS)
+        if labels is None:
+            raise HemwslInputError(f"patient {stem}: no {SLICE_LABELS!r} to train the component filter on")
+        cached = None if cache_dir is None else Path(cache_dir) / f"{stem}.npz"
+        if cached is not None and cached.is_file():
+            with np.load(cached) as z:
+                feats, slices = z["features"], z["slices"]
+        else:
+            cam_path = heatmap_path(cam_dir, stem, (method, layer))
+            if not cam_path.is_file():
+                raise HemwslInputError(f"{cam_path}: heatmap of patient {stem} not found")
+            _, hu, cam_arr, brain, roi = _volume_inputs(entry[IMAGE], cam_path, skull_strip, brain_erosion)
+            ref = brain if brain is not None else hu > hu.min()
+            feats, slices, _ = component_features(hu, ref, _full_region(strategy, cam_arr, hu, roi))
+            if cached is not None:
+                _save_npz(cached, features=feats, slices=slices)
+        labels = np.asarray(labels).astype(int)
+        if slices.size and int(slices.max()) >= labels.size:
+            raise HemwslInputError(f"patient {stem}: {labels.size} slice labels, but the volume has more slices")
+        xs.append(feats)
+        ys.append(labels[slices])
+    return ComponentFilter(filter_threshold, seed=seed).fit(np.concatenate(xs), np.concatenate(ys))
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def evaluate_pseudo_labels(datalist: Sequence[Mapping], positive_only: bool = True) -> dict:
