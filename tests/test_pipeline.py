@@ -23,13 +23,16 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     for name in ("classifier/cv_summary.md", "classifier/cv_settings.json", "benchmark/summary.md",
                  "benchmark/per_case.csv", "ablation/ablation.md", "ablation/pseudo/cam_kmeans/datalist.json",
                  "ablation/unet_true/fold0/metrics_test.csv", "ablation/unet_cam_kmeans/fold0/metrics_test.csv",
-                 "ablation/pseudo/prior/datalist.json", "ablation/unet_prior/fold0/metrics_test.csv"):
+                 "ablation/pseudo/prior/datalist.json", "ablation/unet_prior/fold0/metrics_test.csv",
+                 "ablation/pseudo/prior_filtered/datalist.json", "ablation/pseudo/prior_filtered/component_filter/fold1.pkl",
+                 "ablation/unet_prior_filtered/fold0/metrics_test_gated.csv"):
         assert (out / name).is_file(), name
     assert json.loads((out / "classifier" / "cv_settings.json").read_text())["backbone"] == "resnet10"
     for row in ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net",
                 "HU prior (no CAM), validated post-processing", "HU prior + U-Net",
                 "CAM + U-Net, gated by the classifier", "CAM + K-means + U-Net, gated by the classifier",
-                "HU prior + U-Net, gated by the classifier"):
+                "HU prior + U-Net, gated by the classifier", "HU prior + component filter (slice labels)",
+                "HU prior + component filter + U-Net", "HU prior + component filter + U-Net, gated by the classifier"):
         assert f"| {row} |" in text
     assert "fully supervised U-Net, gated" not in text  # the upper bound is not gated
     assert (out / "ablation" / "unet_prior" / "fold0" / "metrics_test_gated.csv").is_file()
@@ -78,3 +81,25 @@ def test_pipeline_end_to_end(tmp_path, capsys):
                  str(tmp_path / "abl_last"), "--folds", "2", "--layer", "layer4", "--unet-folds",
                  "--benchmark-dir", str(out / "benchmark")]) == 2
     assert "holds" in capsys.readouterr().err
+
+
+def test_filtered_prior_row_left_out_when_one_class(tmp_path, monkeypatch, capsys):
+    """Training patients whose components all lie on slices of one label give no filter: the row is left out."""
+    import argparse
+
+    import hemwsl.commands.pipeline as pipeline
+    import hemwsl.pseudo as pseudo
+    from hemwsl.benchmark.specs import parse_threshold_spec
+    from hemwsl.pseudo.components import OneClassError
+
+    def one_class(*a, **k):
+        raise OneClassError("the component filter needs components on slices with and without hemorrhage; got 3 and 0")
+
+    monkeypatch.setattr(pipeline, "prior_choices", lambda d, n: {k: parse_threshold_spec("prior[e4,hu50-90,min50]")
+                                                                   for k in range(n)})
+    monkeypatch.setattr(pseudo, "fit_component_filter", one_class)
+    args = argparse.Namespace(benchmark_dir="unused", folds=2, cam_dir="unused", method="gradcam", layer="l",
+                              prob_threshold=0.5, cv_dir="unused")
+    parts = {k: {"train": [], "val": [], "test": []} for k in range(2)}
+    assert pipeline._filtered_prior_pseudo_labels(args, parts, {}, tmp_path) is None
+    assert "row left out" in capsys.readouterr().out

@@ -8,7 +8,8 @@
    the post-processing (brain erosion 0/4 px, HU range 45-90/50-90, components >= 0/50 px) chosen per fold
    on the selection patients;
 4. ``ablation``: pseudo-labels (CAM only; CAM + K-means; and, given the benchmark's folder, the
-   hyperdense-blood prior with the post-processing each fold's selection patients chose there) of every
+   hyperdense-blood prior with the post-processing each fold's selection patients chose there, and that prior
+   with its components filtered by a classifier trained on the other patients' slice labels) of every
    patient from its out-of-fold heatmap and classifier, 3D U-Nets (``bundles/ich_unet3d``) trained on
    each kind of pseudo-label and on the true masks, and the ablation table with paired tests between
    consecutive rows.
@@ -30,10 +31,12 @@ __all__ = ["add_ablation_arguments", "run_ablation", "add_pipeline_arguments", "
 
 ROWS = ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net")
 PRIOR_ROWS = ("HU prior (no CAM), validated post-processing", "HU prior + U-Net")
+#: The prior's components filtered by a classifier trained on slice labels only (hemwsl.pseudo.components).
+FILTER_ROWS = ("HU prior + component filter (slice labels)", "HU prior + component filter + U-Net")
 GATED = ", gated by the classifier"  # suffix of a U-Net row whose predictions are kept on classifier-positive slices
 #: Table order of every row (rows that were not run are left out); each gated row follows its U-Net row.
-ORDER = (ROWS[0], ROWS[1], PRIOR_ROWS[0], ROWS[2], ROWS[2] + GATED, ROWS[3], ROWS[3] + GATED, PRIOR_ROWS[1],
-         PRIOR_ROWS[1] + GATED, ROWS[4])
+ORDER = (ROWS[0], ROWS[1], PRIOR_ROWS[0], FILTER_ROWS[0], ROWS[2], ROWS[2] + GATED, ROWS[3], ROWS[3] + GATED,
+         PRIOR_ROWS[1], PRIOR_ROWS[1] + GATED, FILTER_ROWS[1], FILTER_ROWS[1] + GATED, ROWS[4])
 
 
 def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,6 +125,50 @@ def _prior_pseudo_labels(args: argparse.Namespace, tests: dict, settings: dict, 
     return entries, ", ".join(f"`{t}`" for t in used)
 
 
+def _filtered_prior_pseudo_labels(args: argparse.Namespace, parts: dict, settings: dict, out: Path) -> list | None:
+    """Pseudo-labels of the prior row with its components filtered (:mod:`hemwsl.pseudo.components`): per fold,
+    the filter is trained on the slice labels of the fold's training and validation patients, with the fold's
+    chosen post-processing. ``None`` (row left out) when those patients' components all lie on slices of one
+    label."""
+    import re
+
+    from hemwsl.commands.benchmark import fold_predictions
+    from hemwsl.data.datalist import save_datalist
+    from hemwsl.pseudo import fit_component_filter, make_pseudo_labels
+    from hemwsl.pseudo.components import ComponentFilter, OneClassError
+    from hemwsl.thresholds import IntensityPrior
+
+    choices = prior_choices(args.benchmark_dir, args.folds)
+    root = out / "pseudo" / "prior_filtered"
+    entries = []
+    for k in range(args.folds):
+        spec = choices[k]
+        threshold = IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size)
+        path = root / "component_filter" / f"fold{k}.pkl"
+        if path.is_file():
+            flt = ComponentFilter.load(path)
+        else:
+            try:  # features are cached per post-processing, so the folds share them
+                flt = fit_component_filter(
+                    parts[k]["train"] + parts[k]["val"], args.cam_dir, args.method, args.layer, threshold,
+                    skull_strip=True, brain_erosion=spec.erosion, progress=False,
+                    cache_dir=root / "component_filter" / "features" / re.sub(r"[^A-Za-z0-9.-]+", "_", spec.text))
+            except OneClassError as err:
+                print(f"component filter of fold {k}: {err}; row left out", flush=True)
+                return None
+            flt.save(path)
+        entries += make_pseudo_labels(
+            None, parts[k]["test"], args.cam_dir, root / f"fold{k}", args.method, args.layer, mode="cam",
+            threshold=threshold, prob_threshold=args.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
+            predictions_csv=str(fold_predictions(args.cv_dir, k, getattr(args, "checkpoint", "best"))),
+            windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),
+            num_slices=settings.get("num_slices", 3), spatial_size=tuple(settings.get("spatial_size", [256, 256])),
+            progress=False, component_filter=flt,
+            component_filter_rule="on the slice labels of the fold's training and validation patients")
+    save_datalist(entries, root / "datalist.json")
+    return entries
+
+
 def run_ablation(args: argparse.Namespace) -> int:
     import torch
 
@@ -143,8 +190,9 @@ def run_ablation(args: argparse.Namespace) -> int:
     settings = cv_settings(cv_dir)
     datalist = build_datalist(settings.get("layout", "ct-ich"), args.dataset_dir)
     seed, val_fraction = settings.get("seed", 0), settings.get("val_fraction", 0.15)
-    tests = {k: fold_datalists(datalist, n_folds=args.folds, fold=k, seed=seed, val_fraction=val_fraction)["test"]
+    parts = {k: fold_datalists(datalist, n_folds=args.folds, fold=k, seed=seed, val_fraction=val_fraction)
              for k in range(args.folds)}
+    tests = {k: v["test"] for k, v in parts.items()}
     per_row: dict[str, dict[str, float]] = {}
     pseudo_lists = {}
     for mode, row in (("cam", ROWS[0]), ("cam_kmeans", ROWS[1])):
@@ -169,10 +217,19 @@ def run_ablation(args: argparse.Namespace) -> int:
         prior_text = (f" Prior row: voxels in the hyperdense-blood range inside the eroded brain on the same slices, no "
                       f"heatmap, with the post-processing the benchmark's selection patients chose per fold ({used}).")
         print("pseudo-labels prior: done", flush=True)
+        filtered = _filtered_prior_pseudo_labels(args, parts, settings, out)
+        if filtered is not None:
+            per_row[FILTER_ROWS[0]] = evaluate_pseudo_labels(filtered)["per_patient"]
+            pseudo_lists["prior_filtered"] = out / "pseudo" / "prior_filtered" / "datalist.json"
+            prior_text += (" Component-filter row: the prior's components scored by a classifier trained per fold on "
+                           "the slice labels (no masks) of the fold's other patients; those under 0.5 dropped.")
+            print("pseudo-labels prior + component filter: done", flush=True)
     unet_folds = list(range(args.folds)) if args.unet_folds is None else list(args.unet_folds)
     runs = [("cam", ROWS[2], str(pseudo_lists["cam"])), ("cam_kmeans", ROWS[3], str(pseudo_lists["cam_kmeans"]))]
     if "prior" in pseudo_lists:
         runs.append(("prior", PRIOR_ROWS[1], str(pseudo_lists["prior"])))
+    if "prior_filtered" in pseudo_lists:
+        runs.append(("prior_filtered", FILTER_ROWS[1], str(pseudo_lists["prior_filtered"])))
     runs.append(("true", ROWS[4], None))
     # the weakly supervised U-Nets are also scored gated by the classifier's out-of-fold slice calls, when its
     # predictions of every U-Net fold are there (train-cv writes them)

@@ -33,7 +33,7 @@ import numpy as np
 
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["COMPONENT_FEATURES", "ComponentFilter", "component_features", "label_components"]
+__all__ = ["COMPONENT_FEATURES", "ComponentFilter", "OneClassError", "component_features", "label_components"]
 
 #: Names of the per-component features of :func:`component_features`, in column order.
 COMPONENT_FEATURES: tuple[str, ...] = (
@@ -43,6 +43,10 @@ COMPONENT_FEATURES: tuple[str, ...] = (
     "centre_dist_rel", "midline_dist_rel", "ap_offset_rel", "slice_height",
     "bbox_fill", "perimeter_ratio", "continues_above", "continues_below", "brain_fraction",
 )
+
+class OneClassError(HemwslInputError):
+    """The training components all lie on slices of one label: there is nothing to learn a filter from."""
+
 
 _RING = 3  # pixels of the ring around a component
 _BONE_HU = 95.0  # ring voxels at or above this count as bone (CT-ICH clips HU at 100)
@@ -171,7 +175,7 @@ class ComponentFilter:
             raise HemwslInputError("slice labels of the component filter must be 0 or 1")
         n_pos, n_neg = int(y.sum()), int((1 - y).sum())
         if n_pos == 0 or n_neg == 0:
-            raise HemwslInputError(
+            raise OneClassError(
                 f"the component filter needs components on slices with and without hemorrhage; got {n_pos} and {n_neg}")
         w = np.where(y == 1, 0.5 / (n_pos / len(y)), 0.5 / (n_neg / len(y)))
         self.model = HistGradientBoostingClassifier(**self.params).fit(x, y, sample_weight=w)
