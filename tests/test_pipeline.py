@@ -35,6 +35,11 @@ def test_pipeline_end_to_end(tmp_path, capsys):
                 "HU prior + component filter + U-Net", "HU prior + component filter + U-Net, gated by the classifier"):
         assert f"| {row} |" in text
     assert "fully supervised U-Net, gated" not in text  # the upper bound is not gated
+    assert "| row | precision | recall | blood on labelled slices |" in text
+    diag = json.loads((out / "ablation" / "ablation.json").read_text())["pseudo_label_diagnostics"]
+    assert set(diag) == {"CAM only", "CAM + K-means", "HU prior (no CAM), validated post-processing",
+                         "HU prior + component filter (slice labels)"}
+    assert all(0 <= d["recall"] <= d["slice_recall"] <= 1 for d in diag.values())
     assert (out / "ablation" / "unet_prior" / "fold0" / "metrics_test_gated.csv").is_file()
     # the benchmark chose the post-processing per fold; the prior row used each fold's choice
     assert "chosen per fold on the selection patients" in (out / "benchmark" / "summary.md").read_text()

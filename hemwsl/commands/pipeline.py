@@ -169,6 +169,17 @@ def _filtered_prior_pseudo_labels(args: argparse.Namespace, parts: dict, setting
     return entries
 
 
+def _scores(evaluation: dict) -> tuple[dict, dict]:
+    """Per-patient Dice and mean diagnostics of :func:`hemwsl.pseudo.evaluate_pseudo_labels`."""
+    return evaluation["per_patient"], evaluation["diagnostics"]["mean"]
+
+
+def _diagnostics_markdown(diagnostics: dict[str, dict[str, float]]) -> str:
+    lines = ["| row | precision | recall | blood on labelled slices |", "|---|---|---|---|"]
+    lines += [f"| {r} | {d['precision']:.3f} | {d['recall']:.3f} | {d['slice_recall']:.3f} |" for r, d in diagnostics.items()]
+    return "\n".join(lines) + "\n"
+
+
 def run_ablation(args: argparse.Namespace) -> int:
     import torch
 
@@ -194,6 +205,7 @@ def run_ablation(args: argparse.Namespace) -> int:
              for k in range(args.folds)}
     tests = {k: v["test"] for k, v in parts.items()}
     per_row: dict[str, dict[str, float]] = {}
+    diagnostics: dict[str, dict[str, float]] = {}
     pseudo_lists = {}
     for mode, row in (("cam", ROWS[0]), ("cam_kmeans", ROWS[1])):
         entries = []
@@ -207,19 +219,19 @@ def run_ablation(args: argparse.Namespace) -> int:
                     num_slices=settings.get("num_slices", 3), spatial_size=tuple(settings.get("spatial_size", [256, 256])),
                     skull_strip=bool(settings.get("skull_strip", False)), seed=seed, progress=False)
             print(f"pseudo-labels {mode}: fold {k} done", flush=True)
-        per_row[row] = evaluate_pseudo_labels(entries)["per_patient"]
+        per_row[row], diagnostics[row] = _scores(evaluate_pseudo_labels(entries))
         pseudo_lists[mode] = out / "pseudo" / mode / "datalist.json"
     prior_text = ""
     if getattr(args, "benchmark_dir", None):
         entries, used = _prior_pseudo_labels(args, tests, settings, out)
-        per_row[PRIOR_ROWS[0]] = evaluate_pseudo_labels(entries)["per_patient"]
+        per_row[PRIOR_ROWS[0]], diagnostics[PRIOR_ROWS[0]] = _scores(evaluate_pseudo_labels(entries))
         pseudo_lists["prior"] = out / "pseudo" / "prior" / "datalist.json"
         prior_text = (f" Prior row: voxels in the hyperdense-blood range inside the eroded brain on the same slices, no "
                       f"heatmap, with the post-processing the benchmark's selection patients chose per fold ({used}).")
         print("pseudo-labels prior: done", flush=True)
         filtered = _filtered_prior_pseudo_labels(args, parts, settings, out)
         if filtered is not None:
-            per_row[FILTER_ROWS[0]] = evaluate_pseudo_labels(filtered)["per_patient"]
+            per_row[FILTER_ROWS[0]], diagnostics[FILTER_ROWS[0]] = _scores(evaluate_pseudo_labels(filtered))
             pseudo_lists["prior_filtered"] = out / "pseudo" / "prior_filtered" / "datalist.json"
             prior_text += (" Component-filter row: the prior's components scored by a classifier trained per fold on "
                            "the slice labels (no masks) of the fold's other patients; those under 0.5 dropped.")
@@ -260,11 +272,14 @@ def run_ablation(args: argparse.Namespace) -> int:
         + (f" Rows \"{GATED[2:]}\": the U-Net's predictions kept only on the slices the out-of-fold classifier "
            f"calls positive (p >= {args.prob_threshold}), as its training labels were." if gate else "") + "\n\n"
         f"## Pseudo-labels, every positive patient ({args.folds} folds)\n\n" + ablation_markdown(all_rows)
+        + "\nWhere the pseudo-labels lose Dice (means over the same patients; precision over patients with any "
+        "pseudo-label):\n\n" + _diagnostics_markdown({r: diagnostics[r] for r in pseudo_rows})
         + (f"\n## All rows, positive test patients of the U-Net folds {unet_folds}\n\n" + ablation_markdown(same)
            if unet_folds else "")
     )
     atomic_write_text(out / "ablation.md", text)
-    atomic_write_text(out / "ablation.json", json.dumps({"rows": per_row, "unet_folds": unet_folds}, indent=1) + "\n")
+    atomic_write_text(out / "ablation.json", json.dumps({"rows": per_row, "pseudo_label_diagnostics": diagnostics,
+                                                         "unet_folds": unet_folds}, indent=1) + "\n")
     print(text)
     return 0
 

@@ -217,5 +217,6 @@ def run_pseudo(args: argparse.Namespace) -> int:
     print(f"{len(result)} pseudo-label volumes ({n_pos} non-empty) in {args.out}; datalist: {args.out}/datalist.json")
     if args.evaluate:
         scores = evaluate_pseudo_labels(result)
-        print(json.dumps({k: scores[k] for k in ("n", "mean_dice", "median_dice")}))
+        print(json.dumps({**{k: scores[k] for k in ("n", "mean_dice", "median_dice")},
+                          **{f"mean_{k}": v for k, v in scores["diagnostics"]["mean"].items()}}))
     return 0

@@ -630,20 +630,26 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def evaluate_pseudo_labels(datalist: Sequence[Mapping], positive_only: bool = True) -> dict:
-    """Volume Dice of each pseudo mask (``label``) against its true mask (``reference``).
+    """Volume Dice of each pseudo mask (``label``) against its true mask (``reference``), with the diagnostics
+    that tell where a pseudo-label set loses it.
 
     Args:
         datalist: a pseudo-label datalist from :func:`make_pseudo_labels`.
         positive_only: only patients whose true mask is non-empty.
 
     Returns:
-        ``{"per_patient": {patient: dice}, "mean_dice", "median_dice", "n"}``; Dice follows the empty-mask
-        policy of :func:`hemwsl.metrics.volume.compute_volume_dice`.
+        ``{"per_patient": {patient: dice}, "mean_dice", "median_dice", "n", "diagnostics"}``; Dice follows the
+        empty-mask policy of :func:`hemwsl.metrics.volume.compute_volume_dice`. ``diagnostics`` has, per
+        patient (``per_patient``) and as means over patients (``mean``): ``precision`` (the share of
+        pseudo-label voxels that are blood; NaN for an empty pseudo mask, left out of the mean), ``recall``
+        (the share of blood voxels labelled) and ``slice_recall`` (the share of blood voxels on slices that
+        carry any pseudo-label: what the slice cut left reachable).
     """
     from hemwsl.data.io import load_volume
     from hemwsl.metrics.volume import compute_volume_dice
 
     per: dict[str, float] = {}
+    diag: dict[str, dict[str, float]] = {}
     for e in datalist:
         if e.get(REFERENCE) is None:
             continue
@@ -654,7 +660,17 @@ def evaluate_pseudo_labels(datalist: Sequence[Mapping], positive_only: bool = Tr
         if pseudo.shape != gt.shape:
             raise HemwslInputError(
                 f"{e[LABEL]}: shape {pseudo.shape} does not match the reference {e[REFERENCE]} {gt.shape}")
-        per[str(e[PATIENT])] = compute_volume_dice(pseudo, gt)
+        pid = str(e[PATIENT])
+        per[pid] = compute_volume_dice(pseudo, gt)
+        n_gt, n_ps, hit = int(gt.sum()), int(pseudo.sum()), int((pseudo & gt).sum())
+        labelled = pseudo.reshape(-1, pseudo.shape[-1]).any(0)
+        diag[pid] = {"precision": hit / n_ps if n_ps else float("nan"),
+                     "recall": hit / n_gt if n_gt else float("nan"),
+                     "slice_recall": float(gt[..., labelled].sum()) / n_gt if n_gt else float("nan")}
     vals = np.asarray(list(per.values()), dtype=np.float64)
+    means = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+             for k, v in ((k, np.asarray([d[k] for d in diag.values()], dtype=np.float64))
+                          for k in ("precision", "recall", "slice_recall"))}
     return {"per_patient": per, "mean_dice": float(vals.mean()) if len(vals) else float("nan"),
-            "median_dice": float(np.median(vals)) if len(vals) else float("nan"), "n": int(len(vals))}
+            "median_dice": float(np.median(vals)) if len(vals) else float("nan"), "n": int(len(vals)),
+            "diagnostics": {"per_patient": diag, "mean": means}}

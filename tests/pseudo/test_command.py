@@ -52,6 +52,9 @@ def test_run_pseudo_cam_mode_from_predictions(box_files, tmp_path, capsys):
     # Dice by hand: pseudo = 64-voxel box, truth = its 32-voxel half: 2 * 32 / (64 + 32) = 2/3
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores["n"] == 1 and scores["mean_dice"] == pytest.approx(2 / 3)
+    # diagnostics: half of the box is blood (precision 1/2), all the blood is labelled, on a labelled slice
+    assert scores["mean_precision"] == pytest.approx(0.5)
+    assert scores["mean_recall"] == pytest.approx(1.0) and scores["mean_slice_recall"] == pytest.approx(1.0)
     assert json.loads((out / "datalist.json").read_text())[0]["reference"] == str(ref)
 
 
@@ -132,3 +135,26 @@ def test_brain_erosion_restricts_the_labels(box_files, tmp_path):
     assert plain.sum() > 0 and (eroded <= plain).all() and eroded.sum() < plain.sum()
     with pytest.raises(HemwslInputError, match="brain_erosion"):
         pseudo_label_volume(box_files["ct"], box_files["cam"], None, brain_erosion=2, **{**kw, "skull_strip": False})
+
+
+def test_evaluate_pseudo_labels_diagnostics(tmp_path):
+    """Precision, recall and slice recall by hand; an empty pseudo mask has no precision and is left out of its mean."""
+    from hemwsl.data.io import save_nifti
+    from hemwsl.pseudo import evaluate_pseudo_labels
+
+    aff = np.eye(4)
+    truth = np.zeros((8, 8, 3), np.uint8)
+    truth[1:3, 1:3, 0] = 1  # 4 voxels on slice 0
+    truth[1:3, 1:3, 2] = 1  # 4 voxels on slice 2
+    pseudo = np.zeros_like(truth)
+    pseudo[1:3, 1:4, 0] = 1  # 6 voxels, 4 of them blood; slice 2 unlabelled
+    for name, arr in (("gt", truth), ("a", pseudo), ("b", np.zeros_like(truth))):
+        save_nifti(arr, aff, tmp_path / f"{name}.nii.gz")
+    dl = [{"label": str(tmp_path / "a.nii.gz"), "reference": str(tmp_path / "gt.nii.gz"), "patient": "a"},
+          {"label": str(tmp_path / "b.nii.gz"), "reference": str(tmp_path / "gt.nii.gz"), "patient": "b"}]
+    out = evaluate_pseudo_labels(dl)
+    a, b = out["diagnostics"]["per_patient"]["a"], out["diagnostics"]["per_patient"]["b"]
+    assert a == pytest.approx({"precision": 4 / 6, "recall": 4 / 8, "slice_recall": 4 / 8})
+    assert np.isnan(b["precision"]) and b["recall"] == 0 and b["slice_recall"] == 0
+    assert out["diagnostics"]["mean"] == pytest.approx({"precision": 4 / 6, "recall": 0.25, "slice_recall": 0.25})
+    assert out["per_patient"]["a"] == pytest.approx(2 * 4 / (6 + 8))

@@ -54,6 +54,13 @@ def test_phantoms_to_datalist(phantoms, tmp_path, mode, context):
     g = load_volume(result[0]["reference"], kind="mask").array > 0
     assert scores["per_patient"][result[0][PATIENT]] == pytest.approx(2 * (p & g).sum() / (p.sum() + g.sum()))
     assert scores["n"] == 2
+    d = scores["diagnostics"]["per_patient"][result[0][PATIENT]]
+    assert d["recall"] == pytest.approx((p & g).sum() / g.sum())
+    assert d["slice_recall"] == pytest.approx(g[..., p.any(axis=(0, 1))].sum() / g.sum())
+    if p.any():
+        assert d["precision"] == pytest.approx((p & g).sum() / p.sum())
+    else:
+        assert np.isnan(d["precision"])
 
 
 def test_slice_probabilities_match_predict_volume(phantoms):
