@@ -22,6 +22,7 @@ __all__ = [
     "load_pair",
     "save_nifti",
     "atomic_write_text",
+    "atomic_write_bytes",
     "NIFTI_SUFFIXES",
     "is_nifti",
 ]
@@ -169,12 +170,18 @@ def _umask_mode() -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text to ``path`` atomically (temporary file in the same folder, then rename), with the
     permissions a plain ``open(path, "w")`` would give."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes to ``path`` atomically (temporary file in the same folder, then rename), with the
+    permissions a plain ``open(path, "wb")`` would give."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, p)
     finally:

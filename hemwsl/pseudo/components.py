@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -214,23 +212,16 @@ class ComponentFilter:
 
     def describe(self) -> dict:
         """The settings, for records such as ``pseudo_params.json``."""
-        return {"threshold": self.threshold, **{k: v for k, v in self.params.items()}}
+        return {"threshold": self.threshold, **self.params}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the trained filter (pickle), atomically."""
         if self.model is None:
             raise HemwslInputError("the component filter is not trained: nothing to save")
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump({"threshold": self.threshold, "params": self.params, "model": self.model,
-                             "n_train": self.n_train, "features": list(COMPONENT_FEATURES)}, f)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from hemwsl.data.io import atomic_write_bytes
+
+        atomic_write_bytes(path, pickle.dumps({"threshold": self.threshold, "params": self.params, "model": self.model,
+                                               "n_train": self.n_train, "features": list(COMPONENT_FEATURES)}))
 
     @classmethod
     def load(cls, path: str | os.PathLike, threshold: float | None = None) -> ComponentFilter:
@@ -251,17 +242,3 @@ class ComponentFilter:
         out.model, out.n_train = state["model"], dict(state.get("n_train", {}))
         return out
 
-
-def collect_training_components(items: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, Sequence[int]]]
-                                ) -> tuple[np.ndarray, np.ndarray]:
-    """Stack ``(name, hu, brain, region, slice_labels)`` volumes into the training rows of :meth:`ComponentFilter.fit`."""
-    xs, ys = [], []
-    for name, hu, brain, region, slice_labels in items:
-        feats, slices, _ = component_features(hu, brain, region)
-        labels = np.asarray(slice_labels)
-        if labels.shape != (hu.shape[-1],):
-            raise HemwslInputError(f"{name}: {labels.size} slice labels for {hu.shape[-1]} slices")
-        xs.append(feats)
-        ys.append(labels[slices].astype(int) if len(slices) else np.zeros(0, dtype=int))
-    return (np.concatenate(xs) if xs else np.zeros((0, len(COMPONENT_FEATURES)), np.float32),
-            np.concatenate(ys) if ys else np.zeros(0, dtype=int))

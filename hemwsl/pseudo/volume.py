@@ -616,17 +616,13 @@ def fit_component_filter(
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    import tempfile
+    import io
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from hemwsl.data.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def evaluate_pseudo_labels(datalist: Sequence[Mapping], positive_only: bool = True) -> dict:
