@@ -338,10 +338,11 @@ def pseudo_label_volume(
                                              _full_region(strategy, cam_arr, hu, roi))
         info.update(components=counts["components"], kept_components=counts["kept"])
         regions = {int(z): kept[..., z] for z in np.flatnonzero(positive)}
-    for z in np.flatnonzero(positive) if component_filter is None else ():
-        m = _context_map(cam_arr, z, positive, context_slices) if context else cam_arr[..., z]
-        br = None if roi is None else roi[..., z]
-        regions[int(z)] = np.asarray(strategy(m, image_hu=hu[..., z], brain=br), dtype=bool)
+    else:
+        for z in np.flatnonzero(positive):
+            m = _context_map(cam_arr, z, positive, context_slices) if context else cam_arr[..., z]
+            br = None if roi is None else roi[..., z]
+            regions[int(z)] = np.asarray(strategy(m, image_hu=hu[..., z], brain=br), dtype=bool)
 
     if mode == "cam":
         for z, r in regions.items():
