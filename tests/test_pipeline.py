@@ -93,18 +93,21 @@ def test_filtered_prior_row_left_out_when_one_class(tmp_path, monkeypatch, capsy
     import argparse
 
     import hemwsl.commands.pipeline as pipeline
-    import hemwsl.pseudo as pseudo
+    import hemwsl.pseudo.volume as volume
     from hemwsl.benchmark.specs import parse_threshold_spec
     from hemwsl.pseudo.components import OneClassError
 
     def one_class(*a, **k):
         raise OneClassError("the component filter needs components on slices with and without hemorrhage; got 3 and 0")
 
-    monkeypatch.setattr(pipeline, "prior_choices", lambda d, n: {k: parse_threshold_spec("prior[e4,hu50-90,min50]")
-                                                                   for k in range(n)})
-    monkeypatch.setattr(pseudo, "fit_component_filter", one_class)
+    monkeypatch.setattr(volume, "fit_component_filter", one_class)
+    cv = tmp_path / "cv"
+    for k in range(2):  # the out-of-fold predictions the rows read
+        (cv / f"fold{k}").mkdir(parents=True)
+        (cv / f"fold{k}" / "predictions_test.csv").write_text("patient,slice,label_any,prob_any\n")
     args = argparse.Namespace(benchmark_dir="unused", folds=2, cam_dir="unused", method="gradcam", layer="l",
-                              prob_threshold=0.5, cv_dir="unused")
+                              prob_threshold=0.5, cv_dir=str(cv))
     parts = {k: {"train": [], "val": [], "test": []} for k in range(2)}
-    assert pipeline._filtered_prior_pseudo_labels(args, parts, {}, tmp_path) is None
+    choices = {k: parse_threshold_spec("prior[e4,hu50-90,min50]") for k in range(2)}
+    assert pipeline._filtered_prior_pseudo_labels(args, parts, {}, tmp_path, choices) is None
     assert "row left out" in capsys.readouterr().out

@@ -69,10 +69,11 @@ def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, wha
     atomic_write_text(marker, json.dumps({"cv_dir": str(Path(cv_dir).resolve()), "checkpoint": which}, indent=1) + "\n")
 
 
-def add_checkpoint_argument(p: argparse.ArgumentParser) -> None:
+def add_checkpoint_argument(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--checkpoint best|last``: which classifier weights of each fold (:func:`fold_checkpoint`)."""
     p.add_argument("--checkpoint", default="best", choices=["best", "last"],
-                   help="classifier weights of each fold: best (model.pt, best validation AUROC; default) or last "
-                        "(model_last.pt, e.g. the final EMA weights) with its predictions_test[_last].csv")
+                   help=help or "classifier weights of each fold: best (model.pt, best validation AUROC; default) or "
+                                "last (model_last.pt, e.g. the final EMA weights) with its predictions_test[_last].csv")
 
 
 def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["run_train_cv", "parse_overrides"]
+__all__ = ["run_train_cv", "run_cv_fold", "parse_overrides"]
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -34,8 +34,23 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def run_train_cv(args: argparse.Namespace) -> int:
+def run_cv_fold(bundle: str, fold_dir: Path, fold: int, done_file: str, **overrides) -> bool:
+    """:func:`hemwsl.engines.bundle.train_evaluate_fold` for a cross-validation loop: ``True`` when this call
+    ran the fold; a finished fold, or one another live process holds (:class:`FoldBusyError`), is reported and
+    skipped (``False``)."""
     from hemwsl.engines.bundle import FoldBusyError, train_evaluate_fold
+
+    try:
+        ran = train_evaluate_fold(bundle, fold_dir, fold, done_file, **overrides)
+    except FoldBusyError as err:
+        print(f"fold {fold}: skipped, {err}", flush=True)
+        return False
+    if not ran:
+        print(f"fold {fold}: done, skipped")
+    return ran
+
+
+def run_train_cv(args: argparse.Namespace) -> int:
     from hemwsl.engines.classifier import cv_summary_stem, report_name, summarize_cv
 
     overrides = parse_overrides(args.set)
@@ -60,13 +75,7 @@ def run_train_cv(args: argparse.Namespace) -> int:
     folds = args.only or list(range(args.folds))
     for k in folds:
         fold_dir = Path(args.out) / f"fold{k}"
-        try:
-            ran = train_evaluate_fold(args.bundle, fold_dir, k, f"report_{test_name}.json", **overrides)
-        except FoldBusyError as err:
-            print(f"fold {k}: skipped, {err}", flush=True)
-            continue
-        if not ran:
-            print(f"fold {k}: done, skipped")
+        if not run_cv_fold(args.bundle, fold_dir, k, f"report_{test_name}.json", **overrides):
             continue
         rep = json.loads((fold_dir / f"report_{test_name}.json").read_text())["any"]
         print(f"fold {k}: {test_name} AUROC {rep['auroc']:.3f} AP {rep['ap']:.3f}", flush=True)

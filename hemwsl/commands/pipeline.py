@@ -100,71 +100,60 @@ def prior_choices(benchmark_dir: str | Path, folds: int) -> dict:
     return chosen
 
 
-def _prior_pseudo_labels(args: argparse.Namespace, tests: dict, settings: dict, out: Path) -> tuple[list, str]:
-    """Pseudo-labels of the prior row, fold by fold (each with its fold's chosen post-processing); returns the
-    entries and the description of the choices."""
+def _prior_kwargs(args: argparse.Namespace, settings: dict, k: int, spec) -> dict:
+    """The :func:`~hemwsl.pseudo.make_pseudo_labels` arguments of fold ``k``'s prior rows: the HU prior with the
+    post-processing ``spec`` the fold's selection patients chose, on the out-of-fold classifier's positive slices."""
     from hemwsl.commands.benchmark import fold_predictions
-    from hemwsl.data.datalist import save_datalist
-    from hemwsl.pseudo import make_pseudo_labels
     from hemwsl.thresholds import IntensityPrior
 
-    choices = prior_choices(args.benchmark_dir, args.folds)
+    return dict(mode="cam", threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size),
+                prob_threshold=args.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
+                predictions_csv=str(fold_predictions(args.cv_dir, k, getattr(args, "checkpoint", "best"))),
+                windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),
+                num_slices=settings.get("num_slices", 3), spatial_size=tuple(settings.get("spatial_size", [256, 256])),
+                progress=False)
+
+
+def _prior_pseudo_labels(args: argparse.Namespace, tests: dict, settings: dict, out: Path, choices: dict) -> list:
+    """Pseudo-labels of the prior row, fold by fold (each with its fold's chosen post-processing ``choices``)."""
+    from hemwsl.data.datalist import save_datalist
+    from hemwsl.pseudo import make_pseudo_labels
+
     entries = []
     for k in range(args.folds):
-        spec = choices[k]
-        entries += make_pseudo_labels(
-            None, tests[k], args.cam_dir, out / "pseudo" / "prior" / f"fold{k}", args.method, args.layer, mode="cam",
-            threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size),
-            prob_threshold=args.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
-            predictions_csv=str(fold_predictions(args.cv_dir, k, getattr(args, "checkpoint", "best"))),
-            windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),
-            num_slices=settings.get("num_slices", 3), spatial_size=tuple(settings.get("spatial_size", [256, 256])),
-            progress=False)
+        entries += make_pseudo_labels(None, tests[k], args.cam_dir, out / "pseudo" / "prior" / f"fold{k}", args.method,
+                                      args.layer, **_prior_kwargs(args, settings, k, choices[k]))
     save_datalist(entries, out / "pseudo" / "prior" / "datalist.json")
-    used = sorted({choices[k].text for k in range(args.folds)})
-    return entries, ", ".join(f"`{t}`" for t in used)
+    return entries
 
 
-def _filtered_prior_pseudo_labels(args: argparse.Namespace, parts: dict, settings: dict, out: Path) -> list | None:
+def _filtered_prior_pseudo_labels(args: argparse.Namespace, parts: dict, settings: dict, out: Path,
+                                  choices: dict) -> list | None:
     """Pseudo-labels of the prior row with its components filtered (:mod:`hemwsl.pseudo.components`): per fold,
     the filter is trained on the slice labels of the fold's training and validation patients, with the fold's
     chosen post-processing. ``None`` (row left out) when those patients' components all lie on slices of one
     label."""
     import re
 
-    from hemwsl.commands.benchmark import fold_predictions
     from hemwsl.data.datalist import save_datalist
-    from hemwsl.pseudo import fit_component_filter, make_pseudo_labels
-    from hemwsl.pseudo.components import ComponentFilter, OneClassError
-    from hemwsl.thresholds import IntensityPrior
+    from hemwsl.pseudo import component_filter_at, make_pseudo_labels
+    from hemwsl.pseudo.components import OneClassError
 
-    choices = prior_choices(args.benchmark_dir, args.folds)
     root = out / "pseudo" / "prior_filtered"
     entries = []
     for k in range(args.folds):
-        spec = choices[k]
-        threshold = IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size)
-        path = root / "component_filter" / f"fold{k}.pkl"
-        if path.is_file():
-            flt = ComponentFilter.load(path)
-        else:
-            try:  # features are cached per post-processing, so the folds share them
-                flt = fit_component_filter(
-                    parts[k]["train"] + parts[k]["val"], args.cam_dir, args.method, args.layer, threshold,
-                    skull_strip=True, brain_erosion=spec.erosion, progress=False,
-                    cache_dir=root / "component_filter" / "features" / re.sub(r"[^A-Za-z0-9.-]+", "_", spec.text))
-            except OneClassError as err:
-                print(f"component filter of fold {k}: {err}; row left out", flush=True)
-                return None
-            flt.save(path)
+        spec, kw = choices[k], _prior_kwargs(args, settings, k, choices[k])
+        try:  # features are cached per post-processing, so the folds share them
+            flt = component_filter_at(
+                root / "component_filter" / f"fold{k}.pkl", parts[k]["train"] + parts[k]["val"], args.cam_dir,
+                args.method, args.layer, kw["threshold"], skull_strip=True, brain_erosion=spec.erosion, progress=False,
+                cache_dir=root / "component_filter" / "features" / re.sub(r"[^A-Za-z0-9.-]+", "_", spec.text))
+        except OneClassError as err:
+            print(f"component filter of fold {k}: {err}; row left out", flush=True)
+            return None
         entries += make_pseudo_labels(
-            None, parts[k]["test"], args.cam_dir, root / f"fold{k}", args.method, args.layer, mode="cam",
-            threshold=threshold, prob_threshold=args.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
-            predictions_csv=str(fold_predictions(args.cv_dir, k, getattr(args, "checkpoint", "best"))),
-            windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),
-            num_slices=settings.get("num_slices", 3), spatial_size=tuple(settings.get("spatial_size", [256, 256])),
-            progress=False, component_filter=flt,
-            component_filter_rule="on the slice labels of the fold's training and validation patients")
+            None, parts[k]["test"], args.cam_dir, root / f"fold{k}", args.method, args.layer, **kw,
+            component_filter=flt, component_filter_rule="on the slice labels of the fold's training and validation patients")
     save_datalist(entries, root / "datalist.json")
     return entries
 
@@ -223,13 +212,15 @@ def run_ablation(args: argparse.Namespace) -> int:
         pseudo_lists[mode] = out / "pseudo" / mode / "datalist.json"
     prior_text = ""
     if getattr(args, "benchmark_dir", None):
-        entries, used = _prior_pseudo_labels(args, tests, settings, out)
+        choices = prior_choices(args.benchmark_dir, args.folds)
+        used = ", ".join(f"`{t}`" for t in sorted({choices[k].text for k in range(args.folds)}))
+        entries = _prior_pseudo_labels(args, tests, settings, out, choices)
         per_row[PRIOR_ROWS[0]], diagnostics[PRIOR_ROWS[0]] = _scores(evaluate_pseudo_labels(entries))
         pseudo_lists["prior"] = out / "pseudo" / "prior" / "datalist.json"
         prior_text = (f" Prior row: voxels in the hyperdense-blood range inside the eroded brain on the same slices, no "
                       f"heatmap, with the post-processing the benchmark's selection patients chose per fold ({used}).")
         print("pseudo-labels prior: done", flush=True)
-        filtered = _filtered_prior_pseudo_labels(args, parts, settings, out)
+        filtered = _filtered_prior_pseudo_labels(args, parts, settings, out, choices)
         if filtered is not None:
             per_row[FILTER_ROWS[0]], diagnostics[FILTER_ROWS[0]] = _scores(evaluate_pseudo_labels(filtered))
             pseudo_lists["prior_filtered"] = out / "pseudo" / "prior_filtered" / "datalist.json"
@@ -295,9 +286,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unet-folds", type=int, nargs="*", default=None, help="folds of the U-Net rows (default: all)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="classifier bundle overrides")
     p.add_argument("--unet-set", nargs="*", default=[], metavar="KEY=VALUE", help="U-Net bundle overrides")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
-                   help="classifier weights every later step uses: best (best validation AUROC; default) or last "
-                        "(the weights at the end of training, the EMA weights with --set ema_decay=...)")
+    add_checkpoint_argument(p, help="classifier weights every later step uses: best (best validation AUROC; "
+                                    "default) or last (the weights at the end of training, the EMA weights with "
+                                    "--set ema_decay=...)")
 
 
 def run_pipeline(args: argparse.Namespace) -> int:

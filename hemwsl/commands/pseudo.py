@@ -82,19 +82,21 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _datalist(args: argparse.Namespace) -> list[dict]:
+def _datalist(args: argparse.Namespace) -> tuple[list[dict], dict | None]:
+    """The volumes to label (the test part with ``--fold``) and, with ``--fold``, all the fold's parts."""
     from hemwsl.data.datalist import build_datalist, load_datalist
     from hemwsl.errors import HemwslInputError
 
     if (args.datalist is None) == (args.dataset_dir is None):
         raise HemwslInputError("give exactly one of --datalist and --dataset-dir")
     datalist = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
-    if args.fold is not None:
-        from hemwsl.engines.classifier import fold_datalists
+    if args.fold is None:
+        return datalist, None
+    from hemwsl.engines.classifier import fold_datalists
 
-        datalist = fold_datalists(datalist, n_folds=args.folds, fold=args.fold, seed=args.fold_seed,
-                                  val_fraction=args.val_fraction)["test"]
-    return datalist
+    parts = fold_datalists(datalist, n_folds=args.folds, fold=args.fold, seed=args.fold_seed,
+                           val_fraction=args.val_fraction)
+    return parts["test"], parts
 
 
 def _layer(args: argparse.Namespace) -> str:
@@ -144,27 +146,21 @@ def _prob_threshold(value: str, report: str | None) -> tuple[float, str | None]:
         raise HemwslInputError(f"{report}: no 'any' -> {value!r} -> 'threshold' in it ({err})") from err
 
 
-def _component_filter(args: argparse.Namespace, threshold):
+def _component_filter(args: argparse.Namespace, threshold, parts: dict | None):
     """The trained component filter of ``--component-filter`` (loaded when an earlier call trained it), and
-    how it was trained."""
+    how it was trained; ``parts`` are the ``--fold`` parts of :func:`_datalist`."""
     from pathlib import Path
 
-    from hemwsl.data.datalist import build_datalist, load_datalist
+    from hemwsl.data.datalist import load_datalist
     from hemwsl.errors import HemwslInputError
-    from hemwsl.pseudo import fit_component_filter
-    from hemwsl.pseudo.components import ComponentFilter
+    from hemwsl.pseudo import component_filter_at
 
     if args.context:
         raise HemwslInputError("--component-filter scores single slices' components: drop --context")
     folder = Path(args.out) / "component_filter"
-    if args.fold is not None:
+    if parts is not None:
         if args.filter_datalist:
             raise HemwslInputError("--filter-datalist: with --fold the filter trains on the fold's other patients")
-        full = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
-        from hemwsl.engines.classifier import fold_datalists
-
-        parts = fold_datalists(full, n_folds=args.folds, fold=args.fold, seed=args.fold_seed,
-                               val_fraction=args.val_fraction)
         train, path = parts["train"] + parts["val"], folder / f"fold{args.fold}.pkl"
         rule = "per fold, on the slice labels of its training and validation patients"
     else:
@@ -172,12 +168,10 @@ def _component_filter(args: argparse.Namespace, threshold):
             raise HemwslInputError("--component-filter needs --fold or --filter-datalist (the patients to train on)")
         train, path = load_datalist(args.filter_datalist), folder / "filter.pkl"
         rule = f"on the slice labels of {args.filter_datalist}"
-    if path.is_file():
-        return ComponentFilter.load(path, threshold=args.component_threshold), rule
-    flt = fit_component_filter(train, args.cam_dir, args.method, _layer(args), threshold, skull_strip=args.skull_strip,
-                               brain_erosion=args.brain_erosion, filter_threshold=args.component_threshold,
-                               cache_dir=folder / "features", seed=args.seed, progress=not args.no_progress)
-    flt.save(path)
+    flt = component_filter_at(path, train, args.cam_dir, args.method, _layer(args), threshold,
+                              filter_threshold=args.component_threshold, skull_strip=args.skull_strip,
+                              brain_erosion=args.brain_erosion, cache_dir=folder / "features", seed=args.seed,
+                              progress=not args.no_progress)
     return flt, rule
 
 
@@ -186,7 +180,7 @@ def run_pseudo(args: argparse.Namespace) -> int:
     from hemwsl.errors import HemwslInputError
     from hemwsl.pseudo import build_threshold, evaluate_pseudo_labels, make_pseudo_labels
 
-    datalist = _datalist(args)
+    datalist, parts = _datalist(args)
     network = None
     if args.checkpoint:
         from hemwsl.engines.classifier import load_weights
@@ -204,7 +198,7 @@ def run_pseudo(args: argparse.Namespace) -> int:
         kw["hu_range"] = tuple(args.hu_range)
     threshold = build_threshold(args.threshold_strategy, args.threshold, **kw)
     prob_threshold, rule = _prob_threshold(args.prob_threshold, args.val_report)
-    component_filter, filter_rule = _component_filter(args, threshold) if args.component_filter else (None, None)
+    component_filter, filter_rule = _component_filter(args, threshold, parts) if args.component_filter else (None, None)
     result = make_pseudo_labels(
         network, datalist, args.cam_dir, args.out, args.method, _layer(args), mode=args.mode, threshold=threshold,
         context=args.context, context_slices=args.context_slices, select=args.select, k=args.k,

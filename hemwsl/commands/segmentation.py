@@ -52,8 +52,7 @@ def add_seg_cv_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def run_seg_cv(args: argparse.Namespace) -> int:
     """Run the folds (resumable) and write the cross-validation summary; returns the exit status."""
-    from hemwsl.commands.classifier import parse_overrides
-    from hemwsl.engines.bundle import FoldBusyError, train_evaluate_fold
+    from hemwsl.commands.classifier import parse_overrides, run_cv_fold
     from hemwsl.engines.segmentation import summarize_seg_cv
     from hemwsl.errors import HemwslInputError
 
@@ -70,13 +69,7 @@ def run_seg_cv(args: argparse.Namespace) -> int:
         raise HemwslInputError(f"--only: fold(s) {bad} not in [0, {args.folds - 1}]")
     for k in folds:
         fold_dir = Path(args.out) / f"fold{k}"
-        try:
-            ran = train_evaluate_fold(args.bundle, fold_dir, k, "summary_test.json", **overrides)
-        except FoldBusyError as err:
-            print(f"fold {k}: skipped, {err}", flush=True)
-            continue
-        if not ran:
-            print(f"fold {k}: done, skipped")
+        if not run_cv_fold(args.bundle, fold_dir, k, "summary_test.json", **overrides):
             continue
         s = json.loads((fold_dir / "summary_test.json").read_text())
         d = s["positive"]["dice"]

@@ -12,8 +12,9 @@ logit most ("differential prediction") is the pseudo mask.
 * Per volume: :func:`pseudo_label_volume`; over a datalist, resumable: :func:`make_pseudo_labels`
   (NIfTI masks + ``datalist.json``); :func:`evaluate_pseudo_labels` (Dice against the true masks).
 * Weakly supervised component filter (:mod:`hemwsl.pseudo.components`): :class:`ComponentFilter`, trained
-  on slice labels only by :func:`fit_component_filter`, drops the region's components that look like
-  what slices without hemorrhage also have (``make_pseudo_labels(component_filter=...)``).
+  on slice labels only by :func:`fit_component_filter` (:func:`component_filter_at` loads a saved one or
+  trains and saves it), drops the region's components that look like what slices without hemorrhage also
+  have (``make_pseudo_labels(component_filter=...)``).
 * Modes (:data:`PSEUDO_MODES`): ``"cam"`` (thresholded CAM only) and ``"cam_kmeans"``; both with or
   without slice context (``context=True``, see :mod:`hemwsl.pseudo.volume`).
 """
@@ -37,6 +38,7 @@ from hemwsl.pseudo.volume import (
     SELECTIONS,
     WEAK_SLICE_LABELS,
     build_threshold,
+    component_filter_at,
     evaluate_pseudo_labels,
     fit_component_filter,
     make_pseudo_labels,
@@ -60,6 +62,7 @@ __all__ = [
     "KMeansRefined",
     "build_threshold",
     "component_features",
+    "component_filter_at",
     "differential_prediction",
     "enhance_slices",
     "evaluate_pseudo_labels",

@@ -54,6 +54,7 @@ __all__ = [
     "pseudo_label_volume",
     "make_pseudo_labels",
     "fit_component_filter",
+    "component_filter_at",
     "evaluate_pseudo_labels",
 ]
 
@@ -381,6 +382,22 @@ def pseudo_label_volume(
     return mask, vol.affine, info
 
 
+def _entry_stem(entry: Mapping) -> str:
+    """The patient id of a datalist entry (``patient``, else the image file name without its suffixes)."""
+    return str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
+
+
+def _heatmap_file(cam_dir: str | os.PathLike, stem: str, method: str, layer: str) -> Path:
+    """``run_cam``'s heatmap of patient ``stem``; a clear error naming it when it is missing."""
+    from hemwsl.cam.volume import heatmap_path
+
+    cam_path = heatmap_path(cam_dir, stem, (method, layer))
+    if not cam_path.is_file():
+        raise HemwslInputError(
+            f"{cam_path}: heatmap of patient {stem} not found (run the CAM step for {method}/{layer})")
+    return cam_path
+
+
 def _params_record(**kw: Any) -> dict:
     return json.loads(json.dumps(kw, default=repr))
 
@@ -447,7 +464,6 @@ def make_pseudo_labels(
     """
     from tqdm import tqdm
 
-    from hemwsl.cam.volume import heatmap_path
     from hemwsl.data.datalist import NUM_SLICES, POSITIVE, save_datalist
     from hemwsl.data.io import atomic_write_text, load_volume, save_nifti
 
@@ -497,12 +513,8 @@ def make_pseudo_labels(
     for entry in datalist:  # check every input before the first volume is processed
         if IMAGE not in entry:
             raise HemwslInputError(f"datalist entry {dict(entry)!r} has no {IMAGE!r}")
-        stem = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
-        cam_path = heatmap_path(cam_dir, stem, (method, layer))
-        if not cam_path.is_file():
-            raise HemwslInputError(
-                f"{cam_path}: heatmap of patient {stem} not found (run the CAM step for {method}/{layer})")
-        jobs.append((entry, stem, cam_path))
+        stem = _entry_stem(entry)
+        jobs.append((entry, stem, _heatmap_file(cam_dir, stem, method, layer)))
 
     if not params_path.exists():
         atomic_write_text(params_path, json.dumps(params, indent=1) + "\n")
@@ -585,13 +597,12 @@ def fit_component_filter(
     """
     from tqdm import tqdm
 
-    from hemwsl.cam.volume import heatmap_path
     from hemwsl.pseudo.components import ComponentFilter, component_features
 
     strategy = _resolve_threshold(threshold)
     xs, ys = [], []
     for entry in tqdm(datalist, desc="component features", disable=not progress):
-        stem = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
+        stem = _entry_stem(entry)
         labels = entry.get(SLICE_LABELS)
         if labels is None:
             raise HemwslInputError(f"patient {stem}: no {SLICE_LABELS!r} to train the component filter on")
@@ -600,9 +611,7 @@ def fit_component_filter(
             with np.load(cached) as z:
                 feats, slices = z["features"], z["slices"]
         else:
-            cam_path = heatmap_path(cam_dir, stem, (method, layer))
-            if not cam_path.is_file():
-                raise HemwslInputError(f"{cam_path}: heatmap of patient {stem} not found")
+            cam_path = _heatmap_file(cam_dir, stem, method, layer)
             _, hu, cam_arr, brain, roi = _volume_inputs(entry[IMAGE], cam_path, skull_strip, brain_erosion)
             ref = brain if brain is not None else hu > hu.min()
             feats, slices, _ = component_features(hu, ref, _full_region(strategy, cam_arr, hu, roi))
@@ -614,6 +623,22 @@ def fit_component_filter(
         xs.append(feats)
         ys.append(labels[slices])
     return ComponentFilter(filter_threshold, seed=seed).fit(np.concatenate(xs), np.concatenate(ys))
+
+
+def component_filter_at(path: str | os.PathLike, datalist: Sequence[Mapping], *args: Any,
+                        filter_threshold: float | None = None, **kwargs: Any):
+    """The component filter saved at ``path`` (with ``filter_threshold`` when given), or, when there is none
+    yet, one trained by :func:`fit_component_filter` (``datalist``, ``*args``, ``**kwargs``) and saved there:
+    a resumed run reuses the filter of the first."""
+    from hemwsl.pseudo.components import ComponentFilter
+
+    if Path(path).is_file():
+        return ComponentFilter.load(path, threshold=filter_threshold)
+    if filter_threshold is not None:
+        kwargs["filter_threshold"] = filter_threshold
+    flt = fit_component_filter(datalist, *args, **kwargs)
+    flt.save(path)
+    return flt
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -665,9 +690,10 @@ def evaluate_pseudo_labels(datalist: Sequence[Mapping], positive_only: bool = Tr
                      "recall": hit / n_gt if n_gt else float("nan"),
                      "slice_recall": float(gt[..., labelled].sum()) / n_gt if n_gt else float("nan")}
     vals = np.asarray(list(per.values()), dtype=np.float64)
-    means = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-             for k, v in ((k, np.asarray([d[k] for d in diag.values()], dtype=np.float64))
-                          for k in ("precision", "recall", "slice_recall"))}
+    means = {}
+    for key in ("precision", "recall", "slice_recall"):
+        v = np.asarray([d[key] for d in diag.values()], dtype=np.float64)
+        means[key] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
     return {"per_patient": per, "mean_dice": float(vals.mean()) if len(vals) else float("nan"),
             "median_dice": float(np.median(vals)) if len(vals) else float("nan"), "n": int(len(vals)),
             "diagnostics": {"per_patient": diag, "mean": means}}

@@ -157,7 +157,7 @@ def test_pseudo_command_with_component_filter(tmp_path, monkeypatch, capsys):
     rim from the new patient's HU-prior labels, records it in pseudo_params.json and resumes from the saved filter."""
     import argparse
 
-    import hemwsl.pseudo as pseudo
+    import hemwsl.pseudo.volume as volume
     from hemwsl.commands.pseudo import add_pseudo_arguments, run_pseudo
     from hemwsl.data.io import load_volume
 
@@ -181,7 +181,7 @@ def test_pseudo_command_with_component_filter(tmp_path, monkeypatch, capsys):
     assert sum(done["components"]) == DEPTH + 5 and sum(done["kept_components"]) == 5
 
     # a second call (another output patient, same folder) loads the saved filter instead of training again
-    monkeypatch.setattr(pseudo, "fit_component_filter", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(volume, "fit_component_filter", lambda *a, **k: pytest.fail("trained again"))
     (out / f"p{DEPTH}.nii.gz").unlink()
     assert run_pseudo(p.parse_args(argv)) == 0
 
