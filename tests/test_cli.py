@@ -43,9 +43,11 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--patients", "8", "--size", "48", "--epochs", "1"]) == 0
     text = capsys.readouterr().out
-    for step in ("[1/7]", "[2/7]", "[3/7]", "[4/7]", "[5/7]", "[6/7]", "[7/7]"):
+    for step in ("[1/8]", "[2/8]", "[3/8]", "[4/8]", "[5/8]", "[6/8]", "[7/8]", "[8/8]"):
         assert step in text
-    assert "| gradcam |" in text and "Dice per slice" in text
+    assert "| gradcam |" in text and "| lse_heatmap |" in text and "Dice per slice" in text
+    assert (out / "ich_lse" / "fold0" / "report_test.json").is_file()
+    assert (out / "ich_classifier" / "fold0" / "cam" / "lse_heatmap" / "levels.0.conv").is_dir()
     assert (out / "benchmark" / "summary.md").is_file() and (out / "benchmark" / "per_case.csv").is_file()
     assert "| CAM + K-means + U-Net |" in text and (out / "ablation.md").is_file()
     assert (out / "ich_unet3d" / "fold0" / "metrics_test.csv").is_file()

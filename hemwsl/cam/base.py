@@ -429,6 +429,11 @@ class CAMMethod:
     head_only: ClassVar[bool] = False
     layerwise: ClassVar[bool] = True
 
+    def inapplicable(self, model: nn.Module, layer: str) -> str:
+        """Why the method is not defined for ``model`` at ``layer`` (``""``: it is). The engine raises with
+        this reason, or skips the pair under ``skip_inapplicable=True``."""
+        return ""
+
     def weigh(self, activations: Tensor, gradients: Tensor | None) -> Tensor:
         """Channel weights ``(B, C)``."""
         raise NotImplementedError(f"{type(self).__name__} implements neither weigh() nor compute()")
@@ -717,6 +722,11 @@ class CAMEngine:
                         f"method {name!r} ({inst.paper}) is defined {where}, not at {layer!r}; "
                         "pass layers=[...] or skip_inapplicable=True"
                     )
+                why = inst.inapplicable(model, layer) if hasattr(inst, "inapplicable") else ""
+                if why:
+                    if skip_inapplicable:
+                        continue
+                    raise HemwslInputError(f"method {name!r} is not defined at {layer!r}: {why}")
                 self.pairs.append((name, layer))
         self.needs_gradients = any(getattr(self.methods[m], "needs_gradients", False) for m, _ in self.pairs)
         self.last_logits: Tensor | None = None

@@ -30,6 +30,7 @@ from hemwsl.cam.methods import (
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    LSEHeatmap,
     ScoreCAM,
     XGradCAM,
 )
@@ -60,6 +61,7 @@ CAM_METHODS: dict[str, type] = {
         EigenGradCAM,
         AblationCAM,
         ScoreCAM,
+        LSEHeatmap,
     )
 }
 

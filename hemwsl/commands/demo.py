@@ -1,16 +1,19 @@
 """``hemwsl demo``: the whole pipeline on built-in synthetic phantoms, on a laptop CPU in minutes.
 
 Steps (each skipped when its output already exists, so an interrupted demo resumes):
-1. write synthetic head-CT phantoms in the CT-ICH layout;
-2. build the datalist and a patient-level k-fold split;
-3. train the slice classifier of ``bundles/ich_classifier`` on fold 0 (MONAI bundle, ignite);
-4. evaluate it on the held-out patients (AUROC, AP, F1; predictions CSV, ROC/PR curves);
-5. explain it with several CAM methods at two layers (``bundles/ich_cam``: NIfTI heatmaps on the CT
-   grid) and run the localisation benchmark (:mod:`hemwsl.benchmark`): thresholds and each method's
-   (layer, threshold) chosen on the validation patients, scored on the held-out positive slices;
-6. turn the GradCAM maps into pseudo-labels (:mod:`hemwsl.pseudo`: CAM only, and CAM + K-means with
-   differential prediction, seed 003);
-7. train the 3D U-Net of ``bundles/ich_unet3d`` on the CAM + K-means pseudo-labels of the training
+1. write synthetic head-CT phantoms in the CT-ICH layout, build the datalist and a patient-level
+   k-fold split;
+2. train the slice classifier of ``bundles/ich_classifier`` on fold 0 (MONAI bundle, ignite);
+3. evaluate it on the held-out patients (AUROC, AP, F1; predictions CSV, ROC/PR curves);
+4. train the U-shaped LSE heatmap network of Chen & Kuo 2026 (``lse_resnet10``) on the same fold, its
+   encoder initialised from that classifier (the paper's two stages), and evaluate it;
+5. explain the classifier with several CAM methods at two layers (``bundles/ich_cam``: NIfTI heatmaps)
+   and the heatmap network by its own score maps (``lse_heatmap``) at its two finest levels;
+6. run the localisation benchmark (:mod:`hemwsl.benchmark`): thresholds and each method's (layer,
+   threshold) chosen on the validation patients, scored on the held-out positive slices;
+7. turn the GradCAM maps into pseudo-labels (:mod:`hemwsl.pseudo`: CAM only, and CAM + K-means with
+   differential prediction, Ramananda & Sundaresan 2023);
+8. train the 3D U-Net of ``bundles/ich_unet3d`` on the CAM + K-means pseudo-labels of the training
    patients and score it against the true masks of the held-out patients; print the ablation table.
 """
 
@@ -41,7 +44,7 @@ def run_demo(args: argparse.Namespace) -> int:
     datalist = build_datalist("ct-ich", data_dir)
     save_datalist(datalist, out / "datalist.json")
     s = datalist_stats(datalist)
-    print(f"[1/7] data: patients={s['patients']} slices={s['slices']} positive_slices={s['positive_slices']}")
+    print(f"[1/8] data: patients={s['patients']} slices={s['slices']} positive_slices={s['positive_slices']}")
     n_folds = 4
     save_split(kfold_patients(datalist, n_folds=n_folds, seed=args.seed), out / "split.json")
 
@@ -58,22 +61,26 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     fold_dir = out / "ich_classifier" / "fold0"
     if not (fold_dir / "models" / "model.pt").exists():
-        print(f"[2/7] training {common['backbone']} for {args.epochs} epochs (fold 0 of {n_folds}) ...")
+        print(f"[2/8] training {common['backbone']} for {args.epochs} epochs (fold 0 of {n_folds}) ...")
         run_bundle("ich_classifier", ["train"], epochs=args.epochs, samples_per_epoch=256, learning_rate=2e-3, **common)
     history = json.loads((fold_dir / "history.json").read_text())
-    print(f"[2/7] trained: best validation AUROC {history['summary']['best_auroc']:.3f}")
-    print("[3/7] evaluating on held-out patients ...")
-    run_bundle("ich_classifier", ["train", "evaluate"], **common)
+    print(f"[2/8] trained: best validation AUROC {history['summary']['best_auroc']:.3f}")
+    print("[3/8] evaluating on held-out patients ...")
+    if not (fold_dir / "report_test.json").exists():
+        run_bundle("ich_classifier", ["train", "evaluate"], **common)
     report = json.loads((fold_dir / "report_test.json").read_text())
     a = report["any"]
-    print(f"[3/7] test slices={report['n_slices']} positive={report['n_positive']} "
+    print(f"[3/8] test slices={report['n_slices']} positive={report['n_positive']} "
           f"AUROC={a['auroc']:.3f} AP={a['ap']:.3f} F1@0.5={a['at_threshold']['0.5']['f1']:.3f}")
-    print("[4/7] CAM heatmaps of every patient of fold 0 (bundles/ich_cam) ...")
+    lse = _heatmap_network(args, out, common, fold_dir)
+    print("[5/8] CAM heatmaps of every patient of fold 0 (bundles/ich_cam), and the heatmap network's score maps ...")
     methods = ["gradcam", "gradcampp", "hirescam", "layercam", "eigencam"]
     layers = ["layer3", "layer4"]
     for part in ("train", "val", "test"):  # train: for the pseudo-labels the U-Net trains on
         _run_cam(common, methods, layers, part)
-    print("[5/7] localisation benchmark: thresholds chosen on the validation patients, scored on the held-out "
+    for part in ("val", "test"):  # into the same heatmap folder: one more method for the benchmark
+        _run_cam({**lse, "cam_dir": str(fold_dir / "cam")}, ["lse_heatmap"], ["levels.1.conv", "levels.0.conv"], part)
+    print("[6/8] localisation benchmark: thresholds chosen on the validation patients, scored on the held-out "
           "positive slices ...")
     from hemwsl.benchmark import run_benchmark, split_folds
     from hemwsl.engines.classifier import fold_datalists
@@ -83,10 +90,28 @@ def run_demo(args: argparse.Namespace) -> int:
     report = run_benchmark(datalist, fold_dir / "cam", out / "benchmark", folds=folds, n_boot=200, progress=False,
                            thresholds=["fixed:200/255", "percentile:95", "otsu", "search", "prior", "prior+search"])
     print((report / "summary.md").read_text().split("\n## Threshold")[0].split("## Each method")[1].split("\n", 1)[1])
-    print(f"[5/7] report: {report / 'summary.md'} (per-case CSV, tables per threshold and layer, figures)")
+    print(f"[6/8] report: {report / 'summary.md'} (per-case CSV, tables per threshold and layer, figures)")
     _weakly_supervised_segmentation(args, out, datalist, parts, common, n_folds)
     print(f"done in {time.time() - t0:.0f} s; outputs in {out}")
     return 0
+
+
+def _heatmap_network(args: argparse.Namespace, out: Path, common: dict, clf_dir: Path) -> dict:
+    """Step 5: Chen & Kuo 2026's LSE heatmap network on fold 0, its encoder from the fold's classifier."""
+    from hemwsl.engines.bundle import run_bundle
+
+    lse = {**common, "backbone": "lse_" + common["backbone"], "output_dir": str(out / "ich_lse"),
+           "pretrained_path": str(clf_dir / "models" / "model.pt")}
+    lse_dir = out / "ich_lse" / "fold0"
+    if not (lse_dir / "models" / "model.pt").exists():
+        print(f"[4/8] training the LSE heatmap network (Chen & Kuo 2026) {lse['backbone']} for {args.epochs} epochs, "
+              "encoder from the classifier ...")
+        run_bundle("ich_classifier", ["train"], epochs=args.epochs, samples_per_epoch=256, learning_rate=2e-3, **lse)
+    if not (lse_dir / "report_test.json").exists():
+        run_bundle("ich_classifier", ["train", "evaluate"], **lse)
+    a = json.loads((lse_dir / "report_test.json").read_text())["any"]
+    print(f"[4/8] heatmap network: test AUROC={a['auroc']:.3f} AP={a['ap']:.3f} (heatmaps at 1/4 of the input)")
+    return lse
 
 
 def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalist: list, parts: dict, common: dict,
@@ -101,7 +126,7 @@ def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalis
     from hemwsl.reports.ablation import ablation_markdown, ablation_rows, read_seg_metrics
 
     fold_dir = out / "ich_classifier" / "fold0"
-    print("[6/7] pseudo-labels: GradCAM (layer3) > 0.7, then K-means + differential prediction (seed 003) ...")
+    print("[7/8] pseudo-labels: GradCAM (layer3) > 0.7, then K-means + differential prediction (seed 003) ...")
     net = build_network(common["backbone"], in_channels=9, num_classes=1)
     net = load_weights(net, str(fold_dir / "models" / "model.pt"), device="cpu")
     test = {e["patient"] for e in parts["test"]}
@@ -114,7 +139,7 @@ def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalis
                                          spatial_size=tuple(common["spatial_size"]), seed=args.seed, progress=False)
         pseudo[mode] = out / "pseudo" / mode / "datalist.json"
         per_row[name] = {p: d for p, d in evaluate_pseudo_labels(entries)["per_patient"].items() if p in test}
-    print("[7/7] 3D U-Net (bundles/ich_unet3d) trained on the CAM + K-means pseudo-labels of fold 0's training "
+    print("[8/8] 3D U-Net (bundles/ich_unet3d) trained on the CAM + K-means pseudo-labels of fold 0's training "
           "patients, scored against the true masks of its held-out patients ...")
     seg = {"dataset_dir": common["dataset_dir"], "datalist_file": str(pseudo["cam_kmeans"]), "n_folds": n_folds,
            "fold": 0, "seed": args.seed, "output_dir": str(out / "ich_unet3d"), "spatial_size": [64, 64],

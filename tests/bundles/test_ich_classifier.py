@@ -214,3 +214,46 @@ def test_multilabel_head_selects_on_any_and_reports_subtypes(synthetic_root, tmp
         header = f.readline().strip().split(",")
     assert header[2:8] == ["label_any", "label_intraventricular", "label_intraparenchymal", "label_subarachnoid",
                            "label_epidural", "label_subdural"]
+
+
+def test_lse_heatmap_network_two_stages(synthetic_root, tmp_path):
+    """Chen & Kuo 2026's two stages through the bundles: the fold's classifier, then the LSE heatmap network
+    whose encoder starts from it ('{fold}' in pretrained_path), trained with the deep-supervision +
+    consistency loss, evaluated, and explained by the CAM bundle at its decoder levels."""
+    import nibabel as nib
+    import torch
+    from monai.bundle import ConfigWorkflow
+
+    from hemwsl.engines.bundle import run_cam_bundle
+    from hemwsl.networks.lse import LSEHeatmapLoss, LSEHeatmapNet
+
+    clf_out = tmp_path / "clf"
+    run_bundle(BUNDLE, ["train"], **_tiny(synthetic_root, clf_out))
+    clf_ckpt = clf_out / "fold1" / "models" / "model_last.pt"
+    out = tmp_path / "lse"
+    kw = {**_tiny(synthetic_root, out), "backbone": "lse_resnet10", "spatial_size": [64, 64],
+          "pretrained_path": str(clf_out / "fold{fold}" / "models" / "model_last.pt"),
+          "network_options": {"lse_r": 3.0, "decoder_channels": [16, 32, 64, 64]}}
+    # before training: the encoder holds the classifier's weights
+    wf = ConfigWorkflow(config_file=config_files(BUNDLE, ["train"]), workflow_type=None, **kw)
+    wf.initialize()
+    net = wf.parser.get_parsed_content("network_def")
+    assert isinstance(net, LSEHeatmapNet) and net.decoder_channels == [16, 32, 64, 64]
+    clf_state = torch.load(clf_ckpt, weights_only=True)
+    enc = net.encoder.state_dict()
+    assert all(torch.equal(enc[k].cpu(), v) for k, v in clf_state.items() if not k.startswith("fc."))
+    assert isinstance(wf.parser.get_parsed_content("loss"), LSEHeatmapLoss)
+
+    run_bundle(BUNDLE, ["train"], **kw)
+    run_bundle(BUNDLE, ["train", "evaluate"], **kw)
+    report = json.loads((out / "fold1" / "report_test.json").read_text())
+    assert 0.0 <= report["any"]["auroc"] <= 1.0
+    history = json.loads((out / "fold1" / "history.json").read_text())
+    assert [h["epoch"] for h in history["epochs"]] == [1]
+
+    run_cam_bundle(**kw, cam_methods=["lse_heatmap", "gradcam"], cam_grid="input")
+    cam_dir = out / "fold1" / "cam"
+    files = sorted((cam_dir / "lse_heatmap" / "levels.0.conv").glob("*.nii.gz"))
+    assert files and (cam_dir / "gradcam" / "levels.0.conv").is_dir()
+    arr = np.asarray(nib.load(str(files[0])).dataobj)
+    assert arr.shape[:2] == (64, 64) and np.isfinite(arr).all() and 0.0 <= arr.min() and arr.max() <= 1.0

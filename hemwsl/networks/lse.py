@@ -1,0 +1,467 @@
+"""The U-shaped LSE heatmap network of Chen & Kuo 2026 on any registered backbone.
+
+Chen & Kuo 2026 build a decoder on the encoder of a trained slice classifier, replace the global
+average pooling by Log-Sum-Exp (LSE) pooling at every decoder level, supervise every level with the
+slice label and tie the levels together with a heatmap consistency loss; the heatmap is the
+highest-resolution score map, at 1/4 of the input size (128 x 128 at 512 px, 32 x 32 at 128 px).
+
+Layout of :class:`LSEHeatmapNet` (module paths, usable with ``model.get_submodule``):
+
+* ``encoder``: the registered backbone (:func:`hemwsl.networks.build_network`) with its final Linear
+  replaced by ``nn.Identity``; it runs as a plain sequence of its modules (:data:`ENCODER_PLANS`) and
+  hands the decoder four stage outputs at strides 4, 8, 16 and 32 (``E_1 .. E_4``).
+* ``levels.3`` .. ``levels.0`` (coarse to fine, strides 32 .. 4), each an :class:`LSELevel`:
+
+  - ``levels.i.conv``: the convolution block: 1x1 conv of the concatenated skip ``E_{i+1}`` and the
+    upsampled features of the coarser level (level 3: ``E_4`` alone) -> channel LayerNorm -> ReLU ->
+    squeeze-and-excitation (MONAI's ``ChannelSELayer``). Its output is the level's feature map, and the
+    CAM target layer of the level (GradCAM and friends run there as on any layer).
+  - ``levels.i.classifier``: 1x1 conv to ``num_classes`` score maps ``f_i`` (any + five subtypes, or any).
+  - ``levels.i.pool``: :class:`LSEPool`, ``l_i = LSE_r(f_i)`` per class, the level's logits.
+  - ``levels.i.up`` (levels 3..1): the upsampling block: 1x1 conv to the next finer level's width ->
+    3x3 conv to 4x that width -> depth-to-space (``nn.PixelShuffle(2)``) -> channel LayerNorm.
+
+``forward(x)`` returns the finest level's logits ``l_0`` ``(B, K)`` like every registered classifier, so
+training, evaluation, TTA and the CAM engine use it unchanged; ``forward(x, levels=True)`` returns
+``(maps [f_0..f_3], logits [l_0..l_3])`` for :class:`LSEHeatmapLoss`. The heatmap of a level is its
+score map: :meth:`LSEHeatmapNet.score_maps` and the CAM method ``lse_heatmap``
+(:mod:`hemwsl.cam.methods.lseheatmap`).
+
+Reference:
+    Chen & Kuo 2026, a U-shaped network with Log-Sum-Exp pooling for weakly supervised ICH heatmaps
+    and subtype masks (section 3: architecture, loss, Algorithm 1).
+    Pinheiro & Collobert, "From Image-level to Pixel-level Labeling with Convolutional Networks", CVPR
+    2015 (LSE pooling).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import ChannelSELayer
+from torch import Tensor, nn
+
+from hemwsl.errors import HemwslInputError
+
+__all__ = [
+    "ENCODER_PLANS",
+    "LSE_LEVEL_LAYERS",
+    "LSEPool",
+    "lse_pool",
+    "LayerNorm2d",
+    "LSELevel",
+    "LSEHeatmapNet",
+    "LSEHeatmapLoss",
+    "encoder_plan",
+    "build_lse_heatmap_net",
+    "lse_subtype_masks",
+    "subtype_volumes_ml",
+]
+
+logger = logging.getLogger(__name__)
+
+#: CAM target layers of every LSE heatmap network, coarse (stride 32) to fine (stride 4, the heatmap).
+LSE_LEVEL_LAYERS: tuple[str, ...] = ("levels.3.conv", "levels.2.conv", "levels.1.conv", "levels.0.conv")
+
+
+def _timm_effnet_seq(model: nn.Module) -> list[str]:
+    return ["conv_stem", "bn1"] + [f"blocks.{i}" for i in range(len(model.blocks))] + ["conv_head", "bn2"]
+
+
+def _tv_effnet_seq(model: nn.Module) -> list[str]:
+    return [f"features.{i}" for i in range(len(model.features))]
+
+
+def _resnet_seq(model: nn.Module) -> list[str]:
+    return ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+
+
+def _densenet_seq(model: nn.Module) -> list[str]:
+    return [f"features.{name}" for name, _ in model.features.named_children()]
+
+
+#: family/implementation -> function(model) -> the module paths that, run one after the other, give the
+#: backbone's final feature map (the input of its global pooling).
+ENCODER_PLANS = {
+    "efficientnet_v2/timm": _timm_effnet_seq,
+    "efficientnet_lite/timm": _timm_effnet_seq,
+    "efficientnet_v2/torchvision": _tv_effnet_seq,
+    "resnet/torchvision": _resnet_seq,
+    "densenet/torchvision": _densenet_seq,
+}
+
+
+@torch.no_grad()
+def encoder_plan(backbone: str, model: nn.Module, in_channels: int) -> tuple[list[str], list[str], list[int]]:
+    """``(sequence, stages, widths)`` of a registered backbone: the module paths that, run one after the
+    other, give its final feature map; the last of them at strides 4, 8 and 16 and the final one (stride
+    32), found by running a 64 x 64 probe through the sequence; and those four outputs' channels.
+    (ResNet: ``layer1..4``; DenseNet: ``denseblock1..3``, ``relu5``; EfficientNetV2-S: ``features.2, .3,
+    .5, .7``; timm EfficientNetV2-B0 / Lite: ``blocks.1, .2, .4``, ``bn2``.)"""
+    from hemwsl.networks.registry import get_network_spec
+
+    spec = get_network_spec(backbone)
+    key = f"{spec.family}/{spec.implementation}"
+    if key not in ENCODER_PLANS:
+        raise HemwslInputError(f"backbone {backbone!r} ({key}) has no encoder plan for the LSE heatmap network")
+    seq = ENCODER_PLANS[key](model)
+    was = model.training
+    model.eval()
+    try:
+        param = next(model.parameters())
+        if param.is_meta:
+            raise HemwslInputError("an LSE heatmap network cannot be built on the meta device")
+        x = torch.zeros(1, in_channels, 64, 64, device=param.device, dtype=param.dtype)
+        last: dict[int, tuple[str, int]] = {}
+        for path in seq:
+            x = model.get_submodule(path)(x)
+            last[64 // int(x.shape[-1])] = (path, int(x.shape[1]))
+    finally:
+        model.train(was)
+    if int(x.shape[-1]) != 2 or any(s not in last for s in (4, 8, 16)):
+        raise HemwslInputError(f"backbone {backbone!r}: the encoder sequence does not reach strides 4, 8, 16 and 32")
+    picked = [last[4], last[8], last[16], (seq[-1], int(x.shape[1]))]
+    return seq, [p for p, _ in picked], [c for _, c in picked]
+
+
+def lse_pool(x: Tensor, r: float = 3.0) -> Tensor:
+    """``LSE_r(x) = (1/r) log(mean_ij exp(r x_ij))`` over the last two dimensions.
+
+    The normalised form (Pinheiro & Collobert 2015): it lies between the mean (``r -> 0``) and the
+    maximum (``r -> inf``) of the map whatever its size, so the four levels' logits are on one scale.
+    Its gradient is the softmax ``exp(r x_j) / sum_i exp(r x_i)`` (Chen & Kuo 2026, eq. 5): each
+    position's weight grows with the exponential of its score. Chen & Kuo's eq. 4 omits ``1/r`` and
+    the mean; the two differ by ``log(n) / r`` and a factor ``r``, which the bias and weights absorb.
+
+    Args:
+        x: ``(..., h, w)`` score maps.
+        r: sharpness (> 0).
+
+    Returns:
+        ``(...)`` pooled values.
+    """
+    flat = x.flatten(-2)
+    return (torch.logsumexp(r * flat, dim=-1) - math.log(flat.shape[-1])) / r
+
+
+class LSEPool(nn.Module):
+    """:func:`lse_pool` as a module: ``(B, K, h, w) -> (B, K)``.
+
+    Args:
+        r: sharpness (> 0); Chen & Kuo 2026 use 3.
+    """
+
+    def __init__(self, r: float = 3.0) -> None:
+        super().__init__()
+        try:
+            r = float(r)
+        except (TypeError, ValueError):
+            raise HemwslInputError(f"lse_r must be a positive number, got {r!r}") from None
+        if not (r > 0 and math.isfinite(r)):
+            raise HemwslInputError(f"lse_r must be a positive number, got {r!r}")
+        self.r = r
+
+    def forward(self, x: Tensor) -> Tensor:
+        return lse_pool(x, self.r)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}"
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of each position of a ``(B, C, H, W)`` map (as in ConvNeXt)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _ConvBlock(nn.Sequential):
+    def __init__(self, in_channels: int, channels: int, se_reduction: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, channels, 1),
+            LayerNorm2d(channels),
+            nn.ReLU(),
+            ChannelSELayer(2, channels, r=max(1, min(se_reduction, channels))),
+        )
+
+
+class _UpBlock(nn.Sequential):
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, channels, 1),
+            nn.Conv2d(channels, 4 * channels, 3, padding=1),
+            nn.PixelShuffle(2),
+            LayerNorm2d(channels),
+        )
+
+
+class LSELevel(nn.Module):
+    """One decoder level: convolution block, classification layer, LSE pooling, upsampling block.
+
+    Args:
+        in_channels: channels of the concatenated skip and upsampled features.
+        channels: the level's width.
+        num_classes: score maps per level.
+        up_channels: width of the next finer level (``None`` at level 0: no upsampling block).
+        r: LSE sharpness.
+        se_reduction: squeeze-and-excitation reduction ratio.
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, up_channels: int | None,
+                 r: float = 3.0, se_reduction: int = 4) -> None:
+        super().__init__()
+        self.conv = _ConvBlock(in_channels, channels, se_reduction)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.pool = LSEPool(r)
+        self.up = _UpBlock(channels, up_channels) if up_channels is not None else None
+
+
+class LSEHeatmapNet(nn.Module):
+    """U-shaped LSE heatmap network (Chen & Kuo 2026) on a registered backbone.
+
+    Args:
+        backbone: a registry name of :func:`hemwsl.networks.list_networks` (EfficientNetV2, ResNet,
+            DenseNet).
+        in_channels: input channels (2.5D slices x CT windows).
+        num_classes: 1 ("any") or 6 (any + five subtypes).
+        r: LSE sharpness of every level (Chen & Kuo: 3).
+        decoder_channels: widths of levels 0..3 (fine to coarse); default the encoder's stage widths,
+            as in Chen & Kuo (level 3 at most 512).
+        se_reduction: squeeze-and-excitation reduction ratio.
+        dropout: dropout on the encoder's deepest features during training.
+        **backbone_kwargs: passed to the backbone's constructor.
+    """
+
+    def __init__(self, backbone: str, in_channels: int = 3, num_classes: int = 1, r: float = 3.0,
+                 decoder_channels: Sequence[int] | None = None, se_reduction: int = 4, dropout: float = 0.0,
+                 **backbone_kwargs: Any) -> None:
+        super().__init__()
+        from hemwsl.networks.registry import build_network, classifier_head
+
+        self.backbone = backbone
+        self.encoder = build_network(backbone, in_channels=in_channels, num_classes=num_classes, **backbone_kwargs)
+        self._sequence, self._stages, widths = encoder_plan(backbone, self.encoder, in_channels)
+        # the classifier head is not used: drop its parameters (DDP needs every parameter used)
+        linear = classifier_head(backbone)[1]
+        parent, _, attr = linear.rpartition(".")
+        setattr(self.encoder.get_submodule(parent) if parent else self.encoder, attr, nn.Identity())
+        if decoder_channels is None:
+            decoder_channels = [*widths[:3], min(widths[3], 512)]
+        decoder_channels = [int(c) for c in decoder_channels]
+        if len(decoder_channels) != 4 or min(decoder_channels) < 1:
+            raise HemwslInputError(f"decoder_channels must be 4 positive ints (levels 0..3), got {decoder_channels}")
+        self.decoder_channels = decoder_channels
+        self.num_classes = int(num_classes)
+        self.dropout = nn.Dropout2d(float(dropout)) if dropout else nn.Identity()
+        levels = []
+        for i in range(4):
+            in_ch = widths[i] + (decoder_channels[i] if i < 3 else 0)
+            up = decoder_channels[i - 1] if i > 0 else None
+            levels.append(LSELevel(in_ch, decoder_channels[i], num_classes, up, r=r, se_reduction=se_reduction))
+        self.levels = nn.ModuleList(levels)
+        self.r = float(r)
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """The encoder's stage outputs ``[E_1, E_2, E_3, E_4]`` at strides 4, 8, 16, 32."""
+        feats = []
+        stages = set(self._stages)
+        for path in self._sequence:
+            x = self.encoder.get_submodule(path)(x)
+            if path in stages:
+                feats.append(x)
+        return feats
+
+    def decode(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """``(maps [f_0..f_3], logits [l_0..l_3])`` from the encoder's stage outputs."""
+        maps: list[Tensor | None] = [None] * 4
+        logits: list[Tensor | None] = [None] * 4
+        up: Tensor | None = None
+        for i in (3, 2, 1, 0):
+            skip = self.dropout(feats[3]) if i == 3 else feats[i]
+            if up is not None:
+                if up.shape[-2:] != skip.shape[-2:]:
+                    up = F.interpolate(up, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+                skip = torch.cat([skip, up], dim=1)
+            level = self.levels[i]
+            h = level.conv(skip)
+            maps[i] = level.classifier(h)
+            logits[i] = level.pool(maps[i])
+            up = level.up(h) if level.up is not None else None
+        return maps, logits  # type: ignore[return-value]
+
+    def forward(self, x: Tensor, levels: bool = False) -> Tensor | tuple[list[Tensor], list[Tensor]]:
+        """Logits ``l_0`` ``(B, K)``; with ``levels=True`` the score maps and logits of all four levels."""
+        maps, logits = self.decode(self.encode(x))
+        if levels:
+            return maps, logits
+        return logits[0]
+
+    def score_maps(self, x: Tensor) -> list[Tensor]:
+        """``[f_0, f_1, f_2, f_3]``: the raw score maps (before LSE pooling), finest first."""
+        return self.decode(self.encode(x))[0]
+
+    def level_classifier(self, layer: str) -> nn.Conv2d:
+        """The 1x1 classification conv that turns the features of target layer ``layer``
+        (``levels.i.conv``) into the level's score maps."""
+        if layer not in LSE_LEVEL_LAYERS:
+            raise HemwslInputError(
+                f"{layer!r} is not a level of the LSE heatmap network; accepted: {', '.join(LSE_LEVEL_LAYERS)}"
+            )
+        return self.levels[int(layer.split(".")[1])].classifier
+
+    def load_encoder_weights(self, path: str | os.PathLike) -> None:
+        """Initialise the encoder from a checkpoint of the plain backbone (a classifier trained by
+        ``bundles/ich_classifier``, Chen & Kuo's first stage, or other local weights of that backbone);
+        its classifier head is ignored."""
+        from hemwsl.networks.registry import classifier_head, load_pretrained_weights
+
+        linear = classifier_head(self.backbone)[1]
+        report = load_pretrained_weights(self.encoder, path, name=self.backbone, ignore_prefixes=(linear + ".",))
+        logger.info("%s: encoder of the LSE heatmap network initialised (%d tensors)", path, len(report.loaded))
+
+
+def _is_full_checkpoint(path: Path) -> bool:
+    from hemwsl.networks.registry import _read_state_dict
+
+    if str(path) == "imagenet":
+        return False
+    if not path.is_file():
+        raise HemwslInputError(f"pretrained weights file not found: {path}")
+    state = _read_state_dict(path)
+    return any(k.startswith("levels.") for k in state)
+
+
+def build_lse_heatmap_net(backbone: str, in_channels: int = 3, num_classes: int = 1, dropout: float = 0.0,
+                          pretrained_path: str | os.PathLike | None = None, lse_r: float = 3.0,
+                          decoder_channels: Sequence[int] | None = None, se_reduction: int = 4,
+                          **kwargs: Any) -> LSEHeatmapNet:
+    """Build an :class:`LSEHeatmapNet` (the builder behind the ``lse_<backbone>`` registry names).
+
+    Args:
+        backbone: the encoder's registry name.
+        in_channels, num_classes, dropout: as for every registered network.
+        pretrained_path: a checkpoint of the plain backbone (e.g. the same fold's classifier: Chen &
+            Kuo's two stages) loaded into the encoder, or a checkpoint of a whole LSE heatmap network.
+        lse_r: LSE sharpness (Chen & Kuo: 3).
+        decoder_channels: decoder widths of levels 0..3 (default: the encoder's stage widths).
+        se_reduction: squeeze-and-excitation reduction ratio.
+        **kwargs: passed to the backbone's constructor.
+    """
+    net = LSEHeatmapNet(backbone, in_channels=in_channels, num_classes=num_classes, r=lse_r,
+                        decoder_channels=decoder_channels, se_reduction=se_reduction, dropout=dropout, **kwargs)
+    if pretrained_path is not None:
+        path = Path(pretrained_path)
+        if _is_full_checkpoint(path):
+            from hemwsl.engines.classifier import load_weights
+
+            device = next(net.parameters()).device
+            load_weights(net, path, device=device).train()
+        else:
+            net.load_encoder_weights(path)
+    return net
+
+
+class LSEHeatmapLoss(nn.Module):
+    """Chen & Kuo 2026's loss: deep supervision of every level plus heatmap consistency.
+
+    ``C = sum_i alpha_i BCE(l_i, y)`` (eq. 6) and ``H = sum_i beta_i MSE(AvgPool2(f_i), f_{i+1})``
+    (eq. 7); the loss is ``C + consistency_weight * H`` (``consistency_weight = 1``: Chen & Kuo's sum;
+    0 turns the consistency loss off for the ablation). BCE is ``BCEWithLogitsLoss`` with ``pos_weight``;
+    MSE is the mean over classes and positions; the pooling is a 2x2 average (adaptive when a level is
+    not exactly half the size of the finer one).
+
+    Args:
+        alpha: weights of levels 0..3 (Chen & Kuo: 2, 0.5, 0.25, 0.125).
+        beta: weights of the pairs (0, 1), (1, 2), (2, 3) (Chen & Kuo: 0.5, 0.25, 0.125).
+        pos_weight: ``(K,)`` positive-class weights of the BCE, or ``None``.
+        consistency_weight: factor of ``H``.
+
+    Called as ``loss((maps, logits), target)`` with the output of ``LSEHeatmapNet(x, levels=True)``;
+    ``last_terms`` then holds the detached ``C`` and ``H``.
+    """
+
+    def __init__(self, alpha: Sequence[float] = (2.0, 0.5, 0.25, 0.125), beta: Sequence[float] = (0.5, 0.25, 0.125),
+                 pos_weight: Tensor | None = None, consistency_weight: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = [float(a) for a in alpha]
+        self.beta = [float(b) for b in beta]
+        if len(self.alpha) != 4 or len(self.beta) != 3:
+            raise HemwslInputError(f"LSEHeatmapLoss needs 4 alpha and 3 beta weights, got {alpha} and {beta}")
+        self.consistency_weight = float(consistency_weight)
+        self.bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        self.last_terms: dict[str, float] = {}
+
+    def forward(self, output: tuple[Sequence[Tensor], Sequence[Tensor]], target: Tensor) -> Tensor:
+        if not (isinstance(output, (tuple, list)) and len(output) == 2 and len(output[0]) == 4):
+            raise HemwslInputError(
+                "LSEHeatmapLoss needs the (maps, logits) of LSEHeatmapNet(x, levels=True); "
+                "train with hemwsl.engines.classifier.LevelsInferer"
+            )
+        maps, logits = output
+        target = target.to(logits[0].dtype)
+        c = sum(a * self.bce(l, target) for a, l in zip(self.alpha, logits))
+        h = logits[0].new_zeros(())
+        for i, b in enumerate(self.beta):
+            coarse = maps[i + 1]
+            pooled = F.adaptive_avg_pool2d(maps[i], coarse.shape[-2:])
+            h = h + b * F.mse_loss(pooled, coarse)
+        self.last_terms = {"classification": float(c.detach()), "consistency": float(h.detach())}
+        return c + self.consistency_weight * h
+
+
+@torch.no_grad()
+def lse_subtype_masks(net: LSEHeatmapNet, x: Tensor, rule: Any, level: int = 0,
+                      brain: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Chen & Kuo 2026's Algorithm 1 on the multi-label head of an LSE heatmap network.
+
+    One forward gives the slice probabilities ``sigmoid(l_0)`` and the score maps ``f_level``; for the
+    five subtypes (outputs 1..5 of an any + five subtypes network) a subtype is kept where its
+    probability reaches its class threshold (Youden on validation: ``rule.fit``), its heatmap
+    ``sigmoid(f_level)``, upsampled bilinearly to the input size, is thresholded at the mask threshold,
+    and each pixel takes the present subtype with the largest map (:class:`hemwsl.thresholds.SubtypeRule`).
+
+    Args:
+        net: a trained ``lse_*`` network with 6 outputs (any + :data:`hemwsl.constants.SUBTYPES`).
+        x: ``(B, C, H, W)`` slices.
+        rule: a fitted :class:`hemwsl.thresholds.SubtypeRule` (5 class thresholds).
+        level: the decoder level whose maps are used (0: the finest, 1/4 of the input).
+        brain: optional ``(B, H, W)`` brain masks (labels outside are 0).
+
+    Returns:
+        ``(labels (B, H, W) int64: 0 background, k + 1 subtype k; probabilities (B, 5))``.
+    """
+    if not isinstance(net, LSEHeatmapNet) or net.num_classes != 6:
+        raise HemwslInputError("Algorithm 1 needs an lse_* network with 6 outputs (any + five subtypes)")
+    was = net.training
+    net.eval()
+    try:
+        maps, logits = net(x, levels=True)
+    finally:
+        net.train(was)
+    probs = torch.sigmoid(logits[0][:, 1:]).float()
+    heat = torch.sigmoid(maps[level][:, 1:]).float()
+    heat = F.interpolate(heat, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    labels = rule(probs.cpu().numpy(), heat.cpu().numpy(), None if brain is None else brain.cpu().numpy())
+    return torch.as_tensor(labels), probs.cpu()
+
+
+def subtype_volumes_ml(labels: Any, spacing: Sequence[float], names: Sequence[str] | None = None) -> dict[str, float]:
+    """Volume in mL of each subtype of a label volume (0 background, ``k + 1`` subtype ``k``) with voxel
+    ``spacing`` in mm; the union under ``"any"``."""
+    import numpy as np
+
+    from hemwsl.constants import SUBTYPES
+
+    names = list(names or SUBTYPES)
+    lab = np.asarray(labels)
+    voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
+    out = {name: float((lab == k + 1).sum()) * voxel_ml for k, name in enumerate(names)}
+    out["any"] = float((lab > 0).sum()) * voxel_ml
+    return out
