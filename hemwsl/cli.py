@@ -97,6 +97,8 @@ COMMANDS: dict[str, Command] = {
                 "hemwsl.commands.pipeline", "add_pipeline_arguments"),
         Command("benchmark", "score CAM heatmaps against masks: thresholds, metrics, CIs, paired tests, figures",
                 "hemwsl.commands.benchmark", "add_benchmark_arguments"),
+        Command("quantify", "scan-level call and hemorrhage volume (mL) of every patient out of fold vs the truth",
+                "hemwsl.commands.quantify", "add_quantify_arguments"),
     )
 }
 

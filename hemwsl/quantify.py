@@ -1,0 +1,337 @@
+"""Hemorrhage volume you can report: a scan-level call, a volume estimate, and their agreement with the truth.
+
+The clinical number is the bleed's volume in mL, and a scan without blood must get 0 mL. Two pieces:
+
+* **a scan-level decision** from the slice probabilities of a classifier (out of fold): the slices'
+  probabilities are aggregated into one scan score (:data:`SCAN_AGGREGATIONS`: ``max``, ``top3``,
+  the mean of the three largest, ``noisy_or`` ``1 - prod(1 - p)``, ``run``, the longest run of
+  consecutive slices with ``p >= 0.5`` as a fraction of 3 slices), and the scan is called positive at an
+  operating point chosen on the selection patients of its fold only: the highest threshold whose
+  sensitivity there is at least ``min_sensitivity`` (:func:`choose_scan_threshold`); the aggregation is
+  chosen there too (largest AUROC). A scan called negative gets 0 mL.
+* **a volume estimate** from a predicted mask volume (any mask the project makes, e.g. the validated
+  hyperdense prior on the classifier-positive slices written by ``hemwsl pseudo --threshold none``):
+  its voxel count x voxel volume, optionally recalibrated by a line ``true = a * pred + b`` fitted on the
+  positive selection patients of the fold (``calibrate=True``); the ABC/2 of the predicted mask
+  (Kothari et al. 1996) beside it.
+
+:func:`run_quantify` evaluates both on every patient out of fold: per-patient CSV, the agreement table
+(:func:`hemwsl.metrics.agreement.volume_agreement`: Pearson r, Lin's CCC, Bland-Altman bias and limits,
+MAE, share within 5 mL, share of hemorrhage-free scans under 1 mL; overall and by true size), the scan-level
+AUROC, sensitivity and specificity with patient-bootstrap CIs, and a scatter and a Bland-Altman plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hemwsl.constants import PATIENT
+from hemwsl.errors import HemwslInputError, check_choice
+
+__all__ = ["SCAN_AGGREGATIONS", "scan_score", "choose_scan_threshold", "scan_probabilities", "fit_calibration",
+           "run_quantify"]
+
+logger = logging.getLogger(__name__)
+
+#: Scan-level aggregations of slice probabilities.
+SCAN_AGGREGATIONS: tuple[str, ...] = ("max", "top3", "noisy_or", "run")
+
+
+def scan_score(probs: Sequence[float], how: str = "max", slice_threshold: float = 0.5) -> float:
+    """One scan score in [0, 1] from the probabilities of its slices (in slice order).
+
+    ``max``: the largest; ``top3``: the mean of the three largest (all of them when fewer); ``noisy_or``:
+    ``1 - prod(1 - p)``; ``run``: the longest run of consecutive slices with ``p >= slice_threshold``,
+    divided by 3 and capped at 1 (a bleed usually spans several adjacent slices).
+    """
+    check_choice("scan aggregation", how, SCAN_AGGREGATIONS)
+    p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), 0.0, 1.0)
+    if p.size == 0:
+        raise HemwslInputError("a scan without slice probabilities")
+    if how == "max":
+        return float(p.max())
+    if how == "top3":
+        return float(np.sort(p)[::-1][:3].mean())
+    if how == "noisy_or":
+        return float(1.0 - np.prod(1.0 - p))
+    best = cur = 0
+    for v in p >= slice_threshold:
+        cur = cur + 1 if v else 0
+        best = max(best, cur)
+    return min(best / 3.0, 1.0)
+
+
+def choose_scan_threshold(scores: Sequence[float], labels: Sequence[int], min_sensitivity: float = 0.9) -> float:
+    """The highest threshold ``t`` (a scan is positive when ``score >= t``) whose sensitivity on these scans is
+    at least ``min_sensitivity``: the most specific operating point that keeps the sensitivity.
+
+    Raises:
+        HemwslInputError: no positive scan to choose on.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    if s.shape != y.shape:
+        raise HemwslInputError(f"{s.size} scores for {y.size} labels")
+    if not y.any():
+        raise HemwslInputError("no positive scan among the selection patients: cannot choose a scan threshold")
+    if not 0 < min_sensitivity <= 1:
+        raise HemwslInputError(f"min_sensitivity must be in (0, 1], got {min_sensitivity!r}")
+    pos = np.sort(s[y])[::-1]
+    need = int(np.ceil(min_sensitivity * len(pos) - 1e-9))
+    return float(pos[max(need, 1) - 1])
+
+
+def scan_probabilities(prediction_csvs: Sequence[str | os.PathLike], output: str = "any") -> dict[str, np.ndarray]:
+    """``{patient: slice probabilities in slice order}`` from prediction CSVs of the classifier bundle (each
+    patient in one file, e.g. the out-of-fold ``predictions_test[_last].csv`` of every fold)."""
+    from hemwsl.engines.handlers import read_predictions_csv
+
+    out: dict[str, np.ndarray] = {}
+    for f in prediction_csvs:
+        if not Path(f).is_file():
+            raise HemwslInputError(f"{f}: predictions CSV not found")
+        d = read_predictions_csv(f)
+        if not len(d["patient"]):
+            continue
+        names = d.get("names", ["any"])
+        if output not in names:
+            raise HemwslInputError(f"{f}: no output {output!r} (outputs: {', '.join(names)})")
+        col = names.index(output)
+        for pat in dict.fromkeys(d["patient"].tolist()):
+            if pat in out:
+                raise HemwslInputError(f"{f}: patient {pat} is also in an earlier predictions file")
+            sel = d["patient"] == pat
+            order = np.argsort(d["slice"][sel])
+            out[str(pat)] = d["prob"][sel][order, col]
+    return out
+
+
+def fit_calibration(pred_ml: Sequence[float], true_ml: Sequence[float]) -> tuple[float, float]:
+    """Least-squares line ``true = a * pred + b`` (``(1, 0)`` with fewer than 3 scans or no spread)."""
+    p = np.asarray(pred_ml, dtype=np.float64)
+    t = np.asarray(true_ml, dtype=np.float64)
+    if p.size < 3 or p.std() == 0:
+        return 1.0, 0.0
+    a, b = np.polyfit(p, t, 1)
+    return float(a), float(b)
+
+
+def _volumes(path: str | os.PathLike) -> tuple[float, float, tuple[float, float, float]]:
+    """``(mL, ABC/2 mL, spacing)`` of a binary mask NIfTI."""
+    import nibabel as nib
+
+    from hemwsl.metrics.agreement import abc2_volume_ml
+    from hemwsl.metrics.volume import lesion_volume_ml
+
+    p = Path(path)
+    if not p.is_file():
+        raise HemwslInputError(f"{p}: mask not found")
+    try:
+        img = nib.load(str(p))
+        m = np.asarray(img.dataobj) > 0
+    except Exception as err:
+        raise HemwslInputError(f"{p}: cannot read the mask ({type(err).__name__}: {err})") from err
+    if m.ndim != 3:
+        raise HemwslInputError(f"{p}: a mask must be 3D, got shape {m.shape}")
+    sp = tuple(float(s) for s in img.header.get_zooms()[:3])
+    return lesion_volume_ml(m, sp), abc2_volume_ml(m, sp), sp
+
+
+def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, prediction_csvs: Sequence[str | os.PathLike],
+                 out_dir: str | os.PathLike, folds: tuple[Mapping[str, int], Mapping[int, set[str]]], *,
+                 aggregations: Sequence[str] = SCAN_AGGREGATIONS, min_sensitivity: float = 0.9,
+                 calibrate: bool = False, n_boot: int = 2000, seed: int = 0, figures: bool = True) -> dict[str, Any]:
+    """Evaluate the scan-level call and the volume estimate on every patient, each by its own fold.
+
+    Args:
+        datalist: the dataset (entries with ``patient`` and ``label``, the true mask).
+        masks_dir: predicted masks ``<patient>.nii.gz`` on the CT grid (e.g. ``hemwsl pseudo`` output).
+        prediction_csvs: out-of-fold slice predictions of every patient.
+        out_dir: report folder (``per_patient.csv``, ``summary.md``, ``summary.json``, PNG figures).
+        folds: ``({patient: test fold}, {fold: selection patients})`` (:func:`hemwsl.benchmark.cv_folds`).
+        aggregations: candidate scan aggregations; each fold's selection patients choose one (AUROC).
+        min_sensitivity: the operating point's sensitivity on the selection patients.
+        calibrate: also fit ``true = a * pred + b`` on each fold's positive selection patients.
+        n_boot: bootstrap replicates of the CIs.
+        seed: bootstrap seed.
+        figures: write the scatter and Bland-Altman PNGs.
+
+    Returns:
+        The summary (also in ``summary.json``).
+    """
+    from hemwsl.data.io import atomic_write_text
+    from hemwsl.metrics.agreement import agreement_by_size
+    from hemwsl.metrics.classification import bootstrap_ci, compute_auroc
+    from hemwsl.metrics.volume import lesion_volume_ml
+
+    for a in aggregations:
+        check_choice("scan aggregation", a, SCAN_AGGREGATIONS)
+    if not aggregations:
+        raise HemwslInputError("no scan aggregation given")
+    test_fold, selection = folds
+    probs = scan_probabilities(prediction_csvs)
+    masks = Path(masks_dir)
+    if not masks.is_dir():
+        raise HemwslInputError(f"{masks}: masks folder not found")
+    entries = {str(e[PATIENT]): e for e in datalist}
+    missing = sorted(p for p in entries if p not in probs)
+    if missing:
+        raise HemwslInputError(f"no slice predictions for patient(s) {', '.join(missing[:5])}"
+                               f"{' ...' if len(missing) > 5 else ''}")
+    rows: dict[str, dict[str, Any]] = {}
+    for pat, e in entries.items():
+        import nibabel as nib
+
+        from hemwsl.metrics.agreement import abc2_volume_ml
+
+        img = nib.load(str(e["label"]))
+        gt = np.asarray(img.dataobj) > 0
+        sp = tuple(float(s) for s in img.header.get_zooms()[:3])
+        f = masks / f"{pat}.nii.gz"
+        pred_ml, pred_abc, _ = _volumes(f) if f.is_file() else (0.0, 0.0, sp)
+        if not f.is_file():
+            logger.warning("%s: no predicted mask in %s; counted as 0 mL", pat, masks)
+        rows[pat] = {"patient": pat, "fold": test_fold.get(pat, -1), "true_ml": lesion_volume_ml(gt, sp),
+                     "true_abc2_ml": abc2_volume_ml(gt, sp), "mask_ml": pred_ml, "mask_abc2_ml": pred_abc,
+                     "label": int(gt.any()),
+                     **{f"score_{a}": scan_score(probs[pat], a) for a in aggregations}}
+    # per fold: aggregation (AUROC), threshold (sensitivity), optional calibration, on selection patients only
+    choices = {}
+    for k in sorted(set(test_fold.values())):
+        sel = [rows[p] for p in selection[k] if p in rows]
+        y = np.array([r["label"] for r in sel])
+        aucs = {a: compute_auroc(y, np.array([r[f"score_{a}"] for r in sel])) for a in aggregations}
+        best = max(aggregations, key=lambda a: (np.nan_to_num(aucs[a], nan=-1.0), -aggregations.index(a)))
+        thr = choose_scan_threshold([r[f"score_{best}"] for r in sel], y, min_sensitivity)
+        cal = fit_calibration([r["mask_ml"] for r in sel if r["label"]], [r["true_ml"] for r in sel if r["label"]]) \
+            if calibrate else (1.0, 0.0)
+        choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": aucs[best], "calibration": cal}
+    for r in rows.values():
+        c = choices.get(r["fold"])
+        if c is None:
+            raise HemwslInputError(f"patient {r['patient']} is in no test fold")
+        r["scan_score"] = r[f"score_{c['aggregation']}"]
+        r["scan_call"] = int(r["scan_score"] >= c["threshold"])
+        a, b = c["calibration"]
+        est = max(0.0, a * r["mask_ml"] + b)
+        r["pred_ml"] = est if r["scan_call"] else 0.0
+        r["pred_abc2_ml"] = r["mask_abc2_ml"] if r["scan_call"] else 0.0
+    ordered = [rows[p] for p in sorted(rows)]
+    t = np.array([r["true_ml"] for r in ordered])
+    y = np.array([r["label"] for r in ordered])
+    calls = np.array([r["scan_call"] for r in ordered])
+    score = np.array([r["scan_score"] for r in ordered])
+    groups = np.arange(len(ordered))
+
+    def sens(yy, cc):
+        return float(cc[yy == 1].mean()) if (yy == 1).any() else float("nan")
+
+    def spec(yy, cc):
+        return float(1 - cc[yy == 0].mean()) if (yy == 0).any() else float("nan")
+
+    scan = {"n": len(ordered), "n_positive": int(y.sum()),
+            "auroc": compute_auroc(y, score), "auroc_ci": bootstrap_ci(compute_auroc, y, score, groups=groups,
+                                                                        n_boot=n_boot, seed=seed),
+            "sensitivity": sens(y, calls), "sensitivity_ci": bootstrap_ci(sens, y, calls, n_boot=n_boot, seed=seed),
+            "specificity": spec(y, calls), "specificity_ci": bootstrap_ci(spec, y, calls, n_boot=n_boot, seed=seed)}
+    agreement = {
+        "estimate": agreement_by_size(t, [r["pred_ml"] for r in ordered]),
+        "mask, no scan call": agreement_by_size(t, [r["mask_ml"] for r in ordered]),
+        "ABC/2 of the predicted mask": agreement_by_size(t, [r["pred_abc2_ml"] for r in ordered]),
+        "ABC/2 of the true mask": agreement_by_size(t, [r["true_abc2_ml"] for r in ordered]),
+    }
+    from hemwsl.metrics.agreement import lins_ccc
+
+    ccc_ci = bootstrap_ci(lins_ccc, t, np.array([r["pred_ml"] for r in ordered]), n_boot=n_boot, seed=seed)
+    summary = {"scan": scan, "agreement": agreement, "ccc_ci": ccc_ci,
+               "choices": {str(k): v for k, v in choices.items()},
+               "settings": {"aggregations": list(aggregations), "min_sensitivity": min_sensitivity,
+                            "calibrate": calibrate, "masks_dir": str(masks), "n_boot": n_boot}}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    cols = ["patient", "fold", "label", "true_ml", "true_abc2_ml", "mask_ml", "mask_abc2_ml", "scan_score", "scan_call",
+            "pred_ml", "pred_abc2_ml"] + [f"score_{a}" for a in aggregations]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in ordered:
+        w.writerow({c: (f"{r[c]:.4f}" if isinstance(r[c], float) else r[c]) for c in cols})
+    atomic_write_text(out / "per_patient.csv", buf.getvalue())
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")
+    atomic_write_text(out / "summary.md", _markdown(summary))
+    if figures:
+        _figures(ordered, out)
+    return summary
+
+
+def _f(v: float, d: int = 3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{d}f}"
+
+
+def _markdown(s: Mapping[str, Any]) -> str:
+    sc = s["scan"]
+    lines = ["# Hemorrhage volume: scan-level call and mL against the true masks", "",
+             f"{sc['n']} scans ({sc['n_positive']} with hemorrhage), each scored by the fold that did not train on it; "
+             "aggregation, operating point and calibration chosen on the fold's selection patients.", "",
+             "## Scan-level call", "",
+             "| AUROC [95% CI] | sensitivity [95% CI] | specificity [95% CI] |", "|---|---|---|",
+             f"| {_f(sc['auroc'])} [{_f(sc['auroc_ci'][0])}, {_f(sc['auroc_ci'][1])}] "
+             f"| {_f(sc['sensitivity'])} [{_f(sc['sensitivity_ci'][0])}, {_f(sc['sensitivity_ci'][1])}] "
+             f"| {_f(sc['specificity'])} [{_f(sc['specificity_ci'][0])}, {_f(sc['specificity_ci'][1])}] |", "",
+             "Per fold: " + "; ".join(f"fold {k}: {c['aggregation']} >= {c['threshold']:.3f}"
+                                      + (f", mL x {c['calibration'][0]:.2f} + {c['calibration'][1]:.1f}"
+                                         if tuple(c["calibration"]) != (1.0, 0.0) else "")
+                                      for k, c in s["choices"].items()), "",
+             "## Volume agreement (mL)", "",
+             f"Lin's CCC of the estimate: {_f(s['agreement']['estimate']['all']['ccc'])} "
+             f"[{_f(s['ccc_ci'][0])}, {_f(s['ccc_ci'][1])}] (patient bootstrap).", "",
+             "| estimate | scans | Pearson r | Lin's CCC | bias | 95% limits | MAE | within 5 mL | hemorrhage-free < 1 mL |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, by in s["agreement"].items():
+        for stratum, a in by.items():
+            label = name if stratum == "all" else f"{name}, true {stratum}"
+            lines.append(f"| {label} | {a['n']} | {_f(a['pearson_r'])} | {_f(a['ccc'])} | {_f(a['bias'], 1)} | "
+                         f"[{_f(a['loa_low'], 1)}, {_f(a['loa_high'], 1)}] | {_f(a['mae'], 1)} | "
+                         f"{_f(a['within_tol'], 2)} | {_f(a['negatives_under_zero_ml'], 2)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _figures(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hemwsl.data.io import atomic_write_bytes
+
+    t = np.array([r["true_ml"] for r in rows])
+    p = np.array([r["pred_ml"] for r in rows])
+    a = np.array([r["true_abc2_ml"] for r in rows])
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4.5))
+    hi = max(1.0, float(max(t.max(), p.max(), a.max())) * 1.05)
+    ax[0].plot([0, hi], [0, hi], color="grey", lw=1)
+    ax[0].scatter(t, a, s=14, marker="x", color="tab:orange", label="ABC/2 of the true mask")
+    ax[0].scatter(t, p, s=16, color="tab:blue", label="hemwsl estimate")
+    ax[0].set(xlabel="true volume (mL)", ylabel="estimated volume (mL)", title="Volume", xlim=(0, hi), ylim=(0, hi))
+    ax[0].legend(loc="upper left", fontsize=8)
+    m, d = (t + p) / 2, p - t
+    bias, sd = d.mean(), d.std(ddof=1) if len(d) > 1 else 0.0
+    ax[1].scatter(m, d, s=16, color="tab:blue")
+    for v, style in ((bias, "-"), (bias - 1.96 * sd, "--"), (bias + 1.96 * sd, "--")):
+        ax[1].axhline(v, color="grey", ls=style, lw=1)
+    ax[1].set(xlabel="mean of true and estimate (mL)", ylabel="estimate - true (mL)",
+              title=f"Bland-Altman: bias {bias:+.1f} mL, limits [{bias - 1.96 * sd:.1f}, {bias + 1.96 * sd:.1f}]")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(out / "volume_agreement.png", buf.getvalue())
