@@ -142,6 +142,9 @@ def _volumes(path: str | os.PathLike) -> tuple[float, float, tuple[float, float,
         raise HemwslInputError(f"{p}: cannot read the mask ({type(err).__name__}: {err})") from err
     if m.ndim != 3:
         raise HemwslInputError(f"{p}: a mask must be 3D, got shape {m.shape}")
+    if not m.any():
+        sp = tuple(float(s) for s in img.header.get_zooms()[:3])
+        return 0.0, 0.0, sp
     sp = tuple(float(s) for s in img.header.get_zooms()[:3])
     return lesion_volume_ml(m, sp), abc2_volume_ml(m, sp), sp
 
@@ -158,6 +161,11 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         prediction_csvs: out-of-fold slice predictions of every patient.
         out_dir: report folder (``per_patient.csv``, ``summary.md``, ``summary.json``, PNG figures).
         folds: ``({patient: test fold}, {fold: selection patients})`` (:func:`hemwsl.benchmark.cv_folds`).
+            With ``select="rest"`` (as the benchmark) a fold chooses on every patient outside its test
+            part, whose scores come from the other folds' models (themselves trained on some of this
+            fold's test patients: labels reach the choice only through those models' training, and the
+            scores of several models share one operating point); ``select="val"`` restricts the choice
+            to the fold's validation patients, scored by the other models too.
         aggregations: candidate scan aggregations; each fold's selection patients choose one (AUROC).
         min_sensitivity: the operating point's sensitivity on the selection patients.
         calibrate: also fit ``true = a * pred + b`` on each fold's positive selection patients.
@@ -171,7 +179,6 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     from hemwsl.data.io import atomic_write_text
     from hemwsl.metrics.agreement import agreement_by_size
     from hemwsl.metrics.classification import bootstrap_ci, compute_auroc
-    from hemwsl.metrics.volume import lesion_volume_ml
 
     for a in aggregations:
         check_choice("scan aggregation", a, SCAN_AGGREGATIONS)
@@ -188,21 +195,19 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         raise HemwslInputError(f"no slice predictions for patient(s) {', '.join(missing[:5])}"
                                f"{' ...' if len(missing) > 5 else ''}")
     rows: dict[str, dict[str, Any]] = {}
+    no_mask: list[str] = []
     for pat, e in entries.items():
-        import nibabel as nib
-
-        from hemwsl.metrics.agreement import abc2_volume_ml
-
-        img = nib.load(str(e["label"]))
-        gt = np.asarray(img.dataobj) > 0
-        sp = tuple(float(s) for s in img.header.get_zooms()[:3])
+        if not e.get("label"):
+            raise HemwslInputError(f"patient {pat} has no true mask in the datalist: quantify needs masks")
+        true_ml, true_abc, sp = _volumes(e["label"])
         f = masks / f"{pat}.nii.gz"
         pred_ml, pred_abc, _ = _volumes(f) if f.is_file() else (0.0, 0.0, sp)
         if not f.is_file():
+            no_mask.append(pat)
             logger.warning("%s: no predicted mask in %s; counted as 0 mL", pat, masks)
-        rows[pat] = {"patient": pat, "fold": test_fold.get(pat, -1), "true_ml": lesion_volume_ml(gt, sp),
-                     "true_abc2_ml": abc2_volume_ml(gt, sp), "mask_ml": pred_ml, "mask_abc2_ml": pred_abc,
-                     "label": int(gt.any()),
+        rows[pat] = {"patient": pat, "fold": test_fold.get(pat, -1), "true_ml": true_ml,
+                     "true_abc2_ml": true_abc, "mask_ml": pred_ml, "mask_abc2_ml": pred_abc,
+                     "label": int(true_ml > 0),
                      **{f"score_{a}": scan_score(probs[pat], a) for a in aggregations}}
     # per fold: aggregation (AUROC), threshold (sensitivity), optional calibration, on selection patients only
     choices = {}
@@ -238,9 +243,13 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     def spec(yy, cc):
         return float(1 - cc[yy == 0].mean()) if (yy == 0).any() else float("nan")
 
-    scan = {"n": len(ordered), "n_positive": int(y.sum()),
-            "auroc": compute_auroc(y, score), "auroc_ci": bootstrap_ci(compute_auroc, y, score, groups=groups,
-                                                                        n_boot=n_boot, seed=seed),
+    # AUROC per aggregation over all patients (one scale each); the calls use each fold's chosen one
+    per_agg = {}
+    for a in aggregations:
+        sa = np.array([r[f"score_{a}"] for r in ordered])
+        per_agg[a] = {"auroc": compute_auroc(y, sa),
+                      "auroc_ci": bootstrap_ci(compute_auroc, y, sa, groups=groups, n_boot=n_boot, seed=seed)}
+    scan = {"n": len(ordered), "n_positive": int(y.sum()), "auroc_by_aggregation": per_agg,
             "sensitivity": sens(y, calls), "sensitivity_ci": bootstrap_ci(sens, y, calls, n_boot=n_boot, seed=seed),
             "specificity": spec(y, calls), "specificity_ci": bootstrap_ci(spec, y, calls, n_boot=n_boot, seed=seed)}
     agreement = {
@@ -252,7 +261,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     from hemwsl.metrics.agreement import lins_ccc
 
     ccc_ci = bootstrap_ci(lins_ccc, t, np.array([r["pred_ml"] for r in ordered]), n_boot=n_boot, seed=seed)
-    summary = {"scan": scan, "agreement": agreement, "ccc_ci": ccc_ci,
+    summary = {"scan": scan, "agreement": agreement, "ccc_ci": ccc_ci, "patients_without_mask": no_mask,
                "choices": {str(k): v for k, v in choices.items()},
                "settings": {"aggregations": list(aggregations), "min_sensitivity": min_sensitivity,
                             "calibrate": calibrate, "masks_dir": str(masks), "n_boot": n_boot}}
@@ -283,14 +292,20 @@ def _markdown(s: Mapping[str, Any]) -> str:
              f"{sc['n']} scans ({sc['n_positive']} with hemorrhage), each scored by the fold that did not train on it; "
              "aggregation, operating point and calibration chosen on the fold's selection patients.", "",
              "## Scan-level call", "",
-             "| AUROC [95% CI] | sensitivity [95% CI] | specificity [95% CI] |", "|---|---|---|",
-             f"| {_f(sc['auroc'])} [{_f(sc['auroc_ci'][0])}, {_f(sc['auroc_ci'][1])}] "
+             "Calls at each fold's operating point (aggregation and threshold chosen on its selection patients):", "",
+             "| sensitivity [95% CI] | specificity [95% CI] |", "|---|---|",
              f"| {_f(sc['sensitivity'])} [{_f(sc['sensitivity_ci'][0])}, {_f(sc['sensitivity_ci'][1])}] "
              f"| {_f(sc['specificity'])} [{_f(sc['specificity_ci'][0])}, {_f(sc['specificity_ci'][1])}] |", "",
+             "Patient-level AUROC of each aggregation over all patients:", "",
+             "| aggregation | AUROC [95% CI] |", "|---|---|",
+             *[f"| {a} | {_f(v['auroc'])} [{_f(v['auroc_ci'][0])}, {_f(v['auroc_ci'][1])}] |"
+               for a, v in sc["auroc_by_aggregation"].items()], "",
              "Per fold: " + "; ".join(f"fold {k}: {c['aggregation']} >= {c['threshold']:.3f}"
                                       + (f", mL x {c['calibration'][0]:.2f} + {c['calibration'][1]:.1f}"
                                          if tuple(c["calibration"]) != (1.0, 0.0) else "")
                                       for k, c in s["choices"].items()), "",
+             *([f"Patients without a predicted mask (counted as 0 mL): {', '.join(s['patients_without_mask'])}.", ""]
+               if s["patients_without_mask"] else []),
              "## Volume agreement (mL)", "",
              f"Lin's CCC of the estimate: {_f(s['agreement']['estimate']['all']['ccc'])} "
              f"[{_f(s['ccc_ci'][0])}, {_f(s['ccc_ci'][1])}] (patient bootstrap).", "",

@@ -27,6 +27,8 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folds", type=int, default=5, help="CV folds, as the classifier's (default: 5)")
     p.add_argument("--fold-seed", type=int, default=0, help="fold seed, as the classifier's (default: 0)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="as the classifier's (default: 0.15)")
+    p.add_argument("--select", default="rest", choices=["rest", "val"],
+                   help="selection patients of a fold: rest (every patient outside its test part; default) or val")
     p.add_argument("--aggregations", nargs="+", default=list(SCAN_AGGREGATIONS), choices=list(SCAN_AGGREGATIONS),
                    help="scan-score candidates, chosen per fold on its selection patients (default: all)")
     p.add_argument("--min-sensitivity", type=float, default=0.9,
@@ -48,7 +50,8 @@ def run_quantify(args: argparse.Namespace) -> int:
         raise HemwslInputError(f"--n-boot must be >= 1, got {args.n_boot}")
     datalist = build_datalist(args.layout, args.dataset_dir) if args.dataset_dir else load_datalist(args.datalist)
     preds = args.predictions or [str(fold_predictions(args.cv_dir, k, args.checkpoint)) for k in range(args.folds)]
-    folds = cv_folds(datalist, n_folds=args.folds, seed=args.fold_seed, val_fraction=args.val_fraction)
+    folds = cv_folds(datalist, n_folds=args.folds, seed=args.fold_seed, val_fraction=args.val_fraction,
+                     select=args.select)
     s = quantify(datalist, args.masks, preds, args.out, folds, aggregations=args.aggregations,
                  min_sensitivity=args.min_sensitivity, calibrate=args.calibrate, n_boot=args.n_boot,
                  figures=not args.no_figures)

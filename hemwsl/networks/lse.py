@@ -48,11 +48,12 @@ import torch.nn.functional as F
 from monai.networks.blocks import ChannelSELayer
 from torch import Tensor, nn
 
-from hemwsl.errors import HemwslInputError
+from hemwsl.errors import HemwslInputError, check_choice
 
 __all__ = [
     "ENCODER_PLANS",
     "LSE_LEVEL_LAYERS",
+    "LSE_FORMS",
     "LSEPool",
     "lse_pool",
     "LayerNorm2d",
@@ -131,23 +132,50 @@ def encoder_plan(backbone: str, model: nn.Module, in_channels: int) -> tuple[lis
     return seq, [p for p, _ in picked], [c for _, c in picked]
 
 
-def lse_pool(x: Tensor, r: float = 3.0) -> Tensor:
-    """``LSE_r(x) = (1/r) log(mean_ij exp(r x_ij))`` over the last two dimensions.
+#: The two forms of LSE pooling: ``mean`` (normalised, the default) and ``sum`` (Chen & Kuo's eq. 4).
+LSE_FORMS: tuple[str, ...] = ("mean", "sum")
 
-    The normalised form (Pinheiro & Collobert 2015): it lies between the mean (``r -> 0``) and the
-    maximum (``r -> inf``) of the map whatever its size, so the four levels' logits are on one scale.
-    Its gradient is the softmax ``exp(r x_j) / sum_i exp(r x_i)`` (Chen & Kuo 2026, eq. 5): each
-    position's weight grows with the exponential of its score. Chen & Kuo's eq. 4 omits ``1/r`` and
-    the mean; the two differ by ``log(n) / r`` and a factor ``r``, which the bias and weights absorb.
+
+def _check_r(r: Any) -> float:
+    try:
+        r = float(r)
+    except (TypeError, ValueError):
+        raise HemwslInputError(f"lse_r must be a positive number, got {r!r}") from None
+    if not (r > 0 and math.isfinite(r)):
+        raise HemwslInputError(f"lse_r must be a positive number, got {r!r}")
+    return r
+
+
+def lse_pool(x: Tensor, r: float = 3.0, form: str = "mean") -> Tensor:
+    """Log-Sum-Exp pooling over the last two dimensions.
+
+    * ``form="mean"`` (default): ``(1/r) log(mean_ij exp(r x_ij))``, the normalised form of Pinheiro &
+      Collobert 2015. The logit lies between the mean (``r -> 0``) and the maximum (``r -> inf``) of the
+      map whatever its size, so the four levels' logits share one scale, and ``r`` says how max-like the
+      pooling is relative to the score map itself.
+    * ``form="sum"``: ``log(sum_ij exp(r x_ij))``, Chen & Kuo 2026's eq. 4 as printed. It equals
+      ``r * mean-form + log(n)``: the logit is ``r`` times larger and grows with the map's size ``n``.
+      Because the score maps are learned, its ``r`` mostly rescales them (eq. 4 at ``r`` is the ``mean``
+      form at ``r = 1`` on maps scaled by ``r``, plus ``log n``); the consistency loss (eq. 7) sees maps
+      of that scale.
+
+    In both forms the gradient is proportional to the softmax ``exp(r x_j) / sum_i exp(r x_i)`` (eq. 5;
+    exactly it for ``mean``, ``r`` times it for ``sum``): each position's weight grows with the
+    exponential of its score.
 
     Args:
         x: ``(..., h, w)`` score maps.
         r: sharpness (> 0).
+        form: ``"mean"`` or ``"sum"``.
 
     Returns:
         ``(...)`` pooled values.
     """
+    r = _check_r(r)
+    check_choice("LSE form", form, LSE_FORMS)
     flat = x.flatten(-2)
+    if form == "sum":
+        return torch.logsumexp(r * flat, dim=-1)
     return (torch.logsumexp(r * flat, dim=-1) - math.log(flat.shape[-1])) / r
 
 
@@ -155,24 +183,21 @@ class LSEPool(nn.Module):
     """:func:`lse_pool` as a module: ``(B, K, h, w) -> (B, K)``.
 
     Args:
-        r: sharpness (> 0); Chen & Kuo 2026 use 3.
+        r: sharpness (> 0); Chen & Kuo 2026 use 3 (with ``form="sum"``).
+        form: ``"mean"`` (normalised, default) or ``"sum"`` (eq. 4).
     """
 
-    def __init__(self, r: float = 3.0) -> None:
+    def __init__(self, r: float = 3.0, form: str = "mean") -> None:
         super().__init__()
-        try:
-            r = float(r)
-        except (TypeError, ValueError):
-            raise HemwslInputError(f"lse_r must be a positive number, got {r!r}") from None
-        if not (r > 0 and math.isfinite(r)):
-            raise HemwslInputError(f"lse_r must be a positive number, got {r!r}")
-        self.r = r
+        self.r = _check_r(r)
+        check_choice("LSE form", form, LSE_FORMS)
+        self.form = form
 
     def forward(self, x: Tensor) -> Tensor:
-        return lse_pool(x, self.r)
+        return lse_pool(x, self.r, self.form)
 
     def extra_repr(self) -> str:
-        return f"r={self.r}"
+        return f"r={self.r}, form={self.form!r}"
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -212,14 +237,15 @@ class LSELevel(nn.Module):
         up_channels: width of the next finer level (``None`` at level 0: no upsampling block).
         r: LSE sharpness.
         se_reduction: squeeze-and-excitation reduction ratio.
+        form: LSE form (:func:`lse_pool`).
     """
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, up_channels: int | None,
-                 r: float = 3.0, se_reduction: int = 4) -> None:
+                 r: float = 3.0, se_reduction: int = 4, form: str = "mean") -> None:
         super().__init__()
         self.conv = _ConvBlock(in_channels, channels, se_reduction)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
-        self.pool = LSEPool(r)
+        self.pool = LSEPool(r, form)
         self.up = _UpBlock(channels, up_channels) if up_channels is not None else None
 
 
@@ -233,7 +259,9 @@ class LSEHeatmapNet(nn.Module):
         num_classes: 1 ("any") or 6 (any + five subtypes).
         r: LSE sharpness of every level (Chen & Kuo: 3).
         decoder_channels: widths of levels 0..3 (fine to coarse); default the encoder's stage widths,
-            as in Chen & Kuo (level 3 at most 512).
+            as in Chen & Kuo, except that level 3 is capped at 512 (hemwsl's choice: the deepest
+            EfficientNet stage is 1,280 wide at 1/32 of the input).
+        form: LSE pooling form, ``"mean"`` (normalised, default) or ``"sum"`` (Chen & Kuo's eq. 4).
         se_reduction: squeeze-and-excitation reduction ratio.
         dropout: dropout on the encoder's deepest features during training.
         **backbone_kwargs: passed to the backbone's constructor.
@@ -241,7 +269,7 @@ class LSEHeatmapNet(nn.Module):
 
     def __init__(self, backbone: str, in_channels: int = 3, num_classes: int = 1, r: float = 3.0,
                  decoder_channels: Sequence[int] | None = None, se_reduction: int = 4, dropout: float = 0.0,
-                 **backbone_kwargs: Any) -> None:
+                 form: str = "mean", **backbone_kwargs: Any) -> None:
         super().__init__()
         from hemwsl.networks.registry import build_network, classifier_head
 
@@ -254,7 +282,12 @@ class LSEHeatmapNet(nn.Module):
         setattr(self.encoder.get_submodule(parent) if parent else self.encoder, attr, nn.Identity())
         if decoder_channels is None:
             decoder_channels = [*widths[:3], min(widths[3], 512)]
-        decoder_channels = [int(c) for c in decoder_channels]
+        try:
+            decoder_channels = [int(c) for c in decoder_channels]
+        except (TypeError, ValueError):
+            raise HemwslInputError(f"decoder_channels must be 4 positive ints (levels 0..3), got {decoder_channels!r}") from None
+        if not isinstance(se_reduction, int) or isinstance(se_reduction, bool) or se_reduction < 1:
+            raise HemwslInputError(f"se_reduction must be a positive integer, got {se_reduction!r}")
         if len(decoder_channels) != 4 or min(decoder_channels) < 1:
             raise HemwslInputError(f"decoder_channels must be 4 positive ints (levels 0..3), got {decoder_channels}")
         self.decoder_channels = decoder_channels
@@ -264,9 +297,11 @@ class LSEHeatmapNet(nn.Module):
         for i in range(4):
             in_ch = widths[i] + (decoder_channels[i] if i < 3 else 0)
             up = decoder_channels[i - 1] if i > 0 else None
-            levels.append(LSELevel(in_ch, decoder_channels[i], num_classes, up, r=r, se_reduction=se_reduction))
+            levels.append(LSELevel(in_ch, decoder_channels[i], num_classes, up, r=r, se_reduction=se_reduction,
+                                   form=form))
         self.levels = nn.ModuleList(levels)
         self.r = float(r)
+        self.form = form
 
     def encode(self, x: Tensor) -> list[Tensor]:
         """The encoder's stage outputs ``[E_1, E_2, E_3, E_4]`` at strides 4, 8, 16, 32."""
@@ -341,7 +376,7 @@ def _is_full_checkpoint(path: Path) -> bool:
 def build_lse_heatmap_net(backbone: str, in_channels: int = 3, num_classes: int = 1, dropout: float = 0.0,
                           pretrained_path: str | os.PathLike | None = None, lse_r: float = 3.0,
                           decoder_channels: Sequence[int] | None = None, se_reduction: int = 4,
-                          **kwargs: Any) -> LSEHeatmapNet:
+                          lse_form: str = "mean", **kwargs: Any) -> LSEHeatmapNet:
     """Build an :class:`LSEHeatmapNet` (the builder behind the ``lse_<backbone>`` registry names).
 
     Args:
@@ -350,12 +385,14 @@ def build_lse_heatmap_net(backbone: str, in_channels: int = 3, num_classes: int 
         pretrained_path: a checkpoint of the plain backbone (e.g. the same fold's classifier: Chen &
             Kuo's two stages) loaded into the encoder, or a checkpoint of a whole LSE heatmap network.
         lse_r: LSE sharpness (Chen & Kuo: 3).
+        lse_form: ``"mean"`` (normalised LSE, default) or ``"sum"`` (Chen & Kuo's eq. 4), see :func:`lse_pool`.
         decoder_channels: decoder widths of levels 0..3 (default: the encoder's stage widths).
         se_reduction: squeeze-and-excitation reduction ratio.
         **kwargs: passed to the backbone's constructor.
     """
     net = LSEHeatmapNet(backbone, in_channels=in_channels, num_classes=num_classes, r=lse_r,
-                        decoder_channels=decoder_channels, se_reduction=se_reduction, dropout=dropout, **kwargs)
+                        decoder_channels=decoder_channels, se_reduction=se_reduction, dropout=dropout,
+                        form=lse_form, **kwargs)
     if pretrained_path is not None:
         path = Path(pretrained_path)
         if _is_full_checkpoint(path):
@@ -390,8 +427,13 @@ class LSEHeatmapLoss(nn.Module):
     def __init__(self, alpha: Sequence[float] = (2.0, 0.5, 0.25, 0.125), beta: Sequence[float] = (0.5, 0.25, 0.125),
                  pos_weight: Tensor | None = None, consistency_weight: float = 1.0) -> None:
         super().__init__()
-        self.alpha = [float(a) for a in alpha]
-        self.beta = [float(b) for b in beta]
+        try:
+            self.alpha = [float(a) for a in alpha]
+            self.beta = [float(b) for b in beta]
+            consistency_weight = float(consistency_weight)
+        except (TypeError, ValueError):
+            raise HemwslInputError(f"lse_alpha, lse_beta and lse_consistency must be numbers, got {alpha!r}, {beta!r}, "
+                                   f"{consistency_weight!r}") from None
         if len(self.alpha) != 4 or len(self.beta) != 3:
             raise HemwslInputError(f"LSEHeatmapLoss needs 4 alpha and 3 beta weights, got {alpha} and {beta}")
         self.consistency_weight = float(consistency_weight)
@@ -426,6 +468,11 @@ def lse_subtype_masks(net: LSEHeatmapNet, x: Tensor, rule: Any, level: int = 0,
     probability reaches its class threshold (Youden on validation: ``rule.fit``), its heatmap
     ``sigmoid(f_level)``, upsampled bilinearly to the input size, is thresholded at the mask threshold,
     and each pixel takes the present subtype with the largest map (:class:`hemwsl.thresholds.SubtypeRule`).
+    Chen & Kuo apply GradCAM at the finest level, ReLU and divide each map by its maximum before their
+    mask thresholds (25..200 of 255); here the heatmap is the network's own ``sigmoid(f)`` and the
+    normalisation is the rule's (``SubtypeRule(normalisation="max")`` divides by the maximum as they do;
+    its default ``"minmax"`` also subtracts the minimum), so their Table 4 thresholds do not carry over:
+    choose the mask thresholds on validation data.
 
     Args:
         net: a trained ``lse_*`` network with 6 outputs (any + :data:`hemwsl.constants.SUBTYPES`).
@@ -439,6 +486,10 @@ def lse_subtype_masks(net: LSEHeatmapNet, x: Tensor, rule: Any, level: int = 0,
     """
     if not isinstance(net, LSEHeatmapNet) or net.num_classes != 6:
         raise HemwslInputError("Algorithm 1 needs an lse_* network with 6 outputs (any + five subtypes)")
+    if isinstance(level, bool) or level not in (0, 1, 2, 3):
+        raise HemwslInputError(f"level must be 0, 1, 2 or 3 (0: the finest), got {level!r}")
+    if not isinstance(x, Tensor) or x.ndim != 4:
+        raise HemwslInputError(f"expected a (B, C, H, W) batch of slices, got {getattr(x, 'shape', type(x).__name__)}")
     was = net.training
     net.eval()
     try:

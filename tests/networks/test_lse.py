@@ -50,10 +50,24 @@ def test_lse_pool_gradient_is_the_softmax_of_r_x():
     torch.testing.assert_close(y.grad, torch.softmax(3.0 * y.detach().flatten(), 0).reshape(4, 6))
 
 
+def test_lse_sum_form_is_eq4():
+    """Chen & Kuo's eq. 4 as printed: log(sum exp(r x)) = r * (mean form) + log(n)."""
+    x = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    assert float(lse_pool(x, 3.0, "sum")) == pytest.approx(math.log(3 + math.exp(3.0)))
+    y = torch.randn(3, 4, 5)
+    torch.testing.assert_close(lse_pool(y, 2.0, "sum"), 2.0 * lse_pool(y, 2.0) + math.log(20))
+    net = build_network("lse_resnet10", in_channels=3, lse_form="sum", decoder_channels=[8, 8, 8, 8])
+    assert all(level.pool.form == "sum" for level in net.levels)
+    with pytest.raises(HemwslInputError, match="LSE form"):
+        LSEPool(3.0, "max")
+
+
 @pytest.mark.parametrize("r", [0, -1, float("inf"), "x"])
 def test_lse_pool_rejects_bad_r(r):
     with pytest.raises(HemwslInputError, match="lse_r"):
         LSEPool(r)
+    with pytest.raises(HemwslInputError, match="lse_r"):
+        lse_pool(torch.zeros(2, 2), r)
 
 
 # ---------------------------------------------------------------------------------------------- loss
