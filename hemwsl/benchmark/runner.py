@@ -52,6 +52,7 @@ __all__ = [
     "load_heatmap",
     "candidate_dice",
     "candidate_counts",
+    "component_counts",
     "counts_dice",
     "slice_rows",
     "discover_keys",
@@ -260,6 +261,49 @@ def candidate_counts(
     return out
 
 
+def component_counts(
+    heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float], min_size: int = 0
+) -> np.ndarray:
+    """Like :func:`candidate_counts` for ``priorcomp+`` specs: the components of ``allowed`` (per slice, full
+    connectivity, those under ``min_size`` dropped) whose maximum of ``minmax(heat)`` exceeds ``t``, kept whole
+    (a component is touched by ``minmax(heat) > t`` exactly when its maximum exceeds ``t``).
+
+    Returns:
+        int64 ``(N, len(candidates), 3)``: ``tp``, ``predicted``, ``ground truth``.
+    """
+    from scipy import ndimage
+
+    from hemwsl.thresholds.postprocess import nonzero_box
+
+    c = np.asarray([float(t) for t in candidates], dtype=np.float64)
+    out = np.zeros((heat.shape[0], len(c), 3), dtype=np.int64)
+    structure = ndimage.generate_binary_structure(2, 2)
+    for i in range(heat.shape[0]):
+        out[i, :, 2] = int(gt[i].sum())
+        a = allowed[i]
+        if not a.any():
+            continue
+        h = heat[i].astype(np.float64)
+        lo, hi = h.min(), h.max()
+        h = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+        box = nonzero_box(a)
+        labels, n = ndimage.label(a[box], structure=structure)
+        if n == 0:
+            continue
+        lab = labels.ravel()
+        size = np.bincount(lab, minlength=n + 1)[1:]
+        overlap = np.bincount(lab, weights=gt[i][box].ravel().astype(np.float64), minlength=n + 1)[1:]
+        peak = np.full(n + 1, -np.inf)
+        np.maximum.at(peak, lab, h[box].ravel())
+        peak = peak[1:]
+        keep = size >= max(min_size, 1)
+        size, overlap, peak = size[keep], overlap[keep], peak[keep]
+        on = peak[None, :] > c[:, None]  # (C, n)
+        out[i, :, 0] = (on * overlap[None, :]).sum(1).astype(np.int64)
+        out[i, :, 1] = (on * size[None, :]).sum(1)
+    return out
+
+
 def counts_dice(counts: np.ndarray, pooled: bool = False) -> np.ndarray:
     """Dice from :func:`candidate_counts` per slice ``(N, C)``, or pooled over the slices ``(C,)`` with
     ``pooled=True``; 1.0 where prediction and ground truth are both empty (EMPTY_POLICY)."""
@@ -362,9 +406,15 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
     search = [s for s in specs if s.needs_fit]
     if not search or not data.z:
         return stats
-    allowed: dict[tuple, np.ndarray] = {}  # the search ignores min_size: specs differing only by it share counts
+    # the AND search ignores min_size (specs differing only by it share counts); the component search keeps
+    # whole components, so its size filter comes first and is part of the key
+    def key_of(spec: ThresholdSpec) -> tuple:
+        comp = spec.combine == "components"
+        return (spec.erosion, spec.hu_range if spec.prior else None, comp, spec.min_size if comp else None)
+
+    allowed: dict[tuple, np.ndarray] = {}
     for spec in search:
-        key = (spec.erosion, spec.hu_range if spec.prior else None)
+        key = key_of(spec)[:2]
         if key not in allowed:
             brain = data.brain_at(spec.erosion)
             allowed[key] = brain & (data.hu >= spec.hu_range[0]) & (data.hu <= spec.hu_range[1]) if spec.prior else brain
@@ -372,9 +422,12 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
         heat = load_heatmap(heatmap_path(cam_dir, data.patient, (method, layer)), data.shape, data.z)
         done: dict[tuple, np.ndarray] = {}
         for spec in search:
-            key = (spec.erosion, spec.hu_range if spec.prior else None)
+            key = key_of(spec)
             if key not in done:
-                done[key] = candidate_counts(heat, data.gt, allowed[key], candidates)
+                if spec.combine == "components":
+                    done[key] = component_counts(heat, data.gt, allowed[key[:2]], candidates, spec.min_size)
+                else:
+                    done[key] = candidate_counts(heat, data.gt, allowed[key[:2]], candidates)
             stats[f"{method}|{layer}|{spec.text}"] = done[key]
     return stats
 

@@ -9,6 +9,9 @@ spec                   meaning
 ``search``             ``fixed:t`` with ``t`` chosen on the selection (validation) patients only
 ``prior``              the hyperdense-blood prior alone (45-90 HU inside the brain; no heatmap)
 ``prior+<spec>``       the prior AND the CAM mask of ``<spec>`` (e.g. ``prior+search``, ``prior+otsu``)
+``priorcomp+<spec>``   the prior's connected components (per slice) touched by the CAM mask of ``<spec>``,
+                       kept whole: the heatmap chooses which hyperdense regions are blood, the CT gives
+                       their boundaries (e.g. ``priorcomp+search``)
 =====================  =====================================================================================
 
 Post-processing (brain-mask erosion, the prior's HU range, minimum component size) is part of a spec. When
@@ -64,6 +67,8 @@ class ThresholdSpec:
         erosion: pixels the brain mask is eroded by before the mask is restricted to it.
         min_size: connected components (per slice) under this many pixels are dropped.
         base: the spec without its post-processing suffix (``text`` when there is none).
+        combine: how a prior spec combines with the CAM mask: ``"and"`` (``prior+``) or ``"components"``
+            (``priorcomp+``).
     """
 
     text: str
@@ -74,6 +79,7 @@ class ThresholdSpec:
     erosion: int = 0
     min_size: int = 0
     base: str = ""
+    combine: str = "and"
 
     def __post_init__(self) -> None:
         if not self.base:
@@ -107,7 +113,7 @@ class ThresholdSpec:
             cam = None
         if not self.prior:
             return cam
-        return IntensityPrior(hu_range=self.hu_range, cam=cam, **kw)
+        return IntensityPrior(hu_range=self.hu_range, cam=cam, combine=self.combine, **kw)
 
 
 def _number(text: str, spec: str) -> float:
@@ -134,14 +140,17 @@ def parse_threshold_spec(text: str, hu_range: Sequence[float] = BLOOD_HU_RANGE) 
         post = {"erosion": int(m["e"]), "min_size": int(m["m"]), "base": m["body"]}
         if m["lo"] is not None:
             hu_range = (float(m["lo"]), float(m["hi"]))
-    body, prior = (m["body"] if m else spec), False
+    body, prior, combine = (m["body"] if m else spec), False, "and"
     hu = tuple(float(v) for v in hu_range)
     if body == "prior":
         return ThresholdSpec(spec, "none", None, True, hu, **post)
     if body.startswith("prior+"):
         body, prior = body[len("prior+"):], True
+    elif body.startswith("priorcomp+"):
+        body, prior, combine = body[len("priorcomp+"):], True, "components"
     name, _, arg = body.partition(":")
-    accepted = "fixed:V, percentile:Q, otsu, search, prior, prior+<spec> (each optionally [e<px>,hu<lo>-<hi>,min<px>])"
+    accepted = ("fixed:V, percentile:Q, otsu, search, prior, prior+<spec>, priorcomp+<spec> "
+                "(each optionally [e<px>,hu<lo>-<hi>,min<px>])")
     if name not in _KINDS or name == "none":
         raise HemwslInputError(f"unknown threshold {spec!r}; accepted forms: {accepted}")
     value = None
@@ -155,7 +164,7 @@ def parse_threshold_spec(text: str, hu_range: Sequence[float] = BLOOD_HU_RANGE) 
             raise HemwslInputError(f"threshold {spec!r}: a percentile must be in [0, 100]")
     elif arg:
         raise HemwslInputError(f"threshold {spec!r}: {name} takes no value")
-    return ThresholdSpec(spec, name, value, prior, hu, **post)
+    return ThresholdSpec(spec, name, value, prior, hu, combine=combine, **post)
 
 
 def parse_threshold_grid(texts: Sequence[str], hu_range: Sequence[float] = BLOOD_HU_RANGE) -> list[ThresholdSpec]:

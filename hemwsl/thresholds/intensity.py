@@ -10,11 +10,37 @@ from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.thresholds.base import ThresholdStrategy
 from hemwsl.thresholds.fixed import FixedThreshold
 
-__all__ = ["BLOOD_HU_RANGE", "IntensityPrior"]
+__all__ = ["BLOOD_HU_RANGE", "IntensityPrior", "touched_components"]
 
 #: Default hyperdense (acute) blood range in HU, inclusive: clotted blood is about 50-90 HU, above grey
 #: matter (~35-45 HU) and below calcification and bone.
 BLOOD_HU_RANGE: tuple[float, float] = (45.0, 90.0)
+
+
+def touched_components(region: np.ndarray, seeds: np.ndarray, min_size: int = 0) -> np.ndarray:
+    """The connected components of ``region`` (full connectivity; those under ``min_size`` pixels dropped)
+    that hold at least one ``seeds`` pixel, kept whole."""
+    from scipy import ndimage
+
+    from hemwsl.thresholds.postprocess import nonzero_box
+
+    r = np.asarray(region, dtype=bool)
+    out = np.zeros_like(r)
+    if not r.any():
+        return out
+    box = nonzero_box(r)
+    labels, n = ndimage.label(r[box], structure=ndimage.generate_binary_structure(r.ndim, r.ndim))
+    keep = np.zeros(n + 1, dtype=bool)
+    if min_size > 1:
+        big = np.bincount(labels.ravel(), minlength=n + 1) >= min_size
+    else:
+        big = np.ones(n + 1, dtype=bool)
+    hit = np.unique(labels[np.asarray(seeds, dtype=bool)[box]])
+    keep[hit] = True
+    keep &= big
+    keep[0] = False
+    out[box] = keep[labels]
+    return out
 
 
 class IntensityPrior(ThresholdStrategy):
@@ -24,7 +50,12 @@ class IntensityPrior(ThresholdStrategy):
         hu_range: inclusive ``(low, high)`` range in HU (default :data:`BLOOD_HU_RANGE`).
         cam: CAM thresholding to combine with: a :class:`ThresholdStrategy`, or a number ``t`` meaning
             ``FixedThreshold(t, normalisation="minmax")``; ``None`` uses the prior alone (no heatmap needed).
-        combine: ``"and"`` (blood range *and* CAM foreground, the usual refinement) or ``"or"``.
+        combine: ``"and"`` (blood range *and* CAM foreground, the usual refinement), ``"or"``, or
+            ``"components"``: the prior's connected components (per slice, full connectivity, inside the
+            brain mask, those under ``min_size`` dropped first) that the CAM foreground touches, kept
+            whole. The heatmap then only chooses *which* hyperdense regions are blood; their boundaries
+            come from the CT (the lever measured in the project's prior-ceiling analysis: choosing whole
+            prior components is worth more than cutting them at a coarse heatmap's edge).
         min_size, restrict_to_brain, per_sample: see :class:`~hemwsl.thresholds.base.ThresholdStrategy`
             (applied after combining).
 
@@ -45,7 +76,9 @@ class IntensityPrior(ThresholdStrategy):
         low, high = (float(v) for v in hu_range)
         if not low <= high:
             raise HemwslInputError(f"hu_range must be (low, high) with low <= high, got {hu_range}")
-        check_choice("combine", combine, ("and", "or"))
+        check_choice("combine", combine, ("and", "or", "components"))
+        if combine == "components" and cam is None:
+            raise HemwslInputError("combine='components' needs a cam strategy (the heatmap chooses the components)")
         if cam is not None and not isinstance(cam, ThresholdStrategy):
             cam = FixedThreshold(float(cam), normalisation="minmax")
         if isinstance(cam, ThresholdStrategy) and cam.per_sample:
@@ -62,7 +95,11 @@ class IntensityPrior(ThresholdStrategy):
         mask = (image_hu >= low) & (image_hu <= high)
         if self.cam is not None:
             cam_mask = np.asarray(self.cam(heatmap, image_hu=image_hu, brain=brain), dtype=bool)
-            mask = (mask & cam_mask) if self.combine == "and" else (mask | cam_mask)
+            if self.combine == "components":
+                mask = touched_components(mask if brain is None or not self.restrict_to_brain else mask & brain,
+                                          cam_mask, self.min_size)
+            else:
+                mask = (mask & cam_mask) if self.combine == "and" else (mask | cam_mask)
         return mask
 
     def _params(self) -> dict[str, Any]:

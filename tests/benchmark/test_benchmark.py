@@ -414,3 +414,33 @@ def test_runner_reads_each_patient_once(bench_data, tmp_path, monkeypatch):
     run_benchmark(datalist, cam, tmp_path / "rep2", thresholds=["search"], methods=["oracle"], n_boot=10,
                   progress=False, figures=False, folds=cv_folds(datalist, n_folds=4, seed=0, val_fraction=0.25))
     assert len(calls) == 2 * len(datalist)
+
+
+def test_component_counts_equal_gating_then_dice():
+    """The fast search of ``priorcomp+`` specs equals thresholding, keeping the touched prior components
+    whole (after the size filter), then Dice, candidate by candidate."""
+    from hemwsl.benchmark import component_counts, counts_dice
+    from hemwsl.benchmark.specs import parse_threshold_spec
+
+    rng = np.random.default_rng(1)
+    heat = rng.random((4, 24, 24)).astype(np.float32)
+    heat[2] = 0.0  # constant map: nothing touched
+    hu = rng.uniform(0, 100, (4, 24, 24))
+    hu[:, 5:10, 5:10] = 70.0  # one large hyperdense blob per slice
+    gt = np.zeros((4, 24, 24), bool)
+    gt[:, 6:10, 6:11] = True
+    gt[3] = False  # empty ground truth
+    brain = np.ones((4, 24, 24), bool)
+    brain[:, :, 20:] = False
+    allowed = brain & (hu >= 50) & (hu <= 90)
+    cands = [0.1, 0.5, 0.8, 0.97]
+    for min_size in (0, 10):
+        got = counts_dice(component_counts(heat, gt, allowed, cands, min_size))
+        spec = parse_threshold_spec(f"priorcomp+search[e0,hu50-90,min{min_size}]")
+        assert spec.combine == "components" and spec.prior and spec.min_size == min_size
+        for j, t in enumerate(cands):
+            pred = spec.strategy(t)(heat, image_hu=hu, brain=brain)
+            np.testing.assert_allclose(got[:, j], compute_dice(pred, gt).numpy(), atol=1e-12)
+    # min_size 10 keeps only the blob: at a low threshold the prediction is the whole blob
+    pred = parse_threshold_spec("priorcomp+search[e0,hu50-90,min10]").strategy(0.01)(heat, image_hu=hu, brain=brain)
+    assert pred[0, 5:10, 5:10].all()

@@ -256,3 +256,27 @@ def test_subtype_rule_youden_then_argmax():
         SubtypeRule()(np.zeros((1, 2)), np.zeros((1, 2, 2, 2)))
     with pytest.raises(HemwslInputError, match=r"\(N, K, H, W\)"):
         rule(np.zeros((1, 2)), np.zeros((1, 3, 2, 2)))
+
+
+def test_intensity_prior_keeps_touched_components_whole():
+    from hemwsl.thresholds.intensity import touched_components
+
+    hu = np.zeros((10, 10))
+    hu[1:4, 1:4] = 60  # component A (9 px)
+    hu[6:9, 6:9] = 60  # component B (9 px)
+    hu[0, 9] = 60  # component C (1 px)
+    cam = np.zeros((10, 10))
+    cam[2, 2] = 1.0  # touches A only
+    cam[0, 9] = 1.0  # touches C
+    got = IntensityPrior(hu_range=(50, 90), cam=0.5, combine="components")(cam, image_hu=hu)
+    want = np.zeros((10, 10), bool)
+    want[1:4, 1:4] = True
+    want[0, 9] = True
+    np.testing.assert_array_equal(got, want)
+    # the size filter comes before the choice: C is dropped, A kept whole
+    got = IntensityPrior(hu_range=(50, 90), cam=0.5, combine="components", min_size=2)(cam, image_hu=hu)
+    want[0, 9] = False
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(touched_components(hu > 50, np.zeros((10, 10), bool)), np.zeros((10, 10), bool))
+    with pytest.raises(HemwslInputError, match="needs a cam"):
+        IntensityPrior(combine="components")
