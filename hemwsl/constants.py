@@ -58,7 +58,9 @@ CTICH_HU_RANGE: tuple[float, float] = (-20.0, 100.0)
 
 # Default threshold grid of the localisation benchmark (see hemwsl.benchmark.specs): the seed papers' fixed
 # thresholds (200/255, 225/255 of the rendered CAM, 0.7 of seed 003), a percentile, Otsu, the threshold
-# searched on the selection patients, and the hyperdense-blood prior alone and AND a searched CAM threshold.
+# searched on the selection patients, and the hyperdense-blood prior alone, AND a searched CAM threshold, and its
+# components chosen whole by a searched CAM threshold.
 BENCHMARK_THRESHOLDS: tuple[str, ...] = (
     "fixed:200/255", "fixed:225/255", "fixed:0.7", "percentile:95", "otsu", "search", "prior", "prior+search",
+    "priorcomp+search",
 )

@@ -120,7 +120,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", nargs="*", default=None, help="only these methods (default: all found)")
     p.add_argument("--layers", nargs="*", default=None, help="only these layers (default: all found)")
     p.add_argument("--thresholds", nargs="+", default=list(DEFAULT_GRID),
-                   help="threshold specs: fixed:V, percentile:Q, otsu, search, prior, prior+<spec> "
+                   help="threshold specs: fixed:V, percentile:Q, otsu, search, prior, prior+<spec>, priorcomp+<spec> "
                         f"(default: {' '.join(DEFAULT_GRID)})")
     p.add_argument("--split", default=None, help="a `hemwsl split` JSON: choose on val, score test (default: CV folds)")
     p.add_argument("--folds", type=int, default=5, help="CV folds, as the classifier's (default: 5)")

@@ -88,7 +88,8 @@ def run_demo(args: argparse.Namespace) -> int:
     parts = fold_datalists(datalist, n_folds=n_folds, fold=0, seed=args.seed)
     folds = split_folds({k: [e["patient"] for e in v] for k, v in parts.items()})
     report = run_benchmark(datalist, fold_dir / "cam", out / "benchmark", folds=folds, n_boot=200, progress=False,
-                           thresholds=["fixed:200/255", "percentile:95", "otsu", "search", "prior", "prior+search"])
+                           thresholds=["fixed:200/255", "percentile:95", "otsu", "search", "prior", "prior+search",
+                                       "priorcomp+search"])
     print((report / "summary.md").read_text().split("\n## Threshold")[0].split("## Each method")[1].split("\n", 1)[1])
     print(f"[6/8] report: {report / 'summary.md'} (per-case CSV, tables per threshold and layer, figures)")
     _weakly_supervised_segmentation(args, out, datalist, parts, common, n_folds)
