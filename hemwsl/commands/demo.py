@@ -117,7 +117,7 @@ def _heatmap_network(args: argparse.Namespace, out: Path, common: dict, clf_dir:
 
 def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalist: list, parts: dict, common: dict,
                                     n_folds: int) -> None:
-    """Steps 6-7: pseudo-labels from the CAMs (seed 003), a 3D U-Net trained on them, the ablation table."""
+    """Steps 7-8: pseudo-labels from the CAMs (Ramananda & Sundaresan 2023), a 3D U-Net on them, the ablation table."""
     import torch
 
     from hemwsl.engines.bundle import run_bundle
@@ -127,7 +127,7 @@ def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalis
     from hemwsl.reports.ablation import ablation_markdown, ablation_rows, read_seg_metrics
 
     fold_dir = out / "ich_classifier" / "fold0"
-    print("[7/8] pseudo-labels: GradCAM (layer3) > 0.7, then K-means + differential prediction (seed 003) ...")
+    print("[7/8] pseudo-labels: GradCAM (layer3) > 0.7, then K-means + differential prediction (Ramananda & Sundaresan 2023) ...")
     net = build_network(common["backbone"], in_channels=9, num_classes=1)
     net = load_weights(net, str(fold_dir / "models" / "model.pt"), device="cpu")
     test = {e["patient"] for e in parts["test"]}
