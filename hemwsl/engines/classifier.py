@@ -299,15 +299,16 @@ def is_heatmap_network(backbone: str) -> bool:
 def classification_loss(backbone: str, pos_weight: torch.Tensor | None = None,
                         lse_alpha: Sequence[float] = (2.0, 0.5, 0.25, 0.125),
                         lse_beta: Sequence[float] = (0.5, 0.25, 0.125),
-                        lse_consistency: float = 1.0) -> torch.nn.Module:
+                        lse_consistency: float = 1.0, lse_area: float = 0.0) -> torch.nn.Module:
     """The training loss of the classifier bundle: ``BCEWithLogitsLoss`` for a classifier backbone, Chen &
     Kuo 2026's deep supervision + heatmap consistency (:class:`hemwsl.networks.lse.LSEHeatmapLoss`) for an
-    ``lse_*`` network (``lse_consistency=0`` switches the consistency term off)."""
+    ``lse_*`` network (``lse_consistency=0`` switches the consistency term off; ``lse_area > 0`` adds hemwsl's
+    area penalty on the finest map of positive slices)."""
     if is_heatmap_network(backbone):
         from hemwsl.networks.lse import LSEHeatmapLoss
 
         return LSEHeatmapLoss(alpha=lse_alpha, beta=lse_beta, pos_weight=pos_weight,
-                              consistency_weight=lse_consistency)
+                              consistency_weight=lse_consistency, area_weight=lse_area)
     return torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
 

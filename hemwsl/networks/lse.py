@@ -419,24 +419,33 @@ class LSEHeatmapLoss(nn.Module):
         beta: weights of the pairs (0, 1), (1, 2), (2, 3) (Chen & Kuo: 0.5, 0.25, 0.125).
         pos_weight: ``(K,)`` positive-class weights of the BCE, or ``None``.
         consistency_weight: factor of ``H``.
+        area_weight: factor of an area penalty that is not in Chen & Kuo (0, the default, leaves their
+            loss unchanged): ``A = mean over the positive (sample, class) pairs of mean_hw sigmoid(f_0)``, the
+            share of the finest map a positive slice lights up. A network that can reach a high ``l_0`` by
+            raising the whole brain a little (see docs/heatmap_network.md) must then raise few positions a
+            lot (a size constraint in the spirit of Pathak et al. 2015 and Kervadec et al. 2019).
 
     Called as ``loss((maps, logits), target)`` with the output of ``LSEHeatmapNet(x, levels=True)``;
     ``last_terms`` then holds the detached ``C`` and ``H``.
     """
 
     def __init__(self, alpha: Sequence[float] = (2.0, 0.5, 0.25, 0.125), beta: Sequence[float] = (0.5, 0.25, 0.125),
-                 pos_weight: Tensor | None = None, consistency_weight: float = 1.0) -> None:
+                 pos_weight: Tensor | None = None, consistency_weight: float = 1.0, area_weight: float = 0.0) -> None:
         super().__init__()
         try:
             self.alpha = [float(a) for a in alpha]
             self.beta = [float(b) for b in beta]
             consistency_weight = float(consistency_weight)
+            area_weight = float(area_weight)
         except (TypeError, ValueError):
             raise HemwslInputError(f"lse_alpha, lse_beta and lse_consistency must be numbers, got {alpha!r}, {beta!r}, "
                                    f"{consistency_weight!r}") from None
         if len(self.alpha) != 4 or len(self.beta) != 3:
             raise HemwslInputError(f"LSEHeatmapLoss needs 4 alpha and 3 beta weights, got {alpha} and {beta}")
         self.consistency_weight = float(consistency_weight)
+        if area_weight < 0:
+            raise HemwslInputError(f"lse_area must be >= 0, got {area_weight}")
+        self.area_weight = area_weight
         self.bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         self.last_terms: dict[str, float] = {}
 
@@ -454,8 +463,14 @@ class LSEHeatmapLoss(nn.Module):
             coarse = maps[i + 1]
             pooled = F.adaptive_avg_pool2d(maps[i], coarse.shape[-2:])
             h = h + b * F.mse_loss(pooled, coarse)
+        total = c + self.consistency_weight * h
         self.last_terms = {"classification": float(c.detach()), "consistency": float(h.detach())}
-        return c + self.consistency_weight * h
+        if self.area_weight > 0:
+            share = torch.sigmoid(maps[0]).mean(dim=(2, 3))  # (B, K)
+            area = (share * target).sum() / target.sum().clamp_min(1.0)
+            self.last_terms["area"] = float(area.detach())
+            total = total + self.area_weight * area
+        return total
 
 
 @torch.no_grad()

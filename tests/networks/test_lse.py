@@ -102,6 +102,22 @@ def test_loss_hand_values():
     assert float(neg) == pytest.approx(sum(a * math.log1p(math.exp(v)) for a, v in zip((2, 0.5, 0.25, 0.125), (2, -1, 0.5, 0))))
 
 
+def test_area_penalty_hand_values():
+    """hemwsl's optional area term: the mean sigmoid of f_0 over the positive (sample, class) pairs."""
+    f0 = torch.zeros(2, 1, 2, 2)
+    f0[0, 0, 0, 0] = 100.0  # sample 0 (positive): one of four positions lit -> share 0.25 + 3 * 0.5 / 4
+    maps = [f0, torch.zeros(2, 1, 1, 1), torch.zeros(2, 1, 1, 1), torch.zeros(2, 1, 1, 1)]
+    logits = [torch.zeros(2, 1)] * 4
+    y = torch.tensor([[1.0], [0.0]])
+    base = LSEHeatmapLoss()((maps, logits), y)
+    loss = LSEHeatmapLoss(area_weight=2.0)
+    out = loss((maps, logits), y)
+    assert loss.last_terms["area"] == pytest.approx((1.0 + 3 * 0.5) / 4)
+    assert float(out - base) == pytest.approx(2.0 * (1.0 + 3 * 0.5) / 4)
+    with pytest.raises(HemwslInputError, match="lse_area"):
+        LSEHeatmapLoss(area_weight=-1)
+
+
 def test_loss_refuses_plain_logits():
     with pytest.raises(HemwslInputError, match="levels=True"):
         LSEHeatmapLoss()(torch.zeros(2, 1), torch.zeros(2, 1))
