@@ -10,6 +10,18 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "ct-ich"
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread during the test, restored afterwards: on a small shared CPU (CI has 2 cores)
+    two competing threads run several times slower than one."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     if not (REAL_DATA / "hemorrhage_diagnosis_raw_ct.csv").exists():

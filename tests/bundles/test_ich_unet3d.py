@@ -25,15 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "ich_unet3d"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads contend and run several times slower."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_metadata_is_valid_offline():

@@ -31,15 +31,7 @@ SPACING = (0.5, 0.5, 5.0)
 AFFINE = np.diag([*SPACING, 1.0])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads contend and run several times slower."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _blocks(shape=(32, 32, 4), boxes=((4, 12, 8, 20, 1, 3),)) -> np.ndarray:

@@ -13,12 +13,7 @@ from hemwsl.networks import build_network, get_network_spec, get_target_layers, 
 from hemwsl.networks.lse import LSE_LEVEL_LAYERS, LSEHeatmapLoss, LSEHeatmapNet, LSEPool, lse_pool
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------- pooling

@@ -48,13 +48,7 @@ BIG = {"efficientnet_v2_m", "efficientnet_v2_l", "resnet101", "resnet152", "dens
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared CPU: one intra-op thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _params(names, slow=BIG):

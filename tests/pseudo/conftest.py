@@ -8,12 +8,9 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI machine is small and shared: one intra-op thread is faster than two competing ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every pseudo-label test runs with one intra-op torch thread (``one_torch_thread``)."""
     yield
-    torch.set_num_threads(n)
 
 
 AFFINE = np.diag([0.8, 0.8, 5.0, 1.0])
