@@ -235,6 +235,13 @@ def discover_keys(cam_dir: str | os.PathLike) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------------------------- metrics
+def _minmax(h: np.ndarray) -> np.ndarray:
+    """One slice's map scaled to [0, 1] in float64 (a constant map becomes all zero), as ``fixed:`` thresholds see it."""
+    h = h.astype(np.float64)
+    lo, hi = h.min(), h.max()
+    return (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+
+
 def candidate_counts(
     heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float]
 ) -> np.ndarray:
@@ -249,9 +256,7 @@ def candidate_counts(
     c = np.asarray([float(t) for t in candidates], dtype=np.float64)
     out = np.empty((heat.shape[0], len(c), 3), dtype=np.int64)
     for i in range(heat.shape[0]):
-        h = heat[i].astype(np.float64).ravel()
-        lo, hi = h.min(), h.max()
-        h = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+        h = _minmax(heat[i]).ravel()
         a, g = allowed[i].ravel(), gt[i].ravel()
         vals = np.sort(h[a])
         pos = np.sort(h[a & g])
@@ -283,9 +288,7 @@ def component_counts(
         a = allowed[i]
         if not a.any():
             continue
-        h = heat[i].astype(np.float64)
-        lo, hi = h.min(), h.max()
-        h = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+        h = _minmax(heat[i])
         box = nonzero_box(a)
         labels, n = ndimage.label(a[box], structure=structure)
         if n == 0:

@@ -99,17 +99,17 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _heatmap_network(args: argparse.Namespace, out: Path, common: dict, clf_dir: Path) -> dict:
     """Step 5: Chen & Kuo 2026's LSE heatmap network on fold 0, its encoder from the fold's classifier."""
-    from hemwsl.engines.bundle import run_bundle
+    from hemwsl.engines.bundle import train_evaluate_fold
+    from hemwsl.networks.registry import LSE_PREFIX
 
-    lse = {**common, "backbone": "lse_" + common["backbone"], "output_dir": str(out / "ich_lse"),
+    lse = {**common, "backbone": LSE_PREFIX + common["backbone"], "output_dir": str(out / "ich_lse"),
            "pretrained_path": str(clf_dir / "models" / "model.pt")}
     lse_dir = out / "ich_lse" / "fold0"
-    if not (lse_dir / "models" / "model.pt").exists():
+    if not (lse_dir / "report_test.json").exists():
         print(f"[4/8] training the LSE heatmap network (Chen & Kuo 2026) {lse['backbone']} for {args.epochs} epochs, "
               "encoder from the classifier ...")
-        run_bundle("ich_classifier", ["train"], epochs=args.epochs, samples_per_epoch=256, learning_rate=2e-3, **lse)
-    if not (lse_dir / "report_test.json").exists():
-        run_bundle("ich_classifier", ["train", "evaluate"], **lse)
+    train_evaluate_fold("ich_classifier", lse_dir, lse["fold"], "report_test.json", epochs=args.epochs,
+                        samples_per_epoch=256, learning_rate=2e-3, **{k: v for k, v in lse.items() if k != "fold"})
     a = json.loads((lse_dir / "report_test.json").read_text())["any"]
     print(f"[4/8] heatmap network: test AUROC={a['auroc']:.3f} AP={a['ap']:.3f} (heatmaps at 1/4 of the input)")
     return lse

@@ -120,11 +120,16 @@ def build_timm_efficientnet_v2(
     Returns:
         The network.
     """
+    return _timm_model("tf_efficientnetv2_" + variant.rsplit("_", 1)[1], variant, in_channels, num_classes,
+                       dropout, **kwargs)
+
+
+def _timm_model(arch: str, variant: str, in_channels: int, num_classes: int, dropout: float, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(arch)`` with random weights (nothing downloaded), ``in_channels`` and ``num_classes``."""
     try:
         import timm
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(f"network {variant!r} needs timm: pip install 'timm>=1.0'") from exc
-    arch = "tf_efficientnetv2_" + variant.rsplit("_", 1)[1]
     return timm.create_model(
         arch, pretrained=False, in_chans=in_channels, num_classes=num_classes, drop_rate=dropout, **kwargs
     )
@@ -142,13 +147,7 @@ def build_timm_efficientnet_lite(
         variant: ``efficientnet_lite0``, ``efficientnet_lite1`` or ``efficientnet_lite2``.
         in_channels, num_classes, dropout, **kwargs: as :func:`build_timm_efficientnet_v2`.
     """
-    try:
-        import timm
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(f"network {variant!r} needs timm: pip install 'timm>=1.0'") from exc
-    return timm.create_model(
-        variant, pretrained=False, in_chans=in_channels, num_classes=num_classes, drop_rate=dropout, **kwargs
-    )
+    return _timm_model(variant, variant, in_channels, num_classes, dropout, **kwargs)
 
 
 def lite_imagenet_file(variant: str) -> str:
@@ -186,9 +185,10 @@ def remap_lite_state_dict(variant: str, state: dict) -> dict:
 
     if not any(k.startswith("_conv_stem") for k in state):
         return state
-    import timm
+    import torch
 
-    ref = timm.create_model(variant, pretrained=False)
+    with torch.device("meta"):  # the key order and shapes only: no weights allocated or initialised
+        ref = _timm_model(variant, variant, 3, 1000, 0.0)
     ref_items = [(k, v) for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")]
     src = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
     if len(src) != len(ref_items):

@@ -363,14 +363,10 @@ class LSEHeatmapNet(nn.Module):
 
 
 def _is_full_checkpoint(path: Path) -> bool:
+    """Whether a weights file holds a whole LSE heatmap network (its decoder levels), not only a backbone."""
     from hemwsl.networks.registry import _read_state_dict
 
-    if str(path) == "imagenet":
-        return False
-    if not path.is_file():
-        raise HemwslInputError(f"pretrained weights file not found: {path}")
-    state = _read_state_dict(path)
-    return any(k.startswith("levels.") for k in state)
+    return any(k.startswith("levels.") for k in _read_state_dict(path))
 
 
 def build_lse_heatmap_net(backbone: str, in_channels: int = 3, num_classes: int = 1, dropout: float = 0.0,
@@ -394,7 +390,9 @@ def build_lse_heatmap_net(backbone: str, in_channels: int = 3, num_classes: int 
                         decoder_channels=decoder_channels, se_reduction=se_reduction, dropout=dropout,
                         form=lse_form, **kwargs)
     if pretrained_path is not None:
-        path = Path(pretrained_path)
+        from hemwsl.networks.registry import resolve_pretrained_path
+
+        path = resolve_pretrained_path(backbone, pretrained_path)
         if _is_full_checkpoint(path):
             from hemwsl.engines.classifier import load_weights
 

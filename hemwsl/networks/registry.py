@@ -312,9 +312,10 @@ def build_network(
     for key in ("weights", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path"):
         if key in kwargs:
             raise HemwslInputError(f"{key}= is not accepted: hemwsl never downloads weights; use pretrained_path=")
-    if pretrained_path is not None and spec.family != "lse_heatmap":
-        pretrained_path = resolve_pretrained_path(name, pretrained_path)
-    if spec.family == "lse_heatmap":  # the encoder (or the whole network) is loaded by the builder
+    lse = spec.family == "lse_heatmap"
+    if pretrained_path is not None:  # before building: a missing file fails at once
+        pretrained_path = resolve_pretrained_path(name[len(LSE_PREFIX):] if lse else name, pretrained_path)
+    if lse:  # the builder loads the encoder (or the whole network)
         model = spec.builder(in_channels=in_channels, num_classes=num_classes, dropout=dropout,
                              pretrained_path=pretrained_path, **kwargs)
         pretrained_path = None

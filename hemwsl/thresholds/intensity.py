@@ -18,26 +18,21 @@ BLOOD_HU_RANGE: tuple[float, float] = (45.0, 90.0)
 
 
 def touched_components(region: np.ndarray, seeds: np.ndarray, min_size: int = 0) -> np.ndarray:
-    """The connected components of ``region`` (full connectivity; those under ``min_size`` pixels dropped)
-    that hold at least one ``seeds`` pixel, kept whole."""
+    """The connected components of ``region`` (full connectivity; those under ``min_size`` pixels dropped
+    first, by :func:`~hemwsl.thresholds.postprocess.remove_small_components`) that hold at least one ``seeds``
+    pixel, kept whole."""
     from scipy import ndimage
 
-    from hemwsl.thresholds.postprocess import nonzero_box
+    from hemwsl.thresholds.postprocess import nonzero_box, remove_small_components
 
-    r = np.asarray(region, dtype=bool)
+    r = remove_small_components(np.asarray(region, dtype=bool), min_size)
     out = np.zeros_like(r)
     if not r.any():
         return out
     box = nonzero_box(r)
     labels, n = ndimage.label(r[box], structure=ndimage.generate_binary_structure(r.ndim, r.ndim))
     keep = np.zeros(n + 1, dtype=bool)
-    if min_size > 1:
-        big = np.bincount(labels.ravel(), minlength=n + 1) >= min_size
-    else:
-        big = np.ones(n + 1, dtype=bool)
-    hit = np.unique(labels[np.asarray(seeds, dtype=bool)[box]])
-    keep[hit] = True
-    keep &= big
+    keep[np.unique(labels[np.asarray(seeds, dtype=bool)[box]])] = True
     keep[0] = False
     out[box] = keep[labels]
     return out
