@@ -142,9 +142,6 @@ def _volumes(path: str | os.PathLike) -> tuple[float, float, tuple[float, float,
         raise HemwslInputError(f"{p}: cannot read the mask ({type(err).__name__}: {err})") from err
     if m.ndim != 3:
         raise HemwslInputError(f"{p}: a mask must be 3D, got shape {m.shape}")
-    if not m.any():
-        sp = tuple(float(s) for s in img.header.get_zooms()[:3])
-        return 0.0, 0.0, sp
     sp = tuple(float(s) for s in img.header.get_zooms()[:3])
     return lesion_volume_ml(m, sp), abc2_volume_ml(m, sp), sp
 
@@ -234,8 +231,6 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     t = np.array([r["true_ml"] for r in ordered])
     y = np.array([r["label"] for r in ordered])
     calls = np.array([r["scan_call"] for r in ordered])
-    score = np.array([r["scan_score"] for r in ordered])
-    groups = np.arange(len(ordered))
 
     def sens(yy, cc):
         return float(cc[yy == 1].mean()) if (yy == 1).any() else float("nan")
@@ -248,7 +243,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     for a in aggregations:
         sa = np.array([r[f"score_{a}"] for r in ordered])
         per_agg[a] = {"auroc": compute_auroc(y, sa),
-                      "auroc_ci": bootstrap_ci(compute_auroc, y, sa, groups=groups, n_boot=n_boot, seed=seed)}
+                      "auroc_ci": bootstrap_ci(compute_auroc, y, sa, n_boot=n_boot, seed=seed)}
     scan = {"n": len(ordered), "n_positive": int(y.sum()), "auroc_by_aggregation": per_agg,
             "sensitivity": sens(y, calls), "sensitivity_ci": bootstrap_ci(sens, y, calls, n_boot=n_boot, seed=seed),
             "specificity": spec(y, calls), "specificity_ci": bootstrap_ci(spec, y, calls, n_boot=n_boot, seed=seed)}
