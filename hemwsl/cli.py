@@ -97,6 +97,10 @@ COMMANDS: dict[str, Command] = {
                 "hemwsl.commands.pipeline", "add_pipeline_arguments"),
         Command("benchmark", "score CAM heatmaps against masks: thresholds, metrics, CIs, paired tests, figures",
                 "hemwsl.commands.benchmark", "add_benchmark_arguments"),
+        Command("package", "pack a train-cv run (settings, weights, validated mask recipe) into one model folder",
+                "hemwsl.commands.predict", "add_package_arguments"),
+        Command("predict", "one CT (NIfTI or DICOM) in: slice probabilities, heatmap, mask, mL, report (DICOM SEG)",
+                "hemwsl.commands.predict", "add_predict_arguments"),
         Command("quantify", "scan-level call and hemorrhage volume (mL) of every patient out of fold vs the truth",
                 "hemwsl.commands.quantify", "add_quantify_arguments"),
     )
@@ -133,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(getattr(module, "run_" + cmd.name.replace("-", "_"))(args) or 0)
     except HemwslInputError as err:
-        print(f"hemwsl {cmd.name}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, whatever the message holds
+        print(f"hemwsl {cmd.name}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -217,13 +217,15 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, device: str 
     try:
         state = torch.load(p, map_location=device, weights_only=True)
     except Exception as err:
-        raise HemwslInputError(f"{p}: cannot read checkpoint ({type(err).__name__}: {err})") from err
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise HemwslInputError(f"{p}: cannot read checkpoint ({type(err).__name__}: {first})") from err
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:
         network.load_state_dict(state)
     except RuntimeError as err:
-        raise HemwslInputError(f"{p}: checkpoint does not match the network ({err})") from err
+        lines = [x.strip() for x in str(err).strip().splitlines() if x.strip()]
+        raise HemwslInputError(f"{p}: checkpoint does not match the network ({'; '.join(lines[:3])[:400]})") from err
     return network.to(device).eval()
 
 

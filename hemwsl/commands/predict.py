@@ -1,0 +1,78 @@
+"""``hemwsl package`` (a train-cv run -> a self-describing model) and ``hemwsl predict`` (one CT in, an answer out)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_package_arguments", "add_predict_arguments", "run_package", "run_predict"]
+
+
+def add_package_arguments(p: argparse.ArgumentParser) -> None:
+    from hemwsl.commands.benchmark import add_checkpoint_argument
+
+    p.add_argument("--cv-dir", required=True, help="output folder of `hemwsl train-cv`")
+    p.add_argument("--out", required=True, help="model package folder to write")
+    add_checkpoint_argument(p)
+    p.add_argument("--benchmark-dir", default=None,
+                   help="a `hemwsl benchmark` report on the run's heatmaps: its best heatmap row (method, threshold, "
+                        "post-processing, per-fold layer and value) becomes the mask recipe (default: the hyperdense "
+                        "prior on positive slices)")
+    p.add_argument("--quantify-dir", default=None,
+                   help="a `hemwsl quantify` report: each fold's scan-level call (default: one slice >= 0.5)")
+    p.add_argument("--dataset-dir", default=None, help="the training data: records each fold's test patients")
+    p.add_argument("--folds", type=int, nargs="*", default=None, help="members to pack (default: every fold)")
+    p.add_argument("--bundle", default="ich_classifier", help="the bundle the run was trained with")
+
+
+def run_package(args: argparse.Namespace) -> int:
+    from hemwsl.predict import ModelPackage, pack_model
+
+    root = pack_model(args.cv_dir, args.out, checkpoint=args.checkpoint, benchmark_dir=args.benchmark_dir,
+                      quantify_dir=args.quantify_dir, dataset_dir=args.dataset_dir, folds=args.folds,
+                      bundle=args.bundle)
+    pkg = ModelPackage.load(root)
+    s, r = pkg.settings, pkg.recipe
+    print(f"model package {root}: {s['backbone']}, {len(pkg.members)} member(s), input {s['num_slices']} slices x "
+          f"{len(s['windows'])} windows at {s['spatial_size']}; mask recipe: {r['source']}")
+    return 0
+
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a model package folder (from `hemwsl package`)")
+    p.add_argument("--input", required=True, nargs="+",
+                   help="CT scans: NIfTI files and/or DICOM series folders (DICOM in gives a DICOM SEG out)")
+    p.add_argument("--out", default="outputs/predict", help="output folder, one <scan>/ subfolder each "
+                                                            "(default: outputs/predict)")
+    p.add_argument("--members", type=int, nargs="*", default=None,
+                   help="only these fold members (default: the whole ensemble)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=32, help="slices per forward pass (default: 32)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs of another model")
+    p.add_argument("--no-figures", action="store_true", help="skip report.png")
+    for key in ("spatial-size", "num-slices"):  # the model knows them: given, they must agree
+        p.add_argument(f"--{key}", type=int, nargs="+" if key == "spatial-size" else None, default=None,
+                       help=argparse.SUPPRESS)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from hemwsl.errors import HemwslInputError
+    from hemwsl.predict import ModelPackage, Predictor
+
+    if args.batch_size < 1:
+        raise HemwslInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    pkg = ModelPackage.load(args.model)
+    pkg.check_settings(spatial_size=args.spatial_size, num_slices=args.num_slices)
+    for path in args.input:
+        if not Path(path).exists():
+            raise HemwslInputError(f"{path}: input not found")
+    predictor = Predictor(pkg, members=args.members, device=args.device, batch_size=args.batch_size)
+    for path in args.input:
+        rep = predictor.predict(path, args.out, overwrite=args.overwrite, figures=not args.no_figures)
+        v, sc = rep["volume"], rep["scan"]
+        call = "HEMORRHAGE" if sc["positive"] else "no hemorrhage"
+        print(f"{rep['stem']}: {call} (max slice p {sc['max_slice_probability']:.2f}, "
+              f"{len(rep['slices']['positive'])} positive slices); volume {v['ml']:.1f} mL "
+              f"(members {v['members_min_ml']:.1f}-{v['members_max_ml']:.1f}), ABC/2 {v['abc2_ml']:.1f} mL; "
+              f"{rep['seconds']:.1f} s -> {Path(args.out) / rep['stem']}", flush=True)
+    return 0

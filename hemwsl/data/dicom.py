@@ -1,0 +1,220 @@
+"""DICOM CT series in and DICOM SEG out, with pydicom and highdicom.
+
+:func:`read_dicom_series` reads one CT series of a folder (files with or without ``.dcm``) into a
+:class:`hemwsl.data.io.Volume` on the same ``(X, Y, Z)`` / RAS-affine convention as a NIfTI file read
+with nibabel (and as MONAI's ``ITKReader(affine_lps_to_ras=True)``), and returns the source datasets in
+slice order, which a DICOM SEG needs to reference. :func:`write_dicom_seg` writes the mask as a binary
+DICOM Segmentation of that series; :func:`write_dicom_series` writes a volume as a CT series (the
+tests' and the demo's synthetic DICOM input).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hemwsl.errors import HemwslInputError
+
+__all__ = ["DicomSeries", "list_series", "read_dicom_series", "write_dicom_series", "write_dicom_seg"]
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class DicomSeries:
+    """One series: ``volume`` (a :class:`~hemwsl.data.io.Volume` in HU), ``datasets`` (pydicom datasets sorted
+    so that ``datasets[z]`` is slice ``z`` of the volume) and its ``series_uid``."""
+
+    volume: Any
+    datasets: list
+    series_uid: str
+
+
+def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Any]]]:
+    import pydicom
+
+    series: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        except Exception:  # not DICOM (a README, a thumbnail...): ignored
+            continue
+        if "SeriesInstanceUID" not in ds or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            continue  # not an image slice (DICOMDIR, a SEG, a report)
+        series[str(ds.SeriesInstanceUID)].append((f, ds))
+    return series
+
+
+def list_series(folder: str | os.PathLike) -> list[dict]:
+    """The image series of a folder, the one :func:`read_dicom_series` chooses first: ``uid``, ``modality``,
+    ``n`` (instances), ``description``."""
+    rows = []
+    for uid, items in _read_headers(Path(folder)).items():
+        ds = items[0][1]
+        rows.append({"uid": uid, "modality": str(ds.get("Modality", "")), "n": len(items),
+                     "description": str(ds.get("SeriesDescription", ""))})
+    # the rule: CT before other modalities, then the most instances, then the UID (deterministic)
+    return sorted(rows, key=lambda r: (r["modality"] != "CT", -r["n"], r["uid"]))
+
+
+def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, spacing_tolerance: float = 0.1
+                      ) -> DicomSeries:
+    """Read one CT series of ``folder`` as HU on an ``(X, Y, Z)`` grid with a RAS affine.
+
+    The series is ``series_uid`` or, by rule, the CT series with the most instances (:func:`list_series`).
+    Slices are sorted by their position along the slice normal (so a series stored head-first or
+    feet-first, or with shuffled file names, gives the same volume); RescaleSlope/RescaleIntercept are
+    applied; an oblique series keeps its direction cosines in the affine.
+
+    Raises:
+        HemwslInputError: no readable image series, the requested UID missing, fewer than 3 slices, slices of
+            different size or orientation, or uneven slice spacing (missing slices), each naming the folder.
+    """
+    import pydicom
+
+    from hemwsl.data.io import Volume
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise HemwslInputError(f"{root}: not a folder (a DICOM series is read from its folder)")
+    series = _read_headers(root)
+    if not series:
+        raise HemwslInputError(f"{root}: no DICOM image series found")
+    if series_uid is None:
+        series_uid = list_series(root)[0]["uid"]
+    elif series_uid not in series:
+        raise HemwslInputError(f"{root}: series {series_uid} not found; series here: {', '.join(series)}")
+    items = series[series_uid]
+    if len(items) < 3:
+        raise HemwslInputError(f"{root}: series {series_uid} has {len(items)} slice(s); a CT volume needs at least 3")
+    iop = np.asarray(items[0][1].ImageOrientationPatient, dtype=np.float64)
+    if any(not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=np.float64), iop, atol=1e-4)
+           for _, ds in items):
+        raise HemwslInputError(f"{root}: slices of series {series_uid} have different orientations")
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    pos = np.array([np.asarray(ds.ImagePositionPatient, dtype=np.float64) for _, ds in items])
+    order = np.argsort(pos @ normal, kind="stable")
+    items = [items[i] for i in order]
+    pos = pos[order]
+    steps = np.diff(pos @ normal)
+    if np.any(steps <= 1e-6):
+        raise HemwslInputError(f"{root}: series {series_uid} has two slices at the same position")
+    step = float(np.median(steps))
+    if np.abs(steps - step).max() > spacing_tolerance * step:
+        k = int(np.argmax(np.abs(steps - step)))
+        raise HemwslInputError(
+            f"{root}: uneven slice spacing in series {series_uid} ({steps[k]:.3g} mm between slices {k} and {k + 1}, "
+            f"{step:.3g} mm elsewhere): slices missing?")
+    datasets, planes = [], []
+    for f, _ in items:
+        try:
+            ds = pydicom.dcmread(str(f))
+            px = ds.pixel_array.astype(np.float32)
+        except Exception as err:
+            raise HemwslInputError(f"{f}: cannot read the pixel data ({type(err).__name__}: {err})") from err
+        slope, intercept = float(ds.get("RescaleSlope", 1.0)), float(ds.get("RescaleIntercept", 0.0))
+        planes.append(px * slope + intercept)
+        datasets.append(ds)
+    if len({p.shape for p in planes}) != 1:
+        raise HemwslInputError(f"{root}: slices of series {series_uid} have different sizes")
+    # pixel_array is (rows, columns); X runs along a row (the row direction cosine), Y down the columns
+    arr = np.stack([p.T for p in planes], axis=-1)
+    dr, dc = (float(v) for v in datasets[0].PixelSpacing)  # row spacing (between rows), column spacing
+    lps = np.eye(4)
+    lps[:3, 0] = row * dc
+    lps[:3, 1] = col * dr
+    lps[:3, 2] = (pos[-1] - pos[0]) / (len(pos) - 1)
+    lps[:3, 3] = pos[0]
+    return DicomSeries(Volume(arr, _LPS_TO_RAS @ lps, str(root)), datasets, series_uid)
+
+
+def write_dicom_series(hu: np.ndarray, affine: np.ndarray, folder: str | os.PathLike, *, patient_id: str = "ANON",
+                       series_description: str = "hemwsl synthetic head CT", seed: int = 0) -> list[Path]:
+    """Write an ``(X, Y, Z)`` HU volume with a RAS ``affine`` as a CT Image Storage series (int16 with
+    RescaleIntercept -1024), one file per slice named ``<z>.dcm``; returns the files."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    hu = np.asarray(hu, dtype=np.float32)
+    if hu.ndim != 3:
+        raise HemwslInputError(f"write_dicom_series needs an (X, Y, Z) volume, got shape {hu.shape}")
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
+    sx, sy, sz = (float(np.linalg.norm(lps[:3, i])) for i in range(3))
+    row, col = lps[:3, 0] / sx, lps[:3, 1] / sy
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    study, series, frame = (generate_uid(entropy_srcs=[f"{patient_id}-{k}-{seed}"]) for k in ("study", "series", "for"))
+    files = []
+    for z in range(hu.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[f"{patient_id}-{seed}-{z}"])
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.PatientID, ds.PatientName, ds.PatientSex, ds.PatientBirthDate = patient_id, f"{patient_id}^", "O", ""
+        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName = "20260101", "120000", "", ""
+        ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, z + 1
+        ds.Modality, ds.Manufacturer, ds.SeriesDescription = "CT", "hemwsl", series_description
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.PositionReferenceIndicator = ""
+        ds.ImagePositionPatient = [float(v) for v in (lps @ np.array([0, 0, z, 1.0]))[:3]]
+        ds.ImageOrientationPatient = [float(v) for v in (*row, *col)]
+        ds.PixelSpacing = [sy, sx]
+        ds.SliceThickness = sz
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = int(hu.shape[1]), int(hu.shape[0])
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+        stored = np.clip(np.round(hu[:, :, z].T + 1024), -32768, 32767).astype(np.int16)
+        ds.PixelData = stored.tobytes()
+        f = out / f"{z:04d}.dcm"
+        pydicom.dcmwrite(str(f), ds, enforce_file_format=True)
+        files.append(f)
+    return files
+
+
+def write_dicom_seg(mask: np.ndarray, datasets: Sequence[Any], path: str | os.PathLike, *,
+                    label: str = "Hemorrhage", software_version: str = "", series_number: int = 900) -> Path:
+    """Write an ``(X, Y, Z)`` binary mask as a DICOM SEG (highdicom, BINARY) referencing ``datasets``, the
+    source series in slice order (``datasets[z]`` is slice ``z``); written atomically. Empty frames are
+    omitted (highdicom's default); a mask with no voxel still gives a valid SEG with one empty frame."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    from hemwsl.data.io import atomic_write_bytes
+
+    m = np.asarray(mask).astype(bool)
+    if m.ndim != 3 or m.shape[2] != len(datasets):
+        raise HemwslInputError(f"{path}: mask shape {m.shape} does not match the {len(datasets)} source slices")
+    frames = np.ascontiguousarray(np.moveaxis(m, -1, 0).transpose(0, 2, 1))  # (Z, rows, columns)
+    algorithm = hd.AlgorithmIdentificationSequence(name="hemwsl", version=software_version or "0",
+                                                   family=codes.DCM.ArtificialIntelligence)
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=label,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Hemorrhage,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm)
+    seg = hd.seg.Segmentation(
+        source_images=list(datasets), pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment], series_instance_uid=generate_uid(), series_number=series_number,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="hemwsl",
+        manufacturer_model_name="hemwsl predict", software_versions=software_version or "0",
+        device_serial_number="0", series_description="hemwsl hemorrhage mask (weakly supervised)")
+    import io
+
+    buf = io.BytesIO()
+    seg.save_as(buf)
+    p = Path(path)
+    atomic_write_bytes(p, buf.getvalue())
+    return p

@@ -1,0 +1,617 @@
+"""One CT in, an answer out: self-describing model packages and ``hemwsl predict``.
+
+A **model package** is one folder: ``hemwsl_model.json`` (everything needed to rebuild the networks and
+their inputs, the validated mask recipe, the scan-level call, the folds' patients, versions) and one
+state dict per fold member (``fold<k>.pt``). :func:`pack_model` builds it from a ``hemwsl train-cv`` run
+(plus, optionally, the ``hemwsl benchmark`` report that validated the mask recipe and the
+``hemwsl quantify`` report that chose the scan-level call); :class:`Predictor` loads it from its path
+alone and runs the fold ensemble on one scan:
+
+1. read the CT (NIfTI, or a DICOM series folder: :func:`hemwsl.data.dicom.read_dicom_series`) and check
+   that it looks like a head CT in HU;
+2. skull strip once on the CT grid; the classifier input (2.5D stack of CT windows at the trained size)
+   is made exactly as in training (:class:`hemwsl.data.dataset.LoadCTVolumed`, :class:`MultiWindow`);
+3. per member: slice probabilities (flip TTA when the model was validated with it), the recipe's
+   heatmap on the CT grid, the scan-level call, and a mask: on the member's positive slices of a
+   positive scan, the recipe's threshold (e.g. ``priorcomp+search``: the hyperdense components the
+   heatmap touches) inside the eroded brain mask;
+4. ensemble: mean probabilities and heatmap, the majority vote of the members' masks; the volume in
+   mL of that mask with the spread of the members' volumes, and the ABC/2 estimate of the same mask.
+
+Outputs per scan go to ``<out>/<stem>/`` (written in a hidden partial folder, renamed when complete):
+``probabilities.csv``, ``heatmap.nii.gz``, ``mask.nii.gz`` (on the CT grid), ``report.json``,
+``report.png`` and, for DICOM input, ``seg.dcm`` (a DICOM SEG referencing the source series).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hemwsl.errors import HemwslInputError
+
+__all__ = ["MODEL_FILE", "MODEL_KIND", "ModelPackage", "Predictor", "pack_model", "resolve_bundle_settings",
+           "load_ct", "check_head_ct", "DEFAULT_RECIPE"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "hemwsl_model.json"
+MODEL_KIND = "hemwsl-slice-ensemble"
+FORMAT_VERSION = 1
+
+#: The classifier settings a package records (resolved from the bundle's ``train.yaml`` and the run's overrides).
+SETTING_KEYS = ("backbone", "network_options", "in_channels", "num_classes", "dropout", "windows", "num_slices",
+                "spatial_size", "skull_strip", "tta", "n_folds", "seed", "val_fraction", "layout")
+
+#: Mask recipe without a benchmark report: the hyperdense prior alone on the positive slices, with the
+#: post-processing the real-data benchmark validated for it (docs/benchmark.md).
+DEFAULT_RECIPE: dict[str, Any] = {
+    "method": None, "layer": None, "threshold": "prior", "hu_range": [50.0, 90.0], "brain_erosion": 4,
+    "min_size": 50, "slice_threshold": 0.5, "source": "default: hyperdense prior on positive slices",
+}
+
+
+# ------------------------------------------------------------------------------------------- settings
+def resolve_bundle_settings(overrides: Mapping[str, Any], bundle: str = "ich_classifier") -> dict[str, Any]:
+    """The classifier settings of :data:`SETTING_KEYS` as the bundle resolves them with ``overrides``."""
+    from monai.bundle import ConfigParser
+
+    from hemwsl.engines.bundle import config_files
+
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle, ["train"]))
+    parser.update(dict(overrides))
+    out = {}
+    for key in SETTING_KEYS:
+        value = parser.get_parsed_content(key) if key in parser else None
+        if isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    out["windows"] = [list(w) if isinstance(w, (list, tuple)) else w for w in out["windows"]]
+    out["network_options"] = dict(out["network_options"] or {})
+    return json.loads(json.dumps(out))  # plain JSON types
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _recipe_from_benchmark(bench: Path, folds: Sequence[int]) -> tuple[dict, dict[int, dict]]:
+    """The best heatmap row of a benchmark report: its method, threshold spec and post-processing, and each
+    fold's chosen layer and threshold value."""
+    for name in ("choices.csv", "thresholds.csv", "config.json"):
+        if not (bench / name).is_file():
+            raise HemwslInputError(f"{bench / name}: not found (give the folder of a `hemwsl benchmark` report)")
+    config = json.loads((bench / "config.json").read_text())
+    choices = [r for r in _read_csv(bench / "choices.csv") if r["method"] not in ("-", "")]
+    if not choices:
+        raise HemwslInputError(f"{bench / 'choices.csv'}: no heatmap method was chosen in this report")
+    # the method with the best mean selection Dice over folds
+    by_method: dict[str, list[float]] = {}
+    for r in choices:
+        by_method.setdefault(r["method"], []).append(float(r["selection_dice"]))
+    method = max(by_method, key=lambda m: np.mean(by_method[m]))
+    thresholds = _read_csv(bench / "thresholds.csv")
+    per_fold: dict[int, dict] = {}
+    spec_text = None
+    for k in folds:
+        rows = [r for r in choices if r["method"] == method and int(r["fold"]) == k]
+        if not rows:
+            raise HemwslInputError(f"{bench / 'choices.csv'}: no choice of {method} for fold {k}")
+        r = max(rows, key=lambda r: float(r["selection_dice"]))
+        spec_text = spec_text or r["threshold"]
+        value = None
+        for t in thresholds:
+            if (int(t["fold"]), t["method"], t["layer"], t["threshold"]) == (k, method, r["layer"], r["threshold"]):
+                value = float(t["value"])
+        per_fold[k] = {"layer": r["layer"], "threshold": r["threshold"], "cam_threshold": value}
+    from hemwsl.benchmark.specs import parse_threshold_spec
+
+    spec = parse_threshold_spec(spec_text)
+    if spec.base != spec.text:  # a post-processing grid: the chosen spec names its own
+        post = {"hu_range": list(spec.hu_range), "brain_erosion": spec.erosion, "min_size": spec.min_size}
+        spec_text = spec.base
+    else:  # one post-processing for the whole report
+        post = {k: config[k] for k in ("hu_range", "brain_erosion", "min_size") if k in config}
+    recipe = {
+        "method": method, "layer": None, "threshold": spec_text,
+        "hu_range": [float(v) for v in post.get("hu_range", DEFAULT_RECIPE["hu_range"])],
+        "brain_erosion": int(post.get("brain_erosion", DEFAULT_RECIPE["brain_erosion"])),
+        "min_size": int(post.get("min_size", DEFAULT_RECIPE["min_size"])),
+        "slice_threshold": float(config.get("prob_threshold", 0.5)),
+        "source": f"benchmark report {bench.name}: {method} {spec_text}, chosen per fold on its selection patients",
+    }
+    return recipe, per_fold
+
+
+def _scan_calls(quant: Path) -> dict[int, dict]:
+    f = quant / "summary.json"
+    if not f.is_file():
+        raise HemwslInputError(f"{f}: not found (give the folder of a `hemwsl quantify` report)")
+    choices = json.loads(f.read_text()).get("choices") or {}
+    return {int(k): {"aggregation": v["aggregation"], "threshold": float(v["threshold"])} for k, v in choices.items()}
+
+
+def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
+               benchmark_dir: str | os.PathLike | None = None, quantify_dir: str | os.PathLike | None = None,
+               dataset_dir: str | os.PathLike | None = None, folds: Sequence[int] | None = None,
+               bundle: str = "ich_classifier", post_processing: Mapping[str, Any] | None = None) -> Path:
+    """Pack a ``train-cv`` run into a model package (see the module docstring); returns its folder.
+
+    Args:
+        cv_dir: the ``hemwsl train-cv`` output folder.
+        out: the package folder to write (must not hold another package).
+        checkpoint: ``best`` or ``last`` weights of each fold.
+        benchmark_dir: a ``hemwsl benchmark`` report on that run's heatmaps: its best heatmap method, threshold
+            spec, post-processing and per-fold (layer, threshold) become the mask recipe. Without it: the
+            hyperdense prior on positive slices (:data:`DEFAULT_RECIPE`).
+        quantify_dir: a ``hemwsl quantify`` report: each fold's scan-level aggregation and threshold. Without
+            it: a scan is positive when one slice reaches the slice threshold.
+        dataset_dir: the training data; its folds' test patients are recorded (the patients each member
+            never saw, for honest checks).
+        folds: members to pack (default all folds of the run).
+        post_processing: overrides of the recipe's ``hu_range`` / ``brain_erosion`` / ``min_size`` /
+            ``slice_threshold``.
+    """
+    import hemwsl
+    from hemwsl.commands.benchmark import cv_settings, fold_checkpoint
+    from hemwsl.data.io import atomic_write_bytes, atomic_write_text
+
+    cv = Path(cv_dir)
+    if not cv.is_dir():
+        raise HemwslInputError(f"{cv}: train-cv folder not found")
+    overrides = cv_settings(cv)
+    settings = resolve_bundle_settings(overrides, bundle)
+    n_folds = int(settings.get("n_folds") or 5)
+    found = [k for k in range(n_folds) if (cv / f"fold{k}").is_dir()]
+    members = list(folds) if folds is not None else found
+    if not members:
+        raise HemwslInputError(f"{cv}: no fold<k>/ folders (train it with `hemwsl train-cv`)")
+    ckpts = {k: fold_checkpoint(cv, k, checkpoint) for k in members}
+    recipe, per_fold = dict(DEFAULT_RECIPE), {}
+    if benchmark_dir is not None:
+        recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members)
+    for key, value in (post_processing or {}).items():
+        if key not in ("hu_range", "brain_erosion", "min_size", "slice_threshold"):
+            raise HemwslInputError(f"post_processing: unknown key {key!r}")
+        recipe[key] = value
+    calls = _scan_calls(Path(quantify_dir)) if quantify_dir is not None else {}
+    tests: dict[int, list[str]] = {}
+    if dataset_dir is not None:
+        from hemwsl.constants import PATIENT
+        from hemwsl.data.datalist import build_datalist
+        from hemwsl.engines.classifier import fold_datalists
+
+        datalist = build_datalist(settings.get("layout") or "ct-ich", str(dataset_dir))
+        for k in members:
+            parts = fold_datalists(datalist, n_folds=n_folds, fold=k, seed=int(settings.get("seed") or 0),
+                                   val_fraction=float(settings.get("val_fraction") or 0.15))
+            tests[k] = sorted(str(e[PATIENT]) for e in parts["test"])
+    root = Path(out)
+    if (root / MODEL_FILE).is_file():
+        raise HemwslInputError(f"{root}: already holds a model package; choose another --out or remove it")
+    root.mkdir(parents=True, exist_ok=True)
+    member_rows = []
+    for k in members:
+        state = torch.load(ckpts[k], map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]
+        import io
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(root / f"fold{k}.pt", buf.getvalue())
+        call = calls.get(k, {"aggregation": "max", "threshold": float(recipe["slice_threshold"])})
+        member_rows.append({"fold": k, "weights": f"fold{k}.pt", "source": str(ckpts[k]),
+                            "sha1": hashlib.sha1(buf.getvalue()).hexdigest(), **per_fold.get(k, {}),
+                            "scan_aggregation": call["aggregation"], "scan_threshold": call["threshold"],
+                            "test_patients": tests.get(k)})
+    import monai
+
+    meta = {
+        "kind": MODEL_KIND, "format": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "settings": settings, "outputs": _output_names(int(settings["num_classes"])), "recipe": recipe,
+        "members": member_rows, "checkpoint": checkpoint, "train_cv": str(cv),
+        "versions": {"hemwsl": hemwsl.__version__, "monai": monai.__version__, "torch": torch.__version__},
+    }
+    atomic_write_text(root / MODEL_FILE, json.dumps(meta, indent=1) + "\n")
+    return root
+
+
+def _output_names(num_classes: int) -> list[str]:
+    from hemwsl.engines.classifier import output_names
+
+    return list(output_names(num_classes))
+
+
+# ------------------------------------------------------------------------------------------- package
+@dataclass
+class ModelPackage:
+    """A loaded model package: ``root``, and the contents of its ``hemwsl_model.json``."""
+
+    root: Path
+    meta: dict = field(repr=False)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ModelPackage:
+        """Read a package from its folder (or its ``hemwsl_model.json``); one-line errors naming the path."""
+        p = Path(path)
+        f = p / MODEL_FILE if p.is_dir() else p
+        if not p.exists():
+            raise HemwslInputError(f"{p}: model not found")
+        if f.name != MODEL_FILE or not f.is_file():
+            raise HemwslInputError(f"{p}: not a hemwsl model package (no {MODEL_FILE}; make one with `hemwsl package`)")
+        try:
+            meta = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise HemwslInputError(f"{f}: corrupt model description ({err})") from err
+        if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
+            kind = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
+            raise HemwslInputError(f"{f}: a model of another kind ({kind!r}); expected {MODEL_KIND!r}")
+        if int(meta.get("format", 0)) > FORMAT_VERSION:
+            raise HemwslInputError(f"{f}: format {meta.get('format')} is newer than this hemwsl reads ({FORMAT_VERSION})")
+        for key in ("settings", "recipe", "members"):
+            if key not in meta:
+                raise HemwslInputError(f"{f}: corrupt model description (no {key!r})")
+        if not meta["members"]:
+            raise HemwslInputError(f"{f}: the package has no members")
+        return cls(f.parent, meta)
+
+    @property
+    def settings(self) -> dict:
+        return self.meta["settings"]
+
+    @property
+    def recipe(self) -> dict:
+        return self.meta["recipe"]
+
+    @property
+    def members(self) -> list[dict]:
+        return self.meta["members"]
+
+    def fingerprint(self) -> str:
+        """Hash of the description (weights included through their sha1): outputs of another model never mix."""
+        return hashlib.sha1(json.dumps(self.meta, sort_keys=True).encode()).hexdigest()[:12]
+
+    def build_member(self, member: Mapping, device: str | torch.device = "cpu") -> torch.nn.Module:
+        from hemwsl.engines.classifier import load_weights
+        from hemwsl.networks import build_network
+
+        s = self.settings
+        net = build_network(s["backbone"], in_channels=int(s["in_channels"]), num_classes=int(s["num_classes"]),
+                            dropout=float(s.get("dropout") or 0.0), options=s.get("network_options") or None)
+        w = self.root / member["weights"]
+        return load_weights(net, w, device=device)
+
+    def check_settings(self, **given: Any) -> None:
+        """A user's explicit option that contradicts the model: one line naming both values."""
+        for key, value in given.items():
+            if value is None:
+                continue
+            have = self.settings.get(key)
+            if json.loads(json.dumps(value)) != have:
+                raise HemwslInputError(f"--{key.replace('_', '-')} {value!r} contradicts the model {self.root} "
+                                       f"({key} = {have!r}); leave the option out, the model knows its settings")
+
+
+# ------------------------------------------------------------------------------------------- input
+def _stem(path: Path) -> str:
+    name = path.name
+    for suf in (".nii.gz", ".nii"):
+        if name.endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def load_ct(path: str | os.PathLike) -> tuple[Any, list | None]:
+    """A CT as ``(Volume, DICOM datasets in slice order or None)``: a NIfTI file, or a folder of one DICOM
+    series (several series: :func:`hemwsl.data.dicom.list_series`'s rule picks one)."""
+    from hemwsl.data.dicom import read_dicom_series
+    from hemwsl.data.io import is_nifti, load_volume
+
+    p = Path(path)
+    if not p.exists():
+        raise HemwslInputError(f"{p}: input not found")
+    if p.is_dir():
+        s = read_dicom_series(p)
+        return s.volume, s.datasets
+    if not is_nifti(p):
+        raise HemwslInputError(f"{p}: unsupported input (expected a .nii/.nii.gz file or a DICOM series folder)")
+    return load_volume(p, kind="image"), None
+
+
+def check_head_ct(hu: np.ndarray, brain: np.ndarray, path: str) -> None:
+    """One-line errors for input that is not a head CT in HU: too few slices, values that are not HU (e.g.
+    an image scaled to [0, 1] or an MR volume), or no brain inside a skull on any slice."""
+    if hu.shape[2] < 3:
+        raise HemwslInputError(f"{path}: {hu.shape[2]} axial slice(s); a head CT volume needs at least 3")
+    lo, hi = np.percentile(hu, [1, 99])
+    if hi - lo < 50 or lo < -1100 or hi > 4000:
+        raise HemwslInputError(f"{path}: values from {lo:.4g} to {hi:.4g} (1st-99th percentile) do not look like "
+                               "CT in Hounsfield units")
+    frac = brain.reshape(-1, brain.shape[2]).mean(0)
+    if not (frac > 0.02).any():
+        raise HemwslInputError(f"{path}: no brain inside a skull found on any slice (not a head CT, or not axial?)")
+
+
+# ------------------------------------------------------------------------------------------- predictor
+def _erode(brain: np.ndarray, erosion: int) -> np.ndarray:
+    """Per axial slice of an ``(X, Y, Z)`` mask, ``erosion`` iterations of a 3x3 cross (as the benchmark)."""
+    if erosion <= 0:
+        return brain
+    from scipy import ndimage
+
+    out = np.zeros_like(brain)
+    for z in range(brain.shape[2]):
+        if brain[:, :, z].any():
+            out[:, :, z] = ndimage.binary_erosion(brain[:, :, z], iterations=int(erosion))
+    return out
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 3D connected component (26-connectivity): ABC/2 measures one bleed, the largest."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == (1 + int(np.argmax(sizes)))
+
+
+class Predictor:
+    """The fold ensemble of a model package, ready for scans.
+
+    Args:
+        model: a package folder or a loaded :class:`ModelPackage`.
+        members: fold numbers to use (default all: e.g. ``[k]`` predicts with fold ``k`` alone, for patients of
+            its test part).
+        device: where the networks run.
+        batch_size: slices per forward pass.
+    """
+
+    def __init__(self, model: str | os.PathLike | ModelPackage, members: Sequence[int] | None = None,
+                 device: str | torch.device = "cpu", batch_size: int = 32) -> None:
+        from hemwsl.benchmark.specs import parse_threshold_spec
+        from hemwsl.transforms.array import MultiWindow
+
+        self.package = model if isinstance(model, ModelPackage) else ModelPackage.load(model)
+        pkg = self.package
+        by_fold = {int(m["fold"]): m for m in pkg.members}
+        if members is not None:
+            missing = [k for k in members if k not in by_fold]
+            if missing:
+                raise HemwslInputError(f"{pkg.root}: no member for fold(s) {missing}; members: {sorted(by_fold)}")
+        self.members = [by_fold[k] for k in (members if members is not None else sorted(by_fold))]
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.networks = [pkg.build_member(m, self.device) for m in self.members]
+        s = pkg.settings
+        self.window = MultiWindow(s["windows"])
+        r = pkg.recipe
+        from dataclasses import replace
+
+        spec = parse_threshold_spec(r["threshold"], hu_range=tuple(r["hu_range"]))
+        self.spec = replace(spec, hu_range=tuple(float(v) for v in r["hu_range"]),
+                            erosion=int(r["brain_erosion"]), min_size=int(r["min_size"]))
+        if self.spec.needs_heatmap and not r.get("method"):
+            raise HemwslInputError(f"{pkg.root}: recipe {r['threshold']!r} needs a heatmap method")
+        self.engines = []
+        if r.get("method"):
+            from hemwsl.cam import CAMEngine
+
+            for net, m in zip(self.networks, self.members):
+                layer = m.get("layer") or r.get("layer")
+                self.engines.append(CAMEngine(net, [r["method"]], layers=[layer]))
+
+    # ----------------------------------------------------------------- steps
+    def _inputs(self, hu: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Classifier input ``(Z, C, h, w)`` as in training, and the brain mask on the CT grid."""
+        from hemwsl.constants import IMAGE, LABEL
+        from hemwsl.data.dataset import LoadCTVolumed
+        from hemwsl.transforms.array import SkullStrip, stack_indices
+
+        s = self.package.settings
+        img = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None]
+        brain = np.asarray(SkullStrip()(img.numpy()))[0] > 0
+        if s.get("skull_strip"):
+            img = torch.where(torch.from_numpy(brain)[None], img, img.min())
+        loader = LoadCTVolumed((IMAGE, LABEL), spatial_size=s.get("spatial_size"), skull_strip=False)
+        vol = loader._resize(img, "bilinear")[0]  # (x, y, Z)
+        depth = vol.shape[-1]
+        k = int(s["num_slices"])
+        stacks = torch.stack([vol[..., stack_indices(z, k, depth)].permute(2, 0, 1) for z in range(depth)])
+        return torch.stack([torch.as_tensor(self.window(st), dtype=torch.float32) for st in stacks]), brain
+
+    @torch.no_grad()
+    def _probabilities(self, net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+        from hemwsl.engines.classifier import FlipTTAInferer
+
+        infer = FlipTTAInferer() if self.package.settings.get("tta") else (lambda xb, n: n(xb))
+        out = []
+        for i in range(0, len(x), self.batch_size):
+            xb = x[i: i + self.batch_size].to(self.device)
+            out.append(torch.sigmoid(infer(xb, net).float()).cpu().numpy())
+        return np.concatenate(out)
+
+    def _heatmap(self, engine: Any, x: torch.Tensor, shape: Sequence[int]) -> np.ndarray:
+        from hemwsl.cam import explain_volume
+
+        maps = explain_volume(engine, x.to(self.device), batch_size=self.batch_size, grid_shape=tuple(shape[:2]))
+        return np.asarray(next(iter(maps.values())), dtype=np.float32)  # (X, Y, Z)
+
+    def _member_mask(self, member: Mapping, probs: np.ndarray, heat: np.ndarray | None, hu: np.ndarray,
+                     brain: np.ndarray) -> tuple[np.ndarray, bool, float]:
+        from hemwsl.quantify import scan_score
+
+        r = self.package.recipe
+        score = scan_score(probs[:, 0], member.get("scan_aggregation", "max"), float(r["slice_threshold"]))
+        positive = score >= float(member.get("scan_threshold", r["slice_threshold"]))
+        mask = np.zeros(hu.shape, dtype=bool)
+        if not positive:
+            return mask, False, score
+        zs = [z for z in range(hu.shape[2]) if probs[z, 0] >= float(r["slice_threshold"])]
+        if not zs:
+            return mask, True, score
+        strategy = self.spec.strategy(member.get("cam_threshold") if self.spec.needs_fit else None)
+        slab_hu = np.moveaxis(hu[:, :, zs], -1, 0)
+        slab_brain = np.moveaxis(brain[:, :, zs], -1, 0)
+        slab_heat = np.moveaxis(heat[:, :, zs], -1, 0) if heat is not None else None
+        pred = np.asarray(strategy(slab_heat, image_hu=slab_hu, brain=slab_brain), dtype=bool)
+        mask[:, :, zs] = np.moveaxis(pred, 0, -1)
+        return mask, True, score
+
+    # ----------------------------------------------------------------- one scan
+    def predict_arrays(self, hu: np.ndarray, spacing: Sequence[float], path: str = "<array>") -> dict[str, Any]:
+        """Run the ensemble on an ``(X, Y, Z)`` HU volume; returns arrays and numbers (nothing written)."""
+        from hemwsl.metrics.agreement import abc2_volume_ml
+        from hemwsl.metrics.volume import lesion_volume_ml
+
+        t0 = time.perf_counter()
+        x, brain = self._inputs(hu)
+        check_head_ct(hu, brain, path)
+        eroded = _erode(brain, int(self.package.recipe["brain_erosion"]))
+        probs, heats, masks, calls, scores = [], [], [], [], []
+        for i, (net, m) in enumerate(zip(self.networks, self.members)):
+            p = self._probabilities(net, x)
+            h = self._heatmap(self.engines[i], x, hu.shape) if self.engines else None
+            mk, call, score = self._member_mask(m, p, h, hu, eroded)
+            probs.append(p), heats.append(h), masks.append(mk), calls.append(call), scores.append(score)
+        n = len(self.members)
+        votes = np.sum(masks, axis=0)
+        mask = votes * 2 > n
+        member_ml = [lesion_volume_ml(mk, spacing) for mk in masks]
+        prob = np.mean(probs, axis=0)
+        heat = np.mean(heats, axis=0).astype(np.float32) if self.engines else None
+        out = {
+            "probabilities": prob, "member_probabilities": np.stack(probs), "heatmap": heat, "mask": mask,
+            "brain": brain, "scan_positive": sum(calls) * 2 > n, "member_scan_calls": calls,
+            "member_scan_scores": scores, "volume_ml": lesion_volume_ml(mask, spacing),
+            "member_volumes_ml": member_ml,
+            "abc2_ml": abc2_volume_ml(_largest_component(mask), spacing) if mask.any() else 0.0,
+            "seconds": time.perf_counter() - t0,
+        }
+        out["subtype_volumes_ml"] = self._subtype_volumes(prob, mask, spacing)
+        return out
+
+    def _subtype_volumes(self, prob: np.ndarray, mask: np.ndarray, spacing: Sequence[float]) -> dict | None:
+        """Per-subtype mL of a six-output model: each mask voxel goes to the subtype present on its slice
+        (probability >= 0.5) with the highest probability; voxels of slices with none present are
+        ``unassigned``."""
+        names = self.package.meta.get("outputs") or []
+        if prob.shape[1] < 6:
+            return None
+        voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
+        vol = {n: 0.0 for n in names[1:]}
+        vol["unassigned"] = 0.0
+        for z in range(mask.shape[2]):
+            n_vox = int(mask[:, :, z].sum())
+            if not n_vox:
+                continue
+            sub = prob[z, 1:]
+            key = names[1 + int(np.argmax(sub))] if (sub >= 0.5).any() else "unassigned"
+            vol[key] += n_vox * voxel_ml
+        return vol
+
+    def predict(self, path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False,
+                figures: bool = True) -> dict[str, Any]:
+        """Predict one scan and write its outputs to ``<out_dir>/<stem>/``; returns the report (``report.json``).
+
+        A finished scan of the same model is skipped (its report returned); one of another model is refused
+        unless ``overwrite``. Nothing partly written is left behind on error."""
+        from hemwsl.data.io import atomic_write_text, save_nifti
+
+        src = Path(path)
+        stem = _stem(src)
+        final = Path(out_dir) / stem
+        fp = self.package.fingerprint()
+        members = [int(m["fold"]) for m in self.members]
+        if (final / "report.json").is_file():
+            old = json.loads((final / "report.json").read_text())
+            if old.get("model_fingerprint") == fp and old.get("members") == members:
+                logger.info("%s: done, skipped", stem)
+                return old
+            if not overwrite:
+                raise HemwslInputError(f"{final}: holds the prediction of another model or members; "
+                                       "use another --out or --overwrite")
+        volume, datasets = load_ct(src)
+        res = self.predict_arrays(volume.array, volume.spacing, str(src))
+        part = Path(out_dir) / f".{stem}.partial"
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+        try:
+            names = self.package.meta.get("outputs") or ["any"]
+            lines = ["slice," + ",".join(f"prob_{n}" for n in names) + ",positive"]
+            thr = float(self.package.recipe["slice_threshold"])
+            lines += [f"{z}," + ",".join(f"{v:.6f}" for v in row) + f",{int(row[0] >= thr)}"
+                      for z, row in enumerate(res["probabilities"])]
+            atomic_write_text(part / "probabilities.csv", "\n".join(lines) + "\n")
+            save_nifti(res["mask"].astype(np.uint8), volume.affine, part / "mask.nii.gz")
+            if res["heatmap"] is not None:
+                save_nifti(res["heatmap"], volume.affine, part / "heatmap.nii.gz")
+            report = self._report(src, stem, volume, res, fp, members)
+            if datasets is not None:
+                from hemwsl.data.dicom import write_dicom_seg
+
+                import hemwsl
+
+                write_dicom_seg(res["mask"], datasets, part / "seg.dcm", software_version=hemwsl.__version__)
+                report["files"]["dicom_seg"] = "seg.dcm"
+            if figures:
+                from hemwsl.reports.predict import plot_scan_report
+
+                plot_scan_report(volume.array, volume.affine, res["mask"], res["heatmap"], res["probabilities"][:, 0],
+                                 part / "report.png", title=self._title(stem, report), slice_threshold=thr)
+                report["files"]["report_png"] = "report.png"
+            atomic_write_text(part / "report.json", json.dumps(report, indent=1) + "\n")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(part, final)
+        except BaseException:
+            shutil.rmtree(part, ignore_errors=True)
+            raise
+        return report
+
+    @staticmethod
+    def _title(stem: str, report: Mapping) -> str:
+        v = report["volume"]
+        call = "hemorrhage" if report["scan"]["positive"] else "no hemorrhage"
+        return (f"{stem}: {call} (scan probability {report['scan']['max_slice_probability']:.2f}); "
+                f"{v['ml']:.1f} mL [members {v['members_min_ml']:.1f}-{v['members_max_ml']:.1f}], ABC/2 {v['abc2_ml']:.1f} mL")
+
+    def _report(self, src: Path, stem: str, volume: Any, res: Mapping, fp: str, members: list[int]) -> dict:
+        r = self.package.recipe
+        thr = float(r["slice_threshold"])
+        ml = np.asarray(res["member_volumes_ml"], dtype=float)
+        p = res["probabilities"][:, 0]
+        return {
+            "input": str(src), "stem": stem, "model": str(self.package.root), "model_fingerprint": fp,
+            "members": members, "shape": list(volume.shape), "spacing_mm": [round(s, 4) for s in volume.spacing],
+            "scan": {"positive": bool(res["scan_positive"]), "max_slice_probability": float(p.max()),
+                     "member_calls": [bool(c) for c in res["member_scan_calls"]],
+                     "member_scores": [float(s) for s in res["member_scan_scores"]],
+                     "rule": "majority of the members' calls (aggregation and threshold per member)"},
+            "slices": {"threshold": thr, "positive": [int(z) for z in np.flatnonzero(p >= thr)]},
+            "volume": {"ml": float(res["volume_ml"]), "members_ml": [float(v) for v in ml],
+                       "members_mean_ml": float(ml.mean()), "members_sd_ml": float(ml.std(ddof=1)) if len(ml) > 1 else 0.0,
+                       "members_min_ml": float(ml.min()), "members_max_ml": float(ml.max()),
+                       "abc2_ml": float(res["abc2_ml"]), "abc2_of": "the largest connected component of the mask", "subtypes_ml": res["subtype_volumes_ml"]},
+            "recipe": {**r, "mask": "majority vote of the members' masks"},
+            "seconds": round(float(res["seconds"]), 3),
+            "files": {"probabilities": "probabilities.csv", "mask": "mask.nii.gz",
+                      **({"heatmap": "heatmap.nii.gz"} if res["heatmap"] is not None else {})},
+        }
