@@ -90,16 +90,19 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _recipe_from_benchmark(bench: Path, folds: Sequence[int]) -> tuple[dict, dict[int, dict]]:
-    """The best heatmap row of a benchmark report: its method, threshold spec and post-processing, and each
-    fold's chosen layer and threshold value."""
+def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[str] | None = None
+                           ) -> tuple[dict, dict[int, dict]]:
+    """The best heatmap row of a benchmark report (among ``methods`` when given): its method, threshold spec and
+    post-processing, and each fold's chosen layer and threshold value."""
     for name in ("choices.csv", "thresholds.csv", "config.json"):
         if not (bench / name).is_file():
             raise HemwslInputError(f"{bench / name}: not found (give the folder of a `hemwsl benchmark` report)")
     config = json.loads((bench / "config.json").read_text())
-    choices = [r for r in _read_csv(bench / "choices.csv") if r["method"] not in ("-", "")]
+    choices = [r for r in _read_csv(bench / "choices.csv") if r["method"] not in ("-", "")
+               and (not methods or r["method"] in methods)]
     if not choices:
-        raise HemwslInputError(f"{bench / 'choices.csv'}: no heatmap method was chosen in this report")
+        which = f" among {list(methods)}" if methods else ""
+        raise HemwslInputError(f"{bench / 'choices.csv'}: no heatmap method{which} was chosen in this report")
     # the method with the best mean selection Dice over folds
     by_method: dict[str, list[float]] = {}
     for r in choices:
@@ -149,7 +152,8 @@ def _scan_calls(quant: Path) -> dict[int, dict]:
 def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
                benchmark_dir: str | os.PathLike | None = None, quantify_dir: str | os.PathLike | None = None,
                dataset_dir: str | os.PathLike | None = None, folds: Sequence[int] | None = None,
-               bundle: str = "ich_classifier", post_processing: Mapping[str, Any] | None = None) -> Path:
+               bundle: str = "ich_classifier", post_processing: Mapping[str, Any] | None = None,
+               overrides: Mapping[str, Any] | None = None, methods: Sequence[str] | None = None) -> Path:
     """Pack a ``train-cv`` run into a model package (see the module docstring); returns its folder.
 
     Args:
@@ -166,6 +170,10 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
         folds: members to pack (default all folds of the run).
         post_processing: overrides of the recipe's ``hu_range`` / ``brain_erosion`` / ``min_size`` /
             ``slice_threshold``.
+        overrides: the bundle overrides the run was trained with, when the folder has no ``cv_settings.json``
+            (runs of the bundle itself rather than of ``train-cv``); they win over the file's.
+        methods: choose the recipe among these heatmap methods of the benchmark report only (those the packed
+            networks compute).
     """
     import hemwsl
     from hemwsl.commands.benchmark import cv_settings, fold_checkpoint
@@ -174,8 +182,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     cv = Path(cv_dir)
     if not cv.is_dir():
         raise HemwslInputError(f"{cv}: train-cv folder not found")
-    overrides = cv_settings(cv)
-    settings = resolve_bundle_settings(overrides, bundle)
+    settings = resolve_bundle_settings({**cv_settings(cv), **dict(overrides or {})}, bundle)
     n_folds = int(settings.get("n_folds") or 5)
     found = [k for k in range(n_folds) if (cv / f"fold{k}").is_dir()]
     members = list(folds) if folds is not None else found
@@ -184,7 +191,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     ckpts = {k: fold_checkpoint(cv, k, checkpoint) for k in members}
     recipe, per_fold = dict(DEFAULT_RECIPE), {}
     if benchmark_dir is not None:
-        recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members)
+        recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members, methods)
     for key, value in (post_processing or {}).items():
         if key not in ("hu_range", "brain_erosion", "min_size", "slice_threshold"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
@@ -542,11 +549,13 @@ class Predictor:
         members = [int(m["fold"]) for m in self.members]
         if (final / "report.json").is_file():
             old = json.loads((final / "report.json").read_text())
-            if old.get("model_fingerprint") == fp and old.get("members") == members:
+            same_input = old.get("input") == str(src)
+            if old.get("model_fingerprint") == fp and old.get("members") == members and same_input:
                 logger.info("%s: done, skipped", stem)
                 return old
             if not overwrite:
-                raise HemwslInputError(f"{final}: holds the prediction of another model or members; "
+                what = "model or members" if same_input else f"input ({old.get('input')})"
+                raise HemwslInputError(f"{final}: holds the prediction of another {what}; "
                                        "use another --out or --overwrite")
         volume, datasets = load_ct(src)
         res = self.predict_arrays(volume.array, volume.spacing, str(src))

@@ -43,14 +43,19 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--patients", "8", "--size", "48", "--epochs", "1"]) == 0
     text = capsys.readouterr().out
-    for step in ("[1/8]", "[2/8]", "[3/8]", "[4/8]", "[5/8]", "[6/8]", "[7/8]", "[8/8]"):
-        assert step in text
+    for k in range(1, 10):
+        assert f"[{k}/9]" in text
     assert "| gradcam |" in text and "| lse_heatmap |" in text and "Dice per slice" in text
     assert (out / "ich_lse" / "fold0" / "report_test.json").is_file()
     assert (out / "ich_classifier" / "fold0" / "cam" / "lse_heatmap" / "levels.0.conv").is_dir()
     assert (out / "benchmark" / "summary.md").is_file() and (out / "benchmark" / "per_case.csv").is_file()
     assert "| CAM + K-means + U-Net |" in text and (out / "ablation.md").is_file()
     assert (out / "ich_unet3d" / "fold0" / "metrics_test.csv").is_file()
+    # step 9: the packed heatmap network on one held-out scan, NIfTI and DICOM (with its DICOM SEG)
+    assert (out / "model" / "hemwsl_model.json").is_file()
+    scans = sorted(p.name for p in (out / "predict").iterdir())
+    assert len(scans) == 2 and scans[1] == scans[0] + "_dicom" and (out / "predict" / scans[1] / "seg.dcm").is_file()
+    assert (out / "predict" / scans[0] / "heatmap.nii.gz").is_file() and "mL (true" in text
     fold = out / "ich_classifier" / "fold0"
     assert (fold / "report_test.json").is_file() and (fold / "cam" / "gradcam" / "layer4").is_dir()
     # a second run resumes: nothing is retrained

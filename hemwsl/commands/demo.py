@@ -14,7 +14,9 @@ Steps (each skipped when its output already exists, so an interrupted demo resum
 7. turn the GradCAM maps into pseudo-labels (:mod:`hemwsl.pseudo`: CAM only, and CAM + K-means with
    differential prediction, Ramananda & Sundaresan 2023);
 8. train the 3D U-Net of ``bundles/ich_unet3d`` on the CAM + K-means pseudo-labels of the training
-   patients and score it against the true masks of the held-out patients; print the ablation table.
+   patients and score it against the true masks of the held-out patients; print the ablation table;
+9. pack the heatmap network with the recipe the benchmark validated (``hemwsl package``) and run
+   ``hemwsl predict`` on one held-out scan, as NIfTI and as a DICOM series (which also gets a DICOM SEG).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import json
 import logging
 import time
 from pathlib import Path
+
+import numpy as np
 
 __all__ = ["run_demo"]
 
@@ -44,7 +48,7 @@ def run_demo(args: argparse.Namespace) -> int:
     datalist = build_datalist("ct-ich", data_dir)
     save_datalist(datalist, out / "datalist.json")
     s = datalist_stats(datalist)
-    print(f"[1/8] data: patients={s['patients']} slices={s['slices']} positive_slices={s['positive_slices']}")
+    print(f"[1/9] data: patients={s['patients']} slices={s['slices']} positive_slices={s['positive_slices']}")
     n_folds = 4
     save_split(kfold_patients(datalist, n_folds=n_folds, seed=args.seed), out / "split.json")
 
@@ -61,26 +65,26 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     fold_dir = out / "ich_classifier" / "fold0"
     if not (fold_dir / "models" / "model.pt").exists():
-        print(f"[2/8] training {common['backbone']} for {args.epochs} epochs (fold 0 of {n_folds}) ...")
+        print(f"[2/9] training {common['backbone']} for {args.epochs} epochs (fold 0 of {n_folds}) ...")
         run_bundle("ich_classifier", ["train"], epochs=args.epochs, samples_per_epoch=256, learning_rate=2e-3, **common)
     history = json.loads((fold_dir / "history.json").read_text())
-    print(f"[2/8] trained: best validation AUROC {history['summary']['best_auroc']:.3f}")
-    print("[3/8] evaluating on held-out patients ...")
+    print(f"[2/9] trained: best validation AUROC {history['summary']['best_auroc']:.3f}")
+    print("[3/9] evaluating on held-out patients ...")
     if not (fold_dir / "report_test.json").exists():
         run_bundle("ich_classifier", ["train", "evaluate"], **common)
     report = json.loads((fold_dir / "report_test.json").read_text())
     a = report["any"]
-    print(f"[3/8] test slices={report['n_slices']} positive={report['n_positive']} "
+    print(f"[3/9] test slices={report['n_slices']} positive={report['n_positive']} "
           f"AUROC={a['auroc']:.3f} AP={a['ap']:.3f} F1@0.5={a['at_threshold']['0.5']['f1']:.3f}")
     lse = _heatmap_network(args, out, common, fold_dir)
-    print("[5/8] CAM heatmaps of every patient of fold 0 (bundles/ich_cam), and the heatmap network's score maps ...")
+    print("[5/9] CAM heatmaps of every patient of fold 0 (bundles/ich_cam), and the heatmap network's score maps ...")
     methods = ["gradcam", "gradcampp", "hirescam", "layercam", "eigencam"]
     layers = ["layer3", "layer4"]
     for part in ("train", "val", "test"):  # train: for the pseudo-labels the U-Net trains on
         _run_cam(common, methods, layers, part)
     for part in ("val", "test"):  # into the same heatmap folder: one more method for the benchmark
         _run_cam({**lse, "cam_dir": str(fold_dir / "cam")}, ["lse_heatmap"], ["levels.1.conv", "levels.0.conv"], part)
-    print("[6/8] localisation benchmark: thresholds chosen on the validation patients, scored on the held-out "
+    print("[6/9] localisation benchmark: thresholds chosen on the validation patients, scored on the held-out "
           "positive slices ...")
     from hemwsl.benchmark import run_benchmark, split_folds
     from hemwsl.engines.classifier import fold_datalists
@@ -91,8 +95,9 @@ def run_demo(args: argparse.Namespace) -> int:
                            thresholds=["fixed:200/255", "percentile:95", "otsu", "search", "prior", "prior+search",
                                        "priorcomp+search"])
     print((report / "summary.md").read_text().split("\n## Threshold")[0].split("## Each method")[1].split("\n", 1)[1])
-    print(f"[6/8] report: {report / 'summary.md'} (per-case CSV, tables per threshold and layer, figures)")
+    print(f"[6/9] report: {report / 'summary.md'} (per-case CSV, tables per threshold and layer, figures)")
     _weakly_supervised_segmentation(args, out, datalist, parts, common, n_folds)
+    _predict_one_scan(out, lse, parts)
     print(f"done in {time.time() - t0:.0f} s; outputs in {out}")
     return 0
 
@@ -106,13 +111,43 @@ def _heatmap_network(args: argparse.Namespace, out: Path, common: dict, clf_dir:
            "pretrained_path": str(clf_dir / "models" / "model.pt")}
     lse_dir = out / "ich_lse" / "fold0"
     if not (lse_dir / "report_test.json").exists():
-        print(f"[4/8] training the LSE heatmap network (Chen & Kuo 2026) {lse['backbone']} for {args.epochs} epochs, "
+        print(f"[4/9] training the LSE heatmap network (Chen & Kuo 2026) {lse['backbone']} for {args.epochs} epochs, "
               "encoder from the classifier ...")
     train_evaluate_fold("ich_classifier", lse_dir, lse["fold"], "report_test.json", epochs=args.epochs,
                         samples_per_epoch=256, learning_rate=2e-3, **{k: v for k, v in lse.items() if k != "fold"})
     a = json.loads((lse_dir / "report_test.json").read_text())["any"]
-    print(f"[4/8] heatmap network: test AUROC={a['auroc']:.3f} AP={a['ap']:.3f} (heatmaps at 1/4 of the input)")
+    print(f"[4/9] heatmap network: test AUROC={a['auroc']:.3f} AP={a['ap']:.3f} (heatmaps at 1/4 of the input)")
     return lse
+
+
+def _predict_one_scan(out: Path, lse: dict, parts: dict) -> None:
+    """Step 9: the heatmap network packed with its validated recipe, then `hemwsl predict` on one held-out scan,
+    as NIfTI and as a DICOM series (which also gets a DICOM SEG)."""
+    import nibabel as nib
+
+    from hemwsl.data.dicom import write_dicom_series
+    from hemwsl.predict import MODEL_FILE, Predictor, pack_model
+
+    model = out / "model"
+    if not (model / MODEL_FILE).is_file():
+        keys = ("backbone", "spatial_size", "windows", "num_slices", "skull_strip", "n_folds", "seed")
+        pack_model(lse["output_dir"], model, benchmark_dir=out / "benchmark", methods=["lse_heatmap"], folds=[0],
+                   overrides={k: lse[k] for k in keys if k in lse})
+    entry = next(e for e in parts["test"] if any(e.get("slice_labels") or [])) if parts["test"] else None
+    entry = entry or parts["test"][0]
+    img = nib.load(entry["image"])
+    dicom = out / "dicom" / f"{entry['patient']}_dicom"
+    if not dicom.is_dir():
+        write_dicom_series(np.asarray(img.dataobj, dtype=np.float32), img.affine, dicom, patient_id=entry["patient"])
+    predictor = Predictor(model)
+    print(f"[9/9] hemwsl predict --model {model} --input {entry['image']} {dicom}")
+    for src in (entry["image"], dicom):
+        rep = predictor.predict(src, out / "predict")
+        v = rep["volume"]
+        true_ml = float((np.asarray(nib.load(entry["label"]).dataobj) > 0).sum()) * float(np.prod(img.header.get_zooms()[:3])) / 1000
+        print(f"[9/9] {Path(src).name}: {'hemorrhage' if rep['scan']['positive'] else 'no hemorrhage'}, "
+              f"{v['ml']:.1f} mL (true {true_ml:.1f} mL), ABC/2 {v['abc2_ml']:.1f} mL; "
+              f"{', '.join(sorted(rep['files'].values()))} in {out / 'predict' / rep['stem']}")
 
 
 def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalist: list, parts: dict, common: dict,
@@ -127,7 +162,7 @@ def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalis
     from hemwsl.reports.ablation import ablation_markdown, ablation_rows, read_seg_metrics
 
     fold_dir = out / "ich_classifier" / "fold0"
-    print("[7/8] pseudo-labels: GradCAM (layer3) > 0.7, then K-means + differential prediction (Ramananda & Sundaresan 2023) ...")
+    print("[7/9] pseudo-labels: GradCAM (layer3) > 0.7, then K-means + differential prediction (Ramananda & Sundaresan 2023) ...")
     net = build_network(common["backbone"], in_channels=9, num_classes=1)
     net = load_weights(net, str(fold_dir / "models" / "model.pt"), device="cpu")
     test = {e["patient"] for e in parts["test"]}
@@ -140,7 +175,7 @@ def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalis
                                          spatial_size=tuple(common["spatial_size"]), seed=args.seed, progress=False)
         pseudo[mode] = out / "pseudo" / mode / "datalist.json"
         per_row[name] = {p: d for p, d in evaluate_pseudo_labels(entries)["per_patient"].items() if p in test}
-    print("[8/8] 3D U-Net (bundles/ich_unet3d) trained on the CAM + K-means pseudo-labels of fold 0's training "
+    print("[8/9] 3D U-Net (bundles/ich_unet3d) trained on the CAM + K-means pseudo-labels of fold 0's training "
           "patients, scored against the true masks of its held-out patients ...")
     seg = {"dataset_dir": common["dataset_dir"], "datalist_file": str(pseudo["cam_kmeans"]), "n_folds": n_folds,
            "fold": 0, "seed": args.seed, "output_dir": str(out / "ich_unet3d"), "spatial_size": [64, 64],

@@ -22,6 +22,8 @@ def add_package_arguments(p: argparse.ArgumentParser) -> None:
                    help="a `hemwsl quantify` report: each fold's scan-level call (default: one slice >= 0.5)")
     p.add_argument("--dataset-dir", default=None, help="the training data: records each fold's test patients")
     p.add_argument("--folds", type=int, nargs="*", default=None, help="members to pack (default: every fold)")
+    p.add_argument("--methods", nargs="*", default=None,
+                   help="choose the recipe among these heatmap methods of the benchmark report (default: any)")
     p.add_argument("--bundle", default="ich_classifier", help="the bundle the run was trained with")
 
 
@@ -30,7 +32,7 @@ def run_package(args: argparse.Namespace) -> int:
 
     root = pack_model(args.cv_dir, args.out, checkpoint=args.checkpoint, benchmark_dir=args.benchmark_dir,
                       quantify_dir=args.quantify_dir, dataset_dir=args.dataset_dir, folds=args.folds,
-                      bundle=args.bundle)
+                      bundle=args.bundle, methods=args.methods)
     pkg = ModelPackage.load(root)
     s, r = pkg.settings, pkg.recipe
     print(f"model package {root}: {s['backbone']}, {len(pkg.members)} member(s), input {s['num_slices']} slices x "
