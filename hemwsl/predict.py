@@ -42,7 +42,7 @@ import torch
 from hemwsl.errors import HemwslInputError
 
 __all__ = ["MODEL_FILE", "MODEL_KIND", "ModelPackage", "Predictor", "pack_model", "resolve_bundle_settings",
-           "load_ct", "check_head_ct", "DEFAULT_RECIPE"]
+           "load_ct", "check_head_ct", "DEFAULT_RECIPE", "find_scans", "LoadScand", "PredictWorkflow"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +149,47 @@ def _scan_calls(quant: Path) -> dict[int, dict]:
     return {int(k): {"aggregation": v["aggregation"], "threshold": float(v["threshold"])} for k, v in choices.items()}
 
 
+def _val_scan_call(cv: Path, k: int, checkpoint: str, min_sensitivity: float = 0.9) -> dict | None:
+    """Fold ``k``'s scan-level call chosen on its validation patients (``predictions_val[_last].csv``, patients
+    the fold's test part never holds): the aggregation with the best scan AUROC there (ties: the first of
+    :data:`hemwsl.quantify.SCAN_AGGREGATIONS`), at the most specific threshold keeping ``min_sensitivity``.
+    ``None`` without that file or without both classes among the patients."""
+    from sklearn.metrics import roc_auc_score
+
+    from hemwsl.engines.classifier import report_name
+    from hemwsl.quantify import SCAN_AGGREGATIONS, choose_scan_threshold, scan_probabilities, scan_score
+
+    f = cv / f"fold{k}" / f"predictions_{report_name('val', checkpoint)}.csv"
+    if not f.is_file():
+        return None
+    import csv
+
+    with open(f, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    labels: dict[str, int] = {}
+    for r in rows:
+        labels[r["patient"]] = max(labels.get(r["patient"], 0), int(float(r.get("label_any", 0))))
+    probs = scan_probabilities([f])
+    pats = sorted(probs)
+    y = np.array([labels[p] for p in pats])
+    if y.min() == y.max():
+        return None
+    best = None
+    for how in SCAN_AGGREGATIONS:
+        scores = np.array([scan_score(probs[p], how) for p in pats])
+        auc = float(roc_auc_score(y, scores))
+        if best is None or auc > best[0] + 1e-12:
+            best = (auc, how, choose_scan_threshold(scores, y, min_sensitivity))
+    return {"aggregation": best[1], "threshold": best[2], "selection_auroc": best[0], "selection_patients": len(pats),
+            "source": f"validation patients of fold {k}, sensitivity >= {min_sensitivity}"}
+
+
 def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
                benchmark_dir: str | os.PathLike | None = None, quantify_dir: str | os.PathLike | None = None,
                dataset_dir: str | os.PathLike | None = None, folds: Sequence[int] | None = None,
                bundle: str = "ich_classifier", post_processing: Mapping[str, Any] | None = None,
-               overrides: Mapping[str, Any] | None = None, methods: Sequence[str] | None = None) -> Path:
+               overrides: Mapping[str, Any] | None = None, methods: Sequence[str] | None = None,
+               min_sensitivity: float = 0.9) -> Path:
     """Pack a ``train-cv`` run into a model package (see the module docstring); returns its folder.
 
     Args:
@@ -164,7 +200,9 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
             spec, post-processing and per-fold (layer, threshold) become the mask recipe. Without it: the
             hyperdense prior on positive slices (:data:`DEFAULT_RECIPE`).
         quantify_dir: a ``hemwsl quantify`` report: each fold's scan-level aggregation and threshold. Without
-            it: a scan is positive when one slice reaches the slice threshold.
+            it, each fold's own validation patients choose them (:func:`_val_scan_call`, keeping
+            ``min_sensitivity``); without validation predictions, a scan is positive when one slice reaches
+            the slice threshold.
         dataset_dir: the training data; its folds' test patients are recorded (the patients each member
             never saw, for honest checks).
         folds: members to pack (default all folds of the run).
@@ -196,7 +234,8 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
         if key not in ("hu_range", "brain_erosion", "min_size", "slice_threshold"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
         recipe[key] = value
-    calls = _scan_calls(Path(quantify_dir)) if quantify_dir is not None else {}
+    calls = _scan_calls(Path(quantify_dir)) if quantify_dir is not None else {
+        k: c for k in members if (c := _val_scan_call(cv, k, checkpoint, min_sensitivity)) is not None}
     tests: dict[int, list[str]] = {}
     if dataset_dir is not None:
         from hemwsl.constants import PATIENT
@@ -226,6 +265,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
         member_rows.append({"fold": k, "weights": f"fold{k}.pt", "source": str(ckpts[k]),
                             "sha1": hashlib.sha1(buf.getvalue()).hexdigest(), **per_fold.get(k, {}),
                             "scan_aggregation": call["aggregation"], "scan_threshold": call["threshold"],
+                            "scan_call_source": call.get("source", "quantify report" if calls else "default"),
                             "test_patients": tests.get(k)})
     import monai
 
@@ -535,11 +575,12 @@ class Predictor:
         return vol
 
     def predict(self, path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False,
-                figures: bool = True) -> dict[str, Any]:
+                figures: bool = True, loaded: tuple[Any, list | None] | None = None) -> dict[str, Any]:
         """Predict one scan and write its outputs to ``<out_dir>/<stem>/``; returns the report (``report.json``).
 
         A finished scan of the same model is skipped (its report returned); one of another model is refused
-        unless ``overwrite``. Nothing partly written is left behind on error."""
+        unless ``overwrite``. Nothing partly written is left behind on error. ``loaded``: the scan as
+        :func:`load_ct` returns it, when it was read already (e.g. by a bundle's preprocessing)."""
         from hemwsl.data.io import atomic_write_text, save_nifti
 
         src = Path(path)
@@ -557,7 +598,7 @@ class Predictor:
                 what = "model or members" if same_input else f"input ({old.get('input')})"
                 raise HemwslInputError(f"{final}: holds the prediction of another {what}; "
                                        "use another --out or --overwrite")
-        volume, datasets = load_ct(src)
+        volume, datasets = loaded if loaded is not None else load_ct(src)
         res = self.predict_arrays(volume.array, volume.spacing, str(src))
         part = Path(out_dir) / f".{stem}.partial"
         shutil.rmtree(part, ignore_errors=True)
@@ -624,3 +665,52 @@ class Predictor:
             "files": {"probabilities": "probabilities.csv", "mask": "mask.nii.gz",
                       **({"heatmap": "heatmap.nii.gz"} if res["heatmap"] is not None else {})},
         }
+
+
+# ------------------------------------------------------------------------------------------- bundle pieces
+def find_scans(folder: str | os.PathLike, as_items: bool = False) -> list:
+    """The scans of a folder: its NIfTI files, then its sub-folders (DICOM series), each sorted; with
+    ``as_items``, as data items ``{"image": path}``."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise HemwslInputError(f"{root}: input folder not found")
+    scans = [str(p) for p in sorted(root.iterdir()) if p.is_file() and p.name.endswith((".nii", ".nii.gz"))]
+    scans += [str(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    if not scans:
+        raise HemwslInputError(f"{root}: no NIfTI file or DICOM series folder found")
+    return [{"image": s} for s in scans] if as_items else scans
+
+
+class LoadScand:
+    """Dictionary transform for a bundle's ``preprocessing``: ``{"image": path}`` -> adds ``"volume"`` (HU on its
+    grid) and ``"dicom"`` (the source datasets of a DICOM series, or ``None``) with :func:`load_ct`."""
+
+    def __init__(self, keys: str = "image") -> None:
+        self.key = keys if isinstance(keys, str) else keys[0]
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        d["volume"], d["dicom"] = load_ct(d[self.key])
+        return d
+
+
+class PredictWorkflow:
+    """The ``evaluator`` of ``bundles/ich_predict``: every item of ``dataset`` (from :class:`LoadScand`) through
+    :meth:`Predictor.predict`, outputs under ``output_dir``; ``run()`` returns the reports."""
+
+    def __init__(self, predictor: Predictor, dataset: Sequence[Mapping], output_dir: str | os.PathLike,
+                 figures: bool = True, overwrite: bool = False) -> None:
+        self.predictor, self.dataset, self.output_dir = predictor, dataset, Path(output_dir)
+        self.figures, self.overwrite = figures, overwrite
+
+    def run(self) -> list[dict]:
+        reports = []
+        for i in range(len(self.dataset)):
+            item = self.dataset[i]
+            rep = self.predictor.predict(item["image"], self.output_dir, overwrite=self.overwrite,
+                                         figures=self.figures, loaded=(item["volume"], item["dicom"]))
+            logger.info("%s: %s, %.1f mL", rep["stem"], "positive" if rep["scan"]["positive"] else "negative",
+                        rep["volume"]["ml"])
+            reports.append(rep)
+        return reports
+

@@ -246,3 +246,44 @@ def test_report_figure_is_radiological():
     np.testing.assert_array_equal(a, b)
     # rows run anterior -> posterior (RAS Y decreasing), columns the patient's right -> left (RAS X decreasing)
     assert a.shape == (5, 4, 3) and a[0, 0, 0] == vol[3, 4, 0] and a[-1, -1, 0] == vol[0, 0, 0]
+
+
+@pytest.mark.parametrize("backbone,trace", [("resnet10", False), ("lse_resnet10", True)])
+def test_ckpt_export_to_torchscript(tmp_path, backbone, trace):
+    """MONAI's ckpt_export turns a classifier-bundle checkpoint into TorchScript: scripted for the backbones,
+    traced (``use_trace``) for the LSE heatmap network, whose encoder plan is plain Python control flow."""
+    from monai.bundle import ckpt_export
+
+    from hemwsl.engines.bundle import config_files
+
+    torch.manual_seed(0)
+    net = build_network(backbone, in_channels=9, num_classes=1).eval()
+    ckpt = tmp_path / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    root = Path(config_files("ich_classifier", ["train"])[0]).parents[1]
+    ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(ckpt),
+                meta_file=str(root / "configs" / "metadata.json"), config_file=config_files("ich_classifier", ["train"]),
+                bundle_root=str(root), backbone=backbone, spatial_size=[64, 64], use_trace=trace,
+                input_shape=[1, 9, 64, 64] if trace else None)
+    ts = torch.jit.load(str(tmp_path / "model.ts"))
+    x = torch.rand(2, 9, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ts(x), net(x), atol=1e-5, rtol=1e-4)
+
+
+def test_predict_bundle_runs_with_monai_bundle(model, phantom, tmp_path):
+    """bundles/ich_predict: the inference workflow's MONAI properties, and a real run over a folder holding a
+    NIfTI file and a DICOM series."""
+    from hemwsl.data.dicom import write_dicom_series
+    from hemwsl.engines.bundle import check_bundle, run_bundle
+
+    assert check_bundle("ich_predict", "infer") == []
+    f, p = phantom
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / f.name).write_bytes(f.read_bytes())
+    write_dicom_series(p["image"], p["affine"], scans / "p005_dicom")
+    run_bundle("ich_predict", ["inference"], workflow_type="infer", model_dir=str(model), dataset_dir=str(scans),
+               output_dir=str(tmp_path / "out"), figures=False)
+    assert (tmp_path / "out" / "p005" / "report.json").is_file()
+    assert (tmp_path / "out" / "p005_dicom" / "seg.dcm").is_file()

@@ -209,7 +209,8 @@ def check_bundle(bundle: str | os.PathLike, workflow_type: str = "train") -> lis
 
     root = bundle_dir(bundle) / "configs"
     validate_metadata(root / "metadata.json")
-    names = ["train"] if workflow_type == "train" else ["train", "inference"]
+    has_train = any((root / f"train{ext}").is_file() for ext in (".yaml", ".json"))
+    names = ["train"] if workflow_type == "train" else (["train", "inference"] if has_train else ["inference"])
     parser = ConfigParser()
     parser.read_config(config_files(bundle, names))
     props = TrainProperties if workflow_type == "train" else InferProperties
