@@ -8,7 +8,7 @@ STAMP := $(VENV)/.hemwsl-installed
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow
+.PHONY: install demo test test-slow test-deploy
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,3 +27,14 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow" $(PYTEST_ARGS)
+
+# The MONAI Deploy application needs the App SDK (about 560 MB with holoscan): a venv of its own
+DEPLOY_VENV ?= .venv-deploy
+$(DEPLOY_VENV)/.hemwsl-installed: requirements.txt deploy/requirements.txt pyproject.toml
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet -r deploy/requirements.txt
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+test-deploy: $(DEPLOY_VENV)/.hemwsl-installed
+	$(DEPLOY_VENV)/bin/python -m pytest tests/test_deploy.py tests/test_predict.py $(PYTEST_ARGS)

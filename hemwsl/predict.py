@@ -149,27 +149,34 @@ def _scan_calls(quant: Path) -> dict[int, dict]:
     return {int(k): {"aggregation": v["aggregation"], "threshold": float(v["threshold"])} for k, v in choices.items()}
 
 
-def _val_scan_call(cv: Path, k: int, checkpoint: str, min_sensitivity: float = 0.9) -> dict | None:
-    """Fold ``k``'s scan-level call chosen on its validation patients (``predictions_val[_last].csv``, patients
-    the fold's test part never holds): the aggregation with the best scan AUROC there (ties: the first of
+def _selection_scan_call(cv: Path, k: int, checkpoint: str, min_sensitivity: float = 0.9,
+                         n_folds: int = 5) -> dict | None:
+    """Fold ``k``'s scan-level call, chosen on patients its test part does not hold: the other folds' out-of-fold
+    test predictions (``predictions_test[_last].csv``, as ``hemwsl quantify --select rest``), else fold ``k``'s
+    own validation predictions. The aggregation with the best scan AUROC there (ties: the first of
     :data:`hemwsl.quantify.SCAN_AGGREGATIONS`), at the most specific threshold keeping ``min_sensitivity``.
-    ``None`` without that file or without both classes among the patients."""
+    ``None`` without such files or without both classes among their patients."""
     from sklearn.metrics import roc_auc_score
 
     from hemwsl.engines.classifier import report_name
     from hemwsl.quantify import SCAN_AGGREGATIONS, choose_scan_threshold, scan_probabilities, scan_score
 
-    f = cv / f"fold{k}" / f"predictions_{report_name('val', checkpoint)}.csv"
-    if not f.is_file():
-        return None
+    others = [cv / f"fold{j}" / f"predictions_{report_name('test', checkpoint)}.csv" for j in range(n_folds) if j != k]
+    if len(others) and all(f.is_file() for f in others):
+        files, source = others, f"out-of-fold predictions of the other {len(others)} folds' test patients"
+    else:
+        files = [cv / f"fold{k}" / f"predictions_{report_name('val', checkpoint)}.csv"]
+        source = f"validation patients of fold {k}"
+        if not files[0].is_file():
+            return None
     import csv
 
-    with open(f, newline="") as fh:
-        rows = list(csv.DictReader(fh))
     labels: dict[str, int] = {}
-    for r in rows:
-        labels[r["patient"]] = max(labels.get(r["patient"], 0), int(float(r.get("label_any", 0))))
-    probs = scan_probabilities([f])
+    for f in files:
+        with open(f, newline="") as fh:
+            for r in csv.DictReader(fh):
+                labels[r["patient"]] = max(labels.get(r["patient"], 0), int(float(r.get("label_any", 0))))
+    probs = scan_probabilities(files)
     pats = sorted(probs)
     y = np.array([labels[p] for p in pats])
     if y.min() == y.max():
@@ -181,7 +188,7 @@ def _val_scan_call(cv: Path, k: int, checkpoint: str, min_sensitivity: float = 0
         if best is None or auc > best[0] + 1e-12:
             best = (auc, how, choose_scan_threshold(scores, y, min_sensitivity))
     return {"aggregation": best[1], "threshold": best[2], "selection_auroc": best[0], "selection_patients": len(pats),
-            "source": f"validation patients of fold {k}, sensitivity >= {min_sensitivity}"}
+            "source": f"{source} ({len(pats)} patients), sensitivity >= {min_sensitivity}"}
 
 
 def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
@@ -200,8 +207,8 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
             spec, post-processing and per-fold (layer, threshold) become the mask recipe. Without it: the
             hyperdense prior on positive slices (:data:`DEFAULT_RECIPE`).
         quantify_dir: a ``hemwsl quantify`` report: each fold's scan-level aggregation and threshold. Without
-            it, each fold's own validation patients choose them (:func:`_val_scan_call`, keeping
-            ``min_sensitivity``); without validation predictions, a scan is positive when one slice reaches
+            it, patients outside each fold's test part choose them (:func:`_selection_scan_call`, keeping
+            ``min_sensitivity``); without prediction files, a scan is positive when one slice reaches
             the slice threshold.
         dataset_dir: the training data; its folds' test patients are recorded (the patients each member
             never saw, for honest checks).
@@ -235,7 +242,8 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
         recipe[key] = value
     calls = _scan_calls(Path(quantify_dir)) if quantify_dir is not None else {
-        k: c for k in members if (c := _val_scan_call(cv, k, checkpoint, min_sensitivity)) is not None}
+        k: c for k in members
+        if (c := _selection_scan_call(cv, k, checkpoint, min_sensitivity, n_folds)) is not None}
     tests: dict[int, list[str]] = {}
     if dataset_dir is not None:
         from hemwsl.constants import PATIENT
@@ -600,6 +608,7 @@ class Predictor:
                                        "use another --out or --overwrite")
         volume, datasets = loaded if loaded is not None else load_ct(src)
         res = self.predict_arrays(volume.array, volume.spacing, str(src))
+        self.last = res  # the arrays of the latest scan (e.g. the mask a MONAI Deploy operator emits)
         part = Path(out_dir) / f".{stem}.partial"
         shutil.rmtree(part, ignore_errors=True)
         part.mkdir(parents=True)

@@ -21,7 +21,8 @@ import numpy as np
 
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["DicomSeries", "list_series", "read_dicom_series", "write_dicom_series", "write_dicom_seg"]
+__all__ = ["DicomSeries", "list_series", "read_dicom_series", "write_dicom_series", "write_dicom_seg",
+           "affine_from_datasets", "volume_from_frames", "frames_from_volume"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -78,8 +79,6 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
     """
     import pydicom
 
-    from hemwsl.data.io import Volume
-
     root = Path(folder)
     if not root.is_dir():
         raise HemwslInputError(f"{root}: not a folder (a DICOM series is read from its folder)")
@@ -124,15 +123,38 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
         datasets.append(ds)
     if len({p.shape for p in planes}) != 1:
         raise HemwslInputError(f"{root}: slices of series {series_uid} have different sizes")
-    # pixel_array is (rows, columns); X runs along a row (the row direction cosine), Y down the columns
-    arr = np.stack([p.T for p in planes], axis=-1)
+    return DicomSeries(volume_from_frames(np.stack(planes), datasets, str(root)), datasets, series_uid)
+
+
+def affine_from_datasets(datasets: Sequence[Any]) -> np.ndarray:
+    """The RAS affine of the ``(X, Y, Z)`` grid of slices ``datasets`` in the given order: X along a row (the
+    row direction cosine, column spacing), Y down the columns, Z from the first slice's position to the last's."""
+    iop = np.asarray(datasets[0].ImageOrientationPatient, dtype=np.float64)
+    pos0 = np.asarray(datasets[0].ImagePositionPatient, dtype=np.float64)
+    posn = np.asarray(datasets[-1].ImagePositionPatient, dtype=np.float64)
     dr, dc = (float(v) for v in datasets[0].PixelSpacing)  # row spacing (between rows), column spacing
     lps = np.eye(4)
-    lps[:3, 0] = row * dc
-    lps[:3, 1] = col * dr
-    lps[:3, 2] = (pos[-1] - pos[0]) / (len(pos) - 1)
-    lps[:3, 3] = pos[0]
-    return DicomSeries(Volume(arr, _LPS_TO_RAS @ lps, str(root)), datasets, series_uid)
+    lps[:3, 0] = iop[:3] * dc
+    lps[:3, 1] = iop[3:] * dr
+    lps[:3, 2] = (posn - pos0) / max(len(datasets) - 1, 1)
+    lps[:3, 3] = pos0
+    return _LPS_TO_RAS @ lps
+
+
+def volume_from_frames(frames: np.ndarray, datasets: Sequence[Any], path: str = "<dicom>") -> Any:
+    """A :class:`~hemwsl.data.io.Volume` from ``(slices, rows, columns)`` frames in HU (as MONAI Deploy's
+    ``DICOMSeriesToVolumeOperator`` gives them) and their datasets in the same order."""
+    from hemwsl.data.io import Volume
+
+    f = np.asarray(frames, dtype=np.float32)
+    if f.ndim != 3 or f.shape[0] != len(datasets):
+        raise HemwslInputError(f"{path}: {f.shape} frames for {len(datasets)} DICOM slices")
+    return Volume(np.ascontiguousarray(f.transpose(2, 1, 0)), affine_from_datasets(datasets), path)
+
+
+def frames_from_volume(array: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`volume_from_frames` for an ``(X, Y, Z)`` array: ``(slices, rows, columns)``."""
+    return np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0))
 
 
 def write_dicom_series(hu: np.ndarray, affine: np.ndarray, folder: str | os.PathLike, *, patient_id: str = "ANON",
@@ -197,7 +219,7 @@ def write_dicom_seg(mask: np.ndarray, datasets: Sequence[Any], path: str | os.Pa
     m = np.asarray(mask).astype(bool)
     if m.ndim != 3 or m.shape[2] != len(datasets):
         raise HemwslInputError(f"{path}: mask shape {m.shape} does not match the {len(datasets)} source slices")
-    frames = np.ascontiguousarray(np.moveaxis(m, -1, 0).transpose(0, 2, 1))  # (Z, rows, columns)
+    frames = frames_from_volume(m)  # (Z, rows, columns)
     algorithm = hd.AlgorithmIdentificationSequence(name="hemwsl", version=software_version or "0",
                                                    family=codes.DCM.ArtificialIntelligence)
     segment = hd.seg.SegmentDescription(
