@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hemwsl.errors import HemwslInputError
+from hemwsl.errors import HemwslInputError, check_choice
 
 __all__ = ["MODEL_FILE", "MODEL_KIND", "ModelPackage", "Predictor", "pack_model", "resolve_bundle_settings",
            "load_ct", "check_head_ct", "DEFAULT_RECIPE", "find_scans", "LoadScand", "PredictWorkflow"]
@@ -196,7 +196,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
                dataset_dir: str | os.PathLike | None = None, folds: Sequence[int] | None = None,
                bundle: str = "ich_classifier", post_processing: Mapping[str, Any] | None = None,
                overrides: Mapping[str, Any] | None = None, methods: Sequence[str] | None = None,
-               min_sensitivity: float = 0.9) -> Path:
+               min_sensitivity: float = 0.9, scan_call: str = "select") -> Path:
     """Pack a ``train-cv`` run into a model package (see the module docstring); returns its folder.
 
     Args:
@@ -208,8 +208,8 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
             hyperdense prior on positive slices (:data:`DEFAULT_RECIPE`).
         quantify_dir: a ``hemwsl quantify`` report: each fold's scan-level aggregation and threshold. Without
             it, patients outside each fold's test part choose them (:func:`_selection_scan_call`, keeping
-            ``min_sensitivity``); without prediction files, a scan is positive when one slice reaches
-            the slice threshold.
+            ``min_sensitivity``); with ``scan_call="none"`` or without prediction files, a scan is positive
+            when one slice reaches the slice threshold.
         dataset_dir: the training data; its folds' test patients are recorded (the patients each member
             never saw, for honest checks).
         folds: members to pack (default all folds of the run).
@@ -241,7 +241,8 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
         if key not in ("hu_range", "brain_erosion", "min_size", "slice_threshold"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
         recipe[key] = value
-    calls = _scan_calls(Path(quantify_dir)) if quantify_dir is not None else {
+    check_choice("scan_call", scan_call, ("select", "none"))
+    calls = _scan_calls(Path(quantify_dir)) if quantify_dir is not None else {} if scan_call == "none" else {
         k: c for k in members
         if (c := _selection_scan_call(cv, k, checkpoint, min_sensitivity, n_folds)) is not None}
     tests: dict[int, list[str]] = {}

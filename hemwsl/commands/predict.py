@@ -20,6 +20,10 @@ def add_package_arguments(p: argparse.ArgumentParser) -> None:
                         "prior on positive slices)")
     p.add_argument("--quantify-dir", default=None,
                    help="a `hemwsl quantify` report: each fold's scan-level call (default: one slice >= 0.5)")
+    p.add_argument("--scan-call", default="select", choices=["select", "none"],
+                   help="select: each member's scan-level aggregation and threshold chosen on patients outside its "
+                        "test part, keeping --min-sensitivity (default); none: a scan is positive when one slice is")
+    p.add_argument("--min-sensitivity", type=float, default=0.9, help="scan-level sensitivity kept (default: 0.9)")
     p.add_argument("--dataset-dir", default=None, help="the training data: records each fold's test patients")
     p.add_argument("--folds", type=int, nargs="*", default=None, help="members to pack (default: every fold)")
     p.add_argument("--methods", nargs="*", default=None,
@@ -32,7 +36,8 @@ def run_package(args: argparse.Namespace) -> int:
 
     root = pack_model(args.cv_dir, args.out, checkpoint=args.checkpoint, benchmark_dir=args.benchmark_dir,
                       quantify_dir=args.quantify_dir, dataset_dir=args.dataset_dir, folds=args.folds,
-                      bundle=args.bundle, methods=args.methods)
+                      bundle=args.bundle, methods=args.methods, scan_call=args.scan_call,
+                      min_sensitivity=args.min_sensitivity)
     pkg = ModelPackage.load(root)
     s, r = pkg.settings, pkg.recipe
     print(f"model package {root}: {s['backbone']}, {len(pkg.members)} member(s), input {s['num_slices']} slices x "
