@@ -62,3 +62,34 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     mtime = (fold / "models" / "model.pt").stat().st_mtime_ns
     assert main(["demo", "--out", str(out), "--patients", "8", "--size", "48", "--epochs", "1"]) == 0
     assert (fold / "models" / "model.pt").stat().st_mtime_ns == mtime
+
+
+def test_resumed_runs_with_other_settings_are_refused(tmp_path, synthetic_root, capsys):
+    """train-cv and cam-cv never mix two recipes in one folder: a rerun that differs is one line, exit 2."""
+    out = tmp_path / "cv"
+    out.mkdir()
+    record = {"bundle": "ich_classifier", "folds": 2, "dataset_dir": str(synthetic_root.resolve()),
+              "settings": {"backbone": "resnet10"}}
+    (out / "cv_run.json").write_text(json.dumps(record))
+    for extra, what in ((["--folds", "3", "--set", "backbone=resnet10"], "folds 2 -> 3"),
+                        (["--folds", "2", "--set", "backbone=resnet18"], 'settings.backbone "resnet10" -> "resnet18"'),
+                        (["--folds", "2", "--set", "backbone=resnet10", "epochs=3"], "settings.epochs <unset>")):
+        assert main(["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(out)] + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "other settings" in err and what.replace("<unset>", '"<unset>"') in err, err
+    assert json.loads((out / "cv_run.json").read_text()) == record  # not overwritten
+    # cam-cv: heatmaps of another train-cv run, or of other input settings, are refused
+    for k in range(2):
+        (out / f"fold{k}" / "models").mkdir(parents=True)
+        (out / f"fold{k}" / "models" / "model.pt").write_bytes(b"")
+    cams = tmp_path / "cams"
+    cams.mkdir()
+    (cams / "cam_checkpoint.json").write_text(json.dumps({"cv_dir": str(out.resolve()), "checkpoint": "best",
+                                                          "settings": {"grid": "ct", "folds": 2}}))
+    argv = ["cam-cv", "--dataset-dir", str(synthetic_root), "--cv-dir", str(out), "--out", str(cams), "--folds", "2"]
+    assert main(argv + ["--grid", "input"]) == 2
+    err = capsys.readouterr().err
+    assert "another run" in err and '"grid": "input"' in err
+    (cams / "cam_checkpoint.json").write_text(json.dumps({"cv_dir": str(tmp_path.resolve()), "checkpoint": "best"}))
+    assert main(argv) == 2
+    assert "another run (cv_dir" in capsys.readouterr().err

@@ -51,22 +51,31 @@ def fold_predictions(cv_dir: str | Path, k: int, which: str = "best") -> Path:
     return f
 
 
-def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, what: str) -> None:
-    """Keep one checkpoint's outputs per folder: outputs are resumed file by file, so maps or pseudo-labels of
-    the ``best`` and ``last`` weights must never mix. The first run records ``which`` in
-    ``<out>/cam_checkpoint.json``; a later run with the other checkpoint gets a clear error."""
+def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, what: str,
+                            settings: dict | None = None) -> None:
+    """Keep one run's outputs per folder: outputs are resumed file by file, so maps or pseudo-labels of the
+    ``best`` and ``last`` weights, of another train-cv run or of other input settings must never mix. The
+    first run records them in ``<out>/cam_checkpoint.json``; a later run that differs gets one line naming
+    what differs."""
     from hemwsl.data.io import atomic_write_text
     from hemwsl.errors import HemwslInputError
 
     marker = Path(out) / "cam_checkpoint.json"
+    record = {"cv_dir": str(Path(cv_dir).resolve()), "checkpoint": which,
+              **({"settings": json.loads(json.dumps(settings))} if settings is not None else {})}
     if marker.is_file():
-        seen = json.loads(marker.read_text()).get("checkpoint", "best")
+        old = json.loads(marker.read_text())
+        seen = old.get("checkpoint", "best")
         if seen != which:
             raise HemwslInputError(f"{out}: holds {what} of the {seen} checkpoints ({marker}); "
                                    f"use another output folder for --checkpoint {which}")
+        diffs = [f"{k} {json.dumps(old[k])} -> {json.dumps(record[k])}" for k in ("cv_dir", "settings")
+                 if k in old and k in record and old[k] != record[k]]
+        if diffs:
+            raise HemwslInputError(f"{out}: holds {what} of another run ({'; '.join(diffs)}); use another output folder")
         return
     Path(out).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps({"cv_dir": str(Path(cv_dir).resolve()), "checkpoint": which}, indent=1) + "\n")
+    atomic_write_text(marker, json.dumps(record, indent=1) + "\n")
 
 
 def add_checkpoint_argument(p: argparse.ArgumentParser, help: str | None = None) -> None:
@@ -98,7 +107,8 @@ def run_cam_cv(args: argparse.Namespace) -> int:
     settings = {**cv_settings(args.cv_dir), **parse_overrides(args.set)}
     which = getattr(args, "checkpoint", "best")
     ckpts = [fold_checkpoint(args.cv_dir, k, which) for k in range(args.folds)]
-    check_checkpoint_marker(args.out, args.cv_dir, which, "heatmaps")
+    check_checkpoint_marker(args.out, args.cv_dir, which, "heatmaps",
+                            settings={**settings, "grid": args.grid, "folds": args.folds})
     for k, ckpt in enumerate(ckpts):
         kw = {**settings, "dataset_dir": args.dataset_dir, "output_dir": str(args.cv_dir), "n_folds": args.folds,
               "fold": k, "checkpoint": str(ckpt), "cam_dir": str(args.out), "cam_part": args.part,

@@ -50,6 +50,41 @@ def run_cv_fold(bundle: str, fold_dir: Path, fold: int, done_file: str, **overri
     return ran
 
 
+CV_RUN = "cv_run.json"
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
+            out.append(f"{prefix}{key} {json.dumps(a)} -> {json.dumps(b)}")
+    return out
+
+
+def check_cv_run(out: str | Path, record: dict) -> None:
+    """Refuse to resume a ``train-cv`` folder with other settings: folds, bundle, dataset or any ``--set`` value
+    (a resumed run would mix folds of two recipes, or skip them as done). The record is ``<out>/cv_run.json``;
+    folders of earlier versions, with only ``cv_settings.json``, are checked on the settings alone."""
+    from hemwsl.errors import HemwslInputError
+
+    root = Path(out)
+    f = root / CV_RUN
+    if f.is_file():
+        old = json.loads(f.read_text())
+    elif (root / "cv_settings.json").is_file():
+        old = {"settings": json.loads((root / "cv_settings.json").read_text())}
+        record = {"settings": record["settings"]}
+    else:
+        return
+    diffs = _differences(old, record)
+    if diffs:
+        raise HemwslInputError(f"{root}: holds a train-cv run with other settings ({'; '.join(diffs)}); "
+                               "use another --out (or remove the folder to start over)")
+
+
 def run_train_cv(args: argparse.Namespace) -> int:
     from hemwsl.engines.classifier import cv_summary_stem, report_name, summarize_cv
 
@@ -61,7 +96,11 @@ def run_train_cv(args: argparse.Namespace) -> int:
     which = overrides.get("eval_checkpoint", "best")
     test_name = report_name("test", which)
     settings = {k: v for k, v in overrides.items() if k != "eval_checkpoint"}
+    record = {"bundle": str(args.bundle), "folds": int(args.folds), "dataset_dir": str(Path(args.dataset_dir).resolve()),
+              "settings": settings}
+    check_cv_run(args.out, record)
     atomic_write_text(Path(args.out) / "cv_settings.json", json.dumps(settings, indent=1) + "\n")
+    atomic_write_text(Path(args.out) / CV_RUN, json.dumps(record, indent=1) + "\n")
     overrides.update({"dataset_dir": args.dataset_dir, "output_dir": args.out, "n_folds": args.folds})
     if args.cache_dir:
         from hemwsl.data.datalist import build_datalist
