@@ -93,3 +93,16 @@ def test_resumed_runs_with_other_settings_are_refused(tmp_path, synthetic_root, 
     (cams / "cam_checkpoint.json").write_text(json.dumps({"cv_dir": str(tmp_path.resolve()), "checkpoint": "best"}))
     assert main(argv) == 2
     assert "another run (cv_dir" in capsys.readouterr().err
+
+
+def test_later_commands_take_the_folds_of_the_train_cv_run(tmp_path, capsys):
+    from hemwsl.commands.benchmark import resolve_cv_folds
+    from hemwsl.errors import HemwslInputError
+
+    (tmp_path / "cv_run.json").write_text(json.dumps({"folds": 3, "settings": {"seed": 7}}))
+    assert resolve_cv_folds(tmp_path) == (3, 7, 0.15)
+    assert resolve_cv_folds(tmp_path, 3, 7, 0.15) == (3, 7, 0.15)
+    with pytest.raises(HemwslInputError, match="used folds = 3, not 5"):
+        resolve_cv_folds(tmp_path, 5)
+    assert resolve_cv_folds(tmp_path / "none") == (5, 0, 0.15)
+    assert resolve_cv_folds(None, 4, 1, 0.2) == (4, 1, 0.2)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["add_cam_cv_arguments", "add_benchmark_arguments", "run_cam_cv", "run_benchmark", "cv_settings",
+__all__ = ["resolve_cv_folds", "add_cam_cv_arguments", "add_benchmark_arguments", "run_cam_cv", "run_benchmark", "cv_settings",
            "fold_checkpoint", "fold_predictions", "check_checkpoint_marker", "add_checkpoint_argument"]
 
 SETTINGS = "cv_settings.json"
@@ -23,6 +23,27 @@ def cv_settings(cv_dir: str | Path) -> dict:
         return json.loads(f.read_text())
     except json.JSONDecodeError as err:
         raise HemwslInputError(f"{f}: not valid JSON ({err})") from err
+
+
+def resolve_cv_folds(cv_dir: str | Path | None, folds: int | None = None, seed: int | None = None,
+                     val_fraction: float | None = None) -> tuple[int, int, float]:
+    """``(folds, seed, val_fraction)`` of a ``train-cv`` run: what its ``cv_run.json`` recorded, unless given;
+    a given value that contradicts the record is one line naming both (outputs scored on other folds would be
+    wrong without any error). Without a record: the given values, else 5 / 0 / 0.15 (the bundle's defaults)."""
+    from hemwsl.errors import HemwslInputError
+
+    rec = {}
+    f = Path(cv_dir) / "cv_run.json" if cv_dir else None
+    if f is not None and f.is_file():
+        r = json.loads(f.read_text())
+        s = r.get("settings", {})
+        rec = {"folds": int(r["folds"]), "seed": int(s.get("seed", 0)), "val_fraction": float(s.get("val_fraction", 0.15))}
+    out = {}
+    for key, given, default in (("folds", folds, 5), ("seed", seed, 0), ("val_fraction", val_fraction, 0.15)):
+        if given is not None and key in rec and given != rec[key]:
+            raise HemwslInputError(f"{f}: the train-cv run used {key} = {rec[key]}, not {given}; leave the option out")
+        out[key] = given if given is not None else rec.get(key, default)
+    return int(out["folds"]), int(out["seed"]), float(out["val_fraction"])
 
 
 def fold_checkpoint(cv_dir: str | Path, k: int, which: str = "best") -> Path:
@@ -89,7 +110,7 @@ def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-dir", required=True, help="dataset root the classifiers were trained on")
     p.add_argument("--cv-dir", required=True, help="output folder of `hemwsl train-cv` (fold<k>/models/model.pt)")
     p.add_argument("--out", required=True, help="heatmap folder <method>/<layer>/<patient>.nii.gz (shared by folds)")
-    p.add_argument("--folds", type=int, default=5, help="number of folds of the train-cv run (default: 5)")
+    p.add_argument("--folds", type=int, default=None, help="number of folds of the train-cv run (default: as it recorded)")
     p.add_argument("--methods", nargs="+", default=["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam",
                                                    "eigencam", "ablationcam"], help="CAM/attribution methods")
     p.add_argument("--layers", nargs="*", default=None, help="target layers (default: the network's registered ones)")
@@ -105,6 +126,7 @@ def run_cam_cv(args: argparse.Namespace) -> int:
     from hemwsl.engines.bundle import run_cam_bundle
 
     settings = {**cv_settings(args.cv_dir), **parse_overrides(args.set)}
+    args.folds = resolve_cv_folds(args.cv_dir, args.folds)[0]
     which = getattr(args, "checkpoint", "best")
     ckpts = [fold_checkpoint(args.cv_dir, k, which) for k in range(args.folds)]
     check_checkpoint_marker(args.out, args.cv_dir, which, "heatmaps",
@@ -133,9 +155,9 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
                    help="threshold specs: fixed:V, percentile:Q, otsu, search, prior, prior+<spec>, priorcomp+<spec> "
                         f"(default: {' '.join(DEFAULT_GRID)})")
     p.add_argument("--split", default=None, help="a `hemwsl split` JSON: choose on val, score test (default: CV folds)")
-    p.add_argument("--folds", type=int, default=5, help="CV folds, as the classifier's (default: 5)")
-    p.add_argument("--seed", type=int, default=0, help="fold seed, as the classifier's (default: 0)")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="as the classifier's (default: 0.15)")
+    p.add_argument("--folds", type=int, default=None, help="CV folds (default: the --cv-dir run's, else 5)")
+    p.add_argument("--seed", type=int, default=None, help="fold seed (default: the --cv-dir run's, else 0)")
+    p.add_argument("--val-fraction", type=float, default=None, help="default: the --cv-dir run's, else 0.15")
     p.add_argument("--select", default="rest", help="selection patients of a fold: rest (default) or val")
     p.add_argument("--slices", default="gt", help="scored slices: gt (default), predicted or all")
     p.add_argument("--cv-dir", default=None, help="train-cv folder: its out-of-fold predictions_test.csv files are "
@@ -181,6 +203,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from hemwsl.data.splits import load_split
 
     datalist = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
+    args.folds, args.seed, args.val_fraction = resolve_cv_folds(args.cv_dir, args.folds, args.seed, args.val_fraction)
     if args.split:
         folds = split_folds(load_split(args.split))
     else:

@@ -24,9 +24,9 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
     pred.add_argument("--predictions", nargs="+", help="prediction CSVs covering every patient (instead of --cv-dir)")
     add_checkpoint_argument(p)
     p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--folds", type=int, default=5, help="CV folds, as the classifier's (default: 5)")
-    p.add_argument("--fold-seed", type=int, default=0, help="fold seed, as the classifier's (default: 0)")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="as the classifier's (default: 0.15)")
+    p.add_argument("--folds", type=int, default=None, help="CV folds (default: the --cv-dir run's, else 5)")
+    p.add_argument("--fold-seed", type=int, default=None, help="fold seed (default: the --cv-dir run's, else 0)")
+    p.add_argument("--val-fraction", type=float, default=None, help="default: the --cv-dir run's, else 0.15")
     p.add_argument("--select", default="rest", choices=["rest", "val"],
                    help="selection patients of a fold: rest (every patient outside its test part; default) or val")
     p.add_argument("--aggregations", nargs="+", default=list(SCAN_AGGREGATIONS), choices=list(SCAN_AGGREGATIONS),
@@ -41,7 +41,7 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_quantify(args: argparse.Namespace) -> int:
     from hemwsl.benchmark import cv_folds
-    from hemwsl.commands.benchmark import fold_predictions
+    from hemwsl.commands.benchmark import fold_predictions, resolve_cv_folds
     from hemwsl.data.datalist import build_datalist, load_datalist
     from hemwsl.errors import HemwslInputError
     from hemwsl.quantify import run_quantify as quantify
@@ -49,6 +49,8 @@ def run_quantify(args: argparse.Namespace) -> int:
     if args.n_boot < 1:
         raise HemwslInputError(f"--n-boot must be >= 1, got {args.n_boot}")
     datalist = build_datalist(args.layout, args.dataset_dir) if args.dataset_dir else load_datalist(args.datalist)
+    args.folds, args.fold_seed, args.val_fraction = resolve_cv_folds(args.cv_dir, args.folds, args.fold_seed,
+                                                                     args.val_fraction)
     preds = args.predictions or [str(fold_predictions(args.cv_dir, k, args.checkpoint)) for k in range(args.folds)]
     folds = cv_folds(datalist, n_folds=args.folds, seed=args.fold_seed, val_fraction=args.val_fraction,
                      select=args.select)
