@@ -287,3 +287,26 @@ def test_predict_bundle_runs_with_monai_bundle(model, phantom, tmp_path):
                output_dir=str(tmp_path / "out"), figures=False)
     assert (tmp_path / "out" / "p005" / "report.json").is_file()
     assert (tmp_path / "out" / "p005_dicom" / "seg.dcm").is_file()
+
+
+def test_six_output_model_reports_subtype_volumes(tmp_path, phantom):
+    """A six-output (any + five subtypes) model: per-subtype mL that add up to the mask's."""
+    from hemwsl.constants import SUBTYPES
+
+    f, _ = phantom
+    settings = {**SETTINGS, "multilabel": True}
+    root = tmp_path / "cv"
+    root.mkdir()
+    (root / "cv_settings.json").write_text(json.dumps(settings))
+    torch.manual_seed(0)
+    net = build_network("resnet10", in_channels=6, num_classes=6)
+    (root / "fold0" / "models").mkdir(parents=True)
+    torch.save(net.state_dict(), root / "fold0" / "models" / "model.pt")
+    pkg = ModelPackage.load(pack_model(root, tmp_path / "pkg", post_processing={"slice_threshold": 0.0}))
+    assert pkg.meta["outputs"][1:] == list(SUBTYPES)
+    rep = Predictor(pkg).predict(f, tmp_path / "out", figures=False)
+    sub = rep["volume"]["subtypes_ml"]
+    assert set(sub) == set(SUBTYPES) | {"unassigned"}
+    assert sum(sub.values()) == pytest.approx(rep["volume"]["ml"])
+    header = (tmp_path / "out" / "p005" / "probabilities.csv").read_text().splitlines()[0]
+    assert header == "slice,prob_any," + ",".join(f"prob_{s}" for s in SUBTYPES) + ",positive"
