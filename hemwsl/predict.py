@@ -504,6 +504,28 @@ class Predictor:
             out.append(torch.sigmoid(infer(xb, net).float()).cpu().numpy())
         return np.concatenate(out)
 
+    @torch.no_grad()
+    def _lse_pass(self, net: torch.nn.Module, x: torch.Tensor, layer: str, shape: Sequence[int]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """An LSE heatmap network's probabilities and ``lse_heatmap`` map from one forward (plus the flipped one
+        for TTA): the same numbers as :meth:`_probabilities` and :meth:`_heatmap` through the CAM engine, at
+        about two thirds of the cost (tested)."""
+        from hemwsl.cam.base import upsample
+
+        level = int(layer.split(".")[1])
+        tta = bool(self.package.settings.get("tta"))
+        probs, heats = [], []
+        for i in range(0, len(x), self.batch_size):
+            xb = x[i: i + self.batch_size].to(self.device)
+            maps, logits = net(xb, levels=True)
+            l0 = logits[0]
+            if tta:
+                l0 = (l0 + net(torch.flip(xb, (3,)))) / 2
+            probs.append(torch.sigmoid(l0.float()).cpu().numpy())
+            h = upsample(torch.sigmoid(maps[level][:, 0].float()), xb.shape[-2:])
+            heats.append(upsample(h, tuple(shape[:2])).cpu().numpy())
+        return np.concatenate(probs), np.moveaxis(np.concatenate(heats), 0, -1).astype(np.float32)
+
     def _heatmap(self, engine: Any, x: torch.Tensor, shape: Sequence[int]) -> np.ndarray:
         from hemwsl.cam import explain_volume
 
@@ -542,9 +564,13 @@ class Predictor:
         check_head_ct(hu, brain, path)
         eroded = _erode(brain, int(self.package.recipe["brain_erosion"]))
         probs, heats, masks, calls, scores = [], [], [], [], []
+        fast = self.package.recipe.get("method") == "lse_heatmap"
         for i, (net, m) in enumerate(zip(self.networks, self.members)):
-            p = self._probabilities(net, x)
-            h = self._heatmap(self.engines[i], x, hu.shape) if self.engines else None
+            if fast:
+                p, h = self._lse_pass(net, x, m.get("layer") or self.package.recipe["layer"], hu.shape)
+            else:
+                p = self._probabilities(net, x)
+                h = self._heatmap(self.engines[i], x, hu.shape) if self.engines else None
             mk, call, score = self._member_mask(m, p, h, hu, eroded)
             probs.append(p), heats.append(h), masks.append(mk), calls.append(call), scores.append(score)
         n = len(self.members)

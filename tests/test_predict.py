@@ -310,3 +310,18 @@ def test_six_output_model_reports_subtype_volumes(tmp_path, phantom):
     assert sum(sub.values()) == pytest.approx(rep["volume"]["ml"])
     header = (tmp_path / "out" / "p005" / "probabilities.csv").read_text().splitlines()[0]
     assert header == "slice,prob_any," + ",".join(f"prob_{s}" for s in SUBTYPES) + ",positive"
+
+
+def test_lse_fast_path_equals_the_cam_engine(tmp_path, phantom):
+    """An LSE network's probabilities and heatmap from one forward equal the generic path (TTA inferer + CAM
+    engine's lse_heatmap), which the benchmark validated."""
+    f, p = phantom
+    cv = _fake_cv(tmp_path / "cv", {**SETTINGS, "backbone": "lse_resnet10"}, folds=(0,))
+    pkg = ModelPackage.load(pack_model(cv, tmp_path / "pkg"))
+    pkg.meta["recipe"].update(method="lse_heatmap", layer="levels.1.conv")
+    pred = Predictor(pkg)
+    x, _ = pred._inputs(p["image"].astype(np.float32))
+    net = pred.networks[0]
+    probs, heat = pred._lse_pass(net, x, "levels.1.conv", p["image"].shape)
+    np.testing.assert_allclose(probs, pred._probabilities(net, x), atol=1e-5)
+    np.testing.assert_allclose(heat, pred._heatmap(pred.engines[0], x, p["image"].shape), atol=1e-5)
