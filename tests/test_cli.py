@@ -106,3 +106,32 @@ def test_later_commands_take_the_folds_of_the_train_cv_run(tmp_path, capsys):
         resolve_cv_folds(tmp_path, 5)
     assert resolve_cv_folds(tmp_path / "none") == (5, 0, 0.15)
     assert resolve_cv_folds(None, 4, 1, 0.2) == (4, 1, 0.2)
+
+
+def test_pseudo_and_trust_take_the_classifier_settings_of_the_run(tmp_path, capsys):
+    import argparse
+
+    from hemwsl.commands.benchmark import apply_run_settings
+    from hemwsl.errors import HemwslInputError
+
+    cv = tmp_path / "cv"
+    cv.mkdir()
+    (cv / "cv_settings.json").write_text(json.dumps({"backbone": "resnet10", "spatial_size": [64, 64],
+                                                     "skull_strip": True, "multilabel": True}))
+    (cv / "cv_run.json").write_text(json.dumps({"folds": 4, "settings": {}}))
+    blank = dict(backbone=None, windows=None, num_slices=None, spatial_size=None, skull_strip=None, num_classes=None,
+                 folds=None, fold_seed=None, val_fraction=None)
+    args = argparse.Namespace(cv_dir=str(cv), **blank)
+    apply_run_settings(args)
+    assert (args.backbone, args.spatial_size, args.skull_strip, args.num_classes, args.folds) == \
+        ("resnet10", [64, 64], True, 6, 4)
+    assert args.windows == ["brain", "subdural", "blood"] and args.num_slices == 3  # the bundle's own defaults
+    with pytest.raises(HemwslInputError, match="--spatial-size \\[128, 128\\] contradicts the train-cv run"):
+        apply_run_settings(argparse.Namespace(cv_dir=str(cv), **{**blank, "spatial_size": [128, 128]}))
+    args = argparse.Namespace(cv_dir=None, **blank)
+    apply_run_settings(args)  # no run: the documented defaults
+    assert (args.backbone, args.spatial_size, args.skull_strip, args.folds) == ("resnet18", [256, 256], False, 5)
+    # through the command line: one line
+    assert main(["trust", "--dataset-dir", str(tmp_path), "--out", str(tmp_path / "t"), "--model", "x.pt",
+                 "--cv-dir", str(cv), "--backbone", "resnet50"]) == 2
+    assert "--backbone 'resnet50' contradicts the train-cv run" in capsys.readouterr().err

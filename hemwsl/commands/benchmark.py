@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["resolve_cv_folds", "add_cam_cv_arguments", "add_benchmark_arguments", "run_cam_cv", "run_benchmark", "cv_settings",
+__all__ = ["resolve_cv_folds", "add_run_settings_argument", "apply_run_settings", "add_cam_cv_arguments", "add_benchmark_arguments", "run_cam_cv", "run_benchmark", "cv_settings",
            "fold_checkpoint", "fold_predictions", "check_checkpoint_marker", "add_checkpoint_argument"]
 
 SETTINGS = "cv_settings.json"
@@ -44,6 +44,52 @@ def resolve_cv_folds(cv_dir: str | Path | None, folds: int | None = None, seed: 
             raise HemwslInputError(f"{f}: the train-cv run used {key} = {rec[key]}, not {given}; leave the option out")
         out[key] = given if given is not None else rec.get(key, default)
     return int(out["folds"]), int(out["seed"]), float(out["val_fraction"])
+
+
+#: Classifier settings a command can take from a train-cv run: argparse dest -> (bundle key, default without a run).
+RUN_SETTINGS = {"backbone": ("backbone", "resnet18"), "windows": ("windows", ["brain", "subdural", "blood"]),
+                "num_slices": ("num_slices", 3), "spatial_size": ("spatial_size", [256, 256]),
+                "skull_strip": ("skull_strip", False), "num_classes": ("num_classes", 1)}
+
+
+def add_run_settings_argument(p: argparse.ArgumentParser, dests: tuple[str, ...] = tuple(RUN_SETTINGS)) -> None:
+    """``--cv-dir``: take the classifier settings (and folds) from a train-cv run instead of options."""
+    p.add_argument("--cv-dir", default=None,
+                   help="a train-cv run: its recorded settings (" + ", ".join(d.replace("_", "-") for d in dests)
+                        + ", folds) are used; an option given as well must agree")
+
+
+def apply_run_settings(args: argparse.Namespace, dests: tuple[str, ...] = tuple(RUN_SETTINGS),
+                       fold_dests: tuple[str, str, str] | None = ("folds", "fold_seed", "val_fraction")) -> None:
+    """Fill the classifier options of ``args`` left unset (``None``) from ``args.cv_dir``'s run (its bundle
+    settings resolved) or from the defaults; a given option that contradicts the run is one line. The same
+    for the fold options (``fold_dests``) through :func:`resolve_cv_folds`."""
+    from hemwsl.errors import HemwslInputError
+
+    cv = getattr(args, "cv_dir", None)
+    run = None
+    if cv:
+        from hemwsl.predict import resolve_bundle_settings
+
+        if not Path(cv).is_dir():
+            raise HemwslInputError(f"{cv}: train-cv folder not found (--cv-dir)")
+        run = resolve_bundle_settings(cv_settings(cv))
+    for dest in dests:
+        key, default = RUN_SETTINGS[dest]
+        given = getattr(args, dest, None)
+        if run is not None:
+            have = run[key]
+            if given is not None and given is not False and json.loads(json.dumps(given)) != have:
+                raise HemwslInputError(f"--{dest.replace('_', '-')} {given!r} contradicts the train-cv run {cv} "
+                                       f"({key} = {have!r}); leave the option out")
+            setattr(args, dest, have)
+        elif given is None:
+            setattr(args, dest, default)
+    if fold_dests is not None:
+        f, sd, vf = fold_dests
+        values = resolve_cv_folds(cv, getattr(args, f), getattr(args, sd), getattr(args, vf))
+        for d, v in zip(fold_dests, values):
+            setattr(args, d, v)
 
 
 def fold_checkpoint(cv_dir: str | Path, k: int, which: str = "best") -> Path:

@@ -25,9 +25,10 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--dataset-dir", default=None, help="dataset folder, instead of --datalist")
     src.add_argument("--layout", default="ct-ich", help="layout of --dataset-dir (default: ct-ich)")
     src.add_argument("--fold", type=int, default=None, help="only the test patients of this cross-validation fold")
-    src.add_argument("--folds", type=int, default=5, help="number of folds of --fold (default: 5)")
-    src.add_argument("--fold-seed", type=int, default=0, help="split seed of --fold (default: 0, as the bundle)")
-    src.add_argument("--val-fraction", type=float, default=0.15, help="validation fraction of --fold (default: 0.15)")
+    src.add_argument("--folds", type=int, default=None, help="number of folds of --fold (default: --cv-dir's, else 5)")
+    src.add_argument("--fold-seed", type=int, default=None, help="split seed of --fold (default: --cv-dir's, else 0)")
+    src.add_argument("--val-fraction", type=float, default=None,
+                     help="validation fraction of --fold (default: --cv-dir's, else 0.15)")
 
     cam = p.add_argument_group("heatmaps and pseudo-labels")
     cam.add_argument("--cam-dir", required=True,
@@ -70,11 +71,15 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
 
     net = p.add_argument_group("classifier (as trained by its bundle)")
     net.add_argument("--checkpoint", default=None, help="model.pt of the classifier bundle")
-    net.add_argument("--backbone", default="resnet18", help="registry name of the network (default: resnet18)")
-    net.add_argument("--windows", nargs="+", default=["brain", "subdural", "blood"], help="CT windows")
-    net.add_argument("--num-slices", type=int, default=3, help="2.5D slices per input (default: 3)")
-    net.add_argument("--spatial-size", type=int, nargs=2, default=[256, 256], help="in-plane size (default: 256 256)")
-    net.add_argument("--skull-strip", action="store_true", help="the classifier was trained on skull-stripped slices")
+    from hemwsl.commands.benchmark import add_run_settings_argument
+
+    add_run_settings_argument(net, ("backbone", "windows", "num_slices", "spatial_size", "skull_strip"))
+    net.add_argument("--backbone", default=None, help="registry name of the network (default: --cv-dir's, else resnet18)")
+    net.add_argument("--windows", nargs="+", default=None, help="CT windows (default: --cv-dir's, else brain subdural blood)")
+    net.add_argument("--num-slices", type=int, default=None, help="2.5D slices per input (default: --cv-dir's, else 3)")
+    net.add_argument("--spatial-size", type=int, nargs=2, default=None, help="in-plane size (default: --cv-dir's, else 256 256)")
+    net.add_argument("--skull-strip", action="store_true", default=None,
+                     help="the classifier was trained on skull-stripped slices (default: --cv-dir's, else no)")
     net.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
     net.add_argument("--device", default="cpu")
     net.add_argument("--seed", type=int, default=0, help="K-means seed")
@@ -180,6 +185,9 @@ def run_pseudo(args: argparse.Namespace) -> int:
     from hemwsl.errors import HemwslInputError
     from hemwsl.pseudo import build_threshold, evaluate_pseudo_labels, make_pseudo_labels
 
+    from hemwsl.commands.benchmark import apply_run_settings
+
+    apply_run_settings(args, ("backbone", "windows", "num_slices", "spatial_size", "skull_strip"))
     datalist, parts = _datalist(args)
     network = None
     if args.checkpoint:

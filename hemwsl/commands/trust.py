@@ -23,15 +23,19 @@ def add_trust_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patients", nargs="*", default=None, help="only these patients")
     g.add_argument("--out", required=True, help="report folder")
     g.add_argument("--model", required=True, help="checkpoint; '{fold}' in the path selects each patient's fold model")
-    g.add_argument("--folds", type=int, default=5, help="folds of the cross-validation (default: 5)")
-    g.add_argument("--fold-seed", type=int, default=0, help="seed of the fold split (default: 0)")
-    g.add_argument("--val-fraction", type=float, default=0.15, help="validation fraction of the training folds")
-    g.add_argument("--backbone", default="resnet18", help="network name (default: resnet18)")
-    g.add_argument("--num-classes", type=int, default=1, help="logits of the classifier (default: 1)")
-    g.add_argument("--windows", nargs="+", default=["brain", "subdural", "blood"], help="CT windows")
-    g.add_argument("--num-slices", type=int, default=3, help="2.5D slices per window (default: 3)")
-    g.add_argument("--spatial-size", type=int, nargs=2, default=[256, 256], help="in-plane input size")
-    g.add_argument("--skull-strip", action="store_true", help="the classifier was trained on skull-stripped CT")
+    from hemwsl.commands.benchmark import add_run_settings_argument
+
+    add_run_settings_argument(g)
+    g.add_argument("--folds", type=int, default=None, help="folds of the cross-validation (default: --cv-dir's, else 5)")
+    g.add_argument("--fold-seed", type=int, default=None, help="seed of the fold split (default: --cv-dir's, else 0)")
+    g.add_argument("--val-fraction", type=float, default=None, help="validation fraction (default: --cv-dir's, else 0.15)")
+    g.add_argument("--backbone", default=None, help="network name (default: --cv-dir's, else resnet18)")
+    g.add_argument("--num-classes", type=int, default=None, help="logits of the classifier (default: --cv-dir's, else 1)")
+    g.add_argument("--windows", nargs="+", default=None, help="CT windows (default: --cv-dir's, else brain subdural blood)")
+    g.add_argument("--num-slices", type=int, default=None, help="2.5D slices per window (default: --cv-dir's, else 3)")
+    g.add_argument("--spatial-size", type=int, nargs=2, default=None, help="in-plane input size (default: --cv-dir's, else 256 256)")
+    g.add_argument("--skull-strip", action="store_true", default=None,
+                   help="the classifier was trained on skull-stripped CT (default: --cv-dir's, else no)")
     g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     e = p.add_argument_group("explanations")
@@ -93,6 +97,9 @@ def run_trust(args: argparse.Namespace) -> int:
     from hemwsl.networks import build_network
     from hemwsl.trust.report import TrustConfig, run_trust_report
 
+    from hemwsl.commands.benchmark import apply_run_settings
+
+    apply_run_settings(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.datalist:
