@@ -11,12 +11,14 @@ much of that a component classifier gets without pixel labels, under the benchma
 * per fold, a gradient-boosted classifier is trained on the components of the fold's selection patients
   (every patient outside its test part) labelled with their **slice** label only (a component on a slice
   without blood is not blood; one on a slice with blood may be), with class-balanced weights;
-* the score threshold is chosen on the selection patients by mean per-slice Dice on their positive slices
-  (as the benchmark chooses thresholds), then applied unchanged to the fold's test patients;
+* the score threshold (0 keeps every component) is chosen on the selection patients, on scores their own
+  components did not train (4 inner patient folds), by mean per-slice Dice on their positive slices (as the
+  benchmark chooses thresholds) or by mean volume Dice ("volume-chosen"); the classifier of all selection
+  patients is then applied with it, unchanged, to the fold's test patients;
 * rows: the prior alone, the classifier without heatmap features (the component filter), with them, and
   an oracle (components with any true-mask pixel); per-slice Dice on ground-truth-positive slices with a
   patient bootstrap CI and paired Wilcoxon tests against the prior; volume Dice over whole volumes (every
-  slice, no slice gating) for the learned rows.
+  slice, no slice gating), mean over the patients with blood.
 
     python scripts/component_choice.py --dataset-dir ../shared/data/ct-ich --cam-dir CAMS --method lse_heatmap \
         --cv-dir CV --checkpoint last --out outputs/component_choice
@@ -96,19 +98,16 @@ def patient_table(entry, cam_dir: Path, method: str, layers: list[str], probs: n
 
 
 def slice_dice(t: dict, keep: np.ndarray) -> tuple[list[float], float]:
-    """Per-slice Dice on the GT-positive slices and the volume Dice of the kept components."""
-    gt, labels = t["gt"], t["labels"]
-    pred = np.zeros(gt.shape, dtype=bool)
-    for j in np.flatnonzero(keep):
-        z = int(t["slices"][j])
-        pred[:, :, z] |= labels[:, :, z] == t["comp_ids"][j]
-    out = []
-    for z in np.flatnonzero(gt.any(axis=(0, 1))):
-        p, g = pred[:, :, z], gt[:, :, z]
-        out.append(2 * float((p & g).sum()) / float(p.sum() + g.sum()))
-    denom = float(pred.sum() + gt.sum())
-    vol = 2 * float((pred & gt).sum()) / denom if denom else 1.0
-    return out, vol
+    """Per-slice Dice on the GT-positive slices and the volume Dice of the kept components, from each
+    component's size and true-mask overlap (components of one slice are disjoint, so this is exact)."""
+    gt_area = t["gt_area"]
+    slices = t["slices"]
+    kept_size = np.bincount(slices[keep], weights=t["sizes"][keep], minlength=len(gt_area))
+    kept_tp = np.bincount(slices[keep], weights=t["overlap"][keep], minlength=len(gt_area))
+    pos = np.flatnonzero(gt_area > 0)
+    dice = [2 * kept_tp[z] / (kept_size[z] + gt_area[z]) for z in pos]
+    denom = kept_size.sum() + gt_area.sum()
+    return dice, float(2 * kept_tp.sum() / denom) if denom else 1.0
 
 
 def main(argv=None) -> int:
@@ -141,7 +140,10 @@ def main(argv=None) -> int:
     for e in datalist:
         tables[e["patient"]] = patient_table(e, Path(args.cam_dir), args.method, args.layers, probs[e["patient"]],
                                              out / "cache")
-        print(f"{e['patient']}: {len(tables[e['patient']]['slices'])} components", flush=True)
+        t = tables[e["patient"]]
+        t["gt_area"] = t["gt"].reshape(-1, t["gt"].shape[2]).sum(0)
+        t["slices"] = t["slices"].astype(np.int64)
+        print(f"{e['patient']}: {len(t['slices'])} components", flush=True)
     positive = [p for p, t in tables.items() if t["gt"].any()]
 
     def xy(pats, heat: bool):
@@ -154,10 +156,14 @@ def main(argv=None) -> int:
             y.append(labels[t["slices"]])
         return np.concatenate(x), np.concatenate(y)
 
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    rows = {"prior": {}, "filter": {}, "filter+heatmap": {}, "oracle": {}}
+    grid = np.round(np.arange(0.0, 0.96, 0.05), 2)
+    learned = [("filter", False, "slice"), ("filter+heatmap", True, "slice"),
+               ("filter (volume-chosen)", False, "volume"), ("filter+heatmap (volume-chosen)", True, "volume"),
+               ("filter+heatmap, relative to the slice's best", True, "relative")]
+    ranking = {True: ([], []), False: ([], [])}  # within GT-positive test slices: (is blood, score)
+    rows = {"prior": {}, **{n: {} for n, _, _ in learned}, "oracle": {}}
     vols = {k: {} for k in rows}
-    chosen = {"filter": {}, "filter+heatmap": {}}
+    chosen = {n: {} for n, _, _ in learned}
     for k in range(args.folds):
         test = sorted(p for p, f in test_fold.items() if f == k)
         sel = sorted(selection[k])
@@ -165,24 +171,51 @@ def main(argv=None) -> int:
             t = tables[p]
             rows["prior"][p], vols["prior"][p] = slice_dice(t, np.ones(len(t["slices"]), bool))
             rows["oracle"][p], vols["oracle"][p] = slice_dice(t, t["overlap"] > 0)
-        for name, heat in (("filter", False), ("filter+heatmap", True)):
-            x, y = xy(sel, heat)
-            w = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
-            clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
-                                                 min_samples_leaf=40, random_state=0).fit(x, y, sample_weight=w)
+        for name, heat, criterion in learned:
+            def fit(pats):
+                x, y = xy(pats, heat)
+                w = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+                return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
+                                                      min_samples_leaf=40, random_state=0).fit(x, y, sample_weight=w)
 
-            def scores(p):
+            def scores(clf, p):
                 t = tables[p]
                 f = np.concatenate([t["features"], t["heat"]], axis=1) if heat else t["features"]
                 return clf.predict_proba(f)[:, 1] if len(f) else np.zeros(0)
 
-            sel_scores = {p: scores(p) for p in sel if p in positive}
-            best = max(grid, key=lambda g: np.mean([d for p in sel_scores
-                                                   for d in slice_dice(tables[p], sel_scores[p] >= g)[0]]))
+            # the threshold is chosen on scores the selection patients' own components did not train
+            # (4 inner patient folds), then the classifier of all selection patients is applied to the test
+            inner = np.array_split(np.random.default_rng(k).permutation(sel), 4)
+            sel_scores = {}
+            for part in inner:
+                clf = fit([p for p in sel if p not in set(part)])
+                sel_scores.update({p: scores(clf, p) for p in part if p in positive})
+
+            def rule(t, sc, g):
+                if criterion != "relative":
+                    return sc >= g
+                best_on = np.zeros(len(t["gt_area"]))
+                np.maximum.at(best_on, t["slices"], sc)
+                return sc >= g * best_on[t["slices"]]
+
+            def objective(g):
+                if criterion == "relative":
+                    return np.mean([d for p in sel_scores for d in slice_dice(tables[p], rule(tables[p], sel_scores[p], g))[0]])
+                if criterion == "slice":
+                    return np.mean([d for p in sel_scores for d in slice_dice(tables[p], sel_scores[p] >= g)[0]])
+                return np.mean([slice_dice(tables[p], sel_scores[p] >= g)[1] for p in sel_scores])
+
+            best = max(grid, key=objective)
             chosen[name][k] = float(best)
+            clf = fit(sel)
             for p in test:
-                rows[name][p], vols[name][p] = slice_dice(tables[p], scores(p) >= best)
-        print(f"fold {k}: thresholds {chosen['filter'][k]} / {chosen['filter+heatmap'][k]}", flush=True)
+                sc = scores(clf, p)
+                rows[name][p], vols[name][p] = slice_dice(tables[p], rule(tables[p], sc, best))
+                if criterion == "slice":
+                    on = tables[p]["gt_area"][tables[p]["slices"]] > 0
+                    ranking[heat][0].append(tables[p]["overlap"][on] > 0)
+                    ranking[heat][1].append(sc[on])
+        print(f"fold {k}: thresholds " + " / ".join(str(chosen[n][k]) for n, _, _ in learned), flush=True)
 
     rng = np.random.default_rng(0)
     pats = sorted(p for p in rows["prior"] if rows["prior"][p])
@@ -201,11 +234,19 @@ def main(argv=None) -> int:
         boots = [mean_slices(name, rng.integers(0, len(pats), len(pats))) for _ in range(args.n_boot)]
         lo, hi = np.percentile(boots, [2.5, 97.5])
         vol = float(np.mean([vols[name][p] for p in positive]))
-        pv = float(wilcoxon(per_patient(name), per_patient("prior")).pvalue) if name != "prior" else float("nan")
+        a, b = per_patient(name), per_patient("prior")
+        pv = float(wilcoxon(a, b).pvalue) if name != "prior" and np.any(a != b) else float("nan")
         summary[name] = {"dice_per_slice": point, "ci": [float(lo), float(hi)], "volume_dice": vol, "wilcoxon_p": pv}
         lines.append(f"| {name} | {point:.3f} [{lo:.3f}, {hi:.3f}] | {vol:.3f} | "
                      f"{'' if name == 'prior' else f'{pv:.4f}'} |")
     summary["chosen_thresholds"] = chosen
+    from sklearn.metrics import roc_auc_score
+
+    for heat, (yb, sb) in ranking.items():
+        auc = float(roc_auc_score(np.concatenate(yb), np.concatenate(sb)))
+        summary[f"component_auroc_on_positive_slices{'_heatmap' if heat else ''}"] = auc
+        lines.append(f"\nComponents of ground-truth-positive test slices, blood (any true pixel) vs not: AUROC "
+                     f"{auc:.3f} ({'with' if heat else 'without'} heatmap features)")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
