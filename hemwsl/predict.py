@@ -191,6 +191,48 @@ def _selection_scan_call(cv: Path, k: int, checkpoint: str, min_sensitivity: flo
             "source": f"{source} ({len(pats)} patients), sensitivity >= {min_sensitivity}"}
 
 
+def _scan_models(cv: Path, members: Sequence[int], checkpoint: str, dataset_dir: str | os.PathLike,
+                 settings: Mapping, recipe: Mapping, min_sensitivity: float, n_folds: int) -> dict[int, dict]:
+    """Each member's :class:`hemwsl.scanmodel.ScanModel`, trained on the scans outside its fold's test part:
+    :func:`hemwsl.scanmodel.scan_features` of every training scan from its out-of-fold probabilities
+    (``predictions_test[_last].csv`` of every fold) and the recipe's prior, labelled by whether any of its
+    slices is positive (slice labels: no mask is read)."""
+    from hemwsl.commands.benchmark import fold_predictions
+    from hemwsl.constants import IMAGE, PATIENT, SLICE_LABELS
+    from hemwsl.data.datalist import build_datalist
+    from hemwsl.data.io import load_volume
+    from hemwsl.engines.classifier import fold_datalists
+    from hemwsl.quantify import scan_probabilities
+    from hemwsl.scanmodel import fit_scan_model, scan_features
+    from hemwsl.transforms.array import SkullStrip
+
+    probs = scan_probabilities([fold_predictions(cv, k, checkpoint) for k in range(n_folds)])
+    datalist = build_datalist(settings.get("layout") or "ct-ich", str(dataset_dir))
+    feats, labels = {}, {}
+    for e in datalist:
+        p = str(e[PATIENT])
+        if p not in probs or e.get(SLICE_LABELS) is None:
+            continue
+        vol = load_volume(e[IMAGE])
+        brain = np.asarray(SkullStrip()(vol.array[None]))[0] > 0
+        feats[p] = scan_features(probs[p], vol.array, brain, vol.spacing, slice_threshold=float(recipe["slice_threshold"]),
+                                 hu_range=recipe["hu_range"], brain_erosion=int(recipe["brain_erosion"]),
+                                 min_size=int(recipe["min_size"]))
+        labels[p] = int(np.any(e[SLICE_LABELS]))
+        logger.info("scan features of %s", p)
+    out = {}
+    for k in members:
+        test = {str(e[PATIENT]) for e in fold_datalists(datalist, n_folds=n_folds, fold=k,
+                                                         seed=int(settings.get("seed") or 0),
+                                                         val_fraction=float(settings.get("val_fraction") or 0.15))["test"]}
+        train = sorted(p for p in feats if p not in test)
+        model = fit_scan_model(np.stack([feats[p] for p in train]), [labels[p] for p in train], min_sensitivity)
+        out[k] = {"aggregation": "model", "threshold": model.threshold, "model": model.to_dict(),
+                  "source": f"scan model trained on the {len(train)} scans outside fold {k}'s test part "
+                            f"(out-of-fold probabilities), sensitivity >= {min_sensitivity}"}
+    return out
+
+
 def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
                benchmark_dir: str | os.PathLike | None = None, quantify_dir: str | os.PathLike | None = None,
                dataset_dir: str | os.PathLike | None = None, folds: Sequence[int] | None = None,
@@ -241,10 +283,18 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
         if key not in ("hu_range", "brain_erosion", "min_size", "slice_threshold"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
         recipe[key] = value
-    check_choice("scan_call", scan_call, ("select", "none"))
-    calls = _scan_calls(Path(quantify_dir)) if quantify_dir is not None else {} if scan_call == "none" else {
-        k: c for k in members
-        if (c := _selection_scan_call(cv, k, checkpoint, min_sensitivity, n_folds)) is not None}
+    check_choice("scan_call", scan_call, ("model", "select", "none"))
+    if quantify_dir is not None:
+        calls = _scan_calls(Path(quantify_dir))
+    elif scan_call == "model":
+        if dataset_dir is None:
+            raise HemwslInputError("--scan-call model needs --dataset-dir (the scan model learns from the training scans)")
+        calls = _scan_models(cv, members, checkpoint, dataset_dir, settings, recipe, min_sensitivity, n_folds)
+    elif scan_call == "select":
+        calls = {k: c for k in members
+                 if (c := _selection_scan_call(cv, k, checkpoint, min_sensitivity, n_folds)) is not None}
+    else:
+        calls = {}
     tests: dict[int, list[str]] = {}
     if dataset_dir is not None:
         from hemwsl.constants import PATIENT
@@ -275,6 +325,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
                             "sha1": hashlib.sha1(buf.getvalue()).hexdigest(), **per_fold.get(k, {}),
                             "scan_aggregation": call["aggregation"], "scan_threshold": call["threshold"],
                             "scan_call_source": call.get("source", "quantify report" if calls else "default"),
+                            **({"scan_model": call["model"]} if "model" in call else {}),
                             "test_patients": tests.get(k)})
     import monai
 
@@ -533,11 +584,21 @@ class Predictor:
         return np.asarray(next(iter(maps.values())), dtype=np.float32)  # (X, Y, Z)
 
     def _member_mask(self, member: Mapping, probs: np.ndarray, heat: np.ndarray | None, hu: np.ndarray,
-                     brain: np.ndarray) -> tuple[np.ndarray, bool, float]:
+                     brain: np.ndarray, whole_brain: np.ndarray | None = None,
+                     spacing: Sequence[float] | None = None) -> tuple[np.ndarray, bool, float]:
         from hemwsl.quantify import scan_score
 
         r = self.package.recipe
-        score = scan_score(probs[:, 0], member.get("scan_aggregation", "max"), float(r["slice_threshold"]))
+        if member.get("scan_model"):
+            from hemwsl.scanmodel import ScanModel, scan_features
+
+            if whole_brain is None or spacing is None:
+                raise HemwslInputError("a scan model needs the brain mask and the spacing")
+            x = scan_features(probs[:, 0], hu, whole_brain, spacing, slice_threshold=float(r["slice_threshold"]),
+                              hu_range=r["hu_range"], brain_erosion=int(r["brain_erosion"]), min_size=int(r["min_size"]))
+            score = float(ScanModel.from_dict(member["scan_model"]).probability(x)[0])
+        else:
+            score = scan_score(probs[:, 0], member.get("scan_aggregation", "max"), float(r["slice_threshold"]))
         positive = score >= float(member.get("scan_threshold", r["slice_threshold"]))
         mask = np.zeros(hu.shape, dtype=bool)
         if not positive:
@@ -571,7 +632,7 @@ class Predictor:
             else:
                 p = self._probabilities(net, x)
                 h = self._heatmap(self.engines[i], x, hu.shape) if self.engines else None
-            mk, call, score = self._member_mask(m, p, h, hu, eroded)
+            mk, call, score = self._member_mask(m, p, h, hu, eroded, brain, spacing)
             probs.append(p), heats.append(h), masks.append(mk), calls.append(call), scores.append(score)
         n = len(self.members)
         votes = np.sum(masks, axis=0)
