@@ -135,3 +135,11 @@ def test_pseudo_and_trust_take_the_classifier_settings_of_the_run(tmp_path, caps
     assert main(["trust", "--dataset-dir", str(tmp_path), "--out", str(tmp_path / "t"), "--model", "x.pt",
                  "--cv-dir", str(cv), "--backbone", "resnet50"]) == 2
     assert "--backbone 'resnet50' contradicts the train-cv run" in capsys.readouterr().err
+
+
+def test_misspelt_set_key_names_the_closest_setting(tmp_path, capsys):
+    assert main(["train-cv", "--dataset-dir", str(tmp_path), "--out", str(tmp_path / "cv"),
+                 "--set", "learning_rat=5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--set learning_rat: not a setting of bundle ich_classifier; did you mean learning_rate?"), err
+    assert not (tmp_path / "cv").exists()

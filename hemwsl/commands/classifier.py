@@ -34,6 +34,30 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def check_override_keys(overrides: dict, bundle: str, configs: tuple[str, ...] = ("train", "evaluate")) -> None:
+    """Every ``--set`` key must be an id of the bundle's configs (``a#b`` paths: their first part); an unknown one,
+    e.g. a misspelt ``learning_rat``, is one line naming the closest valid ids instead of a silently ignored
+    setting."""
+    import difflib
+
+    import yaml
+
+    from hemwsl.engines.bundle import config_files
+    from hemwsl.errors import HemwslInputError
+
+    known: set[str] = set()
+    for f in config_files(bundle, [c for c in configs]):
+        text = Path(f).read_text()
+        known |= set((json.loads(text) if f.endswith(".json") else yaml.safe_load(text)) or {})
+    known |= {"eval_checkpoint"}
+    for key in overrides:
+        root = str(key).split("#")[0]
+        if root not in known:
+            close = difflib.get_close_matches(root, sorted(known), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise HemwslInputError(f"--set {key}: not a setting of bundle {bundle}{hint}")
+
+
 def run_cv_fold(bundle: str, fold_dir: Path, fold: int, done_file: str, **overrides) -> bool:
     """:func:`hemwsl.engines.bundle.train_evaluate_fold` for a cross-validation loop: ``True`` when this call
     ran the fold; a finished fold, or one another live process holds (:class:`FoldBusyError`), is reported and
@@ -89,6 +113,7 @@ def run_train_cv(args: argparse.Namespace) -> int:
     from hemwsl.engines.classifier import cv_summary_stem, report_name, summarize_cv
 
     overrides = parse_overrides(args.set)
+    check_override_keys(overrides, args.bundle)
     from hemwsl.data.io import atomic_write_text
 
     # the settings later steps (cam-cv, benchmark) need to rebuild the same networks and inputs
