@@ -238,7 +238,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
                dataset_dir: str | os.PathLike | None = None, folds: Sequence[int] | None = None,
                bundle: str = "ich_classifier", post_processing: Mapping[str, Any] | None = None,
                overrides: Mapping[str, Any] | None = None, methods: Sequence[str] | None = None,
-               min_sensitivity: float = 0.9, scan_call: str = "select") -> Path:
+               min_sensitivity: float = 0.9, scan_call: str = "auto") -> Path:
     """Pack a ``train-cv`` run into a model package (see the module docstring); returns its folder.
 
     Args:
@@ -249,7 +249,10 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
             spec, post-processing and per-fold (layer, threshold) become the mask recipe. Without it: the
             hyperdense prior on positive slices (:data:`DEFAULT_RECIPE`).
         quantify_dir: a ``hemwsl quantify`` report: each fold's scan-level aggregation and threshold. Without
-            it, patients outside each fold's test part choose them (:func:`_selection_scan_call`, keeping
+            it, ``scan_call`` decides: ``"model"`` trains a :class:`hemwsl.scanmodel.ScanModel` per member on
+            the scans outside its test part (needs ``dataset_dir``; ``"auto"``, the default, picks it when
+            ``dataset_dir`` is given, else ``"select"``); with ``"select"`` patients outside each fold's test
+            part choose an aggregation and threshold (:func:`_selection_scan_call`, keeping
             ``min_sensitivity``); with ``scan_call="none"`` or without prediction files, a scan is positive
             when one slice reaches the slice threshold.
         dataset_dir: the training data; its folds' test patients are recorded (the patients each member
@@ -283,7 +286,9 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
         if key not in ("hu_range", "brain_erosion", "min_size", "slice_threshold"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
         recipe[key] = value
-    check_choice("scan_call", scan_call, ("model", "select", "none"))
+    check_choice("scan_call", scan_call, ("auto", "model", "select", "none"))
+    if scan_call == "auto":  # the scan model when the training scans are at hand: it calls scans best (docs/predict.md)
+        scan_call = "model" if dataset_dir is not None else "select"
     if quantify_dir is not None:
         calls = _scan_calls(Path(quantify_dir))
     elif scan_call == "model":

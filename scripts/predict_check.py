@@ -63,6 +63,7 @@ def main(argv=None) -> int:
                          "pred_ml": rep["volume"]["ml"], "abc2_true_mask_ml": abc2_volume_ml(gt, spacing) if gt.any() else 0.0,
                          "abc2_pred_ml": rep["volume"]["abc2_ml"], "scan_positive": int(rep["scan"]["positive"]),
                          "dice": 2 * inter / (mask.sum() + gt.sum()) if (mask.sum() + gt.sum()) else 1.0,
+                         "scan_score": float(rep["scan"]["member_scores"][0]),
                          "seconds": seconds})
             print(f"{patient} (fold {m['fold']}): true {rows[-1]['true_ml']:.1f} mL, predicted {rows[-1]['pred_ml']:.1f} mL, "
                   f"Dice {rows[-1]['dice']:.3f}, {seconds:.1f} s", flush=True)
@@ -77,6 +78,7 @@ def main(argv=None) -> int:
         "model": str(pkg.root), "recipe": pkg.recipe, "n_patients": len(rows), "n_positive": int(pos.sum()),
         "predict": agree, "abc2_on_true_mask": abc, "abc2_on_true_mask_ccc": lins_ccc(t, a),
         "slice_auroc": float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan"),
+        "scan_auroc": float(roc_auc_score(pos, [r["scan_score"] for r in rows])) if 0 < pos.sum() < len(pos) else None,
         "scan_sensitivity": float(np.mean([r["scan_positive"] for r in rows if r["true_ml"] > 0])) if pos.any() else None,
         "scan_specificity": float(np.mean([1 - r["scan_positive"] for r in rows if r["true_ml"] == 0]))
         if (~pos).any() else None,
@@ -94,7 +96,7 @@ def main(argv=None) -> int:
                 f"{g['mae']:.2f} | {g['within_tol']:.2f} | {g['negatives_under_zero_ml']:.2f} |")
 
     print(f"\n{len(rows)} patients ({int(pos.sum())} with hemorrhage), each predicted by the member that never saw it; "
-          f"slice AUROC {summary['slice_auroc']:.3f}; scan sensitivity {summary['scan_sensitivity']:.2f}, "
+          f"slice AUROC {summary['slice_auroc']:.3f}; scan AUROC {summary['scan_auroc']:.3f}; scan sensitivity {summary['scan_sensitivity']:.2f}, "
           f"specificity {summary['scan_specificity']:.2f}; mean volume Dice (positive) "
           f"{summary['volume_dice_positive_mean']:.3f}; median {summary['seconds_per_scan_median']:.1f} s/scan\n")
     print("| estimate | Pearson r | Lin's CCC | bias mL [95% LoA] | MAE mL | within 5 mL | hemorrhage-free < 1 mL |")

@@ -20,11 +20,11 @@ def add_package_arguments(p: argparse.ArgumentParser) -> None:
                         "prior on positive slices)")
     p.add_argument("--quantify-dir", default=None,
                    help="a `hemwsl quantify` report: each fold's scan-level call (default: one slice >= 0.5)")
-    p.add_argument("--scan-call", default="select", choices=["model", "select", "none"],
+    p.add_argument("--scan-call", default="auto", choices=["auto", "model", "select", "none"],
                    help="model: a scan model (slice probabilities + the prior on positive slices) per member, trained "
                         "on the scans outside its test part (needs --dataset-dir); select: the scan aggregation and "
-                        "threshold chosen there (default); none: a scan is positive when one slice is; each keeps "
-                        "--min-sensitivity")
+                        "threshold chosen there; none: a scan is positive when one slice is; auto (default): model with "
+                        "--dataset-dir, else select; each keeps --min-sensitivity")
     p.add_argument("--min-sensitivity", type=float, default=0.9, help="scan-level sensitivity kept (default: 0.9)")
     p.add_argument("--dataset-dir", default=None, help="the training data: records each fold's test patients")
     p.add_argument("--folds", type=int, nargs="*", default=None, help="members to pack (default: every fold)")
