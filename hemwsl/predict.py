@@ -259,7 +259,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
             never saw, for honest checks).
         folds: members to pack (default all folds of the run).
         post_processing: overrides of the recipe's ``hu_range`` / ``brain_erosion`` / ``min_size`` /
-            ``slice_threshold``.
+            ``slice_threshold`` / ``min_slices`` (3D components spanning fewer slices are dropped; default 1).
         overrides: the bundle overrides the run was trained with, when the folder has no ``cv_settings.json``
             (runs of the bundle itself rather than of ``train-cv``); they win over the file's.
         methods: choose the recipe among these heatmap methods of the benchmark report only (those the packed
@@ -283,7 +283,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     if benchmark_dir is not None:
         recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members, methods)
     for key, value in (post_processing or {}).items():
-        if key not in ("hu_range", "brain_erosion", "min_size", "slice_threshold"):
+        if key not in ("hu_range", "brain_erosion", "min_size", "slice_threshold", "min_slices"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
         recipe[key] = value
     check_choice("scan_call", scan_call, ("auto", "model", "select", "none"))
@@ -474,6 +474,22 @@ def _erode(brain: np.ndarray, erosion: int) -> np.ndarray:
     return out
 
 
+def _drop_thin_components(mask: np.ndarray, min_slices: int) -> np.ndarray:
+    """``mask`` without the 3D components (26-connectivity) that span fewer than ``min_slices`` slices: a bleed
+    seen on one 5 mm slice only is rarer than a false-positive component there (the quantification issue's
+    component rule; ``min_slices`` 1 keeps everything)."""
+    if min_slices <= 1 or not mask.any():
+        return mask
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    keep = np.zeros_like(mask)
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is not None and sl[2].stop - sl[2].start >= min_slices:
+            keep[sl] |= labels[sl] == i
+    return keep
+
+
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 3D connected component (26-connectivity): ABC/2 measures one bleed, the largest."""
     from scipy import ndimage
@@ -617,7 +633,7 @@ class Predictor:
         slab_heat = np.moveaxis(heat[:, :, zs], -1, 0) if heat is not None else None
         pred = np.asarray(strategy(slab_heat, image_hu=slab_hu, brain=slab_brain), dtype=bool)
         mask[:, :, zs] = np.moveaxis(pred, 0, -1)
-        return mask, True, score
+        return _drop_thin_components(mask, int(r.get("min_slices", 1))), True, score
 
     # ----------------------------------------------------------------- one scan
     def predict_arrays(self, hu: np.ndarray, spacing: Sequence[float], path: str = "<array>") -> dict[str, Any]:

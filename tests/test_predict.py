@@ -325,3 +325,16 @@ def test_lse_fast_path_equals_the_cam_engine(tmp_path, phantom):
     probs, heat = pred._lse_pass(net, x, "levels.1.conv", p["image"].shape)
     np.testing.assert_allclose(probs, pred._probabilities(net, x), atol=1e-5)
     np.testing.assert_allclose(heat, pred._heatmap(pred.engines[0], x, p["image"].shape), atol=1e-5)
+
+
+def test_thin_components_are_dropped():
+    from hemwsl.predict import _drop_thin_components
+
+    m = np.zeros((10, 10, 6), bool)
+    m[1:3, 1:3, 2] = True  # one slice
+    m[6:9, 6:9, 1:4] = True  # three slices
+    m[1, 8, 4:6] = True  # two slices
+    out = _drop_thin_components(m, 2)
+    assert not out[:, :, 2][1:3, 1:3].any() and out[6:9, 6:9, 1:4].all() and out[1, 8, 4:6].all()
+    assert (_drop_thin_components(m, 3) == (m & (np.arange(10)[:, None, None] >= 6))).all()
+    assert _drop_thin_components(m, 1) is m

@@ -26,6 +26,8 @@ def add_package_arguments(p: argparse.ArgumentParser) -> None:
                         "threshold chosen there; none: a scan is positive when one slice is; auto (default): model with "
                         "--dataset-dir, else select; each keeps --min-sensitivity")
     p.add_argument("--min-sensitivity", type=float, default=0.9, help="scan-level sensitivity kept (default: 0.9)")
+    p.add_argument("--min-slices", type=int, default=1,
+                   help="drop 3D mask components spanning fewer slices than this (default: 1, keep all)")
     p.add_argument("--dataset-dir", default=None, help="the training data: records each fold's test patients")
     p.add_argument("--folds", type=int, nargs="*", default=None, help="members to pack (default: every fold)")
     p.add_argument("--methods", nargs="*", default=None,
@@ -39,7 +41,8 @@ def run_package(args: argparse.Namespace) -> int:
     root = pack_model(args.cv_dir, args.out, checkpoint=args.checkpoint, benchmark_dir=args.benchmark_dir,
                       quantify_dir=args.quantify_dir, dataset_dir=args.dataset_dir, folds=args.folds,
                       bundle=args.bundle, methods=args.methods, scan_call=args.scan_call,
-                      min_sensitivity=args.min_sensitivity)
+                      min_sensitivity=args.min_sensitivity,
+                      post_processing={"min_slices": args.min_slices} if args.min_slices != 1 else None)
     pkg = ModelPackage.load(root)
     s, r = pkg.settings, pkg.recipe
     print(f"model package {root}: {s['backbone']}, {len(pkg.members)} member(s), input {s['num_slices']} slices x "
