@@ -143,3 +143,17 @@ def test_misspelt_set_key_names_the_closest_setting(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.endswith("--set learning_rat: not a setting of bundle ich_classifier; did you mean learning_rate?"), err
     assert not (tmp_path / "cv").exists()
+
+
+def test_split_does_not_overwrite_an_unrelated_file_and_n_boot_is_checked(tmp_path, capsys):
+    root = tmp_path / "syn"
+    assert main(["synth", "--out", str(root), "--patients", "4", "--size", "48", "--slices", "6"]) == 0
+    dl = tmp_path / "dl.json"
+    assert main(["datalist", "--layout", "ct-ich", "--root", str(root), "--out", str(dl)]) == 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    assert main(["split", "--datalist", str(dl), "--out", str(notes)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err and notes.read_text() == "my notes"
+    assert main(["benchmark", "--dataset-dir", str(root), "--cam-dir", str(tmp_path), "--out", str(tmp_path / "b"),
+                 "--n-boot", "0"]) == 2
+    assert "--n-boot must be >= 1" in capsys.readouterr().err

@@ -247,7 +247,10 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from hemwsl.benchmark import cv_folds, run_benchmark as run, split_folds
     from hemwsl.data.datalist import build_datalist, load_datalist
     from hemwsl.data.splits import load_split
+    from hemwsl.errors import HemwslInputError
 
+    if args.n_boot < 1:
+        raise HemwslInputError(f"--n-boot must be >= 1 (bootstrap replicates of the CIs), got {args.n_boot}")
     datalist = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
     args.folds, args.seed, args.val_fraction = resolve_cv_folds(args.cv_dir, args.folds, args.seed, args.val_fraction)
     if args.split:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 __all__ = ["run_synth", "run_datalist", "run_split"]
 
@@ -38,6 +40,17 @@ def run_split(args: argparse.Namespace) -> int:
     from hemwsl.data.datalist import load_datalist
     from hemwsl.data.splits import kfold_patients, save_split, split_patients
 
+    from hemwsl.errors import HemwslInputError
+
+    out = Path(args.out)
+    if out.exists():
+        try:
+            json.loads(out.read_text())
+            is_split = True
+        except (ValueError, UnicodeDecodeError, IsADirectoryError):
+            is_split = False
+        if out.is_dir() or not is_split:
+            raise HemwslInputError(f"{out}: exists and is not a split JSON; refusing to overwrite it (--out)")
     datalist = load_datalist(args.datalist)
     if args.folds and args.folds > 1:
         split = kfold_patients(datalist, n_folds=args.folds, seed=args.seed)
