@@ -37,13 +37,17 @@ import numpy as np
 from hemwsl.constants import PATIENT
 from hemwsl.errors import HemwslInputError, check_choice
 
-__all__ = ["SCAN_AGGREGATIONS", "scan_score", "choose_scan_threshold", "scan_probabilities", "fit_calibration",
+__all__ = ["SCAN_AGGREGATIONS", "SCAN_CALLS", "scan_score", "choose_scan_threshold", "scan_probabilities", "fit_calibration",
            "run_quantify"]
 
 logger = logging.getLogger(__name__)
 
 #: Scan-level aggregations of slice probabilities.
 SCAN_AGGREGATIONS: tuple[str, ...] = ("max", "top3", "noisy_or", "run")
+
+#: The scan-level calls :func:`run_quantify` chooses among: the aggregations and ``"model"``, a
+#: :class:`hemwsl.scanmodel.ScanModel` trained on the fold's selection patients.
+SCAN_CALLS: tuple[str, ...] = SCAN_AGGREGATIONS + ("model",)
 
 
 def scan_score(probs: Sequence[float], how: str = "max", slice_threshold: float = 0.5) -> float:
@@ -125,6 +129,21 @@ def fit_calibration(pred_ml: Sequence[float], true_ml: Sequence[float]) -> tuple
     return float(a), float(b)
 
 
+def _scan_features(entries: Mapping[str, Mapping], probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`hemwsl.scanmodel.scan_features` of every patient (the validated prior's defaults)."""
+    from hemwsl.constants import IMAGE
+    from hemwsl.data.io import load_volume
+    from hemwsl.scanmodel import scan_features
+    from hemwsl.transforms.array import SkullStrip
+
+    out = {}
+    for pat, e in entries.items():
+        vol = load_volume(e[IMAGE])
+        brain = np.asarray(SkullStrip()(vol.array[None]))[0] > 0
+        out[pat] = scan_features(probs[pat], vol.array, brain, vol.spacing)
+    return out
+
+
 def _volumes(path: str | os.PathLike) -> tuple[float, float, tuple[float, float, float]]:
     """``(mL, ABC/2 mL, spacing)`` of a binary mask NIfTI."""
     import nibabel as nib
@@ -178,7 +197,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     from hemwsl.metrics.classification import bootstrap_ci, compute_auroc
 
     for a in aggregations:
-        check_choice("scan aggregation", a, SCAN_AGGREGATIONS)
+        check_choice("scan aggregation", a, SCAN_CALLS)
     if not aggregations:
         raise HemwslInputError("no scan aggregation given")
     test_fold, selection = folds
@@ -205,15 +224,36 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         rows[pat] = {"patient": pat, "fold": test_fold.get(pat, -1), "true_ml": true_ml,
                      "true_abc2_ml": true_abc, "mask_ml": pred_ml, "mask_abc2_ml": pred_abc,
                      "label": int(true_ml > 0),
-                     **{f"score_{a}": scan_score(probs[pat], a) for a in aggregations}}
+                     **{f"score_{a}": scan_score(probs[pat], a) for a in aggregations if a != "model"}}
+    if "model" in aggregations:  # a scan model needs 2 scans of each kind among every fold's selection patients
+        counts = [np.bincount([rows[p]["label"] for p in selection[k] if p in rows], minlength=2).min()
+                  for k in set(test_fold.values())]
+        if min(counts) < 2:
+            logger.warning("scan model left out: a fold's selection patients hold fewer than 2 scans of one kind")
+            aggregations = [a for a in aggregations if a != "model"]
+            if not aggregations:
+                raise HemwslInputError("the scan model needs at least 2 scans with and 2 without hemorrhage among "
+                                       "every fold's selection patients; give other --aggregations")
+    features = _scan_features(entries, probs) if "model" in aggregations else {}
     # per fold: aggregation (AUROC), threshold (sensitivity), optional calibration, on selection patients only
     choices = {}
     for k in sorted(set(test_fold.values())):
         sel = [rows[p] for p in selection[k] if p in rows]
         y = np.array([r["label"] for r in sel])
-        aucs = {a: compute_auroc(y, np.array([r[f"score_{a}"] for r in sel])) for a in aggregations}
+        aucs = {a: compute_auroc(y, np.array([r[f"score_{a}"] for r in sel])) for a in aggregations if a != "model"}
+        model_thr = None
+        if "model" in aggregations:  # trained on the selection patients; compared on its cross-fitted scores
+            from hemwsl.scanmodel import fit_scan_model
+
+            model, oof = fit_scan_model(np.stack([features[r["patient"]] for r in sel]), y, min_sensitivity,
+                                        return_oof=True)
+            aucs["model"], model_thr = compute_auroc(y, oof), model.threshold
+            for r in rows.values():
+                if r["fold"] == k:
+                    r["score_model"] = float(model.probability(features[r["patient"]])[0])
         best = max(aggregations, key=lambda a: (np.nan_to_num(aucs[a], nan=-1.0), -aggregations.index(a)))
-        thr = choose_scan_threshold([r[f"score_{best}"] for r in sel], y, min_sensitivity)
+        thr = model_thr if best == "model" else choose_scan_threshold([r[f"score_{best}"] for r in sel], y,
+                                                                      min_sensitivity)
         cal = fit_calibration([r["mask_ml"] for r in sel if r["label"]], [r["true_ml"] for r in sel if r["label"]]) \
             if calibrate else (1.0, 0.0)
         choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": aucs[best], "calibration": cal}

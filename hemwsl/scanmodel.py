@@ -137,9 +137,10 @@ class ScanModel:
 
 
 def fit_scan_model(x: np.ndarray, y: Sequence[int], min_sensitivity: float = 0.9, C: float = 0.3,
-                   inner_folds: int = 4, seed: int = 0) -> ScanModel:
+                   inner_folds: int = 4, seed: int = 0, return_oof: bool = False):
     """A :class:`ScanModel` on all of ``x``, at the most specific threshold that keeps ``min_sensitivity`` on
-    cross-fitted probabilities (``inner_folds`` stratified folds: no scan scores itself)."""
+    cross-fitted probabilities (``inner_folds`` stratified folds: no scan scores itself); with ``return_oof``
+    also those cross-fitted probabilities (e.g. to compare the model with other scan scores fairly)."""
     from sklearn.model_selection import StratifiedKFold
 
     from hemwsl.quantify import choose_scan_threshold
@@ -156,4 +157,4 @@ def fit_scan_model(x: np.ndarray, y: Sequence[int], min_sensitivity: float = 0.9
         oof[te] = ScanModel(C).fit(x[tr], y[tr]).probability(x[te])
     model = ScanModel(C).fit(x, y)
     model.threshold = choose_scan_threshold(oof, y, min_sensitivity)
-    return model
+    return (model, oof) if return_oof else model

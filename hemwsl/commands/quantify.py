@@ -10,7 +10,7 @@ __all__ = ["add_quantify_arguments", "run_quantify"]
 
 def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
     from hemwsl.commands.benchmark import add_checkpoint_argument
-    from hemwsl.quantify import SCAN_AGGREGATIONS
+    from hemwsl.quantify import SCAN_CALLS
 
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset-dir", help="dataset root with the true masks (layout: --layout)")
@@ -29,8 +29,10 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=None, help="default: the --cv-dir run's, else 0.15")
     p.add_argument("--select", default="rest", choices=["rest", "val"],
                    help="selection patients of a fold: rest (every patient outside its test part; default) or val")
-    p.add_argument("--aggregations", nargs="+", default=list(SCAN_AGGREGATIONS), choices=list(SCAN_AGGREGATIONS),
-                   help="scan-score candidates, chosen per fold on its selection patients (default: all)")
+    p.add_argument("--aggregations", nargs="+", default=list(SCAN_CALLS), choices=list(SCAN_CALLS),
+                   help="scan-score candidates, chosen per fold on its selection patients (default: all): the slice "
+                        "probabilities' max, top3, noisy_or, run, and model, a scan model (hemwsl.scanmodel) trained "
+                        "on the selection patients (probabilities + the prior on the positive slices)")
     p.add_argument("--min-sensitivity", type=float, default=0.9,
                    help="scan-level sensitivity kept on the selection patients (default: 0.9)")
     p.add_argument("--calibrate", action="store_true",
