@@ -512,17 +512,9 @@ def _fmt(v: Any) -> Any:
 
 
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    import tempfile
+    from hemwsl.data.io import atomic_write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
 
 
 # --------------------------------------------------------------------------------------------- driver

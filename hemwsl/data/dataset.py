@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -92,15 +91,10 @@ class LoadCTVolumed(MapTransform):
             return d
         out = self._load(d)
         if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".pt", prefix=".tmp-", dir=cached.parent)
-            os.close(fd)
-            try:
-                torch.save({k: out[k] for k in (image_key, label_key, BRAIN, "affine") if k in out}, tmp)
-                os.replace(tmp, cached)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+            from hemwsl.data.io import atomic_write
+
+            keep = {k: out[k] for k in (image_key, label_key, BRAIN, "affine") if k in out}
+            atomic_write(cached, lambda tmp: torch.save(keep, tmp), suffix=".pt")
         return out
 
     def _load(self, d: dict) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 from hemwsl.errors import HemwslInputError
 
 __all__ = [
+    "atomic_write",
     "Volume",
     "load_volume",
     "load_pair",
@@ -143,22 +144,30 @@ def load_pair(image_path: str | os.PathLike, label_path: str | os.PathLike | Non
     return image, mask
 
 
-def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
-    """Write a NIfTI file atomically (write to a temporary file in the same folder, then rename)."""
-    import nibabel as nib
-
+def atomic_write(path: str | os.PathLike, write, suffix: str = "") -> Path:
+    """Write ``path`` atomically through ``write(tmp_path)``: a temporary file in the same folder (``suffix``
+    kept, for writers that choose the format by it), the permissions a plain ``open`` would give (the umask,
+    not ``mkstemp``'s 0600), then a rename; the temporary file never outlives an error."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if str(p).endswith(".nii.gz") else ".nii"
     fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=p.parent)
     os.close(fd)
     try:
-        nib.save(nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)), tmp)
+        write(tmp)
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return p
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a NIfTI file atomically (write to a temporary file in the same folder, then rename)."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=".nii.gz" if str(path).endswith(".nii.gz") else ".nii")
 
 
 def _umask_mode() -> int:

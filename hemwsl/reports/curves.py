@@ -8,7 +8,6 @@ so a reader never sees a half-written PNG.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,18 +59,9 @@ def _prevalence(y_true: Any) -> float:
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Write ``fig`` as PNG to ``path`` through a temporary file in the same folder."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp.png", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=fig.dpi)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    from hemwsl.data.io import atomic_write
+
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=fig.dpi), suffix=".png")
 
 
 def _new_axes(title: str | None, default_title: str, xlabel: str, ylabel: str):

@@ -175,3 +175,36 @@ def test_corrupt_dicom_series_named(tmp_path):
     (folder / "IM0000.dcm").write_bytes(b"not a dicom file")
     with pytest.raises(HemwslInputError, match=r"broken: cannot read as a DICOM series"):
         load_volume(folder)
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    """Every file hemwsl writes (NIfTI, npz, figures, disk cache) gets the permissions a plain open gives."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    from hemwsl.benchmark.runner import _save_npz
+    from hemwsl.data.io import atomic_write, save_nifti
+    from hemwsl.reports.curves import save_figure
+
+    old = os.umask(0o022)
+    try:
+        save_nifti(np.zeros((4, 4, 2), np.float32), np.eye(4), tmp_path / "a.nii.gz")
+        _save_npz(tmp_path / "b.npz", {"x": np.arange(3)})
+        fig = plt.figure()
+        save_figure(fig, tmp_path / "c.png")
+        plt.close(fig)
+        atomic_write(tmp_path / "d.pt", lambda t: torch.save({"x": 1}, t), suffix=".pt")
+        for name in ("a.nii.gz", "b.npz", "c.png", "d.pt"):
+            assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.npz", "c.png", "d.pt"]  # no temp left
+        with pytest.raises(RuntimeError):
+            atomic_write(tmp_path / "e.bin", lambda t: (_ for _ in ()).throw(RuntimeError("boom")))
+        assert not (tmp_path / "e.bin").exists() and len(list(tmp_path.iterdir())) == 4
+    finally:
+        os.umask(old)
