@@ -156,10 +156,8 @@ def _selection_scan_call(cv: Path, k: int, checkpoint: str, min_sensitivity: flo
     own validation predictions. The aggregation with the best scan AUROC there (ties: the first of
     :data:`hemwsl.quantify.SCAN_AGGREGATIONS`), at the most specific threshold keeping ``min_sensitivity``.
     ``None`` without such files or without both classes among their patients."""
-    from sklearn.metrics import roc_auc_score
-
     from hemwsl.engines.classifier import report_name
-    from hemwsl.quantify import SCAN_AGGREGATIONS, choose_scan_threshold, scan_probabilities, scan_score
+    from hemwsl.quantify import SCAN_AGGREGATIONS, choose_scan_call, scan_probabilities, scan_score
 
     others = [cv / f"fold{j}" / f"predictions_{report_name('test', checkpoint)}.csv" for j in range(n_folds) if j != k]
     if len(others) and all(f.is_file() for f in others):
@@ -169,25 +167,21 @@ def _selection_scan_call(cv: Path, k: int, checkpoint: str, min_sensitivity: flo
         source = f"validation patients of fold {k}"
         if not files[0].is_file():
             return None
-    import csv
+    from hemwsl.engines.handlers import read_predictions_csv
 
     labels: dict[str, int] = {}
     for f in files:
-        with open(f, newline="") as fh:
-            for r in csv.DictReader(fh):
-                labels[r["patient"]] = max(labels.get(r["patient"], 0), int(float(r.get("label_any", 0))))
+        d = read_predictions_csv(f)
+        for pat, lab in zip(d["patient"], d["label"][:, 0]):
+            labels[str(pat)] = max(labels.get(str(pat), 0), int(lab))
     probs = scan_probabilities(files)
     pats = sorted(probs)
     y = np.array([labels[p] for p in pats])
     if y.min() == y.max():
         return None
-    best = None
-    for how in SCAN_AGGREGATIONS:
-        scores = np.array([scan_score(probs[p], how) for p in pats])
-        auc = float(roc_auc_score(y, scores))
-        if best is None or auc > best[0] + 1e-12:
-            best = (auc, how, choose_scan_threshold(scores, y, min_sensitivity))
-    return {"aggregation": best[1], "threshold": best[2], "selection_auroc": best[0], "selection_patients": len(pats),
+    best = choose_scan_call({how: [scan_score(probs[p], how) for p in pats] for how in SCAN_AGGREGATIONS}, y,
+                            min_sensitivity)
+    return {"aggregation": best[0], "threshold": best[1], "selection_auroc": best[2], "selection_patients": len(pats),
             "source": f"{source} ({len(pats)} patients), sensitivity >= {min_sensitivity}"}
 
 
@@ -421,14 +415,6 @@ class ModelPackage:
 
 
 # ------------------------------------------------------------------------------------------- input
-def _stem(path: Path) -> str:
-    name = path.name
-    for suf in (".nii.gz", ".nii"):
-        if name.endswith(suf):
-            return name[: -len(suf)]
-    return name
-
-
 def load_ct(path: str | os.PathLike) -> tuple[Any, list | None]:
     """A CT as ``(Volume, DICOM datasets in slice order or None)``: a NIfTI file, or a folder of one DICOM
     series (several series: :func:`hemwsl.data.dicom.list_series`'s rule picks one)."""
@@ -462,16 +448,11 @@ def check_head_ct(hu: np.ndarray, brain: np.ndarray, path: str) -> None:
 
 # ------------------------------------------------------------------------------------------- predictor
 def _erode(brain: np.ndarray, erosion: int) -> np.ndarray:
-    """Per axial slice of an ``(X, Y, Z)`` mask, ``erosion`` iterations of a 3x3 cross (as the benchmark)."""
-    if erosion <= 0:
-        return brain
-    from scipy import ndimage
+    """Per axial slice of an ``(X, Y, Z)`` mask, ``erosion`` iterations of a 3x3 cross: the benchmark's erosion
+    (:func:`hemwsl.benchmark.runner._erode`, which takes slices first)."""
+    from hemwsl.benchmark.runner import _erode as erode_slices
 
-    out = np.zeros_like(brain)
-    for z in range(brain.shape[2]):
-        if brain[:, :, z].any():
-            out[:, :, z] = ndimage.binary_erosion(brain[:, :, z], iterations=int(erosion))
-    return out
+    return np.moveaxis(erode_slices(np.moveaxis(brain, -1, 0), erosion), 0, -1)
 
 
 def _drop_thin_components(mask: np.ndarray, min_slices: int) -> np.ndarray:
@@ -701,7 +682,9 @@ class Predictor:
         from hemwsl.data.io import atomic_write_text, save_nifti
 
         src = Path(path)
-        stem = _stem(src)
+        from hemwsl.data.io import volume_stem
+
+        stem = volume_stem(src)
         final = Path(out_dir) / stem
         fp = self.package.fingerprint()
         members = [int(m["fold"]) for m in self.members]

@@ -37,7 +37,8 @@ import numpy as np
 from hemwsl.constants import PATIENT
 from hemwsl.errors import HemwslInputError, check_choice
 
-__all__ = ["SCAN_AGGREGATIONS", "SCAN_CALLS", "scan_score", "choose_scan_threshold", "scan_probabilities", "fit_calibration",
+__all__ = ["SCAN_AGGREGATIONS", "SCAN_CALLS", "scan_score", "choose_scan_threshold", "choose_scan_call",
+           "scan_probabilities", "fit_calibration",
            "run_quantify"]
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,19 @@ def choose_scan_threshold(scores: Sequence[float], labels: Sequence[int], min_se
     pos = np.sort(s[y])[::-1]
     need = int(np.ceil(min_sensitivity * len(pos) - 1e-9))
     return float(pos[max(need, 1) - 1])
+
+
+def choose_scan_call(scores: Mapping[str, Sequence[float]], labels: Sequence[int], min_sensitivity: float = 0.9
+                     ) -> tuple[str, float, float]:
+    """``(candidate, threshold, AUROC)``: of several scan scores of the same scans (``{name: scores}``), the one
+    with the largest AUROC against ``labels`` (ties and NaN: the first given), at the most specific threshold
+    that keeps ``min_sensitivity`` (:func:`choose_scan_threshold`)."""
+    from hemwsl.metrics.classification import compute_auroc
+
+    names = list(scores)
+    aucs = {a: compute_auroc(labels, np.asarray(scores[a], dtype=np.float64)) for a in names}
+    best = max(names, key=lambda a: (np.nan_to_num(aucs[a], nan=-1.0), -names.index(a)))
+    return best, choose_scan_threshold(scores[best], labels, min_sensitivity), aucs[best]
 
 
 def scan_probabilities(prediction_csvs: Sequence[str | os.PathLike], output: str = "any") -> dict[str, np.ndarray]:
@@ -240,23 +254,19 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     for k in sorted(set(test_fold.values())):
         sel = [rows[p] for p in selection[k] if p in rows]
         y = np.array([r["label"] for r in sel])
-        aucs = {a: compute_auroc(y, np.array([r[f"score_{a}"] for r in sel])) for a in aggregations if a != "model"}
-        model_thr = None
+        scores = {a: [r[f"score_{a}"] for r in sel] for a in aggregations if a != "model"}
         if "model" in aggregations:  # trained on the selection patients; compared on its cross-fitted scores
             from hemwsl.scanmodel import fit_scan_model
 
-            model, oof = fit_scan_model(np.stack([features[r["patient"]] for r in sel]), y, min_sensitivity,
-                                        return_oof=True)
-            aucs["model"], model_thr = compute_auroc(y, oof), model.threshold
+            model, scores["model"] = fit_scan_model(np.stack([features[r["patient"]] for r in sel]), y,
+                                                    min_sensitivity, return_oof=True)
             for r in rows.values():
                 if r["fold"] == k:
                     r["score_model"] = float(model.probability(features[r["patient"]])[0])
-        best = max(aggregations, key=lambda a: (np.nan_to_num(aucs[a], nan=-1.0), -aggregations.index(a)))
-        thr = model_thr if best == "model" else choose_scan_threshold([r[f"score_{best}"] for r in sel], y,
-                                                                      min_sensitivity)
+        best, thr, auc = choose_scan_call({a: scores[a] for a in aggregations}, y, min_sensitivity)
         cal = fit_calibration([r["mask_ml"] for r in sel if r["label"]], [r["true_ml"] for r in sel if r["label"]]) \
             if calibrate else (1.0, 0.0)
-        choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": aucs[best], "calibration": cal}
+        choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": auc, "calibration": cal}
     for r in rows.values():
         c = choices.get(r["fold"])
         if c is None:

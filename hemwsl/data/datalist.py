@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from hemwsl.constants import IMAGE, LABEL, PATIENT, SLICE_LABELS, SPACING, SUBTYPE_LABELS, SUBTYPES
-from hemwsl.data.io import atomic_write_text, is_nifti, load_volume
+from hemwsl.data.io import atomic_write_text, is_nifti, load_volume, volume_stem
 from hemwsl.errors import HemwslInputError, check_choice
 
 __all__ = [
@@ -59,14 +59,6 @@ _MISMATCH_CHOICES = ("raise", "warn")
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _id_key(value: str):
     """Key used to match patient ids: numbers match regardless of zero padding ("049" == "49")."""
     value = str(value).strip()
@@ -83,7 +75,7 @@ def _nifti_files(folder: Path, pattern: str = "*.nii*") -> dict[str, Path]:
     for p in sorted(folder.glob(pattern)):
         if not (p.is_file() and is_nifti(p)):
             continue
-        stem = _stem(p)
+        stem = volume_stem(p)
         if stem in found:
             raise HemwslInputError(f"{folder}: two files for one volume: {found[stem].name} and {p.name}")
         found[stem] = p
@@ -384,7 +376,7 @@ def _read_generic_csv(csv_path: Path) -> dict[object, dict]:
         raw = (row[id_col] or "").strip()
         if not raw:
             raise HemwslInputError(f"{csv_path}: line {line}: empty {id_col!r}")
-        pid = _stem(Path(raw))  # accept file names as well as stems
+        pid = volume_stem(raw)  # accept file names as well as stems
         sl = _parse_slice(row[slice_col], csv_path, line, slice_col)
         any_ = _parse_01(row[any_col], csv_path, line, any_col)
         subs = None

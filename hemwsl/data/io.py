@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_bytes",
     "NIFTI_SUFFIXES",
     "is_nifti",
+    "volume_stem",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -33,6 +34,15 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 def is_nifti(path: str | os.PathLike) -> bool:
     return str(path).endswith(NIFTI_SUFFIXES)
+
+
+def volume_stem(path: str | os.PathLike) -> str:
+    """A volume's name without ``.nii.gz`` / ``.nii`` (a DICOM folder's name as it is)."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 @dataclass
