@@ -58,7 +58,7 @@ SETTING_KEYS = ("backbone", "network_options", "in_channels", "num_classes", "dr
 #: post-processing the real-data benchmark validated for it (docs/benchmark.md).
 DEFAULT_RECIPE: dict[str, Any] = {
     "method": None, "layer": None, "threshold": "prior", "hu_range": [50.0, 90.0], "brain_erosion": 4,
-    "min_size": 50, "slice_threshold": 0.5, "source": "default: hyperdense prior on positive slices",
+    "min_size": 50, "grow": 0, "slice_threshold": 0.5, "source": "default: hyperdense prior on positive slices",
 }
 
 
@@ -126,15 +126,17 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
 
     spec = parse_threshold_spec(spec_text)
     if spec.base != spec.text:  # a post-processing grid: the chosen spec names its own
-        post = {"hu_range": list(spec.hu_range), "brain_erosion": spec.erosion, "min_size": spec.min_size}
+        post = {"hu_range": list(spec.hu_range), "brain_erosion": spec.erosion, "min_size": spec.min_size,
+                "grow": spec.grow}
         spec_text = spec.base
     else:  # one post-processing for the whole report
-        post = {k: config[k] for k in ("hu_range", "brain_erosion", "min_size") if k in config}
+        post = {k: config[k] for k in ("hu_range", "brain_erosion", "min_size", "grow") if k in config}
     recipe = {
         "method": method, "layer": None, "threshold": spec_text,
         "hu_range": [float(v) for v in post.get("hu_range", DEFAULT_RECIPE["hu_range"])],
         "brain_erosion": int(post.get("brain_erosion", DEFAULT_RECIPE["brain_erosion"])),
         "min_size": int(post.get("min_size", DEFAULT_RECIPE["min_size"])),
+        "grow": int(post.get("grow", 0)),
         "slice_threshold": float(config.get("prob_threshold", 0.5)),
         "source": f"benchmark report {bench.name}: {method} {spec_text}, chosen per fold on its selection patients",
     }
@@ -252,7 +254,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
         dataset_dir: the training data; its folds' test patients are recorded (the patients each member
             never saw, for honest checks).
         folds: members to pack (default all folds of the run).
-        post_processing: overrides of the recipe's ``hu_range`` / ``brain_erosion`` / ``min_size`` /
+        post_processing: overrides of the recipe's ``hu_range`` / ``brain_erosion`` / ``min_size`` / ``grow`` /
             ``slice_threshold`` / ``min_slices`` (3D components spanning fewer slices are dropped; default 1).
         overrides: the bundle overrides the run was trained with, when the folder has no ``cv_settings.json``
             (runs of the bundle itself rather than of ``train-cv``); they win over the file's.
@@ -277,7 +279,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     if benchmark_dir is not None:
         recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members, methods)
     for key, value in (post_processing or {}).items():
-        if key not in ("hu_range", "brain_erosion", "min_size", "slice_threshold", "min_slices"):
+        if key not in ("hu_range", "brain_erosion", "min_size", "grow", "slice_threshold", "min_slices"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
         recipe[key] = value
     check_choice("scan_call", scan_call, ("auto", "model", "select", "none"))
@@ -516,7 +518,7 @@ class Predictor:
 
         spec = parse_threshold_spec(r["threshold"], hu_range=tuple(r["hu_range"]))
         self.spec = replace(spec, hu_range=tuple(float(v) for v in r["hu_range"]),
-                            erosion=int(r["brain_erosion"]), min_size=int(r["min_size"]))
+                            erosion=int(r["brain_erosion"]), min_size=int(r["min_size"]), grow=int(r.get("grow", 0)))
         if self.spec.needs_heatmap and not r.get("method"):
             raise HemwslInputError(f"{pkg.root}: recipe {r['threshold']!r} needs a heatmap method")
         self.engines = []

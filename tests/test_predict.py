@@ -134,6 +134,28 @@ def test_predict_with_heatmap_recipe(tmp_path, phantom):
     assert rep["recipe"]["method"] == "lse_heatmap"
 
 
+def test_recipe_of_a_grid_report_keeps_its_growth(tmp_path, phantom):
+    """A post-processing grid names the chosen spec with its growth (``,g1``): the package records it and the
+    predictor's masks grow by it."""
+    cv = _fake_cv(tmp_path / "cv", {**SETTINGS, "backbone": "lse_resnet10"}, folds=(0,))
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    spec = "priorcomp+search[e2,hu50-90,min5,g1]"
+    (bench / "choices.csv").write_text(
+        f"fold,method,layer,threshold,selection_dice\n0,lse_heatmap,levels.1.conv,\"{spec}\",0.4\n")
+    (bench / "thresholds.csv").write_text(
+        "fold,method,layer,threshold,value,selection_dice,selection_patients,selection_slices,selection_metric\n"
+        f"0,lse_heatmap,levels.1.conv,\"{spec}\",0.3,0.4,4,8,dice\n")
+    (bench / "config.json").write_text(json.dumps({"prob_threshold": 0.5, "hu_range": [[45.0, 90.0], [50.0, 90.0]],
+                                                   "brain_erosion": [0, 2], "min_size": 5, "grow": [0, 1]}))
+    pkg = ModelPackage.load(pack_model(cv, tmp_path / "pkg", benchmark_dir=bench))
+    assert pkg.recipe["threshold"] == "priorcomp+search" and pkg.recipe["grow"] == 1
+    assert pkg.recipe["brain_erosion"] == 2 and pkg.recipe["hu_range"] == [50.0, 90.0]
+    assert Predictor(pkg).spec.grow == 1
+    plain = ModelPackage.load(pack_model(cv, tmp_path / "pkg0", benchmark_dir=bench, post_processing={"grow": 0}))
+    assert plain.recipe["grow"] == 0 and Predictor(plain).spec.grow == 0
+
+
 def test_predict_dicom_series_gives_a_dicom_seg(model, phantom, tmp_path):
     import highdicom as hd
 

@@ -266,12 +266,34 @@ def candidate_counts(
     return out
 
 
+def grown_candidate_counts(
+    heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float], grow: int,
+    grow_region: np.ndarray,
+) -> np.ndarray:
+    """:func:`candidate_counts` of the masks grown by ``grow`` pixels into ``grow_region`` (one pass per candidate:
+    growth does not commute with the sorted-values shortcut)."""
+    from hemwsl.thresholds.base import grow_into
+
+    c = [float(t) for t in candidates]
+    out = np.empty((heat.shape[0], len(c), 3), dtype=np.int64)
+    for i in range(heat.shape[0]):
+        h = _minmax(heat[i])
+        out[i, :, 2] = int(gt[i].sum())
+        for j, t in enumerate(c):
+            m = grow_into((h > t) & allowed[i], grow_region[i], grow)
+            out[i, j, 0], out[i, j, 1] = int((m & gt[i]).sum()), int(m.sum())
+    return out
+
+
 def component_counts(
-    heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float], min_size: int = 0
+    heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float], min_size: int = 0,
+    grow: int = 0, grow_region: np.ndarray | None = None,
 ) -> np.ndarray:
     """Like :func:`candidate_counts` for ``priorcomp+`` specs: the components of ``allowed`` (per slice, full
     connectivity, those under ``min_size`` dropped) whose maximum of ``minmax(heat)`` exceeds ``t``, kept whole
-    (a component is touched by ``minmax(heat) > t`` exactly when its maximum exceeds ``t``).
+    (a component is touched by ``minmax(heat) > t`` exactly when its maximum exceeds ``t``). With ``grow``, the
+    kept components are grown by that many pixels into ``grow_region`` (exact: the grown mask of the
+    components with the ``k`` highest peaks is the union of their grown masks).
 
     Returns:
         int64 ``(N, len(candidates), 3)``: ``tp``, ``predicted``, ``ground truth``.
@@ -300,6 +322,26 @@ def component_counts(
         np.maximum.at(peak, lab, h[box].ravel())
         peak = peak[1:]
         keep = size >= max(min_size, 1)
+        if grow > 0:
+            from hemwsl.thresholds.base import grow_into
+
+            if grow_region is None:
+                raise HemwslInputError("component_counts with grow needs grow_region")
+            ids = np.flatnonzero(keep) + 1
+            ids = ids[np.argsort(-peak[ids - 1], kind="stable")]
+            tp, ps = [0], [0]  # the kept set for a threshold is a prefix of the components by peak, highest first
+            union = np.zeros(a.shape, dtype=bool)
+            full = np.zeros(a.shape, dtype=bool)
+            for j in ids:
+                full[:] = False
+                full[box] = labels == j
+                union |= grow_into(full, grow_region[i], grow)
+                tp.append(int((union & gt[i]).sum()))
+                ps.append(int(union.sum()))
+            n_on = (peak[ids - 1][None, :] > c[:, None]).sum(1)  # how many of the sorted components are kept
+            out[i, :, 0] = np.asarray(tp)[n_on]
+            out[i, :, 1] = np.asarray(ps)[n_on]
+            continue
         size, overlap, peak = size[keep], overlap[keep], peak[keep]
         on = peak[None, :] > c[:, None]  # (C, n)
         out[i, :, 0] = (on * overlap[None, :]).sum(1).astype(np.int64)
@@ -413,7 +455,16 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
     # whole components, so its size filter comes first and is part of the key
     def key_of(spec: ThresholdSpec) -> tuple:
         comp = spec.combine == "components"
-        return (spec.erosion, spec.hu_range if spec.prior else None, comp, spec.min_size if comp else None)
+        return (spec.erosion, spec.hu_range if spec.prior else None, comp, spec.min_size if comp else None, spec.grow)
+
+    regions: dict[int, np.ndarray] = {}
+
+    def grow_region(erosion: int) -> np.ndarray:
+        if erosion not in regions:
+            from hemwsl.thresholds.base import GROW_HU_RANGE
+
+            regions[erosion] = data.brain_at(erosion) & (data.hu >= GROW_HU_RANGE[0]) & (data.hu <= GROW_HU_RANGE[1])
+        return regions[erosion]
 
     allowed: dict[tuple, np.ndarray] = {}
     for spec in search:
@@ -427,8 +478,12 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
         for spec in search:
             key = key_of(spec)
             if key not in done:
+                region = grow_region(spec.erosion) if spec.grow else None
                 if spec.combine == "components":
-                    done[key] = component_counts(heat, data.gt, allowed[key[:2]], candidates, spec.min_size)
+                    done[key] = component_counts(heat, data.gt, allowed[key[:2]], candidates, spec.min_size,
+                                                 spec.grow, region)
+                elif spec.grow:
+                    done[key] = grown_candidate_counts(heat, data.gt, allowed[key[:2]], candidates, spec.grow, region)
                 else:
                     done[key] = candidate_counts(heat, data.gt, allowed[key[:2]], candidates)
             stats[f"{method}|{layer}|{spec.text}"] = done[key]
@@ -534,6 +589,7 @@ def run_benchmark(
     hu_range: Sequence[float] | Sequence[Sequence[float]] = (45.0, 90.0),
     brain_erosion: int | Sequence[int] = 0,
     min_size: int | Sequence[int] = 0,
+    grow: int | Sequence[int] = 0,
     select_metric: str | None = None,
     distance_metrics: bool = False,
     n_boot: int = 1000,
@@ -561,8 +617,11 @@ def run_benchmark(
             one value or a list.
         min_size: drop predicted components under this many pixels (post-processing, all specs; the
             ``search`` is done without it); one value or a list.
+        grow: grow each final mask by this many pixels into 40-100 HU inside the eroded brain (the blood at a
+            lesion's edge that the prior's range misses; :class:`~hemwsl.thresholds.base.ThresholdStrategy`);
+            one value or a list (default 0: no growth).
 
-            With several values of any of the three, every combination becomes its own spec
+            With several values of any of the four, every combination becomes its own spec
             (:func:`~hemwsl.benchmark.specs.expand_post_grid`, e.g. ``prior+search[e4,hu50-90,min50]``) and
             the combination is chosen per fold on the selection patients together with each method's
             (layer, threshold): the post-processing is then validated, not fixed by hand.
@@ -586,7 +645,7 @@ def run_benchmark(
     if select_metric is None:
         select_metric = "dice" if slices == "gt" else "global_dice"
     check_choice("select_metric", select_metric, ("dice", "global_dice"))
-    grid = post_grid(brain_erosion, hu_range, min_size)
+    grid = post_grid(brain_erosion, hu_range, min_size, grow)
     specs = expand_post_grid(thresholds, grid)
     if not datalist:
         raise HemwslInputError("datalist is empty")
@@ -620,6 +679,9 @@ def run_benchmark(
     config.update(hu_range=list(hus[0]) if len(hus) == 1 else [list(h) for h in hus],
                   brain_erosion=erosions[0] if len(erosions) == 1 else erosions,
                   min_size=sizes[0] if len(sizes) == 1 else sizes)
+    grows = sorted({g.grow for g in grid})
+    if grows != [0]:  # stored only when used, so report folders of earlier versions still resume
+        config["grow"] = grows[0] if len(grows) == 1 else grows
     cfg_file = out / "config.json"
     if cfg_file.exists() and json.loads(cfg_file.read_text()) != config:
         raise HemwslInputError(f"{out} holds a benchmark run with other settings ({cfg_file}); use another folder")

@@ -14,10 +14,12 @@ spec                   meaning
                        their boundaries (e.g. ``priorcomp+search``)
 =====================  =====================================================================================
 
-Post-processing (brain-mask erosion, the prior's HU range, minimum component size) is part of a spec. When
-the benchmark is given several values of any of them, :func:`expand_post_grid` makes one spec per
-combination, named ``<spec>[e<erosion>,hu<low>-<high>,min<size>]`` (``hu`` only for prior specs), and the
-combination is then chosen on the selection patients like the threshold itself.
+Post-processing (brain-mask erosion, the prior's HU range, minimum component size, growth at the edge) is
+part of a spec. When the benchmark is given several values of any of them, :func:`expand_post_grid` makes
+one spec per combination, named ``<spec>[e<erosion>,hu<low>-<high>,min<size>]`` (``hu`` only for prior
+specs; ``,g<px>`` appended when the mask grows by ``px`` pixels into 40-100 HU,
+:data:`hemwsl.thresholds.base.GROW_HU_RANGE`), and the combination is then chosen on the selection patients
+like the threshold itself.
 
 Every mask is restricted to the brain mask (skull stripping of the CT), as the seed papers evaluate inside
 the head. Maps are min-max normalised per slice before a fixed threshold ("200 on the 8-bit rendered
@@ -69,6 +71,7 @@ class ThresholdSpec:
         base: the spec without its post-processing suffix (``text`` when there is none).
         combine: how a prior spec combines with the CAM mask: ``"and"`` (``prior+``) or ``"components"``
             (``priorcomp+``).
+        grow: pixels the final mask grows by into 40-100 HU inside the brain (0: none).
     """
 
     text: str
@@ -80,6 +83,7 @@ class ThresholdSpec:
     min_size: int = 0
     base: str = ""
     combine: str = "and"
+    grow: int = 0
 
     def __post_init__(self) -> None:
         if not self.base:
@@ -98,7 +102,7 @@ class ThresholdSpec:
     def strategy(self, value: float | None = None) -> ThresholdStrategy:
         """The per-slice strategy; ``value`` is the searched threshold of a ``search`` spec. Components under the
         spec's ``min_size`` pixels are dropped after the brain restriction."""
-        kw = {"per_sample": True, "restrict_to_brain": True, "min_size": self.min_size}
+        kw = {"per_sample": True, "restrict_to_brain": True, "min_size": self.min_size, "grow": self.grow}
         if self.kind == "search" and value is None:
             raise HemwslInputError(f"threshold {self.text!r} needs the value chosen on the selection patients")
         cam: ThresholdStrategy | None
@@ -123,12 +127,13 @@ def _number(text: str, spec: str) -> float:
         raise HemwslInputError(f"threshold {spec!r}: {text!r} is not a number or a fraction") from None
 
 
-_SUFFIX = re.compile(r"^(?P<body>.*)\[e(?P<e>\d+)(?:,hu(?P<lo>-?[\d.]+)-(?P<hi>-?[\d.]+))?,min(?P<m>\d+)\]$")
+_SUFFIX = re.compile(r"^(?P<body>.*)\[e(?P<e>\d+)(?:,hu(?P<lo>-?[\d.]+)-(?P<hi>-?[\d.]+))?,min(?P<m>\d+)(?:,g(?P<g>\d+))?\]$")
 
 
 def parse_threshold_spec(text: str, hu_range: Sequence[float] = BLOOD_HU_RANGE) -> ThresholdSpec:
     """Parse ``fixed:V``, ``percentile:Q``, ``otsu``, ``search``, ``prior`` or ``prior+<spec>``, optionally with a
-    post-processing suffix ``[e<erosion>,hu<low>-<high>,min<size>]`` (as :func:`expand_post_grid` names them).
+    post-processing suffix ``[e<erosion>,hu<low>-<high>,min<size>]`` or ``[...,g<px>]`` (as :func:`expand_post_grid`
+    names them).
 
     Raises:
         HemwslInputError: naming the spec and the accepted forms.
@@ -137,7 +142,7 @@ def parse_threshold_spec(text: str, hu_range: Sequence[float] = BLOOD_HU_RANGE) 
     post: dict = {}
     m = _SUFFIX.match(spec)
     if m:
-        post = {"erosion": int(m["e"]), "min_size": int(m["m"]), "base": m["body"]}
+        post = {"erosion": int(m["e"]), "min_size": int(m["m"]), "base": m["body"], "grow": int(m["g"] or 0)}
         if m["lo"] is not None:
             hu_range = (float(m["lo"]), float(m["hi"]))
     body, prior, combine = (m["body"] if m else spec), False, "and"
@@ -150,7 +155,7 @@ def parse_threshold_spec(text: str, hu_range: Sequence[float] = BLOOD_HU_RANGE) 
         body, prior, combine = body[len("priorcomp+"):], True, "components"
     name, _, arg = body.partition(":")
     accepted = ("fixed:V, percentile:Q, otsu, search, prior, prior+<spec>, priorcomp+<spec> "
-                "(each optionally [e<px>,hu<lo>-<hi>,min<px>])")
+                "(each optionally [e<px>,hu<lo>-<hi>,min<px>] or [e<px>,hu<lo>-<hi>,min<px>,g<px>])")
     if name not in _KINDS or name == "none":
         raise HemwslInputError(f"unknown threshold {spec!r}; accepted forms: {accepted}")
     value = None
@@ -181,16 +186,19 @@ def parse_threshold_grid(texts: Sequence[str], hu_range: Sequence[float] = BLOOD
 
 @dataclass(frozen=True)
 class PostProcessing:
-    """One post-processing combination: brain erosion (px), the prior's HU range, minimum component size (px)."""
+    """One post-processing combination: brain erosion (px), the prior's HU range, minimum component size (px),
+    growth into 40-100 HU at the mask's edge (px)."""
 
     erosion: int = 0
     hu_range: tuple[float, float] = BLOOD_HU_RANGE
     min_size: int = 0
+    grow: int = 0
 
     def suffix(self, prior: bool) -> str:
-        """``[e4,hu50-90,min50]`` (``hu`` only for prior specs)."""
+        """``[e4,hu50-90,min50]`` (``hu`` only for prior specs; ``,g1`` when the mask grows)."""
         hu = f",hu{self.hu_range[0]:g}-{self.hu_range[1]:g}" if prior else ""
-        return f"[e{self.erosion}{hu},min{self.min_size}]"
+        grow = f",g{self.grow}" if self.grow else ""
+        return f"[e{self.erosion}{hu},min{self.min_size}{grow}]"
 
 
 def _int_list(values: int | Sequence[int], name: str) -> list[int]:
@@ -223,10 +231,11 @@ def post_grid(
     erosion: int | Sequence[int] = 0,
     hu_range: Sequence[float] | Sequence[Sequence[float]] = BLOOD_HU_RANGE,
     min_size: int | Sequence[int] = 0,
+    grow: int | Sequence[int] = 0,
 ) -> list[PostProcessing]:
     """Every combination of the given values (one value or a list each; ``hu_range`` one pair or a list of pairs)."""
-    return [PostProcessing(e, hu, m) for e in _int_list(erosion, "brain_erosion") for hu in _hu_list(hu_range)
-            for m in _int_list(min_size, "min_size")]
+    return [PostProcessing(e, hu, m, g) for e in _int_list(erosion, "brain_erosion") for hu in _hu_list(hu_range)
+            for m in _int_list(min_size, "min_size") for g in _int_list(grow, "grow")]
 
 
 def expand_post_grid(texts: Sequence[str], grid: Sequence[PostProcessing]) -> list[ThresholdSpec]:
@@ -243,15 +252,15 @@ def expand_post_grid(texts: Sequence[str], grid: Sequence[PostProcessing]) -> li
     plain = parse_threshold_grid(texts)
     if len(grid) == 1:
         g = grid[0]
-        return [replace(s, hu_range=g.hu_range, erosion=g.erosion, min_size=g.min_size) for s in plain]
+        return [replace(s, hu_range=g.hu_range, erosion=g.erosion, min_size=g.min_size, grow=g.grow) for s in plain]
     out: list[ThresholdSpec] = []
     for s in plain:
         seen = set()
         for g in grid:
-            key = (g.erosion, g.min_size, g.hu_range if s.prior else None)
+            key = (g.erosion, g.min_size, g.hu_range if s.prior else None, g.grow)
             if key in seen:
                 continue
             seen.add(key)
             out.append(replace(s, text=s.text + g.suffix(s.prior), hu_range=g.hu_range, erosion=g.erosion,
-                               min_size=g.min_size, base=s.text))
+                               min_size=g.min_size, grow=g.grow, base=s.text))
     return out

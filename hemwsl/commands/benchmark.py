@@ -220,6 +220,9 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-size", type=int, nargs="+", default=[0],
                    help="drop predicted components under this many pixels (default: 0); several values: chosen per "
                         "fold on the selection patients")
+    p.add_argument("--grow", type=int, nargs="+", default=[0],
+                   help="grow each mask by this many pixels into 40-100 HU inside the brain, the edge of a bleed the "
+                        "prior's range misses (default: 0); several values: chosen per fold on the selection patients")
     p.add_argument("--select-metric", default=None,
                    help="what selection patients maximise: dice (per slice; default with --slices gt) or global_dice")
     p.add_argument("--distance-metrics", action="store_true", help="also HD95 and surface Dice per volume (slower)")
@@ -266,6 +269,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
               folds=folds, slices=args.slices, predictions=_predictions(files), prob_threshold=args.prob_threshold,
               distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures,
               hu_range=args.hu_range or [45.0, 90.0], brain_erosion=args.brain_erosion, min_size=args.min_size,
-              select_metric=args.select_metric)
+              grow=args.grow, select_metric=args.select_metric)
     print((Path(out) / "summary.md").read_text().split("\n## Threshold")[0])
     return 0

@@ -444,3 +444,61 @@ def test_component_counts_equal_gating_then_dice():
     # min_size 10 keeps only the blob: at a low threshold the prediction is the whole blob
     pred = parse_threshold_spec("priorcomp+search[e0,hu50-90,min10]").strategy(0.01)(heat, image_hu=hu, brain=brain)
     assert pred[0, 5:10, 5:10].all()
+
+
+def test_grown_counts_equal_thresholding_growing_then_dice():
+    """With ``grow``, the fast searches (components and AND) equal the strategies' masks grown into 40-100 HU
+    inside the brain, then Dice, candidate by candidate."""
+    from hemwsl.benchmark import component_counts, counts_dice
+    from hemwsl.benchmark.runner import grown_candidate_counts
+    from hemwsl.benchmark.specs import parse_threshold_spec
+    from hemwsl.thresholds.base import GROW_HU_RANGE
+
+    rng = np.random.default_rng(2)
+    heat = rng.random((3, 28, 28)).astype(np.float32)
+    hu = rng.uniform(0, 100, (3, 28, 28))
+    hu[:, 5:10, 5:10] = 70.0
+    hu[:, 4, 4:12] = 45.0  # an edge below the prior's range, inside the growth range
+    hu[:, 15:19, 15:19] = 60.0
+    hu[:, 14, 15:19] = 20.0  # not blood: never grown into
+    gt = np.zeros((3, 28, 28), bool)
+    gt[:, 4:10, 5:11] = True
+    brain = np.ones((3, 28, 28), bool)
+    brain[:, :, 24:] = False
+    allowed = brain & (hu >= 50) & (hu <= 90)
+    region = brain & (hu >= GROW_HU_RANGE[0]) & (hu <= GROW_HU_RANGE[1])
+    cands = [0.05, 0.5, 0.9, 0.99]
+    for grow in (1, 2):
+        got = counts_dice(component_counts(heat, gt, allowed, cands, 10, grow, region))
+        spec = parse_threshold_spec(f"priorcomp+search[e0,hu50-90,min10,g{grow}]")
+        assert spec.grow == grow and spec.base == "priorcomp+search"
+        for j, t in enumerate(cands):
+            pred = spec.strategy(t)(heat, image_hu=hu, brain=brain)
+            np.testing.assert_allclose(got[:, j], compute_dice(pred, gt).numpy(), atol=1e-12)
+        got = counts_dice(grown_candidate_counts(heat, gt, allowed, cands, grow, region))
+        spec = parse_threshold_spec(f"prior+search[e0,hu50-90,min0,g{grow}]")
+        for j, t in enumerate(cands):
+            pred = spec.strategy(t)(heat, image_hu=hu, brain=brain)
+            np.testing.assert_allclose(got[:, j], compute_dice(pred, gt).numpy(), atol=1e-12)
+    pred = parse_threshold_spec("priorcomp+search[e0,hu50-90,min10,g1]").strategy(0.0)(heat, image_hu=hu, brain=brain)
+    assert pred[0, 4, 5:10].all()  # the 45 HU edge joined the blob
+    assert not pred[0, 14, 15:19].any()  # the 20 HU row did not
+
+
+def test_post_grid_with_growth_names_and_chooses_it(bench_data, tmp_path):
+    import json
+
+    from hemwsl.benchmark.specs import expand_post_grid, post_grid
+
+    specs = expand_post_grid(["prior", "priorcomp+search"], post_grid(4, (50, 90), 50, [0, 1]))
+    assert [s.text for s in specs] == ["prior[e4,hu50-90,min50]", "prior[e4,hu50-90,min50,g1]",
+                                       "priorcomp+search[e4,hu50-90,min50]", "priorcomp+search[e4,hu50-90,min50,g1]"]
+    assert [s.grow for s in specs] == [0, 1, 0, 1]
+    with pytest.raises(HemwslInputError, match="grow"):
+        post_grid(0, (45, 90), 0, [-1])
+    datalist, cam = bench_data
+    rep = run_benchmark(datalist, cam, tmp_path / "rep", thresholds=["prior"], n_boot=10, progress=False,
+                        figures=False, grow=[0, 1], folds=cv_folds(datalist, n_folds=4, seed=0, val_fraction=0.25))
+    assert json.loads((rep / "config.json").read_text())["grow"] == [0, 1]
+    chosen = (rep / "choices.csv").read_text()
+    assert "prior[e0,min0" in chosen or "prior[e0,hu45-90,min0" in chosen

@@ -280,3 +280,39 @@ def test_intensity_prior_keeps_touched_components_whole():
     np.testing.assert_array_equal(touched_components(hu > 50, np.zeros((10, 10), bool)), np.zeros((10, 10), bool))
     with pytest.raises(HemwslInputError, match="needs a cam"):
         IntensityPrior(combine="components")
+
+
+def test_grow_is_a_geodesic_dilation_into_the_hu_range_inside_the_brain():
+    """``grow`` adds the neighbours (8-connectivity) of the mask whose HU is in ``grow_hu`` and that lie in the
+    brain, ``grow`` steps deep, by hand on a 7 x 7 slice."""
+    from hemwsl.thresholds.base import grow_into
+
+    hu = np.zeros((7, 7))
+    hu[3, 3] = 70.0  # the prior finds one pixel
+    hu[3, 4] = hu[3, 5] = 45.0  # an edge at 45 HU, two steps long
+    hu[2, 2] = 95.0  # a diagonal neighbour in range
+    hu[4, 3] = 20.0  # below the range: never
+    brain = np.ones((7, 7), bool)
+    brain[2, 2] = False  # ... but outside the brain
+    prior = IntensityPrior(hu_range=(50, 90), grow=1)
+    got = prior(None, image_hu=hu, brain=brain)
+    want = np.zeros((7, 7), bool)
+    want[3, 3] = want[3, 4] = True
+    np.testing.assert_array_equal(got, want)
+    got2 = IntensityPrior(hu_range=(50, 90), grow=2)(None, image_hu=hu, brain=brain)
+    want[3, 5] = True
+    np.testing.assert_array_equal(got2, want)
+    got2 = IntensityPrior(hu_range=(50, 90), grow=2)(None, image_hu=hu)  # no brain mask: the diagonal pixel too
+    assert got2[2, 2]
+    assert not grow_into(np.zeros((3, 3), bool), np.ones((3, 3), bool), 2).any()
+    np.testing.assert_array_equal(IntensityPrior(hu_range=(50, 90))(None, image_hu=hu), hu == 70.0)  # grow=0: as before
+
+
+def test_grow_needs_hu_and_a_valid_amount():
+    with pytest.raises(HemwslInputError, match="image_hu"):
+        FixedThreshold(0.5, grow=1)(_map())
+    with pytest.raises(HemwslInputError, match="grow"):
+        FixedThreshold(0.5, grow=-1)
+    with pytest.raises(HemwslInputError, match="grow_hu"):
+        FixedThreshold(0.5, grow=1, grow_hu=(100, 40))
+    assert "grow=1" in repr(FixedThreshold(0.5, grow=1)) and "grow" not in repr(FixedThreshold(0.5))
