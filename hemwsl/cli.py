@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hemwsl.errors import HemwslInputError
+from hemwsl.errors import HemwslInputError, input_error_message
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -136,8 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(cmd.module)
     try:
         return int(getattr(module, "run_" + cmd.name.replace("-", "_"))(args) or 0)
-    except HemwslInputError as err:
-        message = " ".join(str(err).split())  # one line, whatever the message holds
+    except Exception as err:  # a HemwslInputError, also when MONAI wrapped it while running a bundle component
+        message = input_error_message(err)  # one line, whatever the message holds
+        if message is None:
+            raise
         print(f"hemwsl {cmd.name}: error: {message}", file=sys.stderr)
         return 2
 

@@ -157,3 +157,54 @@ def test_split_does_not_overwrite_an_unrelated_file_and_n_boot_is_checked(tmp_pa
     assert main(["benchmark", "--dataset-dir", str(root), "--cam-dir", str(tmp_path), "--out", str(tmp_path / "b"),
                  "--n-boot", "0"]) == 2
     assert "--n-boot must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("backbone=foo", "unknown network 'foo'"),
+    ("num_slices=2", "num_slices must be a positive odd number, got 2"),
+    ("spatial_size=[0,0]", "spatial_size must be two ints >= 8"),
+    ('windows=["nope"]', "unknown windows[0] 'nope'"),
+])
+def test_errors_inside_bundle_components_are_one_line_and_leave_no_run(tmp_path, synthetic_root, capsys, setting, named):
+    """MONAI wraps what a bundle component raises in RuntimeError("Failed to instantiate ..."); the command
+    still prints the named problem on one line, exits 2 and removes the run folder it had started."""
+    out = tmp_path / "cv"
+    assert main(["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(out), "--folds", "2",
+                 "--set", setting, "epochs=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("hemwsl train-cv: error: ") and named in err[-1], err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert not out.exists()
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")
+    assert main(["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(out), "--folds", "2",
+                 "--set", setting, "epochs=1"]) == 2
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]  # what was there before stays, nothing else
+
+
+def test_input_error_message_follows_the_exception_chain():
+    from hemwsl.errors import HemwslInputError, input_error_message
+
+    try:
+        try:
+            raise HemwslInputError("bad\n  thing")
+        except HemwslInputError as inner:
+            raise RuntimeError("Failed to instantiate component") from inner
+    except RuntimeError as err:
+        assert input_error_message(err) == "bad thing"
+    assert input_error_message(RuntimeError("other")) is None
+
+
+def test_monai_bundle_run_ends_with_the_named_problem(tmp_path, synthetic_root):
+    """`python -m monai.bundle run` on a hemwsl bundle: the last line names the problem, not MONAI's wrapper."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "ich_classifier"
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                           str(bundle / "configs" / "train.yaml"), "--bundle_root", str(bundle), "--dataset_dir",
+                           str(synthetic_root), "--output_dir", str(tmp_path / "out"), "--backbone", "foo"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("hemwsl: error: unknown network 'foo'"), proc.stderr[-500:]

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
+
+from hemwsl.errors import input_error_message
 
 __all__ = ["run_train_cv", "run_cv_fold", "parse_overrides"]
 
@@ -114,7 +117,6 @@ def run_train_cv(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.set)
     check_override_keys(overrides, args.bundle)
-    from hemwsl.data.io import atomic_write_text
 
     # the settings later steps (cam-cv, benchmark) need to rebuild the same networks and inputs
     # (which checkpoint is evaluated is no training setting: left out)
@@ -124,6 +126,32 @@ def run_train_cv(args: argparse.Namespace) -> int:
     record = {"bundle": str(args.bundle), "folds": int(args.folds), "dataset_dir": str(Path(args.dataset_dir).resolve()),
               "settings": settings}
     check_cv_run(args.out, record)
+    out = Path(args.out)
+    before = set(out.iterdir()) if out.is_dir() else None
+    try:
+        _train_folds(args, overrides, settings, record, test_name)
+    except Exception as err:
+        # bad settings found by a bundle component (unknown backbone, window, size...): remove what this call
+        # wrote, so no half-made run folder is left behind; a run with a finished fold is never touched
+        if input_error_message(err) is not None and not list(out.glob("fold*/report_*.json")):
+            if before is None:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                for path in set(out.iterdir()) - before:
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+        raise
+    if all((Path(args.out) / f"fold{k}" / f"report_{test_name}.json").exists() for k in range(args.folds)):
+        summarize_cv(args.out, args.folds, name=test_name)
+        print((Path(args.out) / f"{cv_summary_stem(test_name)}.md").read_text())
+    return 0
+
+
+def _train_folds(args: argparse.Namespace, overrides: dict, settings: dict, record: dict, test_name: str) -> None:
+    from hemwsl.data.io import atomic_write_text
+
     atomic_write_text(Path(args.out) / "cv_settings.json", json.dumps(settings, indent=1) + "\n")
     atomic_write_text(Path(args.out) / CV_RUN, json.dumps(record, indent=1) + "\n")
     overrides.update({"dataset_dir": args.dataset_dir, "output_dir": args.out, "n_folds": args.folds})
@@ -143,7 +171,3 @@ def run_train_cv(args: argparse.Namespace) -> int:
             continue
         rep = json.loads((fold_dir / f"report_{test_name}.json").read_text())["any"]
         print(f"fold {k}: {test_name} AUROC {rep['auroc']:.3f} AP {rep['ap']:.3f}", flush=True)
-    if all((Path(args.out) / f"fold{k}" / f"report_{test_name}.json").exists() for k in range(args.folds)):
-        summarize_cv(args.out, args.folds, name=test_name)
-        print((Path(args.out) / f"{cv_summary_stem(test_name)}.md").read_text())
-    return 0
