@@ -208,3 +208,25 @@ def test_monai_bundle_run_ends_with_the_named_problem(tmp_path, synthetic_root):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("hemwsl: error: unknown network 'foo'"), proc.stderr[-500:]
+
+
+def test_bad_volumes_and_missing_gate_are_found_before_any_training(tmp_path, capsys):
+    """A NaN volume stops train-cv before fold 0 trains; a missing --gate-cv-dir stops seg-cv before the U-Net."""
+    import nibabel as nib
+    import numpy as np
+
+    root = tmp_path / "syn"
+    assert main(["synth", "--out", str(root), "--patients", "4", "--size", "48", "--slices", "6"]) == 0
+    ct = sorted((root / "ct_scans").glob("*.nii*"))[1]
+    img = nib.load(str(ct))
+    arr = np.asarray(img.dataobj, dtype=np.float32)
+    arr[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(arr, img.affine), str(ct))
+    out = tmp_path / "cv"
+    assert main(["train-cv", "--dataset-dir", str(root), "--out", str(out), "--folds", "2", "--set", "epochs=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{ct}: 1 NaN/inf voxel(s) in the image"), err
+    assert not out.exists()
+    assert main(["seg-cv", "--dataset-dir", str(root), "--out", str(tmp_path / "seg"), "--folds", "2",
+                 "--gate-cv-dir", str(tmp_path / "nothing")]) == 2
+    assert "--gate-cv-dir" in capsys.readouterr().err and not (tmp_path / "seg").exists()

@@ -127,7 +127,13 @@ def run_train_cv(args: argparse.Namespace) -> int:
               "settings": settings}
     check_cv_run(args.out, record)
     out = Path(args.out)
+    from hemwsl.data.datalist import build_datalist
+    from hemwsl.data.io import check_volumes
+
+    # every volume read in full once before the first fold trains (cached by size and time in the run folder)
+    datalist = build_datalist(overrides.get("layout", "ct-ich"), args.dataset_dir)
     before = set(out.iterdir()) if out.is_dir() else None
+    check_volumes(datalist, cache=out / ".volumes_checked.json")
     try:
         _train_folds(args, overrides, settings, record, test_name)
     except Exception as err:

@@ -313,7 +313,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
                                      seed=cv_settings(cv).get("seed", 0), val_fraction=cv_settings(cv).get("val_fraction", 0.15),
                                      select="rest", slices="gt", cv_dir=str(cv), predictions=[], prob_threshold=0.5,
                                      distance_metrics=False, n_boot=1000, no_figures=False,
-                                     hu_range=[[45.0, 90.0], [50.0, 90.0]], brain_erosion=[0, 4], min_size=[0, 50],
+                                     hu_range=[[45.0, 90.0], [50.0, 90.0]], brain_erosion=[0, 4], min_size=[0, 50], grow=[0],
                                      select_metric=None, checkpoint=which))
     layer = args.layer
     if layer is None:

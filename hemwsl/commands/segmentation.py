@@ -67,6 +67,13 @@ def run_seg_cv(args: argparse.Namespace) -> int:
     bad = [k for k in folds if not 0 <= k < args.folds]
     if bad:
         raise HemwslInputError(f"--only: fold(s) {bad} not in [0, {args.folds - 1}]")
+    if getattr(args, "gate_cv_dir", None):  # before any training: the gate's predictions of every fold exist
+        from hemwsl.commands.benchmark import fold_predictions
+
+        if not Path(args.gate_cv_dir).is_dir():
+            raise HemwslInputError(f"--gate-cv-dir {args.gate_cv_dir}: train-cv folder not found")
+        for k in folds:
+            fold_predictions(args.gate_cv_dir, k, getattr(args, "gate_checkpoint", "best"))
     for k in folds:
         fold_dir = Path(args.out) / f"fold{k}"
         if not run_cv_fold(args.bundle, fold_dir, k, "summary_test.json", **overrides):

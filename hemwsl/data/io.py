@@ -27,9 +27,12 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "is_nifti",
     "volume_stem",
+    "check_volumes",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: An image with no value below 0 and values above this is taken for stored CT values without the rescale.
+RAW_CT_MAX = 1500.0
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
@@ -116,6 +119,12 @@ def load_volume(path: str | os.PathLike, *, kind: str = "image", dtype=np.float3
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             n = int((~np.isfinite(arr)).sum())
             raise HemwslInputError(f"{p}: {n} NaN/inf voxel(s) in the image")
+        if arr.size:
+            lo, hi = float(arr.min()), float(arr.max())
+            if lo >= 0 and hi > RAW_CT_MAX:  # air at 0, not near -1000 HU: stored values without the rescale
+                raise HemwslInputError(
+                    f"{p}: values {lo:g} to {hi:g} look like stored CT values, not Hounsfield units (air should be near "
+                    f"-1000): apply the scanner's RescaleSlope/RescaleIntercept (often HU = value - 1024)")
     elif kind == "mask":
         if np.issubdtype(arr.dtype, np.floating):
             if not np.isfinite(arr).all():
@@ -206,3 +215,47 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_volumes(entries: list[dict], cache: str | os.PathLike | None = None) -> int:
+    """Read every image (and mask) of ``entries`` in full once and check it before costly work starts:
+    readable to the last byte (a truncated ``.nii.gz`` fails here, not after a fold has trained), 3D, no
+    NaN/inf, in HU, the mask on the image's grid (:func:`load_pair`).
+
+    Args:
+        entries: datalist entries with ``image`` and optionally ``label``.
+        cache: a JSON file recording the files already checked by size and modification time (a resumed
+            run reads nothing again; a changed file is read again).
+
+    Returns:
+        How many entries were read (not found in the cache).
+
+    Raises:
+        HemwslInputError: naming the first bad file and its problem.
+    """
+    import json
+
+    def stamp(path) -> list:
+        st = Path(path).stat() if Path(path).exists() else None
+        return [st.st_size, st.st_mtime_ns] if st is not None else []
+
+    done: dict = {}
+    cache_path = Path(cache) if cache is not None else None
+    if cache_path is not None and cache_path.is_file():
+        try:
+            done = json.loads(cache_path.read_text())
+        except ValueError:
+            done = {}
+    read = 0
+    for entry in entries:
+        image, label = entry["image"], entry.get("label")
+        key = f"{image}|{label or ''}"
+        now = [stamp(image), stamp(label) if label else []]
+        if done.get(key) == now and now[0]:
+            continue
+        load_pair(image, label)
+        done[key] = now
+        read += 1
+    if cache_path is not None and read:
+        atomic_write_text(cache_path, json.dumps(done, indent=0) + "\n")
+    return read

@@ -208,3 +208,33 @@ def test_atomic_writes_follow_the_umask(tmp_path):
         assert not (tmp_path / "e.bin").exists() and len(list(tmp_path.iterdir())) == 4
     finally:
         os.umask(old)
+
+
+def test_stored_ct_values_without_the_rescale_are_refused(tmp_path):
+    """Air at 0 and bone at 3000: values stored by the scanner, not HU; the message says how to fix it."""
+    raw = np.full((16, 16, 4), 24, np.uint16)  # air of a 0..4095 encoding
+    raw[4:12, 4:12] = 1064  # brain (40 HU + 1024)
+    raw[3, 3:13] = 3000  # skull
+    path = _write(raw, tmp_path / "raw.nii.gz")
+    with pytest.raises(HemwslInputError, match=r"raw\.nii\.gz: values 24 to 3000 look like stored CT values.*value - 1024"):
+        load_volume(path)
+    np.testing.assert_array_equal(load_volume(_write(raw.astype(np.int16) - 1024, tmp_path / "hu.nii.gz")).array,
+                                  raw.astype(np.float32) - 1024)  # the same scan in HU loads
+    load_volume(_write(np.clip(raw.astype(np.int16) - 1024, -20, 100) + 20, tmp_path / "ctich.nii.gz"))  # 0..120
+
+
+def test_check_volumes_reads_each_file_once_until_it_changes(tmp_path):
+    from hemwsl.data.io import check_volumes
+
+    good = [{"image": str(_write(np.full((8, 8, 3), 40, np.int16), tmp_path / f"ct{i}.nii.gz")),
+             "label": str(_write(np.zeros((8, 8, 3), np.uint8), tmp_path / f"m{i}.nii.gz"))} for i in range(2)]
+    cache = tmp_path / "run" / ".checked.json"
+    assert check_volumes(good, cache=cache) == 2
+    assert check_volumes(good, cache=cache) == 0  # resumed: nothing read again
+    bad = _write(np.full((8, 8, 3), np.nan, np.float32), tmp_path / "ct1.nii.gz")  # the file changed
+    with pytest.raises(HemwslInputError, match=r"ct1\.nii\.gz: 192 NaN/inf voxel"):
+        check_volumes(good, cache=cache)
+    _write(np.full((64, 64, 16), 40, np.int16), bad)
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated gzip: found by a full read, not by the header
+    with pytest.raises(HemwslInputError, match=r"ct1\.nii\.gz: cannot read"):
+        check_volumes(good, cache=cache)
