@@ -230,3 +230,12 @@ def test_bad_volumes_and_missing_gate_are_found_before_any_training(tmp_path, ca
     assert main(["seg-cv", "--dataset-dir", str(root), "--out", str(tmp_path / "seg"), "--folds", "2",
                  "--gate-cv-dir", str(tmp_path / "nothing")]) == 2
     assert "--gate-cv-dir" in capsys.readouterr().err and not (tmp_path / "seg").exists()
+
+
+def test_train_cv_refuses_a_dataset_without_hemorrhage(tmp_path, capsys):
+    root = tmp_path / "syn"
+    assert main(["synth", "--out", str(root), "--patients", "3", "--size", "48", "--slices", "6",
+                 "--negative-fraction", "1.0"]) == 0
+    assert main(["train-cv", "--dataset-dir", str(root), "--out", str(tmp_path / "cv"), "--folds", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 18 slices of 3 patients is with hemorrhage" in err and not (tmp_path / "cv").exists()

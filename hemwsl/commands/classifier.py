@@ -132,6 +132,7 @@ def run_train_cv(args: argparse.Namespace) -> int:
 
     # every volume read in full once before the first fold trains (cached by size and time in the run folder)
     datalist = build_datalist(overrides.get("layout", "ct-ich"), args.dataset_dir)
+    _check_both_classes(datalist, args.dataset_dir)
     before = set(out.iterdir()) if out.is_dir() else None
     check_volumes(datalist, cache=out / ".volumes_checked.json")
     try:
@@ -153,6 +154,22 @@ def run_train_cv(args: argparse.Namespace) -> int:
         summarize_cv(args.out, args.folds, name=test_name)
         print((Path(args.out) / f"{cv_summary_stem(test_name)}.md").read_text())
     return 0
+
+
+def _check_both_classes(datalist: list[dict], where) -> None:
+    """A slice classifier learns from slices with and without hemorrhage: refuse a dataset with one kind only
+    (its AUROC and thresholds would be undefined: a table of nan)."""
+    from hemwsl.constants import SLICE_LABELS
+    from hemwsl.errors import HemwslInputError
+
+    labels = [int(v) for e in datalist for v in (e.get(SLICE_LABELS) or [])]
+    if not labels:
+        raise HemwslInputError(f"{where}: no slice labels (masks or a labels CSV) to train a classifier on")
+    n_pos = sum(labels)
+    if n_pos == 0 or n_pos == len(labels):
+        kind = "with" if n_pos == 0 else "without"
+        raise HemwslInputError(f"{where}: none of the {len(labels)} slices of {len(datalist)} patients is {kind} "
+                               "hemorrhage; a classifier needs slices with and without it")
 
 
 def _train_folds(args: argparse.Namespace, overrides: dict, settings: dict, record: dict, test_name: str) -> None:
