@@ -238,4 +238,4 @@ def test_train_cv_refuses_a_dataset_without_hemorrhage(tmp_path, capsys):
                  "--negative-fraction", "1.0"]) == 0
     assert main(["train-cv", "--dataset-dir", str(root), "--out", str(tmp_path / "cv"), "--folds", "2"]) == 2
     err = capsys.readouterr().err
-    assert "none of the 18 slices of 3 patients is with hemorrhage" in err and not (tmp_path / "cv").exists()
+    assert "none of the 18 slices of 3 patients show hemorrhage" in err and not (tmp_path / "cv").exists()

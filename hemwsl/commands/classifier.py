@@ -167,8 +167,8 @@ def _check_both_classes(datalist: list[dict], where) -> None:
         raise HemwslInputError(f"{where}: no slice labels (masks or a labels CSV) to train a classifier on")
     n_pos = sum(labels)
     if n_pos == 0 or n_pos == len(labels):
-        kind = "with" if n_pos == 0 else "without"
-        raise HemwslInputError(f"{where}: none of the {len(labels)} slices of {len(datalist)} patients is {kind} "
+        which = "none" if n_pos == 0 else "all"
+        raise HemwslInputError(f"{where}: {which} of the {len(labels)} slices of {len(datalist)} patients show "
                                "hemorrhage; a classifier needs slices with and without it")
 
 
