@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +28,35 @@ from monai.transforms import Compose, MapTransform
 
 from hemwsl.constants import BRAIN, IMAGE, LABEL, MASK, PATIENT, SLICE_INDEX, SLICE_LABELS, SUBTYPE_LABELS
 from hemwsl.data.io import load_pair
-from hemwsl.errors import HemwslInputError
+from hemwsl.errors import HemwslInputError, input_error_message
 from hemwsl.transforms.array import MultiWindow, SkullStrip, stack_indices
 
 __all__ = ["LoadCTVolumed", "SliceDataset", "balanced_sampler", "warm_disk_cache"]
 
 logger = logging.getLogger(__name__)
+
+
+class _VolumeCache(CacheDataset):
+    """MONAI's ``CacheDataset`` whose cache filling, on an error, waits for the volumes being loaded by the other
+    threads before it raises: MONAI's ``ThreadPool`` is terminated with its threads still inside native code,
+    and the interpreter then aborts at exit (SIGABRT) even when the error was caught."""
+
+    def _fill_cache(self, indices=None) -> list:
+        if self.cache_num <= 0:
+            return []
+        indices = list(range(self.cache_num)) if indices is None else list(indices)
+        with ThreadPoolExecutor(self.num_workers) as pool:  # its exit waits for the running tasks
+            futures = [pool.submit(self._load_cache_item, i) for i in indices]
+            try:
+                if self.progress:
+                    from tqdm import tqdm
+
+                    return [f.result() for f in tqdm(futures, total=len(futures), desc="Loading dataset")]
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
 
 
 class LoadCTVolumed(MapTransform):
@@ -164,15 +187,21 @@ class SliceDataset(torch.utils.data.Dataset):
         self.window_on_device = window_on_device
         self.transform = transform
         self.multilabel = multilabel
-        self.cache = CacheDataset(
-            self.datalist,
-            transform=Compose([LoadCTVolumed((IMAGE, LABEL), spatial_size=spatial_size, skull_strip=skull_strip,
-                                             cache_dir=cache_dir)]),
-            cache_rate=1.0,
-            num_workers=num_workers or None,
-            copy_cache=False,
-            progress=progress,
-        )
+        try:
+            self.cache = _VolumeCache(
+                self.datalist,
+                transform=Compose([LoadCTVolumed((IMAGE, LABEL), spatial_size=spatial_size, skull_strip=skull_strip,
+                                                 cache_dir=cache_dir)]),
+                cache_rate=1.0,
+                num_workers=num_workers or None,
+                copy_cache=False,
+                progress=progress,
+            )
+        except Exception as err:  # MONAI wraps a transform's error in RuntimeError("applying transform ...")
+            message = input_error_message(err)
+            if message is None:
+                raise
+            raise HemwslInputError(message) from err
         self.index: list[tuple[int, int]] = []
         for v, entry in enumerate(self.datalist):
             depth = int(self.cache[v][IMAGE].shape[-1])

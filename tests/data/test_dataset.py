@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -142,3 +144,32 @@ def test_disk_cache_from_a_program_read_from_stdin(synthetic_datalist, tmp_path,
         assert warm_disk_cache(synthetic_datalist[:2], tmp_path, spatial_size=(32, 32), workers=2) == 2
     assert len(list(tmp_path.glob("*.pt"))) == 2
     assert "<stdin>" in caplog.text and "in this process" in caplog.text
+
+
+def test_bad_volume_is_one_named_error_and_the_interpreter_exits_cleanly(tmp_path, synthetic_datalist):
+    """MONAI's cache threads used to be terminated inside native code when one volume failed: the caught error
+    was followed by SIGABRT at exit (134). Now the error names the file and the process exits 0."""
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    img = nib.load(synthetic_datalist[0]["image"])
+    arr = np.asarray(img.dataobj, dtype=np.float32)
+    arr[0, 0, 0] = np.nan
+    bad = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(arr, img.affine), str(bad))
+    entries = [dict(e) for e in synthetic_datalist[:4]]
+    entries[1]["image"] = str(bad)
+    (tmp_path / "dl.json").write_text(json.dumps(entries))
+    code = ("import json, sys\n"
+            "from hemwsl.data.dataset import SliceDataset\n"
+            "from hemwsl.errors import HemwslInputError\n"
+            f"entries = json.load(open({str(tmp_path / 'dl.json')!r}))\n"
+            "try:\n"
+            "    SliceDataset(entries, spatial_size=[32, 32], num_workers=4)\n"
+            "except HemwslInputError as err:\n"
+            "    print('caught:', err)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == f"caught: {bad}: 1 NaN/inf voxel(s) in the image"
