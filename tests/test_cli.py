@@ -239,3 +239,22 @@ def test_train_cv_refuses_a_dataset_without_hemorrhage(tmp_path, capsys):
     assert main(["train-cv", "--dataset-dir", str(root), "--out", str(tmp_path / "cv"), "--folds", "2"]) == 2
     err = capsys.readouterr().err
     assert "none of the 18 slices of 3 patients show hemorrhage" in err and not (tmp_path / "cv").exists()
+
+
+def test_seg_cv_refuses_to_resume_with_other_settings_or_labels(tmp_path, synthetic_root, capsys, monkeypatch):
+    import hemwsl.commands.classifier as classifier
+
+    monkeypatch.setattr(classifier, "run_cv_fold", lambda *a, **k: False)  # the folds themselves are not the point
+    dl = tmp_path / "pseudo.json"
+    assert main(["datalist", "--layout", "ct-ich", "--root", str(synthetic_root), "--out", str(dl)]) == 0
+    out = str(tmp_path / "seg")
+    base = ["seg-cv", "--datalist", str(dl), "--out", out, "--folds", "2", "--set", "epochs=2"]
+    assert main(base) == 0 and main(base) == 0  # the same command resumes
+    capsys.readouterr()
+    assert main([*base[:-1], "epochs=3"]) == 2
+    assert "holds a seg-cv run with other settings (settings.epochs 2 -> 3)" in capsys.readouterr().err
+    assert main([*base[:6], "3", *base[7:]]) == 2
+    assert "folds 2 -> 3" in capsys.readouterr().err
+    dl.write_text(dl.read_text().replace("]", " ]", 1))  # other pseudo-labels in the same file
+    assert main(base) == 2
+    assert "datalist.sha1" in capsys.readouterr().err

@@ -91,24 +91,24 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def check_cv_run(out: str | Path, record: dict) -> None:
-    """Refuse to resume a ``train-cv`` folder with other settings: folds, bundle, dataset or any ``--set`` value
-    (a resumed run would mix folds of two recipes, or skip them as done). The record is ``<out>/cv_run.json``;
-    folders of earlier versions, with only ``cv_settings.json``, are checked on the settings alone."""
+def check_cv_run(out: str | Path, record: dict, command: str = "train-cv", file: str = CV_RUN) -> None:
+    """Refuse to resume a cross-validation folder with other settings: folds, bundle, dataset or any ``--set``
+    value (a resumed run would mix folds of two recipes, or skip them as done). The record is ``<out>/<file>``;
+    ``train-cv`` folders of earlier versions, with only ``cv_settings.json``, are checked on the settings alone."""
     from hemwsl.errors import HemwslInputError
 
     root = Path(out)
-    f = root / CV_RUN
+    f = root / file
     if f.is_file():
         old = json.loads(f.read_text())
-    elif (root / "cv_settings.json").is_file():
+    elif file == CV_RUN and (root / "cv_settings.json").is_file():
         old = {"settings": json.loads((root / "cv_settings.json").read_text())}
         record = {"settings": record["settings"]}
     else:
         return
     diffs = _differences(old, record)
     if diffs:
-        raise HemwslInputError(f"{root}: holds a train-cv run with other settings ({'; '.join(diffs)}); "
+        raise HemwslInputError(f"{root}: holds a {command} run with other settings ({'; '.join(diffs)}); "
                                "use another --out (or remove the folder to start over)")
 
 

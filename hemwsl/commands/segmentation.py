@@ -50,9 +50,26 @@ def add_seg_cv_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
+SEG_RUN = "seg_cv_run.json"
+
+
+def _fingerprint(path: str | None) -> dict | None:
+    """A datalist file by path and content (sha1): pseudo-labels remade into the same file count as other input."""
+    import hashlib
+
+    from hemwsl.errors import HemwslInputError
+
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise HemwslInputError(f"{p}: datalist not found")
+    return {"path": str(p.resolve()), "sha1": hashlib.sha1(p.read_bytes()).hexdigest()}
+
+
 def run_seg_cv(args: argparse.Namespace) -> int:
     """Run the folds (resumable) and write the cross-validation summary; returns the exit status."""
-    from hemwsl.commands.classifier import parse_overrides, run_cv_fold
+    from hemwsl.commands.classifier import check_cv_run, parse_overrides, run_cv_fold
     from hemwsl.engines.segmentation import summarize_seg_cv
     from hemwsl.errors import HemwslInputError
 
@@ -67,6 +84,10 @@ def run_seg_cv(args: argparse.Namespace) -> int:
     bad = [k for k in folds if not 0 <= k < args.folds]
     if bad:
         raise HemwslInputError(f"--only: fold(s) {bad} not in [0, {args.folds - 1}]")
+    record = {"bundle": str(args.bundle), "folds": int(args.folds), "settings": parse_overrides(args.set),
+              "dataset_dir": str(Path(args.dataset_dir).resolve()) if args.dataset_dir else None,
+              "datalist": _fingerprint(args.datalist), "eval_datalist": _fingerprint(args.eval_datalist)}
+    check_cv_run(args.out, record, command="seg-cv", file=SEG_RUN)
     if getattr(args, "gate_cv_dir", None):  # before any training: the gate's predictions of every fold exist
         from hemwsl.commands.benchmark import fold_predictions
 
@@ -74,6 +95,9 @@ def run_seg_cv(args: argparse.Namespace) -> int:
             raise HemwslInputError(f"--gate-cv-dir {args.gate_cv_dir}: train-cv folder not found")
         for k in folds:
             fold_predictions(args.gate_cv_dir, k, getattr(args, "gate_checkpoint", "best"))
+    from hemwsl.data.io import atomic_write_text
+
+    atomic_write_text(Path(args.out) / SEG_RUN, json.dumps(record, indent=1) + "\n")
     for k in folds:
         fold_dir = Path(args.out) / f"fold{k}"
         if not run_cv_fold(args.bundle, fold_dir, k, "summary_test.json", **overrides):
