@@ -22,9 +22,15 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+def real_data_available(root: Path = REAL_DATA) -> bool:
+    """The real CT-ICH copy is there with its labels CSV and at least one scan (an empty or half-copied folder
+    makes the real-data tests skip, not error)."""
+    return (root / "hemorrhage_diagnosis_raw_ct.csv").is_file() and any((root / "ct_scans").glob("*.nii*"))
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    if not (REAL_DATA / "hemorrhage_diagnosis_raw_ct.csv").exists():
+    if not real_data_available():
         pytest.skip(f"real CT-ICH data not found at {REAL_DATA}")
     return REAL_DATA
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from hemwsl.constants import PATIENT, SLICE_LABELS, SUBTYPE_LABELS
 from hemwsl.data.datalist import ctich_datalist, datalist_stats
 from hemwsl.data.splits import fold_split, kfold_patients, split_patients
 
-CTICH_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ct-ich"
+from tests.conftest import REAL_DATA as CTICH_ROOT, real_data_available
 
 pytestmark = [
     pytest.mark.realdata,
-    pytest.mark.skipif(not CTICH_ROOT.is_dir(), reason="real CT-ICH data not found at ../shared/data/ct-ich"),
+    pytest.mark.skipif(not real_data_available(), reason="real CT-ICH data not found at ../shared/data/ct-ich"),
 ]
 
 
