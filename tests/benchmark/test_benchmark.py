@@ -71,6 +71,28 @@ def test_candidate_dice_equals_threshold_then_dice():
         np.testing.assert_allclose(got[:, j], compute_dice(pred, gt).numpy(), atol=1e-12)
 
 
+def test_candidate_dice_on_quantised_maps_and_empty_slices():
+    """Maps rendered in 20 levels put pixels exactly on the candidates: the search must count ``map > t`` as the
+    applied threshold does (a ``searchsorted`` on the wrong side shifts its Dice); a slice empty in both the
+    prediction and the truth scores 1 (the empty policy), not 0."""
+    rng = np.random.default_rng(4)
+    heat = (rng.integers(0, 21, (6, 16, 16)) / 20.0).astype(np.float32)  # values on the 0.05 grid
+    heat[:, 0, 0], heat[:, 0, 1] = 0.0, 1.0  # min-max normalisation keeps the grid
+    gt = rng.random((6, 16, 16)) > 0.6
+    gt[5] = False
+    allowed = np.ones((6, 16, 16), bool)
+    allowed[5] = False  # nothing predicted on slice 5 either: empty and empty
+    cands = list(DEFAULT_CANDIDATES)
+    got = candidate_dice(heat, gt, allowed, cands)
+    for j, t in enumerate(cands):
+        pred = FixedThreshold(t, normalisation="minmax", per_sample=True)(heat, brain=allowed)
+        np.testing.assert_allclose(got[:, j], compute_dice(pred, gt).numpy(), atol=1e-12)
+    assert np.all(got[5] == 1.0)
+    counts = np.zeros((2, 1, 3), np.int64)
+    counts[1, 0] = (0, 5, 7)
+    np.testing.assert_array_equal(counts_dice(counts), [[1.0], [0.0]])
+
+
 def test_slice_rows_hand_values():
     gt = np.zeros((2, 8, 8), bool)
     gt[0, 2:4, 2:4] = True  # 4 pixels
