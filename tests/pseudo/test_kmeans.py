@@ -91,3 +91,15 @@ def test_fit_on_a_subset_gives_the_same_clusters():
     sub, m = kmeans_clusters(img, region, k=4, max_samples=200)  # 200 of the 576 region pixels
     assert n == m == 4
     np.testing.assert_array_equal(sub, full)
+
+
+def test_multichannel_clusters_are_numbered_by_the_centre_channel():
+    """With 2.5D features the clusters are ranked by the centre slice's mean, not by a neighbour's: here the
+    previous slice is bright where the centre is dark, so ranking by channel 0 would reverse the labels."""
+    centre = np.zeros((8, 8))
+    centre[:, 4:] = 0.9  # the bright half of the centre slice
+    prev = 1.0 - centre  # anti-correlated neighbour
+    nxt = np.full((8, 8), 0.5)
+    labels, n = kmeans_clusters(np.stack([prev, centre, nxt]), np.ones((8, 8), dtype=bool), k=2)
+    assert n == 2
+    assert (labels[:, 4:] == 1).all() and (labels[:, :4] == 0).all()  # brightest centre = the highest label
