@@ -138,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(getattr(module, "run_" + cmd.name.replace("-", "_"))(args) or 0)
     except Exception as err:  # a HemwslInputError, also when MONAI wrapped it while running a bundle component
         message = input_error_message(err)  # one line, whatever the message holds
+        if message is None and isinstance(err, (FileExistsError, NotADirectoryError)) and err.filename:
+            message = f"{err.filename}: a file is where a folder must be (give another output path)"
+        elif message is None and isinstance(err, PermissionError) and err.filename:
+            message = f"{err.filename}: permission denied"
         if message is None:
             raise
         print(f"hemwsl {cmd.name}: error: {message}", file=sys.stderr)

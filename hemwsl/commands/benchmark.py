@@ -254,6 +254,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
     if args.n_boot < 1:
         raise HemwslInputError(f"--n-boot must be >= 1 (bootstrap replicates of the CIs), got {args.n_boot}")
+    if not 0.0 <= args.prob_threshold <= 1.0:
+        raise HemwslInputError(f"--prob-threshold must be a probability in [0, 1], got {args.prob_threshold}")
     datalist = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
     args.folds, args.seed, args.val_fraction = resolve_cv_folds(args.cv_dir, args.folds, args.seed, args.val_fraction)
     if args.split:

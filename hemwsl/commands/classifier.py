@@ -115,6 +115,13 @@ def check_cv_run(out: str | Path, record: dict, command: str = "train-cv", file:
 def run_train_cv(args: argparse.Namespace) -> int:
     from hemwsl.engines.classifier import cv_summary_stem, report_name, summarize_cv
 
+    from hemwsl.errors import HemwslInputError
+
+    if args.folds < 2:
+        raise HemwslInputError(f"--folds must be >= 2 (each fold tests on patients the others train on), got {args.folds}")
+    bad = [k for k in (args.only or []) if not 0 <= k < args.folds]
+    if bad:
+        raise HemwslInputError(f"--only: fold(s) {bad} not in [0, {args.folds - 1}]")
     overrides = parse_overrides(args.set)
     check_override_keys(overrides, args.bundle)
 

@@ -11,7 +11,12 @@ __all__ = ["run_synth", "run_datalist", "run_split"]
 
 def run_synth(args: argparse.Namespace) -> int:
     from hemwsl.data.synthetic import write_synthetic_ctich
+    from hemwsl.errors import HemwslInputError
 
+    if args.size < 32:
+        raise HemwslInputError(f"--size must be >= 32 voxels (a head needs room), got {args.size}")
+    if args.slices < 1:
+        raise HemwslInputError(f"--slices must be >= 1, got {args.slices}")
     out = write_synthetic_ctich(
         args.out,
         n_patients=args.patients,
@@ -51,8 +56,10 @@ def run_split(args: argparse.Namespace) -> int:
             is_split = False
         if out.is_dir() or not is_split:
             raise HemwslInputError(f"{out}: exists and is not a split JSON; refusing to overwrite it (--out)")
+    if args.folds and args.folds < 2:
+        raise HemwslInputError(f"--folds must be >= 2 (or 0 for one train/val/test split), got {args.folds}")
     datalist = load_datalist(args.datalist)
-    if args.folds and args.folds > 1:
+    if args.folds:
         split = kfold_patients(datalist, n_folds=args.folds, seed=args.seed)
         desc = f"{args.folds} folds"
     else:

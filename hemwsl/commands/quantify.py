@@ -50,6 +50,8 @@ def run_quantify(args: argparse.Namespace) -> int:
 
     if args.n_boot < 1:
         raise HemwslInputError(f"--n-boot must be >= 1, got {args.n_boot}")
+    if args.min_sensitivity is not None and not 0.0 <= args.min_sensitivity <= 1.0:
+        raise HemwslInputError(f"--min-sensitivity must be in [0, 1], got {args.min_sensitivity}")
     datalist = build_datalist(args.layout, args.dataset_dir) if args.dataset_dir else load_datalist(args.datalist)
     args.folds, args.fold_seed, args.val_fraction = resolve_cv_folds(args.cv_dir, args.folds, args.fold_seed,
                                                                      args.val_fraction)
