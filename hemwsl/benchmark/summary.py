@@ -225,14 +225,18 @@ def _post_text(post: Sequence[Any]) -> str:
         return "No post-processing."
     if len(post) == 1:
         g = post[0]
+        grow = f", masks grown by {g.grow} px into 40-100 HU" if getattr(g, "grow", 0) else ""
         return (f"Post-processing (fixed): brain mask eroded by {g.erosion} px, prior range {g.hu_range[0]:g}-"
-                f"{g.hu_range[1]:g} HU, components under {g.min_size} px dropped.")
+                f"{g.hu_range[1]:g} HU, components under {g.min_size} px dropped{grow}.")
     er = sorted({g.erosion for g in post})
     hu = sorted({g.hu_range for g in post})
     ms = sorted({g.min_size for g in post})
+    gr = sorted({getattr(g, "grow", 0) for g in post})
+    grow = f" x growth into 40-100 HU {gr} px" if gr != [0] else ""
+    names = "`[e<px>,hu<low>-<high>,min<px>]`" + (", `,g<px>` for growth" if gr != [0] else "")
     return ("Post-processing **chosen per fold on the selection patients** with the (layer, threshold), from "
             f"brain erosion {er} px x prior range [{', '.join(f'{a:g}-{b:g}' for a, b in hu)}] HU x minimum component "
-            f"{ms} px (spec names carry it: `[e<px>,hu<low>-<high>,min<px>]`).")
+            f"{ms} px{grow} (spec names carry it: {names}).")
 
 
 def _post_tables(aggs: Mapping[tuple[str, str, str], Mapping[str, Any]], specs: Sequence[Any],
@@ -253,9 +257,9 @@ def _post_tables(aggs: Mapping[tuple[str, str, str], Mapping[str, Any]], specs: 
             a = aggs.get(("-", "-", sp.text))
             if a:
                 body.append([str(sp.erosion), f"{sp.hu_range[0]:g}-{sp.hu_range[1]:g}", str(sp.min_size),
-                             _f(a.get("dice")), _f(a.get("global_dice")), _f(a.get("volume_dice"))])
-        md += [_table(["erosion px", "HU range", "min component px", "Dice slice", "Dice global", "volume Dice"],
-                      body), ""]
+                             str(sp.grow), _f(a.get("dice")), _f(a.get("global_dice")), _f(a.get("volume_dice"))])
+        md += [_table(["erosion px", "HU range", "min component px", "growth px", "Dice slice", "Dice global",
+                       "volume Dice"], body), ""]
     return md
 
 
