@@ -70,7 +70,7 @@ def _busy_fold(d, holder_pid):
     (d / ".lock").write_text(f"{holder_pid} {socket.gethostname()}\n")
 
 
-def test_cv_commands_skip_busy_folds_so_processes_share_the_folds(tmp_path, capsys):
+def test_cv_commands_skip_busy_folds_so_processes_share_the_folds(tmp_path, synthetic_root, capsys):
     from hemwsl.cli import main
 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -79,7 +79,7 @@ def test_cv_commands_skip_busy_folds_so_processes_share_the_folds(tmp_path, caps
         _busy_fold(cv / "fold0", holder.pid)  # another process trains fold 0
         (cv / "fold1").mkdir()
         (cv / "fold1" / "report_test.json").write_text("{}")  # fold 1 is finished
-        assert main(["train-cv", "--dataset-dir", str(tmp_path), "--out", str(cv), "--folds", "2"]) == 0
+        assert main(["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(cv), "--folds", "2"]) == 0
         out = capsys.readouterr().out
         assert f"fold 0: skipped, {cv / 'fold0'}: this fold is being run by process {holder.pid}" in out
         assert "fold 1: done, skipped" in out
