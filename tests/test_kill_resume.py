@@ -1,0 +1,106 @@
+"""Kill and resume (slow): a run killed with SIGKILL at several points and run again ends with outputs
+identical (md5) to an uninterrupted run, with no truncated or visible temporary file left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CLS = ["--set", "backbone=resnet10", "spatial_size=[32,32]", "epochs=2", "samples_per_epoch=32", "batch_size=8",
+       "cache_workers=0", "num_workers=0", "eval_checkpoint=last"]
+
+
+def _run(argv: list[str], kill_after: float | None = None) -> int | None:
+    """Run ``python -m hemwsl argv``; with ``kill_after``, SIGKILL its process group after that many seconds
+    (``None`` when it finished first)."""
+    proc = subprocess.Popen([sys.executable, "-m", "hemwsl", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    if kill_after is None:
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        return 0
+    try:
+        proc.wait(timeout=kill_after)
+        return proc.returncode  # finished before the kill
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+
+
+def _digests(root: Path, patterns: list[str]) -> dict[str, str]:
+    out = {}
+    for pattern in patterns:
+        for p in sorted(root.glob(pattern)):
+            out[str(p.relative_to(root))] = hashlib.md5(p.read_bytes()).hexdigest()
+    return out
+
+
+def _no_debris(root: Path) -> None:
+    visible_tmp = [p for p in root.rglob("*") if ".tmp" in p.name and not p.name.startswith(".")]
+    assert not visible_tmp, visible_tmp
+    for p in root.rglob("*.json"):
+        json.loads(p.read_text())  # none truncated
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, synthetic_root):
+    """An uninterrupted train-cv and cam-cv run."""
+    root = tmp_path_factory.mktemp("reference")
+    cv, cam = root / "cv", root / "cam"
+    _run(["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(cv), "--folds", "2", *CLS])
+    _run(["cam-cv", "--dataset-dir", str(synthetic_root), "--cv-dir", str(cv), "--out", str(cam), "--folds", "2",
+          "--checkpoint", "last", "--methods", "gradcam", "layercam"])
+    return cv, cam
+
+
+TRAIN_OUTPUTS = ["fold*/predictions_test_last.csv", "fold*/report_test_last.json", "cv_summary_last.md"]
+
+
+def test_train_cv_killed_three_times_resumes_to_the_same_outputs(reference, synthetic_root, tmp_path):
+    ref_cv, _ = reference
+    cv = tmp_path / "cv"
+    argv = ["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(cv), "--folds", "2", *CLS]
+    kills = 0
+    for delay in (6.0, 14.0, 9.0):  # during the volume check / fold 0, fold 0 or 1, later
+        if _run(argv, kill_after=delay) is None:
+            kills += 1
+        _no_debris(cv)
+    _run(argv)
+    assert kills >= 2
+    want = _digests(ref_cv, TRAIN_OUTPUTS)
+    assert want and _digests(cv, TRAIN_OUTPUTS) == want
+    _no_debris(cv)
+
+
+def test_cam_cv_killed_resumes_to_the_same_heatmaps(reference, synthetic_root, tmp_path):
+    ref_cv, ref_cam = reference
+    cam = tmp_path / "cam"
+    argv = ["cam-cv", "--dataset-dir", str(synthetic_root), "--cv-dir", str(ref_cv), "--out", str(cam), "--folds",
+            "2", "--checkpoint", "last", "--methods", "gradcam", "layercam"]
+    kills = 0
+    for delay in (5.0, 8.0):
+        if _run(argv, kill_after=delay) is None:
+            kills += 1
+        _no_debris(cam)
+    _run(argv)
+    assert kills >= 1
+    want = _digests(ref_cam, ["*/*/*.nii.gz"])
+    assert want and _digests(cam, ["*/*/*.nii.gz"]) == want
+    _no_debris(cam)
+
+
+def test_a_second_uninterrupted_run_is_bit_identical(reference, synthetic_root, tmp_path):
+    ref_cv, _ = reference
+    cv = tmp_path / "cv"
+    _run(["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(cv), "--folds", "2", *CLS])
+    assert _digests(cv, TRAIN_OUTPUTS) == _digests(ref_cv, TRAIN_OUTPUTS)
