@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from hemwsl.errors import HemwslInputError, check_choice
+from hemwsl.metrics.volume import drop_thin_components
 
 __all__ = ["MODEL_FILE", "MODEL_KIND", "ModelPackage", "Predictor", "pack_model", "resolve_bundle_settings",
            "load_ct", "check_head_ct", "DEFAULT_RECIPE", "find_scans", "LoadScand", "PredictWorkflow"]
@@ -457,22 +458,6 @@ def _erode(brain: np.ndarray, erosion: int) -> np.ndarray:
     return np.moveaxis(erode_slices(np.moveaxis(brain, -1, 0), erosion), 0, -1)
 
 
-def _drop_thin_components(mask: np.ndarray, min_slices: int) -> np.ndarray:
-    """``mask`` without the 3D components (26-connectivity) that span fewer than ``min_slices`` slices: a bleed
-    seen on one 5 mm slice only is rarer than a false-positive component there (the quantification issue's
-    component rule; ``min_slices`` 1 keeps everything)."""
-    if min_slices <= 1 or not mask.any():
-        return mask
-    from scipy import ndimage
-
-    labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    keep = np.zeros_like(mask)
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is not None and sl[2].stop - sl[2].start >= min_slices:
-            keep[sl] |= labels[sl] == i
-    return keep
-
-
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 3D connected component (26-connectivity): ABC/2 measures one bleed, the largest."""
     from scipy import ndimage
@@ -616,7 +601,7 @@ class Predictor:
         slab_heat = np.moveaxis(heat[:, :, zs], -1, 0) if heat is not None else None
         pred = np.asarray(strategy(slab_heat, image_hu=slab_hu, brain=slab_brain), dtype=bool)
         mask[:, :, zs] = np.moveaxis(pred, 0, -1)
-        return _drop_thin_components(mask, int(r.get("min_slices", 1))), True, score
+        return drop_thin_components(mask, int(r.get("min_slices", 1))), True, score
 
     # ----------------------------------------------------------------- one scan
     def predict_arrays(self, hu: np.ndarray, spacing: Sequence[float], path: str = "<array>") -> dict[str, Any]:

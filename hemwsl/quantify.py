@@ -158,12 +158,14 @@ def _scan_features(entries: Mapping[str, Mapping], probs: Mapping[str, np.ndarra
     return out
 
 
-def _volumes(path: str | os.PathLike) -> tuple[float, float, tuple[float, float, float]]:
-    """``(mL, ABC/2 mL, spacing)`` of a binary mask NIfTI."""
+def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,)
+             ) -> tuple[dict[int, float], dict[int, float], tuple[float, float, float]]:
+    """``({min_slices: mL}, {min_slices: ABC/2 mL}, spacing)`` of a binary mask NIfTI, for each rule that drops the
+    3D components spanning fewer slices (:func:`hemwsl.metrics.volume.drop_thin_components`; 1 keeps all)."""
     import nibabel as nib
 
     from hemwsl.metrics.agreement import abc2_volume_ml
-    from hemwsl.metrics.volume import lesion_volume_ml
+    from hemwsl.metrics.volume import drop_thin_components, lesion_volume_ml
 
     p = Path(path)
     if not p.is_file():
@@ -176,13 +178,16 @@ def _volumes(path: str | os.PathLike) -> tuple[float, float, tuple[float, float,
     if m.ndim != 3:
         raise HemwslInputError(f"{p}: a mask must be 3D, got shape {m.shape}")
     sp = tuple(float(s) for s in img.header.get_zooms()[:3])
-    return lesion_volume_ml(m, sp), abc2_volume_ml(m, sp), sp
+    kept = {int(n): drop_thin_components(m, int(n)) for n in min_slices}
+    return ({n: lesion_volume_ml(k, sp) for n, k in kept.items()}, {n: abc2_volume_ml(k, sp) for n, k in kept.items()},
+            sp)
 
 
 def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, prediction_csvs: Sequence[str | os.PathLike],
                  out_dir: str | os.PathLike, folds: tuple[Mapping[str, int], Mapping[int, set[str]]], *,
                  aggregations: Sequence[str] = SCAN_AGGREGATIONS, min_sensitivity: float = 0.9,
-                 calibrate: bool = False, n_boot: int = 2000, seed: int = 0, figures: bool = True) -> dict[str, Any]:
+                 calibrate: bool = False, min_slices: Sequence[int] = (1,), n_boot: int = 2000, seed: int = 0,
+                 figures: bool = True) -> dict[str, Any]:
     """Evaluate the scan-level call and the volume estimate on every patient, each by its own fold.
 
     Args:
@@ -199,6 +204,9 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         aggregations: candidate scan aggregations; each fold's selection patients choose one (AUROC).
         min_sensitivity: the operating point's sensitivity on the selection patients.
         calibrate: also fit ``true = a * pred + b`` on each fold's positive selection patients.
+        min_slices: candidate rules for the predicted masks: 3D components spanning fewer slices are dropped
+            (1 keeps all); with several, each fold's selection patients choose the one with the smallest mean
+            absolute error of their (scan-called) mL.
         n_boot: bootstrap replicates of the CIs.
         seed: bootstrap seed.
         figures: write the scatter and Bland-Altman PNGs.
@@ -214,6 +222,9 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         check_choice("scan aggregation", a, SCAN_CALLS)
     if not aggregations:
         raise HemwslInputError("no scan aggregation given")
+    min_slices = sorted({int(n) for n in min_slices})
+    if not min_slices or min_slices[0] < 1:
+        raise HemwslInputError(f"min_slices: give values >= 1, got {min_slices}")
     test_fold, selection = folds
     probs = scan_probabilities(prediction_csvs)
     masks = Path(masks_dir)
@@ -230,13 +241,15 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         if not e.get("label"):
             raise HemwslInputError(f"patient {pat} has no true mask in the datalist: quantify needs masks")
         true_ml, true_abc, sp = _volumes(e["label"])
+        true_ml, true_abc = true_ml[1], true_abc[1]
         f = masks / f"{pat}.nii.gz"
-        pred_ml, pred_abc, _ = _volumes(f) if f.is_file() else (0.0, 0.0, sp)
+        zero = {n: 0.0 for n in min_slices}
+        pred_ml, pred_abc, _ = _volumes(f, min_slices) if f.is_file() else (zero, zero, sp)
         if not f.is_file():
             no_mask.append(pat)
             logger.warning("%s: no predicted mask in %s; counted as 0 mL", pat, masks)
         rows[pat] = {"patient": pat, "fold": test_fold.get(pat, -1), "true_ml": true_ml,
-                     "true_abc2_ml": true_abc, "mask_ml": pred_ml, "mask_abc2_ml": pred_abc,
+                     "true_abc2_ml": true_abc, "mask_ml_by_rule": pred_ml, "mask_abc2_ml_by_rule": pred_abc,
                      "label": int(true_ml > 0),
                      **{f"score_{a}": scan_score(probs[pat], a) for a in aggregations if a != "model"}}
     if "model" in aggregations:  # a scan model needs 2 scans of each kind among every fold's selection patients
@@ -264,13 +277,23 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
                 if r["fold"] == k:
                     r["score_model"] = float(model.probability(features[r["patient"]])[0])
         best, thr, auc = choose_scan_call({a: scores[a] for a in aggregations}, y, min_sensitivity)
-        cal = fit_calibration([r["mask_ml"] for r in sel if r["label"]], [r["true_ml"] for r in sel if r["label"]]) \
-            if calibrate else (1.0, 0.0)
-        choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": auc, "calibration": cal}
+        called = np.array(scores[best]) >= thr
+
+        def mae(n: int) -> float:
+            return float(np.mean([abs((r["mask_ml_by_rule"][n] if c else 0.0) - r["true_ml"]) for r, c in zip(sel, called)]))
+
+        rule = min(min_slices, key=mae)  # the smallest value among equals
+        cal = fit_calibration([r["mask_ml_by_rule"][rule] for r in sel if r["label"]],
+                              [r["true_ml"] for r in sel if r["label"]]) if calibrate else (1.0, 0.0)
+        choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": auc, "calibration": cal,
+                      "min_slices": rule, "selection_mae_by_min_slices": {str(n): mae(n) for n in min_slices}}
     for r in rows.values():
         c = choices.get(r["fold"])
         if c is None:
             raise HemwslInputError(f"patient {r['patient']} is in no test fold")
+        r["min_slices"] = c["min_slices"]
+        r["mask_ml"] = r["mask_ml_by_rule"][c["min_slices"]]
+        r["mask_abc2_ml"] = r["mask_abc2_ml_by_rule"][c["min_slices"]]
         r["scan_score"] = r[f"score_{c['aggregation']}"]
         r["scan_call"] = int(r["scan_score"] >= c["threshold"])
         a, b = c["calibration"]
@@ -309,12 +332,13 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     summary = {"scan": scan, "agreement": agreement, "ccc_ci": ccc_ci, "patients_without_mask": no_mask,
                "choices": {str(k): v for k, v in choices.items()},
                "settings": {"aggregations": list(aggregations), "min_sensitivity": min_sensitivity,
-                            "calibrate": calibrate, "masks_dir": str(masks), "n_boot": n_boot}}
+                            "calibrate": calibrate, "min_slices": min_slices, "masks_dir": str(masks),
+                            "n_boot": n_boot}}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     cols = ["patient", "fold", "label", "true_ml", "true_abc2_ml", "mask_ml", "mask_abc2_ml", "scan_score", "scan_call",
-            "pred_ml", "pred_abc2_ml"] + [f"score_{a}" for a in aggregations]
+            "pred_ml", "pred_abc2_ml", "min_slices"] + [f"score_{a}" for a in aggregations]
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     for r in ordered:
@@ -348,6 +372,8 @@ def _markdown(s: Mapping[str, Any]) -> str:
              "Per fold: " + "; ".join(f"fold {k}: {c['aggregation']} >= {c['threshold']:.3f}"
                                       + (f", mL x {c['calibration'][0]:.2f} + {c['calibration'][1]:.1f}"
                                          if tuple(c["calibration"]) != (1.0, 0.0) else "")
+                                      + (f", components spanning < {c['min_slices']} slices dropped"
+                                         if c.get("min_slices", 1) > 1 else "")
                                       for k, c in s["choices"].items()), "",
              *([f"Patients without a predicted mask (counted as 0 mL): {', '.join(s['patients_without_mask'])}.", ""]
                if s["patients_without_mask"] else []),

@@ -350,7 +350,7 @@ def test_lse_fast_path_equals_the_cam_engine(tmp_path, phantom):
 
 
 def test_thin_components_are_dropped():
-    from hemwsl.predict import _drop_thin_components
+    from hemwsl.metrics.volume import drop_thin_components as _drop_thin_components
 
     m = np.zeros((10, 10, 6), bool)
     m[1:3, 1:3, 2] = True  # one slice

@@ -106,3 +106,27 @@ def test_quantify_command_and_its_errors(synthetic_root, synthetic_datalist, tmp
     assert "no slice predictions for patient" in capsys.readouterr().err
     with pytest.raises(HemwslInputError, match="also in an earlier"):
         scan_probabilities([pred, pred])
+
+
+def test_quantify_chooses_the_thin_component_rule_on_selection_patients(synthetic_datalist, tmp_path):
+    """A spurious one-slice blob added to every predicted mask: each fold's selection patients choose to drop
+    components spanning fewer than 2 slices, which brings the volumes back to within the phantoms' own one-slice fragments."""
+    from hemwsl.benchmark import cv_folds
+
+    masks, pred, _ = _setup(synthetic_datalist, tmp_path, fake_negative_ml=False)
+    for f in masks.glob("*.nii.gz"):
+        img = nib.load(str(f))
+        m = np.asarray(img.dataobj).copy()
+        if m.any():
+            m[2:12, 2:12, 0] = 1  # a corner blob on one slice, away from the lesion
+        nib.save(nib.Nifti1Image(m, img.affine, img.header), str(f))
+    folds = cv_folds(synthetic_datalist, n_folds=4, seed=0)
+    kept = run_quantify(synthetic_datalist, masks, [pred], tmp_path / "q1", folds, n_boot=20, figures=False)
+    chosen = run_quantify(synthetic_datalist, masks, [pred], tmp_path / "q2", folds, min_slices=[1, 2, 3], n_boot=20,
+                          figures=False)
+    # what remains after the rule are the phantoms' own one-slice lesion fragments
+    assert kept["agreement"]["estimate"]["all"]["mae"] > 5 * chosen["agreement"]["estimate"]["all"]["mae"]
+    assert {c["min_slices"] for c in chosen["choices"].values()} == {2}  # the smallest rule that works
+    assert chosen["settings"]["min_slices"] == [1, 2, 3]
+    with pytest.raises(HemwslInputError, match="min_slices"):
+        run_quantify(synthetic_datalist, masks, [pred], tmp_path / "q3", folds, min_slices=[0])

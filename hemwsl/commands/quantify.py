@@ -37,6 +37,9 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
                    help="scan-level sensitivity kept on the selection patients (default: 0.9)")
     p.add_argument("--calibrate", action="store_true",
                    help="fit true = a * mask mL + b on each fold's positive selection patients")
+    p.add_argument("--min-slices", type=int, nargs="+", default=[1],
+                   help="drop the predicted masks' 3D components spanning fewer slices (default: 1, keep all); several "
+                        "values: each fold's selection patients choose the one with the smallest mL error")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates of the CIs (default: 2000)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
@@ -59,7 +62,8 @@ def run_quantify(args: argparse.Namespace) -> int:
     folds = cv_folds(datalist, n_folds=args.folds, seed=args.fold_seed, val_fraction=args.val_fraction,
                      select=args.select)
     s = quantify(datalist, args.masks, preds, args.out, folds, aggregations=args.aggregations,
-                 min_sensitivity=args.min_sensitivity, calibrate=args.calibrate, n_boot=args.n_boot,
+                 min_sensitivity=args.min_sensitivity, calibrate=args.calibrate,
+                 min_slices=args.min_slices, n_boot=args.n_boot,
                  figures=not args.no_figures)
     print((Path(args.out) / "summary.md").read_text())
     a = s["agreement"]["estimate"]["all"]
