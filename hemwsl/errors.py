@@ -36,7 +36,7 @@ def input_error_message(err: BaseException | None) -> str | None:
         seen.add(id(err))
         if isinstance(err, HemwslInputError):
             return " ".join(str(err).split())
-        err = err.__cause__ or err.__context__
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return None
 
 

@@ -278,14 +278,17 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
                     r["score_model"] = float(model.probability(features[r["patient"]])[0])
         best, thr, auc = choose_scan_call({a: scores[a] for a in aggregations}, y, min_sensitivity)
         called = np.array(scores[best]) >= thr
+        cals = {n: fit_calibration([r["mask_ml_by_rule"][n] for r in sel if r["label"]],
+                                   [r["true_ml"] for r in sel if r["label"]]) if calibrate else (1.0, 0.0)
+                for n in min_slices}
 
-        def mae(n: int) -> float:
-            return float(np.mean([abs((r["mask_ml_by_rule"][n] if c else 0.0) - r["true_ml"]) for r, c in zip(sel, called)]))
+        def mae(n: int) -> float:  # the error of the estimate as the test patients will get it
+            a, b = cals[n]
+            return float(np.mean([abs((max(0.0, a * r["mask_ml_by_rule"][n] + b) if c else 0.0) - r["true_ml"])
+                                  for r, c in zip(sel, called)]))
 
         rule = min(min_slices, key=mae)  # the smallest value among equals
-        cal = fit_calibration([r["mask_ml_by_rule"][rule] for r in sel if r["label"]],
-                              [r["true_ml"] for r in sel if r["label"]]) if calibrate else (1.0, 0.0)
-        choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": auc, "calibration": cal,
+        choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": auc, "calibration": cals[rule],
                       "min_slices": rule, "selection_mae_by_min_slices": {str(n): mae(n) for n in min_slices}}
     for r in rows.values():
         c = choices.get(r["fold"])

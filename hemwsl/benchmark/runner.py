@@ -268,11 +268,13 @@ def candidate_counts(
 
 def grown_candidate_counts(
     heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float], grow: int,
-    grow_region: np.ndarray,
+    grow_region: np.ndarray, min_size: int = 0,
 ) -> np.ndarray:
-    """:func:`candidate_counts` of the masks grown by ``grow`` pixels into ``grow_region`` (one pass per candidate:
-    growth does not commute with the sorted-values shortcut)."""
+    """:func:`candidate_counts` of the masks with components under ``min_size`` pixels dropped, then grown by
+    ``grow`` pixels into ``grow_region``, as the strategies do (one pass per candidate: growth does not commute
+    with the sorted-values shortcut)."""
     from hemwsl.thresholds.base import grow_into
+    from hemwsl.thresholds.postprocess import remove_small_components
 
     c = [float(t) for t in candidates]
     out = np.empty((heat.shape[0], len(c), 3), dtype=np.int64)
@@ -280,7 +282,10 @@ def grown_candidate_counts(
         h = _minmax(heat[i])
         out[i, :, 2] = int(gt[i].sum())
         for j, t in enumerate(c):
-            m = grow_into((h > t) & allowed[i], grow_region[i], grow)
+            m = (h > t) & allowed[i]
+            if min_size > 1:
+                m = remove_small_components(m, min_size)
+            m = grow_into(m, grow_region[i], grow)
             out[i, j, 0], out[i, j, 1] = int((m & gt[i]).sum()), int(m.sum())
     return out
 
@@ -452,10 +457,11 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
     if not search or not data.z:
         return stats
     # the AND search ignores min_size (specs differing only by it share counts); the component search keeps
-    # whole components, so its size filter comes first and is part of the key
+    # whole components, and growth follows the size filter, so there the size is part of the key
     def key_of(spec: ThresholdSpec) -> tuple:
         comp = spec.combine == "components"
-        return (spec.erosion, spec.hu_range if spec.prior else None, comp, spec.min_size if comp else None, spec.grow)
+        sized = comp or spec.grow > 0
+        return (spec.erosion, spec.hu_range if spec.prior else None, comp, spec.min_size if sized else None, spec.grow)
 
     regions: dict[int, np.ndarray] = {}
 
@@ -483,7 +489,8 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
                     done[key] = component_counts(heat, data.gt, allowed[key[:2]], candidates, spec.min_size,
                                                  spec.grow, region)
                 elif spec.grow:
-                    done[key] = grown_candidate_counts(heat, data.gt, allowed[key[:2]], candidates, spec.grow, region)
+                    done[key] = grown_candidate_counts(heat, data.gt, allowed[key[:2]], candidates, spec.grow, region,
+                                                       spec.min_size)
                 else:
                     done[key] = candidate_counts(heat, data.gt, allowed[key[:2]], candidates)
             stats[f"{method}|{layer}|{spec.text}"] = done[key]

@@ -146,8 +146,9 @@ def run_train_cv(args: argparse.Namespace) -> int:
         _train_folds(args, overrides, settings, record, test_name)
     except Exception as err:
         # bad settings found by a bundle component (unknown backbone, window, size...): remove what this call
-        # wrote, so no half-made run folder is left behind; a run with a finished fold is never touched
-        if input_error_message(err) is not None and not list(out.glob("fold*/report_*.json")):
+        # wrote, so no half-made run folder is left behind; a run with a trained fold is never touched
+        trained = [*out.glob("fold*/report_*.json"), *out.glob("fold*/.trained"), *out.glob("fold*/models/*.pt")]
+        if input_error_message(err) is not None and not trained:
             if before is None:
                 shutil.rmtree(out, ignore_errors=True)
             else:

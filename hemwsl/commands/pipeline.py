@@ -106,7 +106,8 @@ def _prior_kwargs(args: argparse.Namespace, settings: dict, k: int, spec) -> dic
     from hemwsl.commands.benchmark import fold_predictions
     from hemwsl.thresholds import IntensityPrior
 
-    return dict(mode="cam", threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size),
+    return dict(mode="cam", threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size,
+                                                     grow=spec.grow),
                 prob_threshold=args.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
                 predictions_csv=str(fold_predictions(args.cv_dir, k, getattr(args, "checkpoint", "best"))),
                 windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),

@@ -121,7 +121,9 @@ def load_volume(path: str | os.PathLike, *, kind: str = "image", dtype=np.float3
             raise HemwslInputError(f"{p}: {n} NaN/inf voxel(s) in the image")
         if arr.size:
             lo, hi = float(arr.min()), float(arr.max())
-            if lo >= 0 and hi > RAW_CT_MAX:  # air at 0, not near -1000 HU: stored values without the rescale
+            # air at 0 instead of near -1000 HU, and the head's soft tissue above 900 (brain at ~1064): stored values
+            # without the rescale. A CT in HU clipped at 0 with its bone kept has only the skull above 900.
+            if lo >= 0 and hi > RAW_CT_MAX and float((arr >= 900).mean()) > 0.15:
                 raise HemwslInputError(
                     f"{p}: values {lo:g} to {hi:g} look like stored CT values, not Hounsfield units (air should be near "
                     f"-1000): apply the scanner's RescaleSlope/RescaleIntercept (often HU = value - 1024)")

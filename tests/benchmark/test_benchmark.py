@@ -522,5 +522,34 @@ def test_post_grid_with_growth_names_and_chooses_it(bench_data, tmp_path):
     rep = run_benchmark(datalist, cam, tmp_path / "rep", thresholds=["prior"], n_boot=10, progress=False,
                         figures=False, grow=[0, 1], folds=cv_folds(datalist, n_folds=4, seed=0, val_fraction=0.25))
     assert json.loads((rep / "config.json").read_text())["grow"] == [0, 1]
-    chosen = (rep / "choices.csv").read_text()
-    assert "prior[e0,min0" in chosen or "prior[e0,hu45-90,min0" in chosen
+    import csv
+
+    with open(rep / "choices.csv") as f:
+        chosen = {r["threshold"] for r in csv.DictReader(f)}
+    assert chosen and chosen <= {"prior[e0,hu45-90,min0]", "prior[e0,hu45-90,min0,g1]"}
+    summary = (rep / "summary.md").read_text()
+    assert "| growth px |" in summary and "x growth into 40-100 HU [0, 1] px" in summary
+    rows = [line for line in summary.splitlines() if line.startswith("| 0 | 45-90 | 0 |")]
+    assert [line.split("|")[4].strip() for line in rows] == ["0", "1"]  # the prior at both growths
+
+
+def test_grown_and_search_drops_small_components_before_growing():
+    """The AND search with growth and a size filter equals the strategy: small components dropped, then grown."""
+    from hemwsl.benchmark import counts_dice
+    from hemwsl.benchmark.runner import grown_candidate_counts
+    from hemwsl.benchmark.specs import parse_threshold_spec
+    from hemwsl.thresholds.base import GROW_HU_RANGE
+
+    rng = np.random.default_rng(5)
+    heat = rng.random((3, 24, 24)).astype(np.float32)
+    hu = rng.uniform(30, 95, (3, 24, 24))
+    gt = rng.random((3, 24, 24)) > 0.7
+    brain = np.ones((3, 24, 24), bool)
+    allowed = brain & (hu >= 50) & (hu <= 90)
+    region = brain & (hu >= GROW_HU_RANGE[0]) & (hu <= GROW_HU_RANGE[1])
+    cands = [0.2, 0.5, 0.8]
+    got = counts_dice(grown_candidate_counts(heat, gt, allowed, cands, 1, region, min_size=5))
+    spec = parse_threshold_spec("prior+search[e0,hu50-90,min5,g1]")
+    for j, t in enumerate(cands):
+        pred = spec.strategy(t)(heat, image_hu=hu, brain=brain)
+        np.testing.assert_allclose(got[:, j], compute_dice(pred, gt).numpy(), atol=1e-12)

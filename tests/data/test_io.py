@@ -238,3 +238,10 @@ def test_check_volumes_reads_each_file_once_until_it_changes(tmp_path):
     bad.write_bytes(bad.read_bytes()[:200])  # truncated gzip: found by a full read, not by the header
     with pytest.raises(HemwslInputError, match=r"ct1\.nii\.gz: cannot read"):
         check_volumes(good, cache=cache)
+
+
+def test_hu_ct_clipped_at_zero_with_its_bone_is_not_taken_for_stored_values(tmp_path):
+    hu = np.zeros((32, 32, 4), np.int16)  # air clipped to 0
+    hu[6:26, 6:26] = 40  # brain
+    hu[5, 5:27] = hu[26, 5:27] = 1800  # skull, a small share of the volume
+    np.testing.assert_array_equal(load_volume(_write(hu, tmp_path / "clipped.nii.gz")).array, hu.astype(np.float32))
