@@ -265,7 +265,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     # per fold: aggregation (AUROC), threshold (sensitivity), optional calibration, on selection patients only
     choices = {}
     for k in sorted(set(test_fold.values())):
-        sel = [rows[p] for p in selection[k] if p in rows]
+        sel = [rows[p] for p in sorted(selection[k]) if p in rows]  # sorted: a set's order changes per process
         y = np.array([r["label"] for r in sel])
         scores = {a: [r[f"score_{a}"] for r in sel] for a in aggregations if a != "model"}
         if "model" in aggregations:  # trained on the selection patients; compared on its cross-fitted scores

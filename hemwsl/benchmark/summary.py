@@ -178,7 +178,7 @@ def choose_per_method(
                 if (k, m, layer, thr) in searched:
                     score = searched[(k, m, layer, thr)]
                 else:
-                    vals = [v for p in sel for v in patients.get(p, [])]
+                    vals = [v for p in sorted(sel) for v in patients.get(p, [])]  # one order in every process
                     if not vals:
                         score = math.nan
                     elif select_metric == "global_dice":
