@@ -149,7 +149,9 @@ def _scan_calls(quant: Path) -> dict[int, dict]:
     if not f.is_file():
         raise HemwslInputError(f"{f}: not found (give the folder of a `hemwsl quantify` report)")
     choices = json.loads(f.read_text()).get("choices") or {}
-    return {int(k): {"aggregation": v["aggregation"], "threshold": float(v["threshold"])} for k, v in choices.items()}
+    return {int(k): {"aggregation": v["aggregation"], "threshold": float(v["threshold"]),
+                     **({"min_slices": int(v["min_slices"])} if "min_slices" in v else {})}
+            for k, v in choices.items()}
 
 
 def _selection_scan_call(cv: Path, k: int, checkpoint: str, min_sensitivity: float = 0.9,
@@ -328,6 +330,9 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
                             "scan_aggregation": call["aggregation"], "scan_threshold": call["threshold"],
                             "scan_call_source": call.get("source", "quantify report" if calls else "default"),
                             **({"scan_model": call["model"]} if "model" in call else {}),
+                            # the quantify report's rule, unless the user fixed one for the whole package
+                            **({"min_slices": call["min_slices"]}
+                               if "min_slices" in call and "min_slices" not in (post_processing or {}) else {}),
                             "test_patients": tests.get(k)})
     import monai
 
@@ -601,7 +606,8 @@ class Predictor:
         slab_heat = np.moveaxis(heat[:, :, zs], -1, 0) if heat is not None else None
         pred = np.asarray(strategy(slab_heat, image_hu=slab_hu, brain=slab_brain), dtype=bool)
         mask[:, :, zs] = np.moveaxis(pred, 0, -1)
-        return drop_thin_components(mask, int(r.get("min_slices", 1))), True, score
+        # the member's own rule when its quantify report chose one on its selection patients, else the recipe's
+        return drop_thin_components(mask, int(member.get("min_slices", r.get("min_slices", 1)))), True, score
 
     # ----------------------------------------------------------------- one scan
     def predict_arrays(self, hu: np.ndarray, spacing: Sequence[float], path: str = "<array>") -> dict[str, Any]:

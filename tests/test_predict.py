@@ -360,3 +360,22 @@ def test_thin_components_are_dropped():
     assert not out[:, :, 2][1:3, 1:3].any() and out[6:9, 6:9, 1:4].all() and out[1, 8, 4:6].all()
     assert (_drop_thin_components(m, 3) == (m & (np.arange(10)[:, None, None] >= 6))).all()
     assert _drop_thin_components(m, 1) is m
+
+
+def test_package_takes_each_members_thin_component_rule_from_a_quantify_report(tmp_path, phantom):
+    """`hemwsl quantify --min-slices` chooses the rule per fold on selection patients; a package built with
+    --quantify-dir carries each fold's choice to its member, unless --min-slices fixes one for all."""
+    f, _ = phantom
+    cv = _fake_cv(tmp_path / "cv", SETTINGS, folds=(0, 1))
+    quant = tmp_path / "quant"
+    quant.mkdir()
+    (quant / "summary.json").write_text(json.dumps({"choices": {
+        "0": {"aggregation": "max", "threshold": 0.5, "min_slices": 3},
+        "1": {"aggregation": "top3", "threshold": 0.4, "min_slices": 1}}}))
+    pkg = ModelPackage.load(pack_model(cv, tmp_path / "pkg", quantify_dir=quant))
+    assert [m.get("min_slices") for m in pkg.members] == [3, 1]
+    assert [m["scan_aggregation"] for m in pkg.members] == ["max", "top3"]
+    fixed = ModelPackage.load(pack_model(cv, tmp_path / "pkg2", quantify_dir=quant, post_processing={"min_slices": 2}))
+    assert [m.get("min_slices") for m in fixed.members] == [None, None] and fixed.recipe["min_slices"] == 2
+    rep = Predictor(pkg).predict(f, tmp_path / "out")  # runs with the members' own rules
+    assert rep["members"] == [0, 1]
