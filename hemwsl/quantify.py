@@ -287,9 +287,10 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
             return float(np.mean([abs((max(0.0, a * r["mask_ml_by_rule"][n] + b) if c else 0.0) - r["true_ml"])
                                   for r, c in zip(sel, called)]))
 
-        rule = min(min_slices, key=mae)  # the smallest value among equals
+        errors = {n: mae(n) for n in min_slices}
+        rule = min(min_slices, key=errors.__getitem__)  # the smallest value among equals
         choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": auc, "calibration": cals[rule],
-                      "min_slices": rule, "selection_mae_by_min_slices": {str(n): mae(n) for n in min_slices}}
+                      "min_slices": rule, "selection_mae_by_min_slices": {str(n): e for n, e in errors.items()}}
     for r in rows.values():
         c = choices.get(r["fold"])
         if c is None:

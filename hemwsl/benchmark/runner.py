@@ -465,11 +465,11 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
 
     regions: dict[int, np.ndarray] = {}
 
-    def grow_region(erosion: int) -> np.ndarray:
+    def region_at(erosion: int) -> np.ndarray:  # where the masks of a spec with this erosion may grow
         if erosion not in regions:
-            from hemwsl.thresholds.base import GROW_HU_RANGE
+            from hemwsl.thresholds.base import grow_region
 
-            regions[erosion] = data.brain_at(erosion) & (data.hu >= GROW_HU_RANGE[0]) & (data.hu <= GROW_HU_RANGE[1])
+            regions[erosion] = grow_region(data.hu, data.brain_at(erosion))
         return regions[erosion]
 
     allowed: dict[tuple, np.ndarray] = {}
@@ -484,7 +484,7 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
         for spec in search:
             key = key_of(spec)
             if key not in done:
-                region = grow_region(spec.erosion) if spec.grow else None
+                region = region_at(spec.erosion) if spec.grow else None
                 if spec.combine == "components":
                     done[key] = component_counts(heat, data.gt, allowed[key[:2]], candidates, spec.min_size,
                                                  spec.grow, region)

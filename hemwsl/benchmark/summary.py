@@ -225,13 +225,13 @@ def _post_text(post: Sequence[Any]) -> str:
         return "No post-processing."
     if len(post) == 1:
         g = post[0]
-        grow = f", masks grown by {g.grow} px into 40-100 HU" if getattr(g, "grow", 0) else ""
+        grow = f", masks grown by {g.grow} px into 40-100 HU" if g.grow else ""
         return (f"Post-processing (fixed): brain mask eroded by {g.erosion} px, prior range {g.hu_range[0]:g}-"
                 f"{g.hu_range[1]:g} HU, components under {g.min_size} px dropped{grow}.")
     er = sorted({g.erosion for g in post})
     hu = sorted({g.hu_range for g in post})
     ms = sorted({g.min_size for g in post})
-    gr = sorted({getattr(g, "grow", 0) for g in post})
+    gr = sorted({g.grow for g in post})
     grow = f" x growth into 40-100 HU {gr} px" if gr != [0] else ""
     names = "`[e<px>,hu<low>-<high>,min<px>]`" + (", `,g<px>` for growth" if gr != [0] else "")
     return ("Post-processing **chosen per fold on the selection patients** with the (layer, threshold), from "

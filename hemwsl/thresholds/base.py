@@ -28,7 +28,7 @@ from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.thresholds.postprocess import remove_small_components
 
 __all__ = ["GROW_HU_RANGE", "NORMALISATIONS", "REGIONS", "ThresholdStrategy", "normalise_map", "apply_threshold",
-           "region_values", "grow_into"]
+           "region_values", "grow_into", "grow_region"]
 
 #: HU range a mask grows into with ``grow > 0``: the edge of a bleed, down to partial volume with brain.
 GROW_HU_RANGE: tuple[float, float] = (40.0, 100.0)
@@ -124,6 +124,13 @@ def region_values(heatmap: np.ndarray, region: str, brain: np.ndarray | None) ->
     if brain is None:
         raise HemwslInputError("region='brain' needs a brain mask (brain=...)")
     return heatmap[brain]
+
+
+def grow_region(image_hu: np.ndarray, brain: np.ndarray | None = None,
+                hu_range: tuple[float, float] = GROW_HU_RANGE) -> np.ndarray:
+    """Where a mask may grow: the voxels of ``hu_range`` HU (inclusive), inside ``brain`` when one is given."""
+    region = (image_hu >= hu_range[0]) & (image_hu <= hu_range[1])
+    return region if brain is None else region & brain
 
 
 def grow_into(mask: np.ndarray, region: np.ndarray, grow: int) -> np.ndarray:
@@ -227,9 +234,7 @@ class ThresholdStrategy:
         if self.grow:
             if hu is None:
                 raise HemwslInputError(f"threshold strategy {self.name!r} with grow={self.grow} needs image_hu (the CT in HU)")
-            region = (hu >= self.grow_hu[0]) & (hu <= self.grow_hu[1])
-            if br is not None and self.restrict_to_brain:
-                region &= br
+            region = grow_region(hu, br if self.restrict_to_brain else None, self.grow_hu)
             mask = grow_into(mask, region, self.grow)
         return mask
 
