@@ -25,20 +25,23 @@ def test_pipeline_end_to_end(tmp_path, capsys):
                  "ablation/unet_true/fold0/metrics_test.csv", "ablation/unet_cam_kmeans/fold0/metrics_test.csv",
                  "ablation/pseudo/prior/datalist.json", "ablation/unet_prior/fold0/metrics_test.csv",
                  "ablation/pseudo/prior_filtered/datalist.json", "ablation/pseudo/prior_filtered/component_filter/fold1.pkl",
-                 "ablation/unet_prior_filtered/fold0/metrics_test_gated.csv"):
+                 "ablation/unet_prior_filtered/fold0/metrics_test_gated.csv", "ablation/pseudo/heatmap/datalist.json",
+                 "ablation/unet_heatmap/fold0/metrics_test_gated.csv"):
         assert (out / name).is_file(), name
     assert json.loads((out / "classifier" / "cv_settings.json").read_text())["backbone"] == "resnet10"
     for row in ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fully supervised U-Net",
                 "HU prior (no CAM), validated post-processing", "HU prior + U-Net",
                 "CAM + U-Net, gated by the classifier", "CAM + K-means + U-Net, gated by the classifier",
                 "HU prior + U-Net, gated by the classifier", "HU prior + component filter (slice labels)",
-                "HU prior + component filter + U-Net", "HU prior + component filter + U-Net, gated by the classifier"):
+                "HU prior + component filter + U-Net", "HU prior + component filter + U-Net, gated by the classifier",
+                "heatmap, validated benchmark recipe", "heatmap, validated benchmark recipe + U-Net",
+                "heatmap, validated benchmark recipe + U-Net, gated by the classifier"):
         assert f"| {row} |" in text
     assert "fully supervised U-Net, gated" not in text  # the upper bound is not gated
     assert "| row | precision | recall | blood on labelled slices |" in text
     diag = json.loads((out / "ablation" / "ablation.json").read_text())["pseudo_label_diagnostics"]
     assert set(diag) == {"CAM only", "CAM + K-means", "HU prior (no CAM), validated post-processing",
-                         "HU prior + component filter (slice labels)"}
+                         "HU prior + component filter (slice labels)", "heatmap, validated benchmark recipe"}
     assert all(0 <= d["recall"] <= d["slice_recall"] <= 1 for d in diag.values())
     assert (out / "ablation" / "unet_prior" / "fold0" / "metrics_test_gated.csv").is_file()
     # the benchmark chose the post-processing per fold; the prior row used each fold's choice
@@ -50,6 +53,18 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     assert params.get("brain_erosion", 0) == chosen[0].erosion and params["mode"] == "cam"
     assert f"hu_range={tuple(chosen[0].hu_range)}" in params["threshold"]
     assert f"min_size={chosen[0].min_size}" in params["threshold"]
+    # the heatmap row used each fold's layer, threshold spec and value that the benchmark chose for gradcam
+    from hemwsl.commands.pipeline import heatmap_choices
+
+    hm = heatmap_choices(out / "benchmark", 2, "gradcam")
+    assert heatmap_choices(out / "benchmark", 2, "no_such_method") is None
+    for k in range(2):
+        params = json.loads((out / "ablation" / "pseudo" / "heatmap" / f"fold{k}" / "pseudo_params.json").read_text())
+        assert params["layer"] == hm[k]["layer"] and params.get("brain_erosion", 0) == hm[k]["spec"].erosion
+        assert f"min_size={hm[k]['spec'].min_size}" in params["threshold"]
+        if hm[k]["spec"].needs_fit:
+            assert f"{hm[k]['value']:g}" in params["threshold"]
+    assert "Heatmap row: gradcam with the layer" in text
     # every patient has out-of-fold heatmaps of both methods
     cams = sorted(p.stem.split(".")[0] for p in (out / "cam" / "gradcam" / "layer4").glob("*.nii.gz"))
     assert len(cams) == 8

@@ -99,10 +99,11 @@ class ThresholdSpec:
         """``False`` for the prior alone, which is the same for every method and layer."""
         return self.kind != "none"
 
-    def strategy(self, value: float | None = None) -> ThresholdStrategy:
+    def strategy(self, value: float | None = None, per_sample: bool = True) -> ThresholdStrategy:
         """The per-slice strategy; ``value`` is the searched threshold of a ``search`` spec. Components under the
-        spec's ``min_size`` pixels are dropped after the brain restriction."""
-        kw = {"per_sample": True, "restrict_to_brain": True, "min_size": self.min_size, "grow": self.grow}
+        spec's ``min_size`` pixels are dropped after the brain restriction. ``per_sample=False`` for callers that
+        apply it slice by slice themselves (the pseudo-labels)."""
+        kw = {"per_sample": per_sample, "restrict_to_brain": True, "min_size": self.min_size, "grow": self.grow}
         if self.kind == "search" and value is None:
             raise HemwslInputError(f"threshold {self.text!r} needs the value chosen on the selection patients")
         cam: ThresholdStrategy | None

@@ -223,6 +223,9 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grow", type=int, nargs="+", default=[0],
                    help="grow each mask by this many pixels into 40-100 HU inside the brain, the edge of a bleed the "
                         "prior's range misses (default: 0); several values: chosen per fold on the selection patients")
+    p.add_argument("--candidates", type=float, nargs="+", default=None,
+                   help="thresholds of the min-max normalised heatmap that `search` chooses from, each in [0, 1) "
+                        "(default: 0.05 to 0.95 in steps of 0.05)")
     p.add_argument("--select-metric", default=None,
                    help="what selection patients maximise: dice (per slice; default with --slices gt) or global_dice")
     p.add_argument("--distance-metrics", action="store_true", help="also HD95 and surface Dice per volume (slower)")
@@ -256,6 +259,13 @@ def run_benchmark(args: argparse.Namespace) -> int:
         raise HemwslInputError(f"--n-boot must be >= 1 (bootstrap replicates of the CIs), got {args.n_boot}")
     if not 0.0 <= args.prob_threshold <= 1.0:
         raise HemwslInputError(f"--prob-threshold must be a probability in [0, 1], got {args.prob_threshold}")
+    candidates = getattr(args, "candidates", None)
+    if candidates is not None:
+        bad = [c for c in candidates if not 0.0 <= c < 1.0]
+        if bad or len(set(candidates)) != len(candidates):
+            raise HemwslInputError(f"--candidates must be distinct values in [0, 1) (thresholds of the min-max "
+                                   f"normalised heatmap), got {candidates}")
+        candidates = sorted(candidates)
     datalist = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
     args.folds, args.seed, args.val_fraction = resolve_cv_folds(args.cv_dir, args.folds, args.seed, args.val_fraction)
     if args.split:
@@ -271,6 +281,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
               folds=folds, slices=args.slices, predictions=_predictions(files), prob_threshold=args.prob_threshold,
               distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures,
               hu_range=args.hu_range or [45.0, 90.0], brain_erosion=args.brain_erosion, min_size=args.min_size,
-              grow=args.grow, select_metric=args.select_metric)
+              grow=args.grow, select_metric=args.select_metric,
+              **({} if candidates is None else {"candidates": candidates}))
     print((Path(out) / "summary.md").read_text().split("\n## Threshold")[0])
     return 0

@@ -33,10 +33,14 @@ ROWS = ("CAM only", "CAM + K-means", "CAM + U-Net", "CAM + K-means + U-Net", "fu
 PRIOR_ROWS = ("HU prior (no CAM), validated post-processing", "HU prior + U-Net")
 #: The prior's components filtered by a classifier trained on slice labels only (hemwsl.pseudo.components).
 FILTER_ROWS = ("HU prior + component filter (slice labels)", "HU prior + component filter + U-Net")
+#: The heatmap row the benchmark validated for ``--method`` (e.g. ``priorcomp+search``: the prior's components the
+#: heatmap touches), with each fold's chosen layer, threshold and post-processing.
+HEATMAP_ROWS = ("heatmap, validated benchmark recipe", "heatmap, validated benchmark recipe + U-Net")
 GATED = ", gated by the classifier"  # suffix of a U-Net row whose predictions are kept on classifier-positive slices
 #: Table order of every row (rows that were not run are left out); each gated row follows its U-Net row.
-ORDER = (ROWS[0], ROWS[1], PRIOR_ROWS[0], FILTER_ROWS[0], ROWS[2], ROWS[2] + GATED, ROWS[3], ROWS[3] + GATED,
-         PRIOR_ROWS[1], PRIOR_ROWS[1] + GATED, FILTER_ROWS[1], FILTER_ROWS[1] + GATED, ROWS[4])
+ORDER = (ROWS[0], ROWS[1], PRIOR_ROWS[0], FILTER_ROWS[0], HEATMAP_ROWS[0], ROWS[2], ROWS[2] + GATED, ROWS[3],
+         ROWS[3] + GATED, PRIOR_ROWS[1], PRIOR_ROWS[1] + GATED, FILTER_ROWS[1], FILTER_ROWS[1] + GATED,
+         HEATMAP_ROWS[1], HEATMAP_ROWS[1] + GATED, ROWS[4])
 
 
 def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
@@ -159,6 +163,45 @@ def _filtered_prior_pseudo_labels(args: argparse.Namespace, parts: dict, setting
     return entries
 
 
+def heatmap_choices(benchmark_dir: str | Path, folds: int, method: str) -> dict | None:
+    """Per fold, the (layer, :class:`~hemwsl.benchmark.specs.ThresholdSpec`, threshold value) the benchmark's
+    selection patients chose for ``method`` (its ``choices.csv`` and ``thresholds.csv``); ``None`` when the report
+    has no row of ``method``."""
+    from hemwsl.benchmark.specs import parse_threshold_spec
+    from hemwsl.errors import HemwslInputError
+    from hemwsl.predict import _read_csv, _recipe_from_benchmark
+
+    bench = Path(benchmark_dir)
+    if (bench / "choices.csv").is_file() and not any(r["method"] == method for r in _read_csv(bench / "choices.csv")):
+        return None
+    _, per_fold = _recipe_from_benchmark(bench, list(range(folds)), methods=[method])
+    out = {}
+    for k, c in per_fold.items():
+        spec = parse_threshold_spec(c["threshold"])
+        if spec.needs_fit and c["cam_threshold"] is None:
+            raise HemwslInputError(f"{bench / 'thresholds.csv'}: no value of {c['threshold']} chosen for fold {k}")
+        out[k] = {"layer": c["layer"], "spec": spec, "value": c["cam_threshold"]}
+    return out
+
+
+def _heatmap_pseudo_labels(args: argparse.Namespace, tests: dict, settings: dict, out: Path, chosen: dict) -> list:
+    """Pseudo-labels of the heatmap row: fold by fold, ``--method``'s heatmap at the fold's chosen layer with the
+    threshold, value and post-processing its selection patients chose in the benchmark, on the out-of-fold
+    classifier's positive slices."""
+    from hemwsl.data.datalist import save_datalist
+    from hemwsl.pseudo import make_pseudo_labels
+
+    entries = []
+    for k in range(args.folds):
+        c = chosen[k]
+        kw = _prior_kwargs(args, settings, k, c["spec"])
+        kw["threshold"] = c["spec"].strategy(c["value"], per_sample=False)
+        entries += make_pseudo_labels(None, tests[k], args.cam_dir, out / "pseudo" / "heatmap" / f"fold{k}",
+                                      args.method, c["layer"], **kw)
+    save_datalist(entries, out / "pseudo" / "heatmap" / "datalist.json")
+    return entries
+
+
 def _scores(evaluation: dict) -> tuple[dict, dict]:
     """Per-patient Dice and mean diagnostics of :func:`hemwsl.pseudo.evaluate_pseudo_labels`."""
     return evaluation["per_patient"], evaluation["diagnostics"]["mean"]
@@ -228,12 +271,24 @@ def run_ablation(args: argparse.Namespace) -> int:
             prior_text += (" Component-filter row: the prior's components scored by a classifier trained per fold on "
                            "the slice labels (no masks) of the fold's other patients; those under 0.5 dropped.")
             print("pseudo-labels prior + component filter: done", flush=True)
+        chosen = heatmap_choices(args.benchmark_dir, args.folds, args.method)
+        if chosen is not None:
+            entries = _heatmap_pseudo_labels(args, tests, settings, out, chosen)
+            per_row[HEATMAP_ROWS[0]], diagnostics[HEATMAP_ROWS[0]] = _scores(evaluate_pseudo_labels(entries))
+            pseudo_lists["heatmap"] = out / "pseudo" / "heatmap" / "datalist.json"
+            used = "; ".join(f"fold {k}: `{c['layer']}` `{c['spec'].text}`"
+                             + ("" if c["value"] is None else f" at {c['value']:g}") for k, c in sorted(chosen.items()))
+            prior_text += (f" Heatmap row: {args.method} with the layer, threshold and post-processing the benchmark's "
+                           f"selection patients chose per fold ({used}), on the same slices.")
+            print("pseudo-labels heatmap recipe: done", flush=True)
     unet_folds = list(range(args.folds)) if args.unet_folds is None else list(args.unet_folds)
     runs = [("cam", ROWS[2], str(pseudo_lists["cam"])), ("cam_kmeans", ROWS[3], str(pseudo_lists["cam_kmeans"]))]
     if "prior" in pseudo_lists:
         runs.append(("prior", PRIOR_ROWS[1], str(pseudo_lists["prior"])))
     if "prior_filtered" in pseudo_lists:
         runs.append(("prior_filtered", FILTER_ROWS[1], str(pseudo_lists["prior_filtered"])))
+    if "heatmap" in pseudo_lists:
+        runs.append(("heatmap", HEATMAP_ROWS[1], str(pseudo_lists["heatmap"])))
     runs.append(("true", ROWS[4], None))
     # the weakly supervised U-Nets are also scored gated by the classifier's out-of-fold slice calls, when its
     # predictions of every U-Net fold are there (train-cv writes them)

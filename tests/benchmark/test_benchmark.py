@@ -313,6 +313,33 @@ def test_command_line(bench_data, tmp_path, capsys):
     assert "fold0" in capsys.readouterr().err
 
 
+def test_command_line_candidates(bench_data, tmp_path, capsys):
+    """``--candidates``: the search chooses among the given values only (recorded in config.json and
+    thresholds.csv); a changed grid is refused in the same folder; values outside [0, 1) are one line."""
+    import csv
+    import json
+
+    from hemwsl.cli import main
+
+    datalist, cam = bench_data
+    root = str(Path(datalist[0]["image"]).parents[1])
+    args = ["benchmark", "--dataset-dir", root, "--cam-dir", str(cam), "--out", str(tmp_path / "rep"), "--folds", "4",
+            "--val-fraction", "0.25", "--methods", "oracle", "noise", "--thresholds", "search", "--n-boot", "10",
+            "--no-figures", "--candidates", "0.3", "0.02", "0.6"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "rep" / "config.json").read_text())["candidates"] == [0.02, 0.3, 0.6]
+    with open(tmp_path / "rep" / "thresholds.csv", newline="") as f:
+        values = {float(r["value"]) for r in csv.DictReader(f)}
+    assert values and values <= {0.02, 0.3, 0.6}
+    assert main(args[:-3] + ["0.4"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    for bad in (["1.5"], ["-0.1"], ["0.2", "0.2"]):
+        assert main(args[:-3] + bad) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--candidates must be distinct values in [0, 1)" in err[0]
+
+
 def test_bundle_config(bench_data, tmp_path):
     """bundles/ich_cam/configs/benchmark.yaml, layered on the classifier's train.yaml, runs the runner."""
     from monai.bundle import ConfigWorkflow
