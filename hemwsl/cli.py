@@ -87,6 +87,8 @@ COMMANDS: dict[str, Command] = {
                 "hemwsl.commands.benchmark", "add_cam_cv_arguments"),
         Command("pseudo", "pseudo-label volumes from CAM heatmaps (threshold, K-means, differential prediction)",
                 "hemwsl.commands.pseudo", "add_pseudo_arguments"),
+        Command("self-train", "fine-tune an LSE heatmap network on the confident pixels of its own validated recipe",
+                "hemwsl.commands.selftrain", "add_self_train_arguments"),
         Command("seg-cv", "train + evaluate the 3D U-Net bundle (pseudo-labels or true masks) on every fold",
                 "hemwsl.commands.segmentation", "add_seg_cv_arguments"),
         Command("trust", "faithfulness, region importance and statistics of the explanations (seed 004)",

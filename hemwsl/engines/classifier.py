@@ -229,6 +229,30 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, device: str 
     return network.to(device).eval()
 
 
+#: Codes of a self-training target volume (:func:`hemwsl.pseudo.selftrain.self_training_targets`).
+TARGET_BACKGROUND, TARGET_BLOOD, TARGET_IGNORE = 0, 1, 2
+
+
+def with_pseudo_masks(entries: Sequence[Mapping], folder: str | os.PathLike | None, fold: int = 0) -> list[dict]:
+    """``entries`` with each mask (``label``) replaced by ``<folder>/<patient>.nii.gz``, the self-training target
+    of that patient (``{fold}`` in ``folder`` is replaced by the fold); the slice labels stay the datalist's.
+    ``folder=None`` returns the entries unchanged. A missing target is a one-line error naming it."""
+    from hemwsl.constants import PATIENT, SLICE_LABELS
+
+    if folder is None:
+        return [dict(e) for e in entries]
+    root = Path(fold_path(folder, fold))
+    out = []
+    for e in entries:
+        f = root / f"{e.get(PATIENT)}.nii.gz"
+        if not f.is_file():
+            raise HemwslInputError(f"{f}: self-training target not found (pseudo_masks={folder!s}, fold {fold})")
+        if e.get(SLICE_LABELS) is None:
+            raise HemwslInputError(f"{e.get(IMAGE)}: pseudo_masks need the datalist's slice labels (the mask is replaced)")
+        out.append({**e, LABEL: str(f)})
+    return out
+
+
 class PrepareBatch:
     """``prepare_batch`` for MONAI's ``SupervisedTrainer``/``SupervisedEvaluator``: moves image and label
     to the device, applies the CT windows there when the loader ships raw HU stacks
@@ -238,24 +262,31 @@ class PrepareBatch:
 
     def __init__(self, augment: torch.nn.Module | None = None, channels_last: bool = False,
                  windows: Sequence | None = None, window_on_device: bool = False,
-                 image_key: str = IMAGE, label_key: str = LABEL) -> None:
+                 image_key: str = IMAGE, label_key: str = LABEL, mask_key: str | None = None) -> None:
         from hemwsl.transforms.batch import BatchWindows
 
         self.augment = augment
         self.channels_last = channels_last
         self.windows = BatchWindows(windows) if (window_on_device and windows) else None
-        self.image_key, self.label_key = image_key, label_key
+        self.image_key, self.label_key, self.mask_key = image_key, label_key, mask_key
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
         x = torch.as_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking)
         y = torch.as_tensor(batchdata[self.label_key]).to(device=device, non_blocking=non_blocking)
+        m = None
+        if self.mask_key is not None:  # a self-training target: (B, 1, H, W) codes, moved with the image
+            m = torch.as_tensor(batchdata[self.mask_key]).to(device=device, non_blocking=non_blocking)
+            m = m.reshape(m.shape[0], 1, *m.shape[-2:])
         if self.windows is not None:  # (B, k, H, W) HU -> (B, k * n_windows, H, W), window-major
             x = self.windows(x)
         if self.augment is not None:
-            x = self.augment(x)
+            if m is None:
+                x = self.augment(x)
+            else:
+                x, m = self.augment(x, m)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        return (x, y) if m is None else (x, (y, m))
 
 
 def batch_augmentation(augment: bool = True, prob: float = 0.5, rotate_range_deg: float = 15.0, shift: float = 0.1,
@@ -301,16 +332,20 @@ def is_heatmap_network(backbone: str) -> bool:
 def classification_loss(backbone: str, pos_weight: torch.Tensor | None = None,
                         lse_alpha: Sequence[float] = (2.0, 0.5, 0.25, 0.125),
                         lse_beta: Sequence[float] = (0.5, 0.25, 0.125),
-                        lse_consistency: float = 1.0, lse_area: float = 0.0) -> torch.nn.Module:
+                        lse_consistency: float = 1.0, lse_area: float = 0.0,
+                        lse_pixel: float = 0.0) -> torch.nn.Module:
     """The training loss of the classifier bundle: ``BCEWithLogitsLoss`` for a classifier backbone, Chen &
     Kuo 2026's deep supervision + heatmap consistency (:class:`hemwsl.networks.lse.LSEHeatmapLoss`) for an
     ``lse_*`` network (``lse_consistency=0`` switches the consistency term off; ``lse_area > 0`` adds hemwsl's
-    area penalty on the finest map of positive slices)."""
+    area penalty on the finest map of positive slices; ``lse_pixel > 0`` the self-training term on the maps'
+    confident pixels, :class:`~hemwsl.networks.lse.LSEHeatmapLoss`)."""
     if is_heatmap_network(backbone):
         from hemwsl.networks.lse import LSEHeatmapLoss
 
         return LSEHeatmapLoss(alpha=lse_alpha, beta=lse_beta, pos_weight=pos_weight,
-                              consistency_weight=lse_consistency, area_weight=lse_area)
+                              consistency_weight=lse_consistency, area_weight=lse_area, pixel_weight=lse_pixel)
+    if lse_pixel:
+        raise HemwslInputError(f"lse_pixel (self-training on heatmap pixels) needs an lse_* network, not {backbone!r}")
     return torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
 

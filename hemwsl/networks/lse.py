@@ -56,6 +56,7 @@ __all__ = [
     "LSE_FORMS",
     "LSEPool",
     "lse_pool",
+    "pixel_self_training_loss",
     "LayerNorm2d",
     "LSELevel",
     "LSEHeatmapNet",
@@ -423,12 +424,22 @@ class LSEHeatmapLoss(nn.Module):
             raising the whole brain a little (see docs/heatmap_network.md) must then raise few positions a
             lot (a size constraint in the spirit of Pathak et al. 2015 and Kervadec et al. 2019).
 
+        pixel_weight: factor of a self-training term that is not in Chen & Kuo either (0, the default: off). The
+            target is then ``(y, m)``, ``m`` a ``(B, 1, H, W)`` map of codes at the input size: 0 background,
+            1 blood, 2 unknown (:func:`hemwsl.pseudo.selftrain.self_training_targets`: the components the
+            network's own validated heatmap recipe chose on slices labelled positive are blood, every pixel of a
+            slice labelled negative and every pixel outside the candidate intensities is background, the other
+            candidates are unknown). Each level's "any" map ``f_i`` is compared with the share of blood among the
+            known pixels of each of its cells (average pooling of the codes to the map's size), by a BCE weighted
+            with the share of known pixels; ``P`` is the mean over the four levels.
+
     Called as ``loss((maps, logits), target)`` with the output of ``LSEHeatmapNet(x, levels=True)``;
-    ``last_terms`` then holds the detached ``C`` and ``H``.
+    ``last_terms`` then holds the detached ``C`` and ``H`` (and ``P``).
     """
 
     def __init__(self, alpha: Sequence[float] = (2.0, 0.5, 0.25, 0.125), beta: Sequence[float] = (0.5, 0.25, 0.125),
-                 pos_weight: Tensor | None = None, consistency_weight: float = 1.0, area_weight: float = 0.0) -> None:
+                 pos_weight: Tensor | None = None, consistency_weight: float = 1.0, area_weight: float = 0.0,
+                 pixel_weight: float = 0.0) -> None:
         super().__init__()
         try:
             self.alpha = [float(a) for a in alpha]
@@ -444,6 +455,13 @@ class LSEHeatmapLoss(nn.Module):
         if area_weight < 0:
             raise HemwslInputError(f"lse_area must be >= 0, got {area_weight}")
         self.area_weight = area_weight
+        try:
+            pixel_weight = float(pixel_weight)
+        except (TypeError, ValueError):
+            raise HemwslInputError(f"lse_pixel must be a number, got {pixel_weight!r}") from None
+        if pixel_weight < 0:
+            raise HemwslInputError(f"lse_pixel must be >= 0, got {pixel_weight}")
+        self.pixel_weight = pixel_weight
         self.bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         self.last_terms: dict[str, float] = {}
 
@@ -454,6 +472,14 @@ class LSEHeatmapLoss(nn.Module):
                 "train with hemwsl.engines.classifier.LevelsInferer"
             )
         maps, logits = output
+        codes = None
+        if isinstance(target, (tuple, list)):
+            if len(target) != 2:
+                raise HemwslInputError("LSEHeatmapLoss target must be y or (y, pixel codes)")
+            target, codes = target
+        if self.pixel_weight > 0 and codes is None:
+            raise HemwslInputError("lse_pixel > 0 needs self-training targets: set pseudo_masks (the bundle's "
+                                   "PrepareBatch mask_key) or give the loss (y, codes)")
         target = target.to(logits[0].dtype)
         c = sum(a * self.bce(l, target) for a, l in zip(self.alpha, logits))
         h = logits[0].new_zeros(())
@@ -468,7 +494,24 @@ class LSEHeatmapLoss(nn.Module):
             area = (share * target).sum() / target.sum().clamp_min(1.0)
             self.last_terms["area"] = float(area.detach())
             total = total + self.area_weight * area
+        if self.pixel_weight > 0:
+            p = sum(pixel_self_training_loss(f[:, :1], codes) for f in maps) / len(maps)
+            self.last_terms["pixel"] = float(p.detach())
+            total = total + self.pixel_weight * p
         return total
+
+
+def pixel_self_training_loss(scores: Tensor, codes: Tensor) -> Tensor:
+    """The self-training term of :class:`LSEHeatmapLoss` for one level: ``scores`` ``(B, 1, h, w)`` logits and
+    ``codes`` ``(B, 1, H, W)`` (0 background, 1 blood, 2 unknown) at the input size. Per cell of the map, the
+    target is the share of blood among its known pixels and the weight the share of known pixels; the loss is
+    the weighted mean BCE (0 when no pixel is known)."""
+    codes = codes.to(scores.dtype)
+    blood = F.adaptive_avg_pool2d((codes == 1).to(scores.dtype), scores.shape[-2:])
+    known = F.adaptive_avg_pool2d((codes != 2).to(scores.dtype), scores.shape[-2:])
+    target = (blood / known.clamp_min(1e-6)).clamp(0.0, 1.0)
+    bce = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
+    return (bce * known).sum() / known.sum().clamp_min(1e-6)
 
 
 @torch.no_grad()

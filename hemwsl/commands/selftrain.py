@@ -1,0 +1,83 @@
+"""``hemwsl self-train``: fine-tune an LSE heatmap network's folds on the confident pixels of its own validated
+recipe (:mod:`hemwsl.pseudo.selftrain`).
+
+For every fold of a ``train-cv`` run of an ``lse_*`` network and the ``hemwsl benchmark`` report of its heatmaps:
+
+1. the fold's network explains the fold's training patients (``--method`` at the layer the fold's selection
+   patients chose);
+2. the recipe the benchmark validated for that fold (threshold spec, value, post-processing) turns those heatmaps,
+   on the slices labelled positive, into self-training targets (blood, unknown, background);
+3. ``train-cv`` fine-tunes the fold's network from its weights with ``lse_pixel`` > 0 and ``pseudo_masks`` set, on
+   the same folds, into ``--out``; ``cam-cv`` and ``benchmark`` then score it like any run.
+
+The test patients of a fold are never explained by that fold's network here, and no mask is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hemwsl.commands.benchmark import add_checkpoint_argument
+
+__all__ = ["add_self_train_arguments", "run_self_train"]
+
+
+def add_self_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset-dir", required=True, help="dataset root (CT-ICH layout) with slice labels")
+    p.add_argument("--cv-dir", required=True, help="train-cv folder of an lse_* network (the starting weights)")
+    p.add_argument("--benchmark-dir", required=True,
+                   help="`hemwsl benchmark` report of that run's heatmaps: each fold's validated recipe")
+    p.add_argument("--out", required=True, help="the new train-cv folder (targets/ inside it)")
+    p.add_argument("--method", default="lse_heatmap", help="heatmap method of the recipe (default: lse_heatmap)")
+    p.add_argument("--pixel-weight", type=float, default=1.0, help="lse_pixel of the fine-tuning (default: 1.0)")
+    p.add_argument("--cache-dir", default=None, help="disk cache of preprocessed volumes")
+    add_checkpoint_argument(p)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of the fine-tuning on top of --cv-dir's settings, e.g. epochs=5 learning_rate=0.0005")
+
+
+def run_self_train(args: argparse.Namespace) -> int:
+    from hemwsl.commands.benchmark import cv_settings, fold_checkpoint, resolve_cv_folds
+    from hemwsl.commands.classifier import parse_overrides, run_train_cv
+    from hemwsl.commands.pipeline import heatmap_choices
+    from hemwsl.data.datalist import build_datalist
+    from hemwsl.engines.bundle import run_cam_bundle
+    from hemwsl.engines.classifier import fold_datalists, is_heatmap_network
+    from hemwsl.errors import HemwslInputError
+    from hemwsl.pseudo.selftrain import self_training_targets
+
+    if not args.pixel_weight > 0:
+        raise HemwslInputError(f"--pixel-weight must be > 0 (the weight of the self-training term), got {args.pixel_weight}")
+    cv_dir, out = Path(args.cv_dir), Path(args.out)
+    if out.resolve() == cv_dir.resolve():
+        raise HemwslInputError(f"--out {out}: give a new folder, not the --cv-dir run it starts from")
+    settings = cv_settings(cv_dir)
+    backbone = settings.get("backbone", "resnet18")
+    if not is_heatmap_network(backbone):
+        raise HemwslInputError(f"{cv_dir}: self-training needs an lse_* heatmap network, the run trained {backbone!r}")
+    folds = resolve_cv_folds(str(cv_dir), None)[0]
+    which = getattr(args, "checkpoint", "best")
+    ckpts = [fold_checkpoint(cv_dir, k, which) for k in range(folds)]
+    chosen = heatmap_choices(args.benchmark_dir, folds, args.method)
+    if chosen is None:
+        raise HemwslInputError(f"{args.benchmark_dir}: the report has no row of {args.method!r}")
+    overrides = parse_overrides(args.set)
+    datalist = build_datalist(settings.get("layout", "ct-ich"), args.dataset_dir)
+    seed, val_fraction = settings.get("seed", 0), settings.get("val_fraction", 0.15)
+    for k in range(folds):
+        c = chosen[k]
+        cam_dir = out / "targets" / "cam" / f"fold{k}"
+        run_cam_bundle(**{**settings, "dataset_dir": args.dataset_dir, "output_dir": str(cv_dir), "n_folds": folds,
+                          "fold": k, "checkpoint": str(ckpts[k]), "cam_dir": str(cam_dir), "cam_part": "train",
+                          "cam_methods": [args.method], "cam_layers": [c["layer"]], "cam_grid": "input"})
+        train = fold_datalists(datalist, n_folds=folds, fold=k, seed=seed, val_fraction=val_fraction)["train"]
+        self_training_targets(train, cam_dir, args.method, c["layer"], c["spec"].strategy(c["value"], per_sample=False),
+                              out / "targets" / f"fold{k}", brain_erosion=c["spec"].erosion)
+        print(f"fold {k}: self-training targets of its {len(train)} training patients", flush=True)
+    fine = {**settings, "pretrained_path": str(cv_dir / "fold{fold}" / "models" / Path(ckpts[0]).name),
+            "pseudo_masks": str(out / "targets" / "fold{fold}"), "lse_pixel": float(args.pixel_weight), **overrides}
+    pairs = [f"{key}={json.dumps(value)}" for key, value in fine.items()]
+    return run_train_cv(argparse.Namespace(dataset_dir=args.dataset_dir, out=str(out), folds=folds, only=None,
+                                           bundle="ich_classifier", cache_dir=args.cache_dir, cache_procs=2, set=pairs))
