@@ -57,7 +57,7 @@ WINDOWS: dict[str, tuple[float, float]] = {
 CTICH_HU_RANGE: tuple[float, float] = (-20.0, 100.0)
 
 # Default threshold grid of the localisation benchmark (see hemwsl.benchmark.specs): the seed papers' fixed
-# thresholds (200/255, 225/255 of the rendered CAM, 0.7 of seed 003), a percentile, Otsu, the threshold
+# thresholds (200/255, 225/255 of the rendered CAM, 0.7 of Ramananda & Sundaresan 2023), a percentile, Otsu, the threshold
 # searched on the selection patients, and the hyperdense-blood prior alone, AND a searched CAM threshold, and its
 # components chosen whole by a searched CAM threshold.
 BENCHMARK_THRESHOLDS: tuple[str, ...] = (

@@ -73,7 +73,7 @@ def _show(ax, hu: np.ndarray, gt: np.ndarray, heat: np.ndarray, pred: np.ndarray
 
 
 def plot_iou_histograms(chosen: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) -> Path | None:
-    """IoU histogram of every method's validated rows (seed 002, Figure 3)."""
+    """IoU histogram of every method's validated rows (Kang et al. 2021, Figure 3)."""
     from hemwsl.reports.curves import save_figure
 
     methods = [m for m in sorted(chosen) if any(r["level"] == "slice" for r in chosen[m])]

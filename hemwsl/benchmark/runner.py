@@ -9,8 +9,8 @@ Protocol (seed papers 000 and 002, made stricter):
    summary) are chosen on the fold's *selection* patients only -- its validation part, or every patient
    that is not in its test part -- and applied unchanged to its test patients. Test masks are never used
    to choose anything.
-3. Only the slices the user asks for are scored: ``"gt"`` the ground-truth positive slices (as seed 000),
-   ``"predicted"`` the slices the classifier calls positive (the clinically honest setting of seed 001),
+3. Only the slices the user asks for are scored: ``"gt"`` the ground-truth positive slices (as Rafati et al. 2025),
+   ``"predicted"`` the slices the classifier calls positive (the clinically honest setting of Chen & Kuo 2026),
    or ``"all"``. Volume rows count the predicted masks of the scored slices only (zero elsewhere) against
    the whole ground-truth volume.
 

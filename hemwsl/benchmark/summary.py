@@ -6,15 +6,15 @@ Written into the report folder by :func:`write_report`:
 * ``thresholds.csv``: the threshold ``search`` chose per fold, (method, layer), with its selection Dice;
 * ``choices.csv``: the (layer, threshold) chosen per fold and method on the selection patients;
 * ``summary.csv``: one row per (method, layer, threshold) with every aggregate and its 95% CI;
-* ``summary.md``: the tables (laid out as seed 000's Table II: methods as rows, metrics x layers as
+* ``summary.md``: the tables (laid out as Rafati et al. 2025's Table II: methods as rows, metrics x layers as
   columns), bootstrap 95% CIs over patients, Wilcoxon signed-rank tests of each method against the best,
   and the figures;
 * ``figures/``: CT + mask + heatmap overlays (best, median, worst test slice per method), IoU histograms
-  per method (seed 002, Figure 3), the classifier's PR and ROC curves when predictions are given.
+  per method (Kang et al. 2021, Figure 3), the classifier's PR and ROC curves when predictions are given.
 
 Aggregates: per-slice means (NaN-aware) of Dice, IoU, box Dice/IoU, hit rate and pointing game; global
 Dice/IoU pooled over all pixels of all scored slices (``2 sum TP / (2 sum TP + sum FP + sum FN)``); the share
-of slices with IoU <= 0.01 (seed 002); per-volume Dice, RVD and volumes over ground-truth-positive patients.
+of slices with IoU <= 0.01 (Kang et al. 2021); per-volume Dice, RVD and volumes over ground-truth-positive patients.
 CIs are percentile bootstraps that resample patients (:func:`hemwsl.metrics.bootstrap_ci`).
 """
 
@@ -320,8 +320,8 @@ def write_report(
     n_test = len({r["patient"] for r in test_rows})
     n_slices = len({(r["patient"], r["slice"]) for r in test_rows if r["level"] == "slice"})
     folds = sorted({r["fold"] for r in test_rows})
-    what = {"gt": "ground-truth positive slices (as seed 000)",
-            "predicted": f"slices the classifier calls positive (probability >= {prob_threshold}, as seed 001's "
+    what = {"gt": "ground-truth positive slices (as Rafati et al. 2025)",
+            "predicted": f"slices the classifier calls positive (probability >= {prob_threshold}, as Chen & Kuo 2026's "
                          "clinical setting; missed lesion slices are not scored here but lower the volume rows)",
             "all": "all slices"}[slices]
     md = [

@@ -1,4 +1,5 @@
-"""``hemwsl ablation`` (seed 003's ablation on cross-validated classifiers) and ``hemwsl pipeline`` (everything).
+"""``hemwsl ablation`` (Ramananda & Sundaresan 2023's ablation on cross-validated classifiers) and
+``hemwsl pipeline`` (everything).
 
 ``hemwsl pipeline`` runs, in order and each step resumable:
 
@@ -311,7 +312,7 @@ def run_ablation(args: argparse.Namespace) -> int:
     all_rows = ablation_rows({r: per_row[r] for r in pseudo_rows})
     same = ablation_rows({r: {p: v for p, v in per_row[r].items() if p in held} for r in ORDER if r in per_row})
     text = (
-        "# Weakly supervised segmentation: the ablation of seed 003 on cross-validated classifiers\n\n"
+        "# Weakly supervised segmentation: the ablation of Ramananda & Sundaresan 2023 on cross-validated classifiers\n\n"
         f"Pseudo-labels: {args.method} at `{args.layer}` > {args.threshold} (min-max per slice) on the slices "
         f"the out-of-fold classifier calls positive (p >= {args.prob_threshold}); volume Dice against the true "
         "masks on ground-truth-positive patients. Tests: paired t-test and Wilcoxon against the previous row; "

@@ -1,4 +1,4 @@
-"""The ablation table of the weakly supervised segmentation pipeline (seed 003, Table 2).
+"""The ablation table of the weakly supervised segmentation pipeline (Ramananda & Sundaresan 2023, Table 2).
 
 Rows are pipeline variants (CAM only; CAM + K-means; CAM + U-Net; CAM + K-means + U-Net; fully
 supervised U-Net), each given as one volume Dice per test patient. The table reports, per row, the mean

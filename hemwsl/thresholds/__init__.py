@@ -16,7 +16,7 @@ name           strategy                                                        m
                threshold
 =============  ==============================================================  ==========================
 
-Multi-label subtype maps use :class:`SubtypeRule` (seed 001: Youden class thresholds on validation, mask
+Multi-label subtype maps use :class:`SubtypeRule` (Chen & Kuo 2026: Youden class thresholds on validation, mask
 thresholds, argmax across subtypes), in :mod:`.subtype`.
 
 Example::

@@ -25,7 +25,7 @@ __all__ = ["SubtypeRule"]
 
 
 class SubtypeRule:
-    """Label maps from subtype probabilities and subtype heatmaps (seed 001).
+    """Label maps from subtype probabilities and subtype heatmaps (Chen & Kuo 2026).
 
     Args:
         class_thresholds: one probability threshold per subtype (or call :meth:`fit`).
