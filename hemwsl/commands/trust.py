@@ -148,13 +148,21 @@ def run_trust(args: argparse.Namespace) -> int:
         ring_mm=args.ring_mm,
         slices=args.slices, seed=args.seed,
     )
+    from hemwsl.data.io import file_sha1
+
+    if "{fold}" in args.model:
+        files = [args.model.format(fold=k) for k in range(args.folds)]
+    else:
+        files = [args.model]
+    models = {"model": args.model, "backbone": args.backbone, "num_classes": args.num_classes,
+              "checkpoints": {f: file_sha1(f) for f in files}}
     methods = _methods(args.methods, args.exclude)
     options = json.loads(args.method_options) if args.method_options else None
     paths = run_trust_report(
         datalist, args.out, network_for, methods, layers=args.layers or None, config=config,
         windows=args.windows, num_slices=args.num_slices, spatial_size=args.spatial_size,
         skull_strip=args.skull_strip, batch_size=args.batch_size, perturbation_batch=args.perturbation_batch,
-        method_options=options, groups=args.groups,
+        method_options=options, groups=args.groups, models=models,
     )
     print(f"trust report: {paths['summary']}")
     return 0

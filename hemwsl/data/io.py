@@ -22,6 +22,7 @@ __all__ = [
     "load_volume",
     "load_pair",
     "save_nifti",
+    "file_sha1",
     "atomic_write_text",
     "atomic_write_bytes",
     "NIFTI_SUFFIXES",
@@ -181,6 +182,20 @@ def atomic_write(path: str | os.PathLike, write, suffix: str = "") -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return p
+
+
+def file_sha1(path: str | os.PathLike) -> str:
+    """The sha1 of a file's content (read in 1 MiB blocks); a missing file is a one-line error naming it."""
+    import hashlib
+
+    p = Path(path)
+    if not p.is_file():
+        raise HemwslInputError(f"{p}: file not found")
+    h = hashlib.sha1()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:

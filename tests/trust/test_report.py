@@ -119,13 +119,14 @@ def test_command_with_fold_models(tiny_root, net, tmp_path):
         torch.save(net.state_dict(), tmp_path / f"fold{k}" / "model.pt")
     parser = argparse.ArgumentParser()
     add_trust_arguments(parser)
-    args = parser.parse_args([
+    argv = [
         "--dataset-dir", str(tiny_root), "--out", str(tmp_path / "rep"),
         "--model", str(tmp_path / "fold{fold}" / "model.pt"), "--folds", "2", "--backbone", "resnet10",
         "--windows", "brain", "--num-slices", "1", "--spatial-size", "32", "32",
         "--skull-strip", "--methods", "saliency", "--subsets", "4", "--steps", "0", "--threads", "1",
         "--max-slices", "1",
-    ])
+    ]
+    args = parser.parse_args(argv)
     assert run_trust(args) == 0
     rows = _rows(tmp_path / "rep" / "per_case.csv")
     datalist = build_datalist("ct-ich", tiny_root)
@@ -142,6 +143,24 @@ def test_command_with_fold_models(tiny_root, net, tmp_path):
         assert int(r["slice"]) == int(np.argmax(areas.numpy()))  # ties: the lowest index
     info = json.loads(next((tmp_path / "rep" / "per_case").glob("*.json")).read_text())
     assert info["config"]["n_subsets"] == 4
+
+    # the folder records settings and models: the same command resumes, another setting or model is refused
+    before = (tmp_path / "rep" / "per_case.csv").read_text()
+    assert run_trust(parser.parse_args(argv)) == 0
+    assert (tmp_path / "rep" / "per_case.csv").read_text() == before
+    with pytest.raises(HemwslInputError, match=r"other settings \(config.n_subsets 4 -> 5\)"):
+        run_trust(parser.parse_args([a if a != "4" else "5" for a in argv]))
+    other = calibrated_other()
+    torch.save(other.state_dict(), tmp_path / "fold1" / "model.pt")
+    with pytest.raises(HemwslInputError, match=r"other settings \(models.checkpoints.*fold1"):
+        run_trust(parser.parse_args(argv))
+    assert (tmp_path / "rep" / "per_case.csv").read_text() == before  # nothing mixed in
+
+
+def calibrated_other():
+    from tests.cam.helpers import calibrated
+
+    return calibrated(in_channels=1, size=SIZE, seed=7)
 
 
 def test_bad_arguments(tiny_datalist, net, tmp_path):
