@@ -146,6 +146,14 @@ def test_self_train_command(synthetic_root, tmp_path, capsys):
     assert settings["lse_pixel"] == 1.0 and settings["pseudo_masks"].endswith("fold{fold}")
     assert settings["pretrained_path"].endswith("fold{fold}/models/model.pt")
     assert settings["backbone"] == "lse_resnet10" and settings["epochs"] == 1
+    # the targets folder refuses another recipe
+    from hemwsl.pseudo.selftrain import self_training_targets
+
+    parts = fold_datalists(datalist, n_folds=2, fold=0, seed=0, val_fraction=0.15)
+    with pytest.raises(HemwslInputError, match="other settings"):
+        self_training_targets(parts["train"], st / "targets" / "cam" / "fold0", "lse_heatmap", chosen[0]["layer"],
+                              chosen[0]["spec"].strategy(0.99, per_sample=False), st / "targets" / "fold0",
+                              brain_erosion=chosen[0]["spec"].erosion)
     # a classifier run cannot self-train
     plain = tmp_path / "plain"
     plain.mkdir()
