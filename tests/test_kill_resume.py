@@ -104,3 +104,61 @@ def test_a_second_uninterrupted_run_is_bit_identical(reference, synthetic_root, 
     cv = tmp_path / "cv"
     _run(["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(cv), "--folds", "2", *CLS])
     assert _digests(cv, TRAIN_OUTPUTS) == _digests(ref_cv, TRAIN_OUTPUTS)
+
+
+BENCH = ["--thresholds", "prior", "search", "priorcomp+search", "--brain-erosion", "0", "1", "--n-boot", "50",
+         "--no-figures"]
+BENCH_OUTPUTS = ["per_case.csv", "summary.csv", "choices.csv", "thresholds.csv", "per_case/*.csv"]
+
+
+def _start(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hemwsl", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def bench_reference(reference, synthetic_root, tmp_path_factory):
+    """One uninterrupted benchmark of the reference heatmaps."""
+    ref_cv, ref_cam = reference
+    out = tmp_path_factory.mktemp("bench") / "ref"
+    _run(["benchmark", "--dataset-dir", str(synthetic_root), "--cam-dir", str(ref_cam), "--out", str(out),
+          "--cv-dir", str(ref_cv), "--checkpoint", "last", *BENCH])
+    return out
+
+
+def test_benchmark_killed_resumes_to_the_same_report(reference, bench_reference, synthetic_root, tmp_path):
+    ref_cv, ref_cam = reference
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--dataset-dir", str(synthetic_root), "--cam-dir", str(ref_cam), "--out", str(out),
+            "--cv-dir", str(ref_cv), "--checkpoint", "last", *BENCH]
+    kills = 0
+    for delay in (6.0, 8.0):
+        if _run(argv, kill_after=delay) is None:
+            kills += 1
+        _no_debris(out)
+    _run(argv)
+    assert kills >= 1
+    want = _digests(bench_reference, BENCH_OUTPUTS)
+    assert want and _digests(out, BENCH_OUTPUTS) == want
+    _no_debris(out)
+
+
+def test_concurrent_processes_on_one_folder_give_one_result(reference, bench_reference, synthetic_root, tmp_path):
+    """Two cam-cv processes on one heatmap folder, then two benchmark processes on one report folder, started
+    together: every output is identical (md5) to a single process's."""
+    ref_cv, ref_cam = reference
+    cam, out = tmp_path / "cam", tmp_path / "bench"
+    cam_argv = ["cam-cv", "--dataset-dir", str(synthetic_root), "--cv-dir", str(ref_cv), "--out", str(cam),
+                "--folds", "2", "--checkpoint", "last", "--methods", "gradcam", "layercam"]
+    for argv in (cam_argv, ["benchmark", "--dataset-dir", str(synthetic_root), "--cam-dir", str(cam), "--out",
+                            str(out), "--cv-dir", str(ref_cv), "--checkpoint", "last", *BENCH]):
+        procs = [_start(argv) for _ in range(2)]
+        for p in procs:
+            _, err = p.communicate(timeout=900)
+            assert p.returncode == 0, err.decode()[-2000:]
+    want = _digests(ref_cam, ["*/*/*.nii.gz"])
+    assert want and _digests(cam, ["*/*/*.nii.gz"]) == want
+    want = _digests(bench_reference, BENCH_OUTPUTS)
+    assert want and _digests(out, BENCH_OUTPUTS) == want
+    _no_debris(cam)
+    _no_debris(out)
