@@ -183,6 +183,19 @@ def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,)
             sp)
 
 
+def _mask_file(masks: Path, patient: str) -> Path:
+    """``<masks>/<patient>.nii.gz``, else the one ``<masks>/fold<k>/<patient>.nii.gz`` (the per-fold folders of
+    ``hemwsl ablation``'s pseudo-labels); the direct path (absent) when there is neither."""
+    f = masks / f"{patient}.nii.gz"
+    if f.is_file():
+        return f
+    found = sorted(masks.glob(f"fold*/{patient}.nii.gz"))
+    if len(found) > 1:
+        raise HemwslInputError(f"{masks}: patient {patient} has masks in several fold folders "
+                               f"({', '.join(str(p.parent.name) for p in found)})")
+    return found[0] if found else f
+
+
 def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, prediction_csvs: Sequence[str | os.PathLike],
                  out_dir: str | os.PathLike, folds: tuple[Mapping[str, int], Mapping[int, set[str]]], *,
                  aggregations: Sequence[str] = SCAN_AGGREGATIONS, min_sensitivity: float = 0.9,
@@ -192,7 +205,8 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
 
     Args:
         datalist: the dataset (entries with ``patient`` and ``label``, the true mask).
-        masks_dir: predicted masks ``<patient>.nii.gz`` on the CT grid (e.g. ``hemwsl pseudo`` output).
+        masks_dir: predicted masks ``<patient>.nii.gz`` on the CT grid (e.g. ``hemwsl pseudo`` output), directly
+            or in ``fold<k>/`` subfolders (e.g. a row of ``hemwsl ablation``'s ``pseudo/``).
         prediction_csvs: out-of-fold slice predictions of every patient.
         out_dir: report folder (``per_patient.csv``, ``summary.md``, ``summary.json``, PNG figures).
         folds: ``({patient: test fold}, {fold: selection patients})`` (:func:`hemwsl.benchmark.cv_folds`).
@@ -242,7 +256,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
             raise HemwslInputError(f"patient {pat} has no true mask in the datalist: quantify needs masks")
         true_ml, true_abc, sp = _volumes(e["label"])
         true_ml, true_abc = true_ml[1], true_abc[1]
-        f = masks / f"{pat}.nii.gz"
+        f = _mask_file(masks, pat)
         zero = {n: 0.0 for n in min_slices}
         pred_ml, pred_abc, _ = _volumes(f, min_slices) if f.is_file() else (zero, zero, sp)
         if not f.is_file():

@@ -106,6 +106,21 @@ def test_quantify_command_and_its_errors(synthetic_root, synthetic_datalist, tmp
     assert "no slice predictions for patient" in capsys.readouterr().err
     with pytest.raises(HemwslInputError, match="also in an earlier"):
         scan_probabilities([pred, pred])
+    # masks in per-fold subfolders (an ablation row's pseudo/ folder) give the same table; one patient in two
+    # fold folders is refused
+    import shutil
+
+    nested = tmp_path / "nested"
+    files = sorted(masks.glob("*.nii.gz"))
+    for i, f in enumerate(files):
+        (nested / f"fold{i % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, nested / f"fold{i % 2}" / f.name)
+    assert main([*args[:4], str(nested), *args[5:8], str(tmp_path / "q2"), *args[9:]]) == 0
+    assert "CCC 1.000" in capsys.readouterr().out
+    assert (tmp_path / "q2" / "per_patient.csv").read_text() == (tmp_path / "q" / "per_patient.csv").read_text()
+    shutil.copy(files[0], nested / "fold1" / files[0].name)
+    assert main([*args[:4], str(nested), *args[5:8], str(tmp_path / "q3"), *args[9:]]) == 2
+    assert "masks in several fold folders" in capsys.readouterr().err
 
 
 def test_quantify_chooses_the_thin_component_rule_on_selection_patients(synthetic_datalist, tmp_path):

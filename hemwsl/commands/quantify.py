@@ -17,7 +17,8 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--datalist", help="datalist JSON (from `hemwsl datalist`)")
     p.add_argument("--layout", default="ct-ich", help="layout of --dataset-dir (default: ct-ich)")
     p.add_argument("--masks", required=True,
-                   help="predicted masks <patient>.nii.gz on the CT grid (e.g. `hemwsl pseudo --threshold none` output)")
+                   help="predicted masks <patient>.nii.gz on the CT grid, directly or in fold<k>/ subfolders (e.g. `hemwsl "
+                        "pseudo --threshold none` output, or a row of `hemwsl ablation`'s pseudo/)")
     pred = p.add_mutually_exclusive_group(required=True)
     pred.add_argument("--cv-dir", help="train-cv folder: its out-of-fold predictions_test[_last].csv give the slice "
                                        "probabilities")
