@@ -44,6 +44,10 @@ def test_pipeline_end_to_end(tmp_path, capsys):
                          "HU prior + component filter (slice labels)", "heatmap, validated benchmark recipe"}
     assert all(0 <= d["recall"] <= d["slice_recall"] <= 1 for d in diag.values())
     assert (out / "ablation" / "unet_prior" / "fold0" / "metrics_test_gated.csv").is_file()
+    # the run record: the same command resumes, another setting is refused before any step runs
+    assert json.loads((out / "pipeline_run.json").read_text())["methods"] == ["gradcam", "layercam"]
+    assert main([*args[:8], "gradcam", *args[10:]]) == 2
+    assert "holds a pipeline run with other settings (methods" in capsys.readouterr().err
     # the benchmark chose the post-processing per fold; the prior row used each fold's choice
     assert "chosen per fold on the selection patients" in (out / "benchmark" / "summary.md").read_text()
     from hemwsl.commands.pipeline import prior_choices

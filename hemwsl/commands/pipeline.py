@@ -352,9 +352,16 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from hemwsl.commands.benchmark import cv_settings, run_benchmark, run_cam_cv
     from hemwsl.commands.classifier import run_train_cv
 
+    from hemwsl.data.io import check_run_record
+
     out = Path(args.out)
     cv = out / "classifier"
     which = getattr(args, "checkpoint", "best")
+    # the run record (more U-Net folds later are a resume, not another run)
+    check_run_record(out / "pipeline_run.json", {
+        "dataset_dir": str(Path(args.dataset_dir).resolve()), "folds": int(args.folds), "methods": list(args.methods),
+        "layer": args.layer, "set": list(args.set), "unet_set": list(args.unet_set), "checkpoint": which,
+    }, "a pipeline run")
     extra = ["eval_checkpoint=last"] if which == "last" else []
     run_train_cv(argparse.Namespace(dataset_dir=args.dataset_dir, out=str(cv), folds=args.folds, only=None,
                                     bundle="ich_classifier", cache_dir=args.cache_dir, cache_procs=2,

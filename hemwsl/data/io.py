@@ -11,6 +11,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,8 @@ __all__ = [
     "load_pair",
     "save_nifti",
     "file_sha1",
+    "record_diff",
+    "check_run_record",
     "atomic_write_text",
     "atomic_write_bytes",
     "NIFTI_SUFFIXES",
@@ -182,6 +185,40 @@ def atomic_write(path: str | os.PathLike, write, suffix: str = "") -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
     return p
+
+
+def record_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``key old -> new`` for every leaf where two run records (nested dicts) differ, keys sorted."""
+    import json
+
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += record_diff(old.get(key, "<unset>"), new.get(key, "<unset>"), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1]} {json.dumps(old)[:60]} -> {json.dumps(new)[:60]}"]
+
+
+def check_run_record(path: str | os.PathLike, record: dict, what: str) -> None:
+    """The resume rule of a run folder: ``path`` (a JSON file) holds the settings that made the folder's results.
+    Absent: ``record`` is written (atomically). Present and equal: nothing to do. Present and different: a
+    one-line :class:`HemwslInputError` naming ``what`` and each difference, so results of two settings never mix."""
+    import json
+
+    p = Path(path)
+    record = json.loads(json.dumps(record, default=str))
+    if p.is_file():
+        try:
+            old = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            raise HemwslInputError(f"{p}: unreadable run record; use another folder") from None
+        if old != record:
+            diff = record_diff(old, record)
+            more = f"; {len(diff) - 4} more" if len(diff) > 4 else ""
+            raise HemwslInputError(f"{p.parent} holds {what} with other settings ({'; '.join(diff[:4])}{more}); "
+                                   "use another folder")
+        return
+    atomic_write_text(p, json.dumps(record, indent=1) + "\n")
 
 
 def file_sha1(path: str | os.PathLike) -> str:

@@ -50,7 +50,7 @@ from hemwsl.constants import (
     SUBTYPE_LABELS,
     SUBTYPES,
 )
-from hemwsl.data.io import atomic_write_text
+from hemwsl.data.io import atomic_write_text, check_run_record
 from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.trust.regions import REGIONS
 
@@ -230,16 +230,6 @@ def _json_default(v: Any) -> Any:
     raise TypeError(type(v).__name__)
 
 
-def _record_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """``key old -> new`` for every leaf where two run records differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _record_diff(old.get(key, "<unset>"), new.get(key, "<unset>"), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix[:-1]} {json.dumps(old)[:60]} -> {json.dumps(new)[:60]}"]
-
-
 def run_trust_report(
     datalist: Sequence[Mapping],
     output_dir: str | os.PathLike,
@@ -295,26 +285,15 @@ def run_trust_report(
     if not datalist:
         raise HemwslInputError("datalist is empty: nothing to report on")
     out = Path(output_dir)
-    record = json.loads(json.dumps({
+    record = {
         "config": asdict(config), "methods": list(methods), "layers": list(layers or []),
         "windows": list(map(str, windows)), "num_slices": int(num_slices), "spatial_size": list(spatial_size or []),
         "skull_strip": bool(skull_strip), "method_options": dict(method_options or {}), "models": dict(models or {}),
-    }, default=str))
-    record_path = out / "trust_run.json"
-    if record_path.is_file():
-        try:
-            old = json.loads(record_path.read_text())
-        except json.JSONDecodeError:
-            raise HemwslInputError(f"{record_path}: unreadable run record; use another folder") from None
-        if old != record:
-            diff = _record_diff(old, record)
-            raise HemwslInputError(f"{out} holds a trust run with other settings ({'; '.join(diff[:4])}); "
-                                   "use another folder")
-    elif (out / "per_case").is_dir() and any((out / "per_case").glob("*.json")):
+    }
+    if not (out / "trust_run.json").is_file() and any((out / "per_case").glob("*.json")):
         raise HemwslInputError(f"{out} holds trust results without a run record (an earlier version); "
                                "use another folder")
-    else:
-        atomic_write_text(record_path, json.dumps(record, indent=1) + "\n")
+    check_run_record(out / "trust_run.json", record, "a trust run")
     ckey = hashlib.sha1(json.dumps(
         [asdict(config), list(methods), list(layers or []), list(map(str, windows)), num_slices,
          list(spatial_size or []), bool(skull_strip), method_options or {}], sort_keys=True, default=str,
