@@ -16,6 +16,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "any_output",
     "EMAHandler",
     "unwrap_network",
+    "attached",
 ]
 
 logger = logging.getLogger(__name__)
@@ -296,3 +298,11 @@ class EMAHandler:
         for ema_b, b in zip(self.ema_model.buffers(), self.model.buffers()):
             ema_b.copy_(b)
         self.num_updates += 1
+
+
+def attached(handler: Any) -> Any:
+    """``handler`` itself: lets a bundle's handler list name a handler defined elsewhere in the config as a
+    component (``{_target_: hemwsl.engines.handlers.attached, handler: '@ema'}``) instead of a bare ``'@ema'``
+    reference, which MONAI's ``ConfigWorkflow.check_properties()`` cannot read (it expects every train handler to
+    be a dict with a ``_target_``)."""
+    return handler
