@@ -395,7 +395,7 @@ def _bilateral(img: np.ndarray, radius: int, sigma_color: float, sigma_spatial: 
         return img.copy()
     try:
         import cv2
-    except ImportError:  # pragma: no cover - opencv comes with grad-cam
+    except ImportError:  # pragma: no cover - opencv is a declared dependency
         return _bilateral_numpy(img, radius, sigma_color, sigma_spatial)
     return cv2.bilateralFilter(img, d=2 * radius + 1, sigmaColor=sigma_color, sigmaSpace=sigma_spatial)
 
