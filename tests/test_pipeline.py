@@ -100,6 +100,19 @@ def test_pipeline_end_to_end(tmp_path, capsys):
                  "--benchmark-dir", str(out / "benchmark"), "--checkpoint", "last"]) == 0
     params = json.loads((tmp_path / "abl_last" / "pseudo" / "prior" / "fold0" / "pseudo_params.json").read_text())
     assert params["predictions"] == ["predictions_test_last.csv"]
+    # --rows: only the heatmap row (no CAM, K-means or prior pseudo-labels, no U-Net); the prior rows need the
+    # benchmark's choices
+    assert main(["ablation", "--dataset-dir", str(data), "--cv-dir", str(cv), "--cam-dir", str(cam_last), "--out",
+                 str(tmp_path / "abl_rows"), "--folds", "2", "--layer", "layer4", "--unet-folds", "--rows", "heatmap",
+                 "--benchmark-dir", str(out / "benchmark"), "--checkpoint", "last"]) == 0
+    rows_json = json.loads((tmp_path / "abl_rows" / "ablation.json").read_text())["rows"]
+    assert list(rows_json) == ["heatmap, validated benchmark recipe"]
+    assert sorted(p.name for p in (tmp_path / "abl_rows" / "pseudo").iterdir()) == ["heatmap"]
+    capsys.readouterr()
+    assert main(["ablation", "--dataset-dir", str(data), "--cv-dir", str(cv), "--cam-dir", str(cam_last), "--out",
+                 str(tmp_path / "abl_rows2"), "--folds", "2", "--layer", "layer4", "--rows", "prior",
+                 "--checkpoint", "last"]) == 2
+    assert "--rows prior, prior_filtered and heatmap need --benchmark-dir" in capsys.readouterr().err
     # the ablation folder keeps one checkpoint's pseudo-labels: the best one's is refused there
     assert main(["ablation", "--dataset-dir", str(data), "--cv-dir", str(cv), "--cam-dir", str(cam_last), "--out",
                  str(tmp_path / "abl_last"), "--folds", "2", "--layer", "layer4", "--unet-folds",

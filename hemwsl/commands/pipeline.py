@@ -44,6 +44,10 @@ ORDER = (ROWS[0], ROWS[1], PRIOR_ROWS[0], FILTER_ROWS[0], HEATMAP_ROWS[0], ROWS[
          HEATMAP_ROWS[1], HEATMAP_ROWS[1] + GATED, ROWS[4])
 
 
+#: The row kinds of ``hemwsl ablation --rows``.
+ROW_KINDS = ("cam", "cam_kmeans", "prior", "prior_filtered", "heatmap", "true")
+
+
 def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-dir", required=True, help="dataset root (CT-ICH layout) with the true masks")
     p.add_argument("--cv-dir", required=True, help="train-cv folder (fold<k>/models/model.pt, cv_settings.json)")
@@ -59,6 +63,9 @@ def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="disk cache of the U-Net's preprocessed volumes")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="U-Net bundle overrides")
     add_checkpoint_argument(p)
+    p.add_argument("--rows", nargs="+", default=list(ROW_KINDS), choices=ROW_KINDS, metavar="ROW",
+                   help=f"pseudo-label rows to make (and their U-Nets): {', '.join(ROW_KINDS)} (default: all; prior, "
+                        "prior_filtered and heatmap need --benchmark-dir; true is the fully supervised U-Net)")
     p.add_argument("--benchmark-dir", default=None,
                    help="a `hemwsl benchmark` report of the same folds: adds the rows of the hyperdense-blood prior "
                         "(no CAM) with the post-processing each fold's selection patients chose there")
@@ -222,6 +229,7 @@ def run_ablation(args: argparse.Namespace) -> int:
     from hemwsl.data.datalist import build_datalist
     from hemwsl.data.io import atomic_write_text
     from hemwsl.engines.classifier import fold_datalists
+    from hemwsl.errors import HemwslInputError
     from hemwsl.pseudo import evaluate_pseudo_labels, make_pseudo_labels
     from hemwsl.reports.ablation import ablation_markdown, ablation_rows, read_seg_metrics
 
@@ -241,7 +249,12 @@ def run_ablation(args: argparse.Namespace) -> int:
     per_row: dict[str, dict[str, float]] = {}
     diagnostics: dict[str, dict[str, float]] = {}
     pseudo_lists = {}
+    kinds = set(getattr(args, "rows", None) or ROW_KINDS)
+    if kinds & {"prior", "prior_filtered", "heatmap"} and not getattr(args, "benchmark_dir", None):
+        raise HemwslInputError("--rows prior, prior_filtered and heatmap need --benchmark-dir (the benchmark's choices)")
     for mode, row in (("cam", ROWS[0]), ("cam_kmeans", ROWS[1])):
+        if mode not in kinds:
+            continue
         entries = []
         for k in range(args.folds):
             net = _fold_network(cv_dir, k, settings, which)
@@ -256,8 +269,9 @@ def run_ablation(args: argparse.Namespace) -> int:
         per_row[row], diagnostics[row] = _scores(evaluate_pseudo_labels(entries))
         pseudo_lists[mode] = out / "pseudo" / mode / "datalist.json"
     prior_text = ""
-    if getattr(args, "benchmark_dir", None):
+    if getattr(args, "benchmark_dir", None) and kinds & {"prior", "prior_filtered"}:
         choices = prior_choices(args.benchmark_dir, args.folds)
+    if getattr(args, "benchmark_dir", None) and "prior" in kinds:
         used = ", ".join(f"`{t}`" for t in sorted({choices[k].text for k in range(args.folds)}))
         entries = _prior_pseudo_labels(args, tests, settings, out, choices)
         per_row[PRIOR_ROWS[0]], diagnostics[PRIOR_ROWS[0]] = _scores(evaluate_pseudo_labels(entries))
@@ -265,6 +279,7 @@ def run_ablation(args: argparse.Namespace) -> int:
         prior_text = (f" Prior row: voxels in the hyperdense-blood range inside the eroded brain on the same slices, no "
                       f"heatmap, with the post-processing the benchmark's selection patients chose per fold ({used}).")
         print("pseudo-labels prior: done", flush=True)
+    if getattr(args, "benchmark_dir", None) and "prior_filtered" in kinds:
         filtered = _filtered_prior_pseudo_labels(args, parts, settings, out, choices)
         if filtered is not None:
             per_row[FILTER_ROWS[0]], diagnostics[FILTER_ROWS[0]] = _scores(evaluate_pseudo_labels(filtered))
@@ -272,6 +287,7 @@ def run_ablation(args: argparse.Namespace) -> int:
             prior_text += (" Component-filter row: the prior's components scored by a classifier trained per fold on "
                            "the slice labels (no masks) of the fold's other patients; those under 0.5 dropped.")
             print("pseudo-labels prior + component filter: done", flush=True)
+    if getattr(args, "benchmark_dir", None) and "heatmap" in kinds:
         chosen = heatmap_choices(args.benchmark_dir, args.folds, args.method)
         if chosen is not None:
             entries = _heatmap_pseudo_labels(args, tests, settings, out, chosen)
@@ -283,14 +299,15 @@ def run_ablation(args: argparse.Namespace) -> int:
                            f"selection patients chose per fold ({used}), on the same slices.")
             print("pseudo-labels heatmap recipe: done", flush=True)
     unet_folds = list(range(args.folds)) if args.unet_folds is None else list(args.unet_folds)
-    runs = [("cam", ROWS[2], str(pseudo_lists["cam"])), ("cam_kmeans", ROWS[3], str(pseudo_lists["cam_kmeans"]))]
+    runs = [(m, row, str(pseudo_lists[m])) for m, row in (("cam", ROWS[2]), ("cam_kmeans", ROWS[3])) if m in pseudo_lists]
     if "prior" in pseudo_lists:
         runs.append(("prior", PRIOR_ROWS[1], str(pseudo_lists["prior"])))
     if "prior_filtered" in pseudo_lists:
         runs.append(("prior_filtered", FILTER_ROWS[1], str(pseudo_lists["prior_filtered"])))
     if "heatmap" in pseudo_lists:
         runs.append(("heatmap", HEATMAP_ROWS[1], str(pseudo_lists["heatmap"])))
-    runs.append(("true", ROWS[4], None))
+    if "true" in kinds:
+        runs.append(("true", ROWS[4], None))
     # the weakly supervised U-Nets are also scored gated by the classifier's out-of-fold slice calls, when its
     # predictions of every U-Net fold are there (train-cv writes them)
     gate = bool(unet_folds) and all(_has_predictions(cv_dir, k, which) for k in unet_folds)
