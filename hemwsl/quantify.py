@@ -165,7 +165,7 @@ def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,)
     import nibabel as nib
 
     from hemwsl.metrics.agreement import abc2_volume_ml
-    from hemwsl.metrics.volume import drop_thin_components, lesion_volume_ml
+    from hemwsl.metrics.volume import drop_thin_components_by_rule, lesion_volume_ml
 
     p = Path(path)
     if not p.is_file():
@@ -178,7 +178,7 @@ def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,)
     if m.ndim != 3:
         raise HemwslInputError(f"{p}: a mask must be 3D, got shape {m.shape}")
     sp = tuple(float(s) for s in img.header.get_zooms()[:3])
-    kept = {int(n): drop_thin_components(m, int(n)) for n in min_slices}
+    kept = drop_thin_components_by_rule(m, min_slices)  # one labelling for every rule
     return ({n: lesion_volume_ml(k, sp) for n, k in kept.items()}, {n: abc2_volume_ml(k, sp) for n, k in kept.items()},
             sp)
 

@@ -360,6 +360,27 @@ def test_thin_components_are_dropped():
     assert not out[:, :, 2][1:3, 1:3].any() and out[6:9, 6:9, 1:4].all() and out[1, 8, 4:6].all()
     assert (_drop_thin_components(m, 3) == (m & (np.arange(10)[:, None, None] >= 6))).all()
     assert _drop_thin_components(m, 1) is m
+    # several rules from one labelling equal one rule at a time, on random masks too
+    from hemwsl.metrics.volume import drop_thin_components_by_rule
+
+    rng = np.random.default_rng(0)
+    for mask in (m, rng.random((24, 24, 12)) > 0.8, np.zeros((4, 4, 3), bool)):
+        many = drop_thin_components_by_rule(mask, [3, 1, 2, 5])
+        assert sorted(many) == [1, 2, 3, 5]
+        for n, kept in many.items():
+            want = _drop_thin_components(mask, n)
+            assert kept.dtype == bool and (kept == want).all()
+        # the reference: keep a component when its z extent reaches n
+        from scipy import ndimage
+
+        lab, k = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        for n in (2, 5):
+            ref = np.zeros_like(mask)
+            for i in range(1, k + 1):
+                z = np.flatnonzero((lab == i).any(axis=(0, 1)))
+                if z.max() - z.min() + 1 >= n:
+                    ref |= lab == i
+            assert (many[n] == ref).all()
 
 
 def test_package_takes_each_members_thin_component_rule_from_a_quantify_report(tmp_path, phantom):

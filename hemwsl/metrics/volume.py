@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -56,6 +56,7 @@ __all__ = [
     "VOLUME_METRIC_KEYS",
     "lesion_volume_ml",
     "drop_thin_components",
+    "drop_thin_components_by_rule",
     "compute_volume_dice",
     "compute_rvd",
     "compute_tpr",
@@ -142,16 +143,25 @@ def drop_thin_components(mask: np.ndarray, min_slices: int) -> np.ndarray:
     """``mask`` (``(X, Y, Z)``, bool) without the 3D components (26-connectivity) that span fewer than
     ``min_slices`` slices: a bleed seen on one 5 mm slice only is rarer than a false-positive component there
     (the quantification issue's component rule; ``min_slices`` 1 returns ``mask`` itself)."""
-    if min_slices <= 1 or not mask.any():
-        return mask
+    return drop_thin_components_by_rule(mask, [min_slices])[int(min_slices)]
+
+
+def drop_thin_components_by_rule(mask: np.ndarray, rules: Sequence[int]) -> dict[int, np.ndarray]:
+    """:func:`drop_thin_components` for several ``rules`` (minimum slice spans) at once, from one labelling of
+    ``mask``: ``{rule: kept mask}`` (a rule of 1 or less keeps ``mask`` itself)."""
+    rules = sorted({int(n) for n in rules})
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any() or rules[-1] <= 1:
+        return {n: mask for n in rules}
     from scipy import ndimage
 
-    labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    keep = np.zeros_like(mask)
+    labels, n_labels = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    spans = np.zeros(n_labels + 1, dtype=np.int64)
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is not None and sl[2].stop - sl[2].start >= min_slices:
-            keep[sl] |= labels[sl] == i
-    return keep
+        if sl is not None:
+            spans[i] = sl[2].stop - sl[2].start
+    span_of_voxel = spans[labels]  # 0 outside the mask
+    return {n: mask if n <= 1 else span_of_voxel >= n for n in rules}
 
 
 def compute_volume_dice(y_pred: Any, y: Any) -> float:
