@@ -105,6 +105,43 @@ def floor_time(model, x, device, repeats) -> float:
     return timed(run, device, repeats, warmup=1)[0]
 
 
+def scorecam_floor(model, x, n_inputs: int, device, batch_size: int, k: int | None = None) -> float:
+    """Score-CAM's floor for one layer: bare batched forwards (inference mode, no hooks, no mask building) of
+    ``n_inputs`` masked inputs, ``batch_size`` per forward, as Score-CAM batches them; with ``k``, the forwards of
+    ``k`` inputs per slice are timed and scaled to ``n_inputs`` (the cost is linear in the inputs)."""
+    b = x.shape[0]
+    todo = n_inputs if k is None else min(n_inputs, b * k)
+    g = torch.Generator(device="cpu").manual_seed(1)
+    masked = (x[torch.arange(batch_size) % b] * torch.rand(batch_size, 1, *x.shape[-2:], generator=g).to(device))
+
+    def run():
+        with torch.inference_mode():
+            left = todo
+            while left > 0:
+                n = min(batch_size, left)
+                model(masked[:n])
+                left -= n
+
+    t = timed(run, device, 1, warmup=1)[0]
+    return t * n_inputs / todo
+
+
+def scorecam_floor_table(model, x, device, k: int | None) -> None:
+    """hemwsl's Score-CAM per layer against its floor (``scorecam_floor`` of B x C inputs), same run."""
+    bs = ScoreCAM()._batch_size(x.device)
+    batch = x.shape[0]
+    print(f"\n### Score-CAM against its floor ({x.shape[-1]} x {x.shape[-1]}, batch {batch}, {bs} masked inputs per "
+          "forward)\n")
+    print("| layer | C | hemwsl Score-CAM s/slice | floor s/slice (B x C bare forwards) | ratio | notes |")
+    print("|---|---:|---:|---:|---:|---|")
+    for layer in LAYERS:
+        c = _channels(model, layer, x)
+        t_h, note = run_hemwsl(model, "scorecam", layer, x, device, 1, k)
+        t_f = scorecam_floor(model, x, batch * c, device, bs, k)
+        notes = "; ".join(v for v in (note, "" if k is None or k >= c else f"floor scaled from {k} of {c} channels") if v)
+        print(f"| {layer} | {c} | {t_h / batch:.4f} | {t_f / batch:.4f} | {t_h / t_f:.2f}x | {notes} |")
+
+
 # ---- pytorch-grad-cam ---------------------------------------------------------------------------
 
 
@@ -314,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats of the cheap cells (default 3; quick: 2)")
     p.add_argument("--channels-subset", type=int, default=None,
                    help="time Score-CAM and pgc Ablation-CAM on this many channels and extrapolate (default: all; quick: 16)")
+    p.add_argument("--scorecam-floor-only", action="store_true",
+                   help="only the table of hemwsl's Score-CAM against its floor (bare batched forwards of the masked inputs)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's; quick on CPU: 1, faster on a small shared CPU)")
     args = p.parse_args(argv)
@@ -354,11 +393,19 @@ def main(argv: list[str] | None = None) -> int:
     totals = {"hemwsl": 0.0, "pgc": 0.0, "hemwsl_noscore": 0.0, "pgc_noscore": 0.0}
     for size in sizes:
         model = calibrated_model(device, size)
+        g = torch.Generator(device="cpu").manual_seed(size)
+        x_floor = torch.rand(batch, 9, size, size, generator=g).to(device)
+        _CHANNELS.clear()
+        scorecam_floor_table(model, x_floor, device, k)
+        if args.scorecam_floor_only:
+            continue
         with contextlib.redirect_stderr(io.StringIO()):
             res = bench_size(model, size, batch, device, repeats, k)
         for key in totals:
             totals[key] += res[key]
     print(f"\nbenchmark wall time {time.perf_counter() - t0:.0f} s")
+    if args.scorecam_floor_only:
+        return 0
     print(f"grid speedup without Score-CAM: {totals['pgc_noscore'] / totals['hemwsl_noscore']:.1f}x")
     print(f"grid speedup vs pytorch-grad-cam: {totals['pgc'] / totals['hemwsl']:.1f}x")
     return 0
