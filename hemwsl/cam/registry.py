@@ -25,6 +25,7 @@ from hemwsl.cam.methods import (
     AblationCAM,
     EigenCAM,
     EigenGradCAM,
+    FasterScoreCAM,
     GradCAM,
     GradCAMElementWise,
     GradCAMPlusPlus,
@@ -61,6 +62,7 @@ CAM_METHODS: dict[str, type] = {
         EigenGradCAM,
         AblationCAM,
         ScoreCAM,
+        FasterScoreCAM,
         LSEHeatmap,
     )
 }
@@ -77,7 +79,7 @@ GRADIENT_METHODS: tuple[str, ...] = (
 )
 
 #: Methods that run the network again on perturbed activations or inputs.
-PERTURBATION_METHODS: tuple[str, ...] = ("ablationcam", "scorecam")
+PERTURBATION_METHODS: tuple[str, ...] = ("ablationcam", "scorecam", "fasterscorecam")
 
 #: hemwsl name -> pytorch-grad-cam class name, for the methods both libraries have.
 PGC_METHODS: dict[str, str] = {

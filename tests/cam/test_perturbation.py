@@ -159,6 +159,40 @@ def test_scorecam_skips_constant_channels_exactly():
     np.testing.assert_allclose(pgc_like(out, 32), ref, atol=1e-5)
 
 
+def test_faster_scorecam_is_scorecam_on_each_slices_top_k_channels():
+    """Faster Score-CAM: with top_k >= C it is exact Score-CAM; with top_k < C each slice's map is Score-CAM's
+    softmax over that slice's top_k channels by spatial variance (scored with the same masked inputs), the other
+    channels weighing 0, and it runs B x top_k masked forwards."""
+    from hemwsl.cam.methods import FasterScoreCAM, ScoreCAM
+
+    model = tiny_cnn()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    layer = "features.8"
+    exact = CAMEngine(model, [ScoreCAM(batch_size=8)], layers=[layer]).feature_maps(x, 0)[("scorecam", layer)]
+    full = CAMEngine(model, [FasterScoreCAM(top_k=1000, batch_size=5)], layers=[layer]).feature_maps(x, 0)
+    torch.testing.assert_close(full[("fasterscorecam", layer)], exact, rtol=1e-9, atol=1e-12)
+
+    k = 5
+    calls = []
+    h = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    got = CAMEngine(model, [FasterScoreCAM(top_k=k, batch_size=64)], layers=[layer]).feature_maps(x, 0)
+    h.remove()
+    assert sum(calls) == 2 + 2 * k  # the main forward + one masked forward per (slice, chosen channel)
+    with capture(model, [layer]) as cap, torch.no_grad():
+        model(x)
+        a = cap.activations[layer]
+    for b in range(2):  # by hand: the top-k channels of slice b, their masked-input scores, softmax, weighted sum
+        top = a[b].flatten(1).var(dim=1).topk(k).indices
+        up = torch.nn.functional.interpolate(a[b, top][:, None], size=(32, 32), mode="bilinear", align_corners=True)
+        mn, mx = up.flatten(1).amin(1)[:, None, None, None], up.flatten(1).amax(1)[:, None, None, None]
+        with torch.no_grad():
+            scores = model(x[b:b + 1] * (up - mn) / (mx - mn + 1e-8))[:, 0]
+        want = torch.einsum("c,chw->hw", torch.softmax(scores, 0), a[b, top])
+        torch.testing.assert_close(got[("fasterscorecam", layer)][b], want, rtol=1e-9, atol=1e-12)
+    with pytest.raises(HemwslInputError, match="top_k"):
+        FasterScoreCAM(top_k=0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_v2_s", "efficientnet_v2_b0", "densenet121", "resnet18"])
 def test_suffix_mode_on_registered_backbones(name):

@@ -12,7 +12,7 @@ from hemwsl.cam.methods.gradcampp import GradCAMPlusPlus
 from hemwsl.cam.methods.hirescam import HiResCAM
 from hemwsl.cam.methods.layercam import LayerCAM
 from hemwsl.cam.methods.lseheatmap import LSEHeatmap
-from hemwsl.cam.methods.scorecam import ScoreCAM
+from hemwsl.cam.methods.scorecam import FasterScoreCAM, ScoreCAM
 from hemwsl.cam.methods.xgradcam import XGradCAM
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "CAM",
     "EigenCAM",
     "EigenGradCAM",
+    "FasterScoreCAM",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
