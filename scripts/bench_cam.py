@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s); "
           f"EfficientNetV2-S, 9 input channels, layers {', '.join(LAYERS)}; target: logit 0")
     if k is not None:
-        print(f"Score-CAM (both libraries) and pytorch-grad-cam's Ablation-CAM are timed on {k} channels per layer "
+        print(f"Score-CAM (both libraries) and pytorch-grad-cam's Ablation-CAM are timed on at most {k} channels per layer "
               "and extrapolated linearly to all channels (marked in the notes); all other cells are measured.")
 
     t0 = time.perf_counter()
