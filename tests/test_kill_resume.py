@@ -55,6 +55,19 @@ def _no_debris(root: Path) -> None:
         json.loads(p.read_text())  # none truncated
 
 
+def _killed_then_finished(argv: list[str], root: Path, delays) -> int:
+    """Run ``argv`` killed after each of ``delays`` seconds (no debris after each kill), then once to the end;
+    returns how many kills landed mid-run."""
+    kills = 0
+    for delay in delays:
+        if _run(argv, kill_after=delay) is None:
+            kills += 1
+        _no_debris(root)
+    _run(argv)
+    _no_debris(root)
+    return kills
+
+
 #: wall time of the uninterrupted train-cv run: the kills land at fractions of it, whatever the machine's speed
 TRAIN_SECONDS: list[float] = []
 
@@ -81,19 +94,12 @@ def test_train_cv_killed_three_times_resumes_to_the_same_outputs(reference, synt
     ref_cv, _ = reference
     cv = tmp_path / "cv"
     argv = ["train-cv", "--dataset-dir", str(synthetic_root), "--out", str(cv), "--folds", "2", *CLS]
-    kills = 0
     full = TRAIN_SECONDS[0]
     # a resumed run skips what is done, so each later kill comes earlier in its run: during the volume check or
     # fold 0, then fold 0 or 1, then later
-    for delay in (0.3 * full, 0.45 * full, 0.3 * full):
-        if _run(argv, kill_after=delay) is None:
-            kills += 1
-        _no_debris(cv)
-    _run(argv)
-    assert kills >= 2
+    assert _killed_then_finished(argv, cv, (0.3 * full, 0.45 * full, 0.3 * full)) >= 2
     want = _digests(ref_cv, TRAIN_OUTPUTS)
     assert want and _digests(cv, TRAIN_OUTPUTS) == want
-    _no_debris(cv)
 
 
 def test_cam_cv_killed_resumes_to_the_same_heatmaps(reference, synthetic_root, tmp_path):
@@ -101,17 +107,10 @@ def test_cam_cv_killed_resumes_to_the_same_heatmaps(reference, synthetic_root, t
     cam = tmp_path / "cam"
     argv = ["cam-cv", "--dataset-dir", str(synthetic_root), "--cv-dir", str(ref_cv), "--out", str(cam), "--folds",
             "2", "--checkpoint", "last", "--methods", "gradcam", "layercam"]
-    kills = 0
-    for delay in (5.0, 8.0):
-        if _run(argv, kill_after=delay) is None:
-            kills += 1
-        _no_debris(cam)
-    _run(argv)
-    assert kills >= 1
+    assert _killed_then_finished(argv, cam, (5.0, 8.0)) >= 1
     want = _digests(ref_cam, ["*/*/*.nii.gz"])
     got = _digests(cam, ["*/*/*.nii.gz"])
     assert want and got == want, sorted(k for k in set(want) | set(got) if got.get(k) != want.get(k))
-    _no_debris(cam)
 
 
 def test_a_second_uninterrupted_run_is_bit_identical(reference, synthetic_root, tmp_path):
@@ -152,16 +151,9 @@ def test_benchmark_killed_resumes_to_the_same_report(reference, bench_reference,
     out = tmp_path / "bench"
     argv = ["benchmark", "--dataset-dir", str(synthetic_root), "--cam-dir", str(ref_cam), "--out", str(out),
             "--cv-dir", str(ref_cv), "--checkpoint", "last", *BENCH]
-    kills = 0
-    for delay in (0.5 * BENCH_SECONDS[0], 0.5 * BENCH_SECONDS[0]):
-        if _run(argv, kill_after=delay) is None:
-            kills += 1
-        _no_debris(out)
-    _run(argv)
-    assert kills >= 1
+    assert _killed_then_finished(argv, out, (0.5 * BENCH_SECONDS[0], 0.5 * BENCH_SECONDS[0])) >= 1
     want = _digests(bench_reference, BENCH_OUTPUTS)
     assert want and _digests(out, BENCH_OUTPUTS) == want
-    _no_debris(out)
 
 
 def test_concurrent_processes_on_one_folder_give_one_result(reference, bench_reference, synthetic_root, tmp_path):

@@ -80,17 +80,6 @@ def run_cv_fold(bundle: str, fold_dir: Path, fold: int, done_file: str, **overri
 CV_RUN = "cv_run.json"
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
-            out.append(f"{prefix}{key} {json.dumps(a)} -> {json.dumps(b)}")
-    return out
-
-
 def check_cv_run(out: str | Path, record: dict, command: str = "train-cv", file: str = CV_RUN) -> None:
     """Refuse to resume a cross-validation folder with other settings: folds, bundle, dataset or any ``--set``
     value (a resumed run would mix folds of two recipes, or skip them as done). The record is ``<out>/<file>``;
@@ -106,7 +95,9 @@ def check_cv_run(out: str | Path, record: dict, command: str = "train-cv", file:
         record = {"settings": record["settings"]}
     else:
         return
-    diffs = _differences(old, record)
+    from hemwsl.data.io import record_diff
+
+    diffs = record_diff(old, record)
     if diffs:
         raise HemwslInputError(f"{root}: holds a {command} run with other settings ({'; '.join(diffs)}); "
                                "use another --out (or remove the folder to start over)")

@@ -55,8 +55,7 @@ SEG_RUN = "seg_cv_run.json"
 
 def _fingerprint(path: str | None) -> dict | None:
     """A datalist file by path and content (sha1): pseudo-labels remade into the same file count as other input."""
-    import hashlib
-
+    from hemwsl.data.io import file_sha1
     from hemwsl.errors import HemwslInputError
 
     if not path:
@@ -64,7 +63,7 @@ def _fingerprint(path: str | None) -> dict | None:
     p = Path(path)
     if not p.is_file():
         raise HemwslInputError(f"{p}: datalist not found")
-    return {"path": str(p.resolve()), "sha1": hashlib.sha1(p.read_bytes()).hexdigest()}
+    return {"path": str(p.resolve()), "sha1": file_sha1(p)}
 
 
 def run_seg_cv(args: argparse.Namespace) -> int:

@@ -187,16 +187,20 @@ def atomic_write(path: str | os.PathLike, write, suffix: str = "") -> Path:
     return p
 
 
-def record_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """``key old -> new`` for every leaf where two run records (nested dicts) differ, keys sorted."""
+def record_diff(old: Any, new: Any, prefix: str = "", width: int | None = None) -> list[str]:
+    """``key old -> new`` for every leaf where two run records (nested dicts) differ, keys sorted, values compared
+    and shown as JSON (``width``: at most that many characters of each value)."""
     import json
 
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
         for key in sorted(set(old) | set(new)):
-            out += record_diff(old.get(key, "<unset>"), new.get(key, "<unset>"), f"{prefix}{key}.")
+            out += record_diff(old.get(key, "<unset>"), new.get(key, "<unset>"), f"{prefix}{key}.", width)
         return out
-    return [] if old == new else [f"{prefix[:-1]} {json.dumps(old)[:60]} -> {json.dumps(new)[:60]}"]
+    a, b = json.dumps(old, default=str), json.dumps(new, default=str)
+    if json.loads(a) == json.loads(b):
+        return []
+    return [f"{prefix[:-1]} {a[:width]} -> {b[:width]}"]
 
 
 def check_run_record(path: str | os.PathLike, record: dict, what: str) -> None:
@@ -213,7 +217,7 @@ def check_run_record(path: str | os.PathLike, record: dict, what: str) -> None:
         except json.JSONDecodeError:
             raise HemwslInputError(f"{p}: unreadable run record; use another folder") from None
         if old != record:
-            diff = record_diff(old, record)
+            diff = record_diff(old, record, width=60)
             more = f"; {len(diff) - 4} more" if len(diff) > 4 else ""
             raise HemwslInputError(f"{p.parent} holds {what} with other settings ({'; '.join(diff[:4])}{more}); "
                                    "use another folder")
