@@ -101,6 +101,8 @@ COMMANDS: dict[str, Command] = {
                 "hemwsl.commands.pipeline", "add_pipeline_arguments"),
         Command("benchmark", "score CAM heatmaps against masks: thresholds, metrics, CIs, paired tests, figures",
                 "hemwsl.commands.benchmark", "add_benchmark_arguments"),
+        Command("subtypes", "Chen & Kuo 2026's Algorithm 1: subtype masks of a six-output heatmap network, out of fold",
+                "hemwsl.commands.subtypes", "add_subtypes_arguments"),
         Command("package", "pack a train-cv run (settings, weights, validated mask recipe) into one model folder",
                 "hemwsl.commands.predict", "add_package_arguments"),
         Command("predict", "one CT (NIfTI or DICOM) in: slice probabilities, heatmap, mask, mL, report (DICOM SEG)",

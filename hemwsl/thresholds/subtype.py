@@ -78,8 +78,21 @@ class SubtypeRule:
         mt = self.mask_threshold if self.mask_threshold.size == k else np.full(k, float(self.mask_threshold[0]))
         if mt.shape != (k,):
             raise HemwslInputError(f"mask_threshold needs 1 or {k} values, got {self.mask_threshold.size}")
-        norm = np.stack([[normalise_map(c[i, j], self.normalisation) for j in range(k)] for i in range(len(c))]) \
-            if len(c) else c
+        return self.label_normalised(p, self.normalise(c), brain)
+
+    def normalise(self, cams: Any) -> np.ndarray:
+        """Step 2's per-slice, per-subtype normalisation of ``(N, K, H, W)`` heatmaps."""
+        c = np.asarray(cams, dtype=np.float64)
+        return np.stack([[normalise_map(c[i, j], self.normalisation) for j in range(c.shape[1])]
+                         for i in range(len(c))]) if len(c) else c
+
+    def label_normalised(self, probs: Any, norm: Any, brain: Any = None) -> np.ndarray:
+        """Steps 1 and 3 on heatmaps already normalised (e.g. once for several mask thresholds)."""
+        p, norm = np.asarray(probs, dtype=np.float64), np.asarray(norm)
+        k = p.shape[1]
+        if self.class_thresholds is None:
+            raise HemwslInputError("SubtypeRule has no class thresholds: pass class_thresholds or call fit()")
+        mt = self.mask_threshold if self.mask_threshold.size == k else np.full(k, float(self.mask_threshold[0]))
         present = p >= self.class_thresholds[None, :]
         claim = present[:, :, None, None] & (norm > mt[None, :, None, None])
         score = np.where(claim, norm, -np.inf)
