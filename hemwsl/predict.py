@@ -25,6 +25,7 @@ Outputs per scan go to ``<out>/<stem>/`` (written in a hidden partial folder, re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -361,8 +362,9 @@ class ModelPackage:
     meta: dict = field(repr=False)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> ModelPackage:
-        """Read a package from its folder (or its ``hemwsl_model.json``); one-line errors naming the path."""
+    def load(cls, path: str | os.PathLike, kind: str = MODEL_KIND) -> ModelPackage:
+        """Read a package of ``kind`` from its folder (or its ``hemwsl_model.json``); one-line errors naming the
+        path (a package of another kind, e.g. a U-Net's, included)."""
         p = Path(path)
         f = p / MODEL_FILE if p.is_dir() else p
         if not p.exists():
@@ -373,9 +375,9 @@ class ModelPackage:
             meta = json.loads(f.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise HemwslInputError(f"{f}: corrupt model description ({err})") from err
-        if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
-            kind = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
-            raise HemwslInputError(f"{f}: a model of another kind ({kind!r}); expected {MODEL_KIND!r}")
+        if not isinstance(meta, dict) or meta.get("kind") != kind:
+            other = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
+            raise HemwslInputError(f"{f}: a model of another kind ({other!r}); expected {kind!r}")
         if int(meta.get("format", 0)) > FORMAT_VERSION:
             raise HemwslInputError(f"{f}: format {meta.get('format')} is newer than this hemwsl reads ({FORMAT_VERSION})")
         for key in ("settings", "recipe", "members"):
@@ -452,6 +454,42 @@ def check_head_ct(hu: np.ndarray, brain: np.ndarray, path: str) -> None:
     frac = brain.reshape(-1, brain.shape[2]).mean(0)
     if not (frac > 0.02).any():
         raise HemwslInputError(f"{path}: no brain inside a skull found on any slice (not a head CT, or not axial?)")
+
+
+# ------------------------------------------------------------------------------------------- outputs of a scan
+def finished_prediction(final: Path, src: Path, fingerprint: str, members: list[int], overwrite: bool) -> dict | None:
+    """The resume rule of a scan's output folder: the report of a finished prediction by the same model, members and
+    input (skip it); ``None`` when there is none, or when ``overwrite`` lets another one be replaced; else a one-line
+    refusal (outputs of two models never mix)."""
+    if not (final / "report.json").is_file():
+        return None
+    old = json.loads((final / "report.json").read_text())
+    same_input = old.get("input") == str(src)
+    if old.get("model_fingerprint") == fingerprint and old.get("members") == members and same_input:
+        logger.info("%s: done, skipped", final.name)
+        return old
+    if not overwrite:
+        what = "model or members" if same_input else f"input ({old.get('input')})"
+        raise HemwslInputError(f"{final}: holds the prediction of another {what}; use another --out or --overwrite")
+    return None
+
+
+@contextlib.contextmanager
+def partial_folder(out_dir: str | os.PathLike, stem: str):
+    """A hidden ``.<stem>.partial`` folder to write a scan's outputs into, renamed to ``<stem>`` when the block
+    ends without error and removed when it fails: nothing partly written is left behind."""
+    final = Path(out_dir) / stem
+    part = Path(out_dir) / f".{stem}.partial"
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    try:
+        yield part
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(part, final)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
 
 
 # ------------------------------------------------------------------------------------------- predictor
@@ -678,26 +716,15 @@ class Predictor:
         from hemwsl.data.io import volume_stem
 
         stem = volume_stem(src)
-        final = Path(out_dir) / stem
         fp = self.package.fingerprint()
         members = [int(m["fold"]) for m in self.members]
-        if (final / "report.json").is_file():
-            old = json.loads((final / "report.json").read_text())
-            same_input = old.get("input") == str(src)
-            if old.get("model_fingerprint") == fp and old.get("members") == members and same_input:
-                logger.info("%s: done, skipped", stem)
-                return old
-            if not overwrite:
-                what = "model or members" if same_input else f"input ({old.get('input')})"
-                raise HemwslInputError(f"{final}: holds the prediction of another {what}; "
-                                       "use another --out or --overwrite")
+        done = finished_prediction(Path(out_dir) / stem, src, fp, members, overwrite)
+        if done is not None:
+            return done
         volume, datasets = loaded if loaded is not None else load_ct(src)
         res = self.predict_arrays(volume.array, volume.spacing, str(src))
         self.last = res  # the arrays of the latest scan (e.g. the mask a MONAI Deploy operator emits)
-        part = Path(out_dir) / f".{stem}.partial"
-        shutil.rmtree(part, ignore_errors=True)
-        part.mkdir(parents=True)
-        try:
+        with partial_folder(out_dir, stem) as part:
             names = self.package.meta.get("outputs") or ["any"]
             lines = ["slice," + ",".join(f"prob_{n}" for n in names) + ",positive"]
             thr = float(self.package.recipe["slice_threshold"])
@@ -722,12 +749,6 @@ class Predictor:
                                  part / "report.png", title=self._title(stem, report), slice_threshold=thr)
                 report["files"]["report_png"] = "report.png"
             atomic_write_text(part / "report.json", json.dumps(report, indent=1) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(part, final)
-        except BaseException:
-            shutil.rmtree(part, ignore_errors=True)
-            raise
         return report
 
     @staticmethod

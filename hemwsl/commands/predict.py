@@ -11,7 +11,10 @@ __all__ = ["add_package_arguments", "add_predict_arguments", "run_package", "run
 def add_package_arguments(p: argparse.ArgumentParser) -> None:
     from hemwsl.commands.benchmark import add_checkpoint_argument
 
-    p.add_argument("--cv-dir", required=True, help="output folder of `hemwsl train-cv`")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cv-dir", help="output folder of `hemwsl train-cv` (the slice classifier or heatmap network)")
+    src.add_argument("--seg-cv-dir", help="output folder of `hemwsl seg-cv` (the 3D U-Net; with --out, --dataset-dir "
+                                          "and --folds only)")
     p.add_argument("--out", required=True, help="model package folder to write")
     add_checkpoint_argument(p)
     p.add_argument("--benchmark-dir", default=None,
@@ -38,6 +41,15 @@ def add_package_arguments(p: argparse.ArgumentParser) -> None:
 def run_package(args: argparse.Namespace) -> int:
     from hemwsl.predict import ModelPackage, pack_model
 
+    if args.seg_cv_dir:
+        from hemwsl.predict_unet import SEG_MODEL_KIND, pack_segmentation
+
+        root = pack_segmentation(args.seg_cv_dir, args.out, folds=args.folds, dataset_dir=args.dataset_dir)
+        pkg = ModelPackage.load(root, kind=SEG_MODEL_KIND)
+        s = pkg.settings
+        print(f"model package {root}: 3D U-Net, {len(pkg.members)} member(s), {len(s['windows'])} windows at "
+              f"{s['spatial_size']}, patch {s['patch_size']}, threshold {s['threshold']}")
+        return 0
     root = pack_model(args.cv_dir, args.out, checkpoint=args.checkpoint, benchmark_dir=args.benchmark_dir,
                       quantify_dir=args.quantify_dir, dataset_dir=args.dataset_dir, folds=args.folds,
                       bundle=args.bundle, methods=args.methods, scan_call=args.scan_call,
@@ -51,7 +63,8 @@ def run_package(args: argparse.Namespace) -> int:
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a model package folder (from `hemwsl package`)")
+    p.add_argument("--model", required=True, help="a model package folder (from `hemwsl package`: the slice ensemble "
+                                                  "with its mask recipe, or a 3D U-Net)")
     p.add_argument("--input", required=True, nargs="+",
                    help="CT scans: NIfTI files and/or DICOM series folders (DICOM in gives a DICOM SEG out)")
     p.add_argument("--out", default="outputs/predict", help="output folder, one <scan>/ subfolder each "
@@ -73,11 +86,23 @@ def run_predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise HemwslInputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    pkg = ModelPackage.load(args.model)
-    pkg.check_settings(spatial_size=args.spatial_size, num_slices=args.num_slices)
+    from hemwsl.predict_unet import SEG_MODEL_KIND, SegmentationPredictor, package_kind
+
     for path in args.input:
         if not Path(path).exists():
             raise HemwslInputError(f"{path}: input not found")
+    if package_kind(args.model) == SEG_MODEL_KIND:
+        seg = SegmentationPredictor(args.model, members=args.members, device=args.device)
+        seg.package.check_settings(spatial_size=args.spatial_size)
+        for path in args.input:
+            rep = seg.predict(path, args.out, overwrite=args.overwrite, figures=not args.no_figures)
+            v = rep["volume"]
+            print(f"{rep['stem']}: U-Net volume {v['ml']:.1f} mL (members {v['members_min_ml']:.1f}-"
+                  f"{v['members_max_ml']:.1f}), ABC/2 {v['abc2_ml']:.1f} mL; {rep['seconds']:.1f} s -> "
+                  f"{Path(args.out) / rep['stem']}", flush=True)
+        return 0
+    pkg = ModelPackage.load(args.model)
+    pkg.check_settings(spatial_size=args.spatial_size, num_slices=args.num_slices)
     predictor = Predictor(pkg, members=args.members, device=args.device, batch_size=args.batch_size)
     for path in args.input:
         rep = predictor.predict(path, args.out, overwrite=args.overwrite, figures=not args.no_figures)
