@@ -175,3 +175,85 @@ def test_concurrent_processes_on_one_folder_give_one_result(reference, bench_ref
     assert want and _digests(out, BENCH_OUTPUTS) == want
     _no_debris(cam)
     _no_debris(out)
+
+
+def _uninterrupted(argv: list[str]) -> float:
+    import time
+
+    t0 = time.perf_counter()
+    _run(argv)
+    return time.perf_counter() - t0
+
+
+def test_pseudo_killed_resumes_to_the_same_labels(reference, synthetic_root, tmp_path):
+    """``hemwsl pseudo`` (CAM + K-means, fold 0's test patients with its own predictions)."""
+    ref_cv, ref_cam = reference
+
+    def argv(out):
+        return ["pseudo", "--dataset-dir", str(synthetic_root), "--cv-dir", str(ref_cv), "--fold", "0",
+                "--cam-dir", str(ref_cam), "--method", "gradcam", "--layer", sorted(p.name for p in (ref_cam / "gradcam").iterdir())[0],
+                "--predictions-csv", str(ref_cv / "fold0" / "predictions_test_last.csv"), "--out", str(out),
+                "--checkpoint", str(ref_cv / "fold0" / "models" / "model_last.pt"),
+                "--no-progress"]
+
+    full = _uninterrupted(argv(tmp_path / "ref"))
+    out = tmp_path / "killed"
+    assert _killed_then_finished(argv(out), out, (0.5 * full, 0.7 * full)) >= 1
+    patterns = ["*.nii.gz", "pseudo_params.json"]
+    want = _digests(tmp_path / "ref", patterns)
+    assert want and _digests(out, patterns) == want
+    # the datalist names each label by its path: the same entries, in the other folder
+    ref_list = (tmp_path / "ref" / "datalist.json").read_text().replace(str(tmp_path / "ref"), str(out))
+    assert json.loads((out / "datalist.json").read_text()) == json.loads(ref_list)
+
+
+def test_trust_killed_resumes_to_the_same_report(reference, synthetic_root, tmp_path):
+    """``hemwsl trust`` with each fold's model explaining its own test patients."""
+    ref_cv, _ = reference
+
+    def argv(out):
+        return ["trust", "--dataset-dir", str(synthetic_root), "--cv-dir", str(ref_cv), "--out", str(out),
+                "--model", str(ref_cv / "fold{fold}" / "models" / "model_last.pt"), "--methods", "gradcam", "saliency",
+                "--subsets", "4", "--steps", "4", "--threads", "1", "--max-slices", "2"]
+
+    full = _uninterrupted(argv(tmp_path / "ref"))
+    out = tmp_path / "killed"
+    assert _killed_then_finished(argv(out), out, (0.5 * full, 0.6 * full)) >= 1
+    want = _digests(tmp_path / "ref", ["per_case.csv", "per_patient.csv", "summary.md", "tests.csv"])
+    assert want and _digests(out, ["per_case.csv", "per_patient.csv", "summary.md", "tests.csv"]) == want
+
+    def cases(root):  # every per-case result but its wall time
+        return {p.name: json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "seconds"})
+                for p in sorted((root / "per_case").glob("*.json"))}
+
+    assert cases(tmp_path / "ref") and cases(out) == cases(tmp_path / "ref")
+
+
+def test_subtypes_killed_resumes_to_the_same_report(synthetic_root, tmp_path):
+    """``hemwsl subtypes`` (Algorithm 1 out of fold) on a packed six-output heatmap network."""
+    import torch
+
+    from hemwsl.networks import build_network
+    from hemwsl.predict import pack_model
+
+    cv = tmp_path / "cv"
+    cv.mkdir()
+    (cv / "cv_settings.json").write_text(json.dumps({"backbone": "lse_resnet10", "spatial_size": [64, 64],
+                                                     "skull_strip": True, "windows": ["brain", "blood"],
+                                                     "num_slices": 3, "tta": True, "multilabel": True}))
+    for k in range(5):
+        torch.manual_seed(k)
+        (cv / f"fold{k}" / "models").mkdir(parents=True)
+        torch.save(build_network("lse_resnet10", in_channels=6, num_classes=6).state_dict(),
+                   cv / f"fold{k}" / "models" / "model.pt")
+    pkg = pack_model(cv, tmp_path / "pkg", dataset_dir=synthetic_root, scan_call="none")
+
+    def argv(out):
+        return ["subtypes", "--model", str(pkg), "--dataset-dir", str(synthetic_root), "--out", str(out)]
+
+    full = _uninterrupted(argv(tmp_path / "ref"))
+    out = tmp_path / "killed"
+    assert _killed_then_finished(argv(out), out, (0.5 * full, 0.6 * full)) >= 1
+    patterns = ["per_slice.csv", "per_patient.csv", "subtypes.md"]  # (npz archives carry their write time)
+    want = _digests(tmp_path / "ref", patterns)
+    assert want and _digests(out, patterns) == want
