@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -118,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hemwsl",
         description="Weakly supervised localisation of intracranial hemorrhage on head CT (MONAI-based).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="every library's INFO lines on the console too (-vv: DEBUG); they always go to "
+                             "<out>/hemwsl.log")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only results, warnings and errors on the console")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -132,9 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    from hemwsl.logs import setup_logging
+
+    out = getattr(args, "out", None)
+    setup_logging(-1 if args.quiet else int(args.verbose), out if isinstance(out, str) and out else None)
     if args.command is None:
         parser.print_help()
         return 2

@@ -54,6 +54,17 @@ def config_files(bundle: str | os.PathLike, names: Sequence[str]) -> list[str]:
     return files
 
 
+def _logging_file(config_root: Path) -> str | bool | None:
+    """A bundle's ``logging.conf`` when it runs on its own; ``False`` (MONAI leaves the logging alone) under a hemwsl
+    command, whose console and run log (:mod:`hemwsl.logs`) it would otherwise replace."""
+    from hemwsl.logs import active
+
+    if active():
+        return False
+    f = Path(config_root) / "logging.conf"
+    return str(f) if f.exists() else None
+
+
 def run_bundle(bundle: str | os.PathLike, configs: Sequence[str] = ("train",), workflow_type: str | None = None,
                **overrides):
     """Run layered configs of a bundle in this process; returns the finalized :class:`ConfigWorkflow`.
@@ -63,15 +74,19 @@ def run_bundle(bundle: str | os.PathLike, configs: Sequence[str] = ("train",), w
     """
     from monai.bundle import ConfigWorkflow
 
+    from hemwsl.logs import adopt_library_loggers
+
+    adopt_library_loggers()  # monai.bundle's loggers exist now
     root = bundle_dir(bundle) / "configs"
     wf = ConfigWorkflow(
         config_file=config_files(bundle, configs),
         meta_file=str(root / "metadata.json"),
-        logging_file=str(root / "logging.conf") if (root / "logging.conf").exists() else None,
+        logging_file=_logging_file(root),
         workflow_type=workflow_type,
         **overrides,
     )
     wf.initialize()
+    adopt_library_loggers()
     wf.run()
     wf.finalize()
     return wf
@@ -83,9 +98,14 @@ def run_cam_bundle(**overrides):
     ``cam_layers``, ``cam_part``, ``checkpoint``, ...). Returns the workflow."""
     from monai.bundle import ConfigWorkflow
 
+    from hemwsl.logs import adopt_library_loggers
+
+    adopt_library_loggers()
     wf = ConfigWorkflow(config_file=config_files("ich_classifier", ["train"]) + config_files("ich_cam", ["inference"]),
-                        workflow_type=None, **overrides)
+                        workflow_type=None, logging_file=_logging_file(bundle_dir("ich_classifier") / "configs"),
+                        **overrides)
     wf.initialize()
+    adopt_library_loggers()
     wf.run()
     return wf
 
