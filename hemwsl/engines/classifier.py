@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,8 +152,9 @@ def write_classification_report(csv_path: str | os.PathLike, output_dir: str | o
 @torch.no_grad()
 def predict_volume(network: torch.nn.Module, image: str | os.PathLike, *, windows: Sequence = ("brain",),
                    num_slices: int = 3, spatial_size: Sequence[int] | None = (256, 256), skull_strip: bool = False,
-                   batch_size: int = 16, device: str | torch.device = "cpu") -> np.ndarray:
-    """Per-slice probabilities (Z, num_classes) of one CT volume (NIfTI file or DICOM folder)."""
+                   batch_size: int = 16, device: str | torch.device = "cpu", inferer: Any = None) -> np.ndarray:
+    """Per-slice probabilities (Z, num_classes) of one CT volume (NIfTI file or DICOM folder); ``inferer`` (e.g. the
+    bundle's validation inferer, flip TTA) runs the network on each batch, else the network alone."""
     from hemwsl.data.dataset import SliceDataset
 
     ds = SliceDataset([{IMAGE: str(image), LABEL: None}], num_slices=num_slices, windows=windows,
@@ -161,13 +163,15 @@ def predict_volume(network: torch.nn.Module, image: str | os.PathLike, *, window
     probs = []
     for start in range(0, len(ds), batch_size):
         x = torch.stack([ds[i][IMAGE] for i in range(start, min(start + batch_size, len(ds)))]).to(device)
-        probs.append(torch.sigmoid(network(x).float()).cpu().numpy())
+        logits = inferer(x, network) if inferer is not None else network(x)
+        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
     return np.concatenate(probs)
 
 
 def run_inference(network: torch.nn.Module, images: Sequence[str] | str, output_dir: str | os.PathLike, *,
                   windows: Sequence = ("brain",), num_slices: int = 3, spatial_size: Sequence[int] | None = (256, 256),
-                  skull_strip: bool = False, batch_size: int = 16, device: str | torch.device = "cpu") -> list[Path]:
+                  skull_strip: bool = False, batch_size: int = 16, device: str | torch.device = "cpu",
+                  inferer: Any = None) -> list[Path]:
     """Write ``<stem>_probs.csv`` and ``<stem>_probs.json`` (slice -> probabilities) per CT volume.
 
     Volumes whose outputs already exist are skipped (resumable); files are written atomically.
@@ -184,7 +188,7 @@ def run_inference(network: torch.nn.Module, images: Sequence[str] | str, output_
             written.append(csv_path)
             continue
         probs = predict_volume(network, image, windows=windows, num_slices=num_slices, spatial_size=spatial_size,
-                               skull_strip=skull_strip, batch_size=batch_size, device=device)
+                               skull_strip=skull_strip, batch_size=batch_size, device=device, inferer=inferer)
         names = output_names(probs.shape[1])
         lines = ["slice," + ",".join(f"prob_{n}" for n in names)]
         lines += [f"{z}," + ",".join(f"{v:.6f}" for v in row) for z, row in enumerate(probs)]
@@ -193,6 +197,20 @@ def run_inference(network: torch.nn.Module, images: Sequence[str] | str, output_
                                                  "probabilities": probs.round(6).tolist()}, indent=1))
         written.append(csv_path)
     return written
+
+
+class ClassifierInference:
+    """The classifier bundle's inference workflow (``evaluator`` of ``configs/inference.yaml``): every scan of
+    ``dataset`` (items ``{"image": path}``) through :func:`run_inference`; ``inferer`` runs the network on a batch
+    of slices (``SimpleInferer`` by default)."""
+
+    def __init__(self, network: torch.nn.Module, dataset: Sequence[Mapping], output_dir: str | os.PathLike, *,
+                 inferer: Any = None, **kwargs: Any) -> None:
+        self.network, self.dataset, self.output_dir, self.inferer, self.kwargs = network, dataset, output_dir, inferer, kwargs
+
+    def run(self) -> list[Path]:
+        images = [d[IMAGE] for d in getattr(self.dataset, "data", self.dataset)]
+        return run_inference(self.network, images, self.output_dir, inferer=self.inferer, **self.kwargs)
 
 
 def rank_zero_only(handlers: Sequence, keep_on_all: int = 0, always: Sequence = ()) -> list:

@@ -438,6 +438,23 @@ def run_segmentation_inference(network: torch.nn.Module, images: Sequence[str] |
     return results
 
 
+class SegmentationInference:
+    """The U-Net bundle's inference workflow (``evaluator`` of ``configs/inference.yaml``): every scan of
+    ``dataset`` (items ``{"image": path}``) through :func:`run_segmentation_inference`."""
+
+    def __init__(self, network: torch.nn.Module, dataset: Sequence[Mapping], output_dir: str | os.PathLike,
+                 transform: Callable, inferer: Callable, *, threshold: float = 0.5, resample: str = "bilinear",
+                 device: str | torch.device = "cpu", amp: bool = False) -> None:
+        self.network, self.dataset, self.output_dir = network, dataset, output_dir
+        self.transform, self.inferer = transform, inferer
+        self.kwargs = {"threshold": threshold, "resample": resample, "device": device, "amp": amp}
+
+    def run(self) -> list[dict]:
+        images = [d[IMAGE] for d in getattr(self.dataset, "data", self.dataset)]
+        return run_segmentation_inference(self.network, images, self.output_dir, self.transform, self.inferer,
+                                          **self.kwargs)
+
+
 # --------------------------------------------------------------------------------------------- summaries
 def read_metrics_csv(path: str | os.PathLike) -> list[dict]:
     """Rows of a ``metrics_<name>.csv`` with numeric columns as floats."""
