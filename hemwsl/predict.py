@@ -173,7 +173,7 @@ def _selection_scan_call(cv: Path, k: int, checkpoint: str, min_sensitivity: flo
         source = f"validation patients of fold {k}"
         if not files[0].is_file():
             return None
-    from hemwsl.engines.handlers import read_predictions_csv
+    from hemwsl.engines.runs import read_predictions_csv
 
     labels: dict[str, int] = {}
     for f in files:
@@ -197,7 +197,7 @@ def _scan_models(cv: Path, members: Sequence[int], checkpoint: str, dataset_dir:
     :func:`hemwsl.scanmodel.scan_features` of every training scan from its out-of-fold probabilities
     (``predictions_test[_last].csv`` of every fold) and the recipe's prior, labelled by whether any of its
     slices is positive (slice labels: no mask is read)."""
-    from hemwsl.commands.benchmark import fold_predictions
+    from hemwsl.engines.runs import fold_predictions
     from hemwsl.constants import IMAGE, PATIENT, SLICE_LABELS
     from hemwsl.data.datalist import build_datalist
     from hemwsl.data.io import load_volume
@@ -266,7 +266,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
             networks compute).
     """
     import hemwsl
-    from hemwsl.commands.benchmark import cv_settings, fold_checkpoint
+    from hemwsl.engines.runs import cv_settings, fold_checkpoint
     from hemwsl.data.io import atomic_write_bytes, atomic_write_text
 
     cv = Path(cv_dir)

@@ -81,7 +81,7 @@ def pack_segmentation(seg_cv_dir: str | os.PathLike, out: str | os.PathLike, *, 
     import hemwsl
     import monai
 
-    from hemwsl.commands.segmentation import SEG_RUN
+    from hemwsl.engines.runs import SEG_RUN
     from hemwsl.data.io import atomic_write_bytes, atomic_write_text
     from hemwsl.predict import FORMAT_VERSION, MODEL_FILE
 

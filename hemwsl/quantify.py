@@ -36,6 +36,12 @@ import numpy as np
 
 from hemwsl.constants import PATIENT
 from hemwsl.errors import HemwslInputError, check_choice
+from hemwsl.scanmodel import (  # noqa: F401  (the scan-level call lives beside the scan model; re-exported)
+    SCAN_AGGREGATIONS,
+    choose_scan_call,
+    choose_scan_threshold,
+    scan_score,
+)
 
 __all__ = ["SCAN_AGGREGATIONS", "SCAN_CALLS", "scan_score", "choose_scan_threshold", "choose_scan_call",
            "scan_probabilities", "fit_calibration",
@@ -43,75 +49,15 @@ __all__ = ["SCAN_AGGREGATIONS", "SCAN_CALLS", "scan_score", "choose_scan_thresho
 
 logger = logging.getLogger(__name__)
 
-#: Scan-level aggregations of slice probabilities.
-SCAN_AGGREGATIONS: tuple[str, ...] = ("max", "top3", "noisy_or", "run")
-
 #: The scan-level calls :func:`run_quantify` chooses among: the aggregations and ``"model"``, a
 #: :class:`hemwsl.scanmodel.ScanModel` trained on the fold's selection patients.
 SCAN_CALLS: tuple[str, ...] = SCAN_AGGREGATIONS + ("model",)
 
 
-def scan_score(probs: Sequence[float], how: str = "max", slice_threshold: float = 0.5) -> float:
-    """One scan score in [0, 1] from the probabilities of its slices (in slice order).
-
-    ``max``: the largest; ``top3``: the mean of the three largest (all of them when fewer); ``noisy_or``:
-    ``1 - prod(1 - p)``; ``run``: the longest run of consecutive slices with ``p >= slice_threshold``,
-    divided by 3 and capped at 1 (a bleed usually spans several adjacent slices).
-    """
-    check_choice("scan aggregation", how, SCAN_AGGREGATIONS)
-    p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), 0.0, 1.0)
-    if p.size == 0:
-        raise HemwslInputError("a scan without slice probabilities")
-    if how == "max":
-        return float(p.max())
-    if how == "top3":
-        return float(np.sort(p)[::-1][:3].mean())
-    if how == "noisy_or":
-        return float(1.0 - np.prod(1.0 - p))
-    best = cur = 0
-    for v in p >= slice_threshold:
-        cur = cur + 1 if v else 0
-        best = max(best, cur)
-    return min(best / 3.0, 1.0)
-
-
-def choose_scan_threshold(scores: Sequence[float], labels: Sequence[int], min_sensitivity: float = 0.9) -> float:
-    """The highest threshold ``t`` (a scan is positive when ``score >= t``) whose sensitivity on these scans is
-    at least ``min_sensitivity``: the most specific operating point that keeps the sensitivity.
-
-    Raises:
-        HemwslInputError: no positive scan to choose on.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels).astype(bool)
-    if s.shape != y.shape:
-        raise HemwslInputError(f"{s.size} scores for {y.size} labels")
-    if not y.any():
-        raise HemwslInputError("no positive scan among the selection patients: cannot choose a scan threshold")
-    if not 0 < min_sensitivity <= 1:
-        raise HemwslInputError(f"min_sensitivity must be in (0, 1], got {min_sensitivity!r}")
-    pos = np.sort(s[y])[::-1]
-    need = int(np.ceil(min_sensitivity * len(pos) - 1e-9))
-    return float(pos[max(need, 1) - 1])
-
-
-def choose_scan_call(scores: Mapping[str, Sequence[float]], labels: Sequence[int], min_sensitivity: float = 0.9
-                     ) -> tuple[str, float, float]:
-    """``(candidate, threshold, AUROC)``: of several scan scores of the same scans (``{name: scores}``), the one
-    with the largest AUROC against ``labels`` (ties and NaN: the first given), at the most specific threshold
-    that keeps ``min_sensitivity`` (:func:`choose_scan_threshold`)."""
-    from hemwsl.metrics.classification import compute_auroc
-
-    names = list(scores)
-    aucs = {a: compute_auroc(labels, np.asarray(scores[a], dtype=np.float64)) for a in names}
-    best = max(names, key=lambda a: (np.nan_to_num(aucs[a], nan=-1.0), -names.index(a)))
-    return best, choose_scan_threshold(scores[best], labels, min_sensitivity), aucs[best]
-
-
 def scan_probabilities(prediction_csvs: Sequence[str | os.PathLike], output: str = "any") -> dict[str, np.ndarray]:
     """``{patient: slice probabilities in slice order}`` from prediction CSVs of the classifier bundle (each
     patient in one file, e.g. the out-of-fold ``predictions_test[_last].csv`` of every fold)."""
-    from hemwsl.engines.handlers import read_predictions_csv
+    from hemwsl.engines.runs import read_predictions_csv
 
     out: dict[str, np.ndarray] = {}
     for f in prediction_csvs:

@@ -1,6 +1,6 @@
 """A scan-level hemorrhage call from more than the slice probabilities.
 
-Aggregating a slice classifier's probabilities (max, top-3 mean, noisy-OR, runs: :mod:`hemwsl.quantify`)
+Aggregating a slice classifier's probabilities (max, top-3 mean, noisy-OR, runs: :func:`scan_score`)
 separates scans with and without blood poorly on CT-ICH (patient AUROC 0.52-0.64 out of fold), although the
 same probabilities separate slices at 0.84. The slices called positive hold more evidence than their
 probability: the hyperdense components on them. Blood is 50-90 HU, away from the inner skull table; its
@@ -18,9 +18,71 @@ from typing import Any
 
 import numpy as np
 
-from hemwsl.errors import HemwslInputError
+from hemwsl.errors import HemwslInputError, check_choice
 
-__all__ = ["SCAN_FEATURES", "scan_features", "ScanModel", "fit_scan_model"]
+__all__ = ["SCAN_AGGREGATIONS", "SCAN_FEATURES", "scan_score", "choose_scan_threshold", "choose_scan_call", "scan_features",
+           "ScanModel", "fit_scan_model"]
+
+#: Scan-level aggregations of slice probabilities.
+SCAN_AGGREGATIONS: tuple[str, ...] = ("max", "top3", "noisy_or", "run")
+
+
+
+def scan_score(probs: Sequence[float], how: str = "max", slice_threshold: float = 0.5) -> float:
+    """One scan score in [0, 1] from the probabilities of its slices (in slice order).
+
+    ``max``: the largest; ``top3``: the mean of the three largest (all of them when fewer); ``noisy_or``:
+    ``1 - prod(1 - p)``; ``run``: the longest run of consecutive slices with ``p >= slice_threshold``,
+    divided by 3 and capped at 1 (a bleed usually spans several adjacent slices).
+    """
+    check_choice("scan aggregation", how, SCAN_AGGREGATIONS)
+    p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), 0.0, 1.0)
+    if p.size == 0:
+        raise HemwslInputError("a scan without slice probabilities")
+    if how == "max":
+        return float(p.max())
+    if how == "top3":
+        return float(np.sort(p)[::-1][:3].mean())
+    if how == "noisy_or":
+        return float(1.0 - np.prod(1.0 - p))
+    best = cur = 0
+    for v in p >= slice_threshold:
+        cur = cur + 1 if v else 0
+        best = max(best, cur)
+    return min(best / 3.0, 1.0)
+
+
+def choose_scan_threshold(scores: Sequence[float], labels: Sequence[int], min_sensitivity: float = 0.9) -> float:
+    """The highest threshold ``t`` (a scan is positive when ``score >= t``) whose sensitivity on these scans is
+    at least ``min_sensitivity``: the most specific operating point that keeps the sensitivity.
+
+    Raises:
+        HemwslInputError: no positive scan to choose on.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    if s.shape != y.shape:
+        raise HemwslInputError(f"{s.size} scores for {y.size} labels")
+    if not y.any():
+        raise HemwslInputError("no positive scan among the selection patients: cannot choose a scan threshold")
+    if not 0 < min_sensitivity <= 1:
+        raise HemwslInputError(f"min_sensitivity must be in (0, 1], got {min_sensitivity!r}")
+    pos = np.sort(s[y])[::-1]
+    need = int(np.ceil(min_sensitivity * len(pos) - 1e-9))
+    return float(pos[max(need, 1) - 1])
+
+
+def choose_scan_call(scores: Mapping[str, Sequence[float]], labels: Sequence[int], min_sensitivity: float = 0.9
+                     ) -> tuple[str, float, float]:
+    """``(candidate, threshold, AUROC)``: of several scan scores of the same scans (``{name: scores}``), the one
+    with the largest AUROC against ``labels`` (ties and NaN: the first given), at the most specific threshold
+    that keeps ``min_sensitivity`` (:func:`choose_scan_threshold`)."""
+    from hemwsl.metrics.classification import compute_auroc
+
+    names = list(scores)
+    aucs = {a: compute_auroc(labels, np.asarray(scores[a], dtype=np.float64)) for a in names}
+    best = max(names, key=lambda a: (np.nan_to_num(aucs[a], nan=-1.0), -names.index(a)))
+    return best, choose_scan_threshold(scores[best], labels, min_sensitivity), aucs[best]
 
 #: Columns of :func:`scan_features`.
 SCAN_FEATURES: tuple[str, ...] = (
@@ -46,7 +108,6 @@ def scan_features(probs: Sequence[float], hu: np.ndarray, brain: np.ndarray, spa
     """
     from scipy import ndimage
 
-    from hemwsl.quantify import scan_score
     from hemwsl.thresholds.postprocess import remove_small_components
 
     p = np.asarray(probs, dtype=np.float64).ravel()
@@ -143,7 +204,6 @@ def fit_scan_model(x: np.ndarray, y: Sequence[int], min_sensitivity: float = 0.9
     also those cross-fitted probabilities (e.g. to compare the model with other scan scores fairly)."""
     from sklearn.model_selection import StratifiedKFold
 
-    from hemwsl.quantify import choose_scan_threshold
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y).astype(int)

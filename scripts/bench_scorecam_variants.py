@@ -56,7 +56,7 @@ def main() -> None:
 
     from hemwsl.cam import CAMEngine
     from hemwsl.cam.methods import FasterScoreCAM, ScoreCAM
-    from hemwsl.commands.benchmark import cv_settings, fold_checkpoint
+    from hemwsl.engines.runs import cv_settings, fold_checkpoint
     from hemwsl.data import SliceDataset, build_datalist
     from hemwsl.engines.classifier import fold_datalists, load_weights
     from hemwsl.networks import build_network

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from hemwsl.benchmark.runner import cv_folds
-    from hemwsl.commands.benchmark import fold_predictions
+    from hemwsl.engines.runs import fold_predictions
     from hemwsl.data.datalist import build_datalist
     from hemwsl.data.io import atomic_write_text
     from hemwsl.quantify import scan_probabilities

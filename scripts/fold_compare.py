@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
-    from hemwsl.commands.benchmark import cv_settings, fold_checkpoint
+    from hemwsl.engines.runs import cv_settings, fold_checkpoint
     from hemwsl.data.datalist import build_datalist
     from hemwsl.data.splits import save_split
     from hemwsl.engines.bundle import run_cam_bundle

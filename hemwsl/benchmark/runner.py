@@ -22,8 +22,6 @@ so an interrupted run resumes where it stopped; :func:`run_benchmark` then write
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -39,6 +37,7 @@ import torch
 from hemwsl.benchmark.specs import DEFAULT_CANDIDATES, DEFAULT_GRID, ThresholdSpec, expand_post_grid, post_grid
 from hemwsl.constants import IMAGE, LABEL, PATIENT
 from hemwsl.data.io import atomic_write_text
+from hemwsl.benchmark.tables import rows_to_csv as _rows_to_csv
 from hemwsl.errors import HemwslInputError, check_choice
 
 __all__ = [
@@ -556,21 +555,9 @@ def _patient_rows(
 
 
 def rows_to_csv(rows: Sequence[Mapping[str, Any]], fields: Sequence[str] = CSV_FIELDS) -> str:
-    """CSV text of ``rows`` with the columns ``fields`` (floats as ``%.6g``, missing values empty)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: _fmt(r.get(k, "")) for k in fields})
-    return buf.getvalue()
-
-
-def _fmt(v: Any) -> Any:
-    if isinstance(v, (float, np.floating)):
-        return "nan" if math.isnan(float(v)) else f"{float(v):.6g}"
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
+    """CSV text of ``rows`` with the columns ``fields`` (default: the per-case columns; see
+    :func:`hemwsl.benchmark.tables.rows_to_csv`)."""
+    return _rows_to_csv(rows, fields)
 
 
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from hemwsl.benchmark.runner import rows_to_csv
+from hemwsl.benchmark.tables import rows_to_csv
 from hemwsl.data.io import atomic_write_text
 
 __all__ = ["write_report", "read_rows", "aggregate", "holm", "paired_test", "choose_per_method"]

@@ -6,45 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
+from hemwsl.engines.runs import (  # noqa: F401  (the run layout, re-exported for existing callers)
+    SETTINGS,
+    check_checkpoint_marker,
+    cv_settings,
+    fold_checkpoint,
+    fold_predictions,
+    resolve_cv_folds,
+)
+
 __all__ = ["resolve_cv_folds", "add_run_settings_argument", "apply_run_settings", "add_cam_cv_arguments", "add_benchmark_arguments", "run_cam_cv", "run_benchmark", "cv_settings",
            "fold_checkpoint", "fold_predictions", "check_checkpoint_marker", "add_checkpoint_argument"]
-
-SETTINGS = "cv_settings.json"
-
-
-def cv_settings(cv_dir: str | Path) -> dict:
-    """The bundle overrides a ``train-cv`` run used (``<cv_dir>/cv_settings.json``; empty when absent)."""
-    from hemwsl.errors import HemwslInputError
-
-    f = Path(cv_dir) / SETTINGS
-    if not f.exists():
-        return {}
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as err:
-        raise HemwslInputError(f"{f}: not valid JSON ({err})") from err
-
-
-def resolve_cv_folds(cv_dir: str | Path | None, folds: int | None = None, seed: int | None = None,
-                     val_fraction: float | None = None) -> tuple[int, int, float]:
-    """``(folds, seed, val_fraction)`` of a ``train-cv`` run: what its ``cv_run.json`` recorded, unless given;
-    a given value that contradicts the record is one line naming both (outputs scored on other folds would be
-    wrong without any error). Without a record: the given values, else 5 / 0 / 0.15 (the bundle's defaults)."""
-    from hemwsl.errors import HemwslInputError
-
-    rec = {}
-    f = Path(cv_dir) / "cv_run.json" if cv_dir else None
-    if f is not None and f.is_file():
-        r = json.loads(f.read_text())
-        s = r.get("settings", {})
-        rec = {"folds": int(r["folds"]), "seed": int(s.get("seed", 0)), "val_fraction": float(s.get("val_fraction", 0.15))}
-    out = {}
-    for key, given, default in (("folds", folds, 5), ("seed", seed, 0), ("val_fraction", val_fraction, 0.15)):
-        if given is not None and key in rec and given != rec[key]:
-            raise HemwslInputError(f"{f}: the train-cv run used {key} = {rec[key]}, not {given}; leave the option out")
-        out[key] = given if given is not None else rec.get(key, default)
-    return int(out["folds"]), int(out["seed"]), float(out["val_fraction"])
-
 
 #: Classifier settings a command can take from a train-cv run: argparse dest -> (bundle key, default without a run).
 RUN_SETTINGS = {"backbone": ("backbone", "resnet18"), "windows": ("windows", ["brain", "subdural", "blood"]),
@@ -90,59 +62,6 @@ def apply_run_settings(args: argparse.Namespace, dests: tuple[str, ...] = tuple(
         values = resolve_cv_folds(cv, getattr(args, f), getattr(args, sd), getattr(args, vf))
         for d, v in zip(fold_dests, values):
             setattr(args, d, v)
-
-
-def fold_checkpoint(cv_dir: str | Path, k: int, which: str = "best") -> Path:
-    """Fold ``k``'s classifier checkpoint of a ``train-cv`` run: ``best`` (``models/model.pt``, best validation
-    AUROC) or ``last`` (``models/model_last.pt``, the weights at the end of training, EMA weights when
-    ``ema_decay`` > 0). Raises :class:`~hemwsl.errors.HemwslInputError` naming the file when it is missing."""
-    from hemwsl.engines.classifier import checkpoint_file
-    from hemwsl.errors import HemwslInputError
-
-    ckpt = Path(checkpoint_file(Path(cv_dir) / f"fold{k}" / "models", which))
-    if not ckpt.is_file():
-        raise HemwslInputError(f"{ckpt}: {which} checkpoint of fold {k} not found (train it with `hemwsl train-cv`)")
-    return ckpt
-
-
-def fold_predictions(cv_dir: str | Path, k: int, which: str = "best") -> Path:
-    """Fold ``k``'s out-of-fold test predictions made with checkpoint ``which`` (``predictions_test.csv`` /
-    ``predictions_test_last.csv``, the latter from ``train-cv --set eval_checkpoint=last``)."""
-    from hemwsl.engines.classifier import report_name
-    from hemwsl.errors import HemwslInputError
-
-    f = Path(cv_dir) / f"fold{k}" / f"predictions_{report_name('test', which)}.csv"
-    if not f.is_file():
-        hint = " (run `hemwsl train-cv ... --set eval_checkpoint=last`)" if which == "last" else ""
-        raise HemwslInputError(f"{f}: test predictions of fold {k} ({which} checkpoint) not found{hint}")
-    return f
-
-
-def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, what: str,
-                            settings: dict | None = None) -> None:
-    """Keep one run's outputs per folder: outputs are resumed file by file, so maps or pseudo-labels of the
-    ``best`` and ``last`` weights, of another train-cv run or of other input settings must never mix. The
-    first run records them in ``<out>/cam_checkpoint.json``; a later run that differs gets one line naming
-    what differs."""
-    from hemwsl.data.io import atomic_write_text
-    from hemwsl.errors import HemwslInputError
-
-    marker = Path(out) / "cam_checkpoint.json"
-    record = {"cv_dir": str(Path(cv_dir).resolve()), "checkpoint": which,
-              **({"settings": json.loads(json.dumps(settings))} if settings is not None else {})}
-    if marker.is_file():
-        old = json.loads(marker.read_text())
-        seen = old.get("checkpoint", "best")
-        if seen != which:
-            raise HemwslInputError(f"{out}: holds {what} of the {seen} checkpoints ({marker}); "
-                                   f"use another output folder for --checkpoint {which}")
-        diffs = [f"{k} {json.dumps(old[k])} -> {json.dumps(record[k])}" for k in ("cv_dir", "settings")
-                 if k in old and k in record and old[k] != record[k]]
-        if diffs:
-            raise HemwslInputError(f"{out}: holds {what} of another run ({'; '.join(diffs)}); use another output folder")
-        return
-    Path(out).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps(record, indent=1) + "\n")
 
 
 def add_checkpoint_argument(p: argparse.ArgumentParser, help: str | None = None) -> None:
@@ -236,7 +155,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
 def _predictions(files: list[str]):
     import numpy as np
 
-    from hemwsl.engines.handlers import read_predictions_csv
+    from hemwsl.engines.runs import read_predictions_csv
     from hemwsl.errors import HemwslInputError
 
     parts = []

@@ -72,7 +72,7 @@ def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _fold_network(cv_dir: Path, k: int, settings: dict, which: str = "best"):
-    from hemwsl.commands.benchmark import fold_checkpoint
+    from hemwsl.engines.runs import fold_checkpoint
     from hemwsl.engines.classifier import load_weights
     from hemwsl.networks import build_network
 
@@ -83,7 +83,7 @@ def _fold_network(cv_dir: Path, k: int, settings: dict, which: str = "best"):
 
 
 def _has_predictions(cv_dir: Path, k: int, which: str) -> bool:
-    from hemwsl.commands.benchmark import fold_predictions
+    from hemwsl.engines.runs import fold_predictions
     from hemwsl.errors import HemwslInputError
 
     try:
@@ -115,7 +115,7 @@ def prior_choices(benchmark_dir: str | Path, folds: int) -> dict:
 def _prior_kwargs(args: argparse.Namespace, settings: dict, k: int, spec) -> dict:
     """The :func:`~hemwsl.pseudo.make_pseudo_labels` arguments of fold ``k``'s prior rows: the HU prior with the
     post-processing ``spec`` the fold's selection patients chose, on the out-of-fold classifier's positive slices."""
-    from hemwsl.commands.benchmark import fold_predictions
+    from hemwsl.engines.runs import fold_predictions
     from hemwsl.thresholds import IntensityPrior
 
     return dict(mode="cam", threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size,
@@ -224,7 +224,7 @@ def _diagnostics_markdown(diagnostics: dict[str, dict[str, float]]) -> str:
 def run_ablation(args: argparse.Namespace) -> int:
     import torch
 
-    from hemwsl.commands.benchmark import check_checkpoint_marker, cv_settings, fold_checkpoint, fold_predictions
+    from hemwsl.engines.runs import check_checkpoint_marker, cv_settings, fold_checkpoint, fold_predictions
     from hemwsl.commands.segmentation import run_seg_cv
     from hemwsl.data.datalist import build_datalist
     from hemwsl.data.io import atomic_write_text
@@ -366,7 +366,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from hemwsl.commands.benchmark import cv_settings, run_benchmark, run_cam_cv
+    from hemwsl.engines.runs import cv_settings
+    from hemwsl.commands.benchmark import run_benchmark, run_cam_cv
     from hemwsl.commands.classifier import run_train_cv
 
     from hemwsl.data.io import check_run_record

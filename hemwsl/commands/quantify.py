@@ -47,7 +47,7 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_quantify(args: argparse.Namespace) -> int:
     from hemwsl.benchmark import cv_folds
-    from hemwsl.commands.benchmark import fold_predictions, resolve_cv_folds
+    from hemwsl.engines.runs import fold_predictions, resolve_cv_folds
     from hemwsl.data.datalist import build_datalist, load_datalist
     from hemwsl.errors import HemwslInputError
     from hemwsl.quantify import run_quantify as quantify

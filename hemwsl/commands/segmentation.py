@@ -50,7 +50,7 @@ def add_seg_cv_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
-SEG_RUN = "seg_cv_run.json"
+from hemwsl.engines.runs import SEG_RUN  # noqa: E402  (re-exported)
 
 
 def _fingerprint(path: str | None) -> dict | None:
@@ -88,7 +88,7 @@ def run_seg_cv(args: argparse.Namespace) -> int:
               "datalist": _fingerprint(args.datalist), "eval_datalist": _fingerprint(args.eval_datalist)}
     check_cv_run(args.out, record, command="seg-cv", file=SEG_RUN)
     if getattr(args, "gate_cv_dir", None):  # before any training: the gate's predictions of every fold exist
-        from hemwsl.commands.benchmark import fold_predictions
+        from hemwsl.engines.runs import fold_predictions
 
         if not Path(args.gate_cv_dir).is_dir():
             raise HemwslInputError(f"--gate-cv-dir {args.gate_cv_dir}: train-cv folder not found")
@@ -116,7 +116,7 @@ def run_seg_cv(args: argparse.Namespace) -> int:
 
 def _gate_folds(args: argparse.Namespace, overrides: dict, folds: list[int]) -> None:
     """The finished folds' test predictions gated by the classifier's slice calls, and their summary."""
-    from hemwsl.commands.benchmark import fold_predictions
+    from hemwsl.engines.runs import fold_predictions
     from hemwsl.engines.segmentation import gate_segmentation, segmentation_datalists, summarize_seg_cv
     from hemwsl.pseudo import read_slice_probabilities
 

@@ -39,7 +39,7 @@ def add_self_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_self_train(args: argparse.Namespace) -> int:
-    from hemwsl.commands.benchmark import cv_settings, fold_checkpoint, resolve_cv_folds
+    from hemwsl.engines.runs import cv_settings, fold_checkpoint, resolve_cv_folds
     from hemwsl.commands.classifier import parse_overrides, run_train_cv
     from hemwsl.commands.pipeline import heatmap_choices
     from hemwsl.data.datalist import build_datalist

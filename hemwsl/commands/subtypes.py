@@ -1,5 +1,5 @@
 """``hemwsl subtypes``: Chen & Kuo 2026's Algorithm 1 (subtype masks of a six-output LSE heatmap network) scored out
-of fold against the masks and per-slice subtype labels of a dataset (:mod:`hemwsl.benchmark.subtypes`)."""
+of fold against the masks and per-slice subtype labels of a dataset (:mod:`hemwsl.subtypes`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def add_subtypes_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_subtypes(args: argparse.Namespace) -> int:
-    from hemwsl.benchmark.subtypes import DEFAULT_MASK_THRESHOLDS, run_subtype_benchmark
+    from hemwsl.subtypes import DEFAULT_MASK_THRESHOLDS, run_subtype_benchmark
 
     summary = run_subtype_benchmark(args.model, args.dataset_dir, args.out, level=args.level,
                                     mask_thresholds=args.mask_thresholds or DEFAULT_MASK_THRESHOLDS,

@@ -19,6 +19,8 @@ import torch
 from hemwsl.constants import IMAGE, LABEL, MASK, SUBTYPES
 from hemwsl.data.io import atomic_write_text
 from hemwsl.errors import HemwslInputError
+from hemwsl.engines.runs import CHECKPOINTS, checkpoint_file, report_name  # noqa: F401  (re-exported)
+from hemwsl.networks.checkpoint import load_weights  # noqa: F401  (re-exported: bundles name it here)
 
 __all__ = [
     "fold_datalists",
@@ -58,24 +60,6 @@ def output_names(num_classes: int) -> list[str]:
 
 # Checkpoints a training run writes into <fold_dir>/models: "best" is the weights with the best validation
 # AUROC (the EMA weights when ema_decay > 0), "last" the weights at the end of training (idem).
-CHECKPOINTS = {"best": "model.pt", "last": "model_last.pt"}
-
-
-def checkpoint_file(ckpt_dir: str | os.PathLike, which: str = "best") -> str:
-    """Path of the ``best`` or ``last`` checkpoint of a fold (``<ckpt_dir>/model.pt`` / ``model_last.pt``)."""
-    if which not in CHECKPOINTS:
-        raise HemwslInputError(f"eval_checkpoint must be one of {sorted(CHECKPOINTS)}, got {which!r}")
-    return str(Path(ckpt_dir) / CHECKPOINTS[which])
-
-
-def report_name(part: str, which: str = "best") -> str:
-    """Name of the reports of ``part`` evaluated with checkpoint ``which``: ``test`` for the best checkpoint
-    (the historical names), ``test_last`` for the last one."""
-    if which not in CHECKPOINTS:
-        raise HemwslInputError(f"eval_checkpoint must be one of {sorted(CHECKPOINTS)}, got {which!r}")
-    return part if which == "best" else f"{part}_{which}"
-
-
 def cv_summary_stem(name: str = "test") -> str:
     """File stem of :func:`summarize_cv`'s outputs for reports ``name``: ``cv_summary`` (``test``),
     ``cv_summary_last`` (``test_last``), ``cv_summary_<name>`` otherwise."""
@@ -126,7 +110,7 @@ def write_classification_report(csv_path: str | os.PathLike, output_dir: str | o
     Thresholds (F1-max, Youden) are chosen on ``val_csv`` when given, else on the same predictions
     (flagged ``chosen_on: same`` in the report).
     """
-    from hemwsl.engines.handlers import read_predictions_csv
+    from hemwsl.engines.runs import read_predictions_csv
     from hemwsl.metrics.classification import classification_report, multilabel_report
     from hemwsl.reports.curves import plot_pr, plot_roc
 
@@ -226,25 +210,6 @@ def rank_zero_only(handlers: Sequence, keep_on_all: int = 0, always: Sequence = 
     return handlers
 
 
-def load_weights(network: torch.nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a checkpoint written by the training bundle (a state dict, or ``{"model": state_dict}``) into
-    ``network`` and return it on ``device`` in eval mode."""
-    p = Path(path)
-    if not p.is_file():
-        raise HemwslInputError(f"{p}: checkpoint not found")
-    try:
-        state = torch.load(p, map_location=device, weights_only=True)
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise HemwslInputError(f"{p}: cannot read checkpoint ({type(err).__name__}: {first})") from err
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as err:
-        lines = [x.strip() for x in str(err).strip().splitlines() if x.strip()]
-        raise HemwslInputError(f"{p}: checkpoint does not match the network ({'; '.join(lines[:3])[:400]})") from err
-    return network.to(device).eval()
 
 
 #: Codes of a self-training target volume (:func:`hemwsl.pseudo.selftrain.self_training_targets`).
@@ -394,7 +359,7 @@ def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test"
     (:func:`hemwsl.metrics.classification.bootstrap_ci`, 2,000 resamples of the patients, seed 0). Writes ``cv_summary.json`` and ``cv_summary.md``
     (``cv_summary_last.*`` for ``name="test_last"``, ``cv_summary_<name>.*`` for other names).
     """
-    from hemwsl.engines.handlers import read_predictions_csv
+    from hemwsl.engines.runs import read_predictions_csv
     from hemwsl.metrics.classification import bootstrap_ci, compute_auroc, compute_average_precision
 
     out = Path(output_dir)

@@ -25,6 +25,7 @@ from ignite.engine import Engine, Events
 
 from hemwsl.constants import LABEL, PATIENT, SLICE_INDEX
 from hemwsl.data.io import atomic_write_text
+from hemwsl.engines.runs import read_predictions_csv  # noqa: F401  (re-exported)
 
 __all__ = [
     "PredictionCollector",
@@ -115,21 +116,6 @@ class PredictionCollector:
         return Path(path)
 
 
-def read_predictions_csv(path: str | os.PathLike) -> dict:
-    """Read a CSV written by :meth:`PredictionCollector.to_csv` -> dict of arrays."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {"patient": np.array([]), "slice": np.array([]), "label": np.zeros((0, 1)), "prob": np.zeros((0, 1))}
-    label_cols = [c for c in rows[0] if c.startswith("label_")]
-    prob_cols = [c for c in rows[0] if c.startswith("prob_")]
-    return {
-        "patient": np.array([r["patient"] for r in rows]),
-        "slice": np.array([int(r["slice"]) for r in rows]),
-        "label": np.array([[float(r[c]) for c in label_cols] for r in rows]),
-        "prob": np.array([[float(r[c]) for c in prob_cols] for r in rows]),
-        "names": [c[len("label_") :] for c in label_cols],
-    }
 
 
 class ClassificationHistory:

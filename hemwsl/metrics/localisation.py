@@ -311,6 +311,19 @@ def compute_global_iou(y_pred: Any, y: Any) -> float:
 _STRUCTURE_8 = np.ones((3, 3), dtype=bool)
 
 
+def nonzero_box(m: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every nonzero element of ``m`` (``m`` not all zero).
+
+    Connected components never leave it, so labelling the box instead of the whole array gives the same
+    components; lesion-sized masks on 512 x 512 slices label ~100x faster.
+    """
+    box = []
+    for axis in range(m.ndim):
+        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(m.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def bounding_box_mask(mask: Any) -> torch.Tensor:
     """Rasterise the tight bounding boxes of the connected components of each slice.
 
@@ -323,7 +336,6 @@ def bounding_box_mask(mask: Any) -> torch.Tensor:
     Returns:
         Bool tensor ``(B, H, W)`` on the input's device.
     """
-    from hemwsl.thresholds.postprocess import nonzero_box
 
     m = _as_binary(_as_batch_2d(mask, "mask"), "mask")
     arr = m.cpu().numpy()

@@ -395,7 +395,7 @@ def build_lse_heatmap_net(backbone: str, in_channels: int = 3, num_classes: int 
 
         path = resolve_pretrained_path(backbone, pretrained_path)
         if _is_full_checkpoint(path):
-            from hemwsl.engines.classifier import load_weights
+            from hemwsl.networks.checkpoint import load_weights
 
             device = next(net.parameters()).device
             load_weights(net, path, device=device).train()

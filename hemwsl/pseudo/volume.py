@@ -103,7 +103,7 @@ def _resolve_threshold(threshold: Any):
 def read_slice_probabilities(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
     """``{patient: (Z,) probability of "any"}`` from a predictions CSV of the classifier bundle
     (columns ``patient, slice, ..., prob_any``); slices missing from the CSV are NaN."""
-    from hemwsl.engines.handlers import read_predictions_csv
+    from hemwsl.engines.runs import read_predictions_csv
 
     p = Path(csv_path)
     if not p.is_file():

@@ -9,21 +9,11 @@ import torch
 from scipy import ndimage
 
 from hemwsl.errors import HemwslInputError
+from hemwsl.metrics.localisation import nonzero_box  # noqa: F401  (re-exported; it lives with the box metrics)
 
 __all__ = ["remove_small_components", "restrict_to_mask", "nonzero_box"]
 
 
-def nonzero_box(m: np.ndarray) -> tuple[slice, ...]:
-    """The smallest box (one slice per axis) holding every nonzero element of ``m`` (``m`` not all zero).
-
-    Connected components never leave it, so labelling the box instead of the whole array gives the same
-    components; lesion-sized masks on 512 x 512 slices label ~100x faster.
-    """
-    box = []
-    for axis in range(m.ndim):
-        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(m.ndim) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
 
 
 def _as_bool(x: Any, name: str) -> tuple[np.ndarray, Any]:

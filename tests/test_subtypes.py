@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hemwsl.benchmark.subtypes import _dice, _labels, run_subtype_benchmark
+from hemwsl.subtypes import _dice, _labels, run_subtype_benchmark
 from hemwsl.cli import main
 from hemwsl.errors import HemwslInputError
 from hemwsl.networks import build_network
