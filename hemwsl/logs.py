@@ -97,7 +97,11 @@ class _ConsoleFormatter(logging.Formatter):
 
 def _is_known_noise(record: logging.LogRecord) -> bool:
     # MONAI warns when a bundle's own logging.conf is deliberately left out (hemwsl commands keep theirs)
-    return record.name.startswith("monai.bundle") and "Logging file is set to False" in record.getMessage()
+    if not record.name.startswith("monai.bundle"):
+        return False
+    msg = record.getMessage()
+    # ... and when a bundle is layered on another's configs (the CAM bundle on the classifier's train.yaml)
+    return "Logging file is set to False" in msg or msg.startswith("Not all config files are in")
 
 
 def adopt_library_loggers() -> None:
