@@ -15,7 +15,7 @@ def _imports() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {}
     for p in ROOT.rglob("*.py"):
         name = ".".join(p.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
-        for node in ast.walk(ast.parse(p.read_text())):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hemwsl"):
                 mods = [node.module]
             elif isinstance(node, ast.Import):
