@@ -184,6 +184,19 @@ def run_subtype_benchmark(model: str | os.PathLike, dataset_dir: str | os.PathLi
         sub_labels = np.asarray(e[SUBTYPE_LABELS], dtype=bool)
         for k, rule in rules.items():
             role = "test" if fold_of[p] == k else "selection"
+            if role == "selection":  # only the union on the ground-truth slices chooses: max over present subtypes
+                if not len(gt_slices):
+                    continue
+                present = probs[gt_slices, 1:] >= rule.class_thresholds[None, :]
+                peak = np.where(present[:, :, None, None], norm[gt_slices], -np.inf).max(1)
+                peak[~brain_s[gt_slices]] = -np.inf
+                for t in grid:
+                    for variant in VARIANTS:
+                        union = peak > t if variant == "algorithm1" else (peak > t) & prior_s[gt_slices]
+                        slice_rows.extend({"fold": k, "role": role, "patient": p, "slice": int(z), "variant": variant,
+                                           "threshold": t, "dice": _dice(union[i], truth_s[z])}
+                                          for i, z in enumerate(gt_slices))
+                continue
             for t in grid:
                 lab = _labels(rule, probs[:, 1:], norm, brain_s, t)
                 for variant in VARIANTS:

@@ -101,3 +101,18 @@ def test_algorithm1_refuses_a_one_output_model(synthetic_root, tmp_path):
         run_subtype_benchmark(pkg, synthetic_root, tmp_path / "out")
     with pytest.raises(HemwslInputError, match="mask-thresholds"):
         run_subtype_benchmark(pkg, synthetic_root, tmp_path / "out", mask_thresholds=[0.0])
+
+
+def test_selection_union_equals_the_labels_union():
+    """The selection rows score the union as the largest normalised map of the present subtypes over the mask
+    threshold: the same pixels as the label map's foreground."""
+    rng = np.random.default_rng(0)
+    rule = SubtypeRule(class_thresholds=[0.3, 0.5, 0.7, 0.2, 0.9], normalisation="max")
+    probs = rng.random((6, 5))
+    norm = rng.random((6, 5, 8, 8))
+    brain = rng.random((6, 8, 8)) > 0.2
+    for t in (0.1, 0.5, 0.8):
+        present = probs >= rule.class_thresholds[None, :]
+        peak = np.where(present[:, :, None, None], norm, -np.inf).max(1)
+        peak[~brain] = -np.inf
+        np.testing.assert_array_equal(peak > t, _labels(rule, probs, norm, brain, t) > 0)
