@@ -257,3 +257,24 @@ def test_subtypes_killed_resumes_to_the_same_report(synthetic_root, tmp_path):
     patterns = ["per_slice.csv", "per_patient.csv", "subtypes.md"]  # (npz archives carry their write time)
     want = _digests(tmp_path / "ref", patterns)
     assert want and _digests(out, patterns) == want
+
+
+SEG = ["--set", "spatial_size=[32,32]", "features=[8,16,32]", "patch_size=[32,32,8]", "samples_per_volume=2",
+       "batch_size=2", "epochs=2", "cache_workers=0"]
+SEG_OUTPUTS = ["fold*/predictions_test/*.nii.gz", "seg_cv_summary.md"]
+
+
+def test_seg_cv_killed_resumes_to_the_same_masks(synthetic_root, tmp_path):
+    """``hemwsl seg-cv`` (the fully supervised 3D U-Net, 2 folds)."""
+
+    def argv(out):
+        return ["seg-cv", "--dataset-dir", str(synthetic_root), "--out", str(out), "--folds", "2", *SEG]
+
+    full = _uninterrupted(argv(tmp_path / "ref"))
+    out = tmp_path / "killed"
+    assert _killed_then_finished(argv(out), out, (0.3 * full, 0.5 * full, 0.3 * full)) >= 1
+    want = _digests(tmp_path / "ref", SEG_OUTPUTS)
+    assert want and _digests(out, SEG_OUTPUTS) == want
+    for k in (0, 1):  # the per-patient metrics, which name each prediction by its path: equal up to the folder
+        ref = (tmp_path / "ref" / f"fold{k}" / "metrics_test.csv").read_text().replace(str(tmp_path / "ref"), str(out))
+        assert (out / f"fold{k}" / "metrics_test.csv").read_text() == ref
