@@ -278,3 +278,21 @@ def test_seg_cv_killed_resumes_to_the_same_masks(synthetic_root, tmp_path):
     for k in (0, 1):  # the per-patient metrics, which name each prediction by its path: equal up to the folder
         ref = (tmp_path / "ref" / f"fold{k}" / "metrics_test.csv").read_text().replace(str(tmp_path / "ref"), str(out))
         assert (out / f"fold{k}" / "metrics_test.csv").read_text() == ref
+
+
+def test_ablation_killed_resumes_to_the_same_table(reference, synthetic_root, tmp_path):
+    """``hemwsl ablation`` (CAM and CAM + K-means pseudo-labels, a tiny U-Net on fold 0's)."""
+    ref_cv, ref_cam = reference
+    layer = sorted(p.name for p in (ref_cam / "gradcam").iterdir())[0]
+
+    def argv(out):
+        return ["ablation", "--dataset-dir", str(synthetic_root), "--cv-dir", str(ref_cv), "--cam-dir", str(ref_cam),
+                "--layer", layer, "--out", str(out), "--folds", "2", "--checkpoint", "last", "--rows", "cam",
+                "cam_kmeans", "--unet-folds", "0", *SEG]
+
+    full = _uninterrupted(argv(tmp_path / "ref"))
+    out = tmp_path / "killed"
+    assert _killed_then_finished(argv(out), out, (0.4 * full, 0.6 * full)) >= 1
+    patterns = ["pseudo/*/*.nii.gz", "pseudo/*/*/*.nii.gz", "unet_*/fold*/predictions_test/*.nii.gz", "ablation.md"]
+    want = _digests(tmp_path / "ref", patterns)
+    assert want and _digests(out, patterns) == want
