@@ -296,3 +296,19 @@ def test_ablation_killed_resumes_to_the_same_table(reference, synthetic_root, tm
     patterns = ["pseudo/*/*.nii.gz", "pseudo/*/*/*.nii.gz", "unet_*/fold*/predictions_test/*.nii.gz", "ablation.md"]
     want = _digests(tmp_path / "ref", patterns)
     assert want and _digests(out, patterns) == want
+
+
+def test_pipeline_killed_resumes_to_the_same_reports(synthetic_root, tmp_path):
+    """``hemwsl pipeline`` (train-cv -> cam-cv -> benchmark -> ablation), killed in whichever step it is in."""
+
+    def argv(out):
+        return ["pipeline", "--dataset-dir", str(synthetic_root), "--out", str(out), "--folds", "2", "--methods",
+                "gradcam", "--unet-folds", "0", "--checkpoint", "last", *CLS, "--unet-set", *SEG[1:]]
+
+    full = _uninterrupted(argv(tmp_path / "ref"))
+    out = tmp_path / "killed"
+    assert _killed_then_finished(argv(out), out, (0.25 * full, 0.5 * full, 0.5 * full)) >= 2
+    patterns = ["classifier/fold*/predictions_test_last.csv", "cam/*/*/*.nii.gz", "benchmark/per_case.csv",
+                "benchmark/summary.csv", "ablation/ablation.md"]
+    want = _digests(tmp_path / "ref", patterns)
+    assert want and _digests(out, patterns) == want
