@@ -163,6 +163,9 @@ class ClassificationHistory:
         summary = {"top_k": self.top_k, "f1_topk_mean": float(mean), "f1_topk_sd": float(sd),
                    "best_auroc": max(h["auroc"] for h in self.history)}
         atomic_write_text(self.path, json.dumps({"epochs": self.history, "summary": summary}, indent=2))
+        metrics = getattr(engine.state, "metrics", None)
+        if isinstance(metrics, dict):  # beside AUROC in TensorBoard (its stats handler logs the evaluator's metrics)
+            metrics.update({f"val_{k}": row[k] for k in ("ap", "f1", "precision", "recall")})
         logger.info("epoch %d validation: AUROC %.4f AP %.4f F1@0.5 %.4f", row["epoch"], row["auroc"], row["ap"], row["f1"])
 
 

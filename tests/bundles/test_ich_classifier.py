@@ -73,6 +73,13 @@ def test_train_evaluate_infer(synthetic_root, tmp_path):
     history = json.loads((fold_dir / "history.json").read_text())
     assert [h["epoch"] for h in history["epochs"]] == [1]
     assert any(p.name.startswith("events.out.tfevents") for p in fold_dir.iterdir())
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    tags = set()  # TensorBoard shows AP and F1 beside AUROC and the loss
+    for f in fold_dir.glob("events.out.tfevents*"):
+        mux = EventMultiplexer({"run": str(f)}).Reload()
+        tags |= set(mux.Runs()["run"].get("scalars", []))
+    assert {"val_auc", "val_ap", "val_f1", "train_loss"} <= tags, tags
 
     run_bundle(BUNDLE, ["train", "evaluate"], **kw)
     report = json.loads((fold_dir / "report_test.json").read_text())

@@ -49,5 +49,9 @@ def test_history_topk_and_resume(tmp_path):
     assert data["summary"]["f1_topk_mean"] == pytest.approx(0.9)
     assert data["summary"]["f1_topk_sd"] == pytest.approx(np.std([0.8, 1.0], ddof=1))
     assert data["summary"]["best_auroc"] == pytest.approx(1.0)
+    eng.state.metrics = {"val_auc": 0.5}  # an evaluator's metrics get AP, F1, precision and recall beside AUROC
+    h(eng)
+    assert eng.state.metrics == pytest.approx({"val_auc": 0.5, "val_ap": data["epochs"][2]["ap"], "val_f1": 0.0,
+                                               "val_precision": 0.0, "val_recall": 0.0})
     h2 = ClassificationHistory(c, tmp_path)  # a resumed run keeps the earlier epochs
     assert len(h2.history) == 3
