@@ -233,6 +233,31 @@ def _scan_models(cv: Path, members: Sequence[int], checkpoint: str, dataset_dir:
     return out
 
 
+def new_package_folder(out: str | os.PathLike) -> Path:
+    """The folder of a new model package (created); one that already holds a package is refused in one line."""
+    root = Path(out)
+    if (root / MODEL_FILE).is_file():
+        raise HemwslInputError(f"{root}: already holds a model package; choose another --out or remove it")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def pack_member_weights(root: Path, fold: int, checkpoint: str | os.PathLike) -> dict:
+    """Copy fold ``fold``'s state dict from a training checkpoint (a state dict or ``{"model": ...}``) into
+    ``<root>/fold<k>.pt`` (atomically); returns the member's ``weights``, ``source`` and ``sha1`` entries."""
+    import io
+
+    from hemwsl.data.io import atomic_write_bytes
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(root / f"fold{fold}.pt", buf.getvalue())
+    return {"weights": f"fold{fold}.pt", "source": str(checkpoint), "sha1": hashlib.sha1(buf.getvalue()).hexdigest()}
+
+
 def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
                benchmark_dir: str | os.PathLike | None = None, quantify_dir: str | os.PathLike | None = None,
                dataset_dir: str | os.PathLike | None = None, folds: Sequence[int] | None = None,
@@ -267,7 +292,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     """
     import hemwsl
     from hemwsl.engines.runs import cv_settings, fold_checkpoint
-    from hemwsl.data.io import atomic_write_bytes, atomic_write_text
+    from hemwsl.data.io import atomic_write_text
 
     cv = Path(cv_dir)
     if not cv.is_dir():
@@ -311,23 +336,11 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
             parts = fold_datalists(datalist, n_folds=n_folds, fold=k, seed=int(settings.get("seed") or 0),
                                    val_fraction=float(settings.get("val_fraction") or 0.15))
             tests[k] = sorted(str(e[PATIENT]) for e in parts["test"])
-    root = Path(out)
-    if (root / MODEL_FILE).is_file():
-        raise HemwslInputError(f"{root}: already holds a model package; choose another --out or remove it")
-    root.mkdir(parents=True, exist_ok=True)
+    root = new_package_folder(out)
     member_rows = []
     for k in members:
-        state = torch.load(ckpts[k], map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-        import io
-
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(root / f"fold{k}.pt", buf.getvalue())
         call = calls.get(k, {"aggregation": "max", "threshold": float(recipe["slice_threshold"])})
-        member_rows.append({"fold": k, "weights": f"fold{k}.pt", "source": str(ckpts[k]),
-                            "sha1": hashlib.sha1(buf.getvalue()).hexdigest(), **per_fold.get(k, {}),
+        member_rows.append({"fold": k, **pack_member_weights(root, k, ckpts[k]), **per_fold.get(k, {}),
                             "scan_aggregation": call["aggregation"], "scan_threshold": call["threshold"],
                             "scan_call_source": call.get("source", "quantify report" if calls else "default"),
                             **({"scan_model": call["model"]} if "model" in call else {}),
@@ -587,6 +600,19 @@ class Predictor:
             out.append(torch.sigmoid(infer(xb, net).float()).cpu().numpy())
         return np.concatenate(out)
 
+    def lse_batches(self, net: torch.nn.Module, x: torch.Tensor):
+        """An LSE heatmap network over ``x`` batch by batch: ``(batch, score maps of every level, l_0)``, ``l_0``
+        averaged with the left-right flipped input's when the package was validated with flip TTA (call it under
+        ``torch.no_grad()``)."""
+        tta = bool(self.package.settings.get("tta"))
+        for i in range(0, len(x), self.batch_size):
+            xb = x[i: i + self.batch_size].to(self.device)
+            maps, logits = net(xb, levels=True)
+            l0 = logits[0]
+            if tta:
+                l0 = (l0 + net(torch.flip(xb, (3,)))) / 2
+            yield xb, maps, l0
+
     @torch.no_grad()
     def _lse_pass(self, net: torch.nn.Module, x: torch.Tensor, layer: str, shape: Sequence[int]
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -596,14 +622,8 @@ class Predictor:
         from hemwsl.cam.base import upsample
 
         level = int(layer.split(".")[1])
-        tta = bool(self.package.settings.get("tta"))
         probs, heats = [], []
-        for i in range(0, len(x), self.batch_size):
-            xb = x[i: i + self.batch_size].to(self.device)
-            maps, logits = net(xb, levels=True)
-            l0 = logits[0]
-            if tta:
-                l0 = (l0 + net(torch.flip(xb, (3,)))) / 2
+        for xb, maps, l0 in self.lse_batches(net, x):
             probs.append(torch.sigmoid(l0.float()).cpu().numpy())
             h = upsample(torch.sigmoid(maps[level][:, 0].float()), xb.shape[-2:])
             heats.append(upsample(h, tuple(shape[:2])).cpu().numpy())

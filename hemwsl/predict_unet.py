@@ -16,8 +16,6 @@ Outputs go to ``<out>/<stem>/`` as for the classifier (``mask.nii.gz``, ``probab
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import time
@@ -81,9 +79,9 @@ def pack_segmentation(seg_cv_dir: str | os.PathLike, out: str | os.PathLike, *, 
     import hemwsl
     import monai
 
+    from hemwsl.data.io import atomic_write_text
     from hemwsl.engines.runs import SEG_RUN
-    from hemwsl.data.io import atomic_write_bytes, atomic_write_text
-    from hemwsl.predict import FORMAT_VERSION, MODEL_FILE
+    from hemwsl.predict import FORMAT_VERSION, MODEL_FILE, new_package_folder, pack_member_weights
 
     cv = Path(seg_cv_dir)
     if not (cv / SEG_RUN).is_file():
@@ -117,21 +115,9 @@ def pack_segmentation(seg_cv_dir: str | os.PathLike, out: str | os.PathLike, *, 
                                            n_folds=n_folds, fold=k, seed=int(settings.get("seed") or 0),
                                            val_fraction=float(settings.get("val_fraction") or 0.15))
             tests[k] = sorted(str(e[PATIENT]) for e in parts["test"])
-    root = Path(out)
-    if (root / MODEL_FILE).is_file():
-        raise HemwslInputError(f"{root}: already holds a model package; choose another --out or remove it")
-    root.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for k in members:
-        src = cv / f"fold{k}" / "models" / "model.pt"
-        state = torch.load(src, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(root / f"fold{k}.pt", buf.getvalue())
-        rows.append({"fold": k, "weights": f"fold{k}.pt", "source": str(src),
-                     "sha1": hashlib.sha1(buf.getvalue()).hexdigest(), "test_patients": tests.get(k)})
+    root = new_package_folder(out)
+    rows = [{"fold": k, **pack_member_weights(root, k, cv / f"fold{k}" / "models" / "model.pt"),
+             "test_patients": tests.get(k)} for k in members]
     meta = {
         "kind": SEG_MODEL_KIND, "format": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "bundle": bundle, "overrides": overrides, "settings": settings, "outputs": ["hemorrhage"],

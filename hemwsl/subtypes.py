@@ -51,16 +51,9 @@ def lse_subtype_outputs(predictor: Any, hu: np.ndarray, level: int = 0) -> tuple
     """One member's outputs for an ``(X, Y, Z)`` HU volume: probabilities ``(Z, 6)`` (flip TTA averaged when the
     package trained with it), the score maps ``sigmoid(f_level)`` ``(Z, 6, h, w)`` at the network's resolution
     (float16), and the brain mask ``(X, Y, Z)``."""
-    net = predictor.networks[0]
     x, brain = predictor._inputs(hu)
-    tta = bool(predictor.package.settings.get("tta"))
     probs, maps = [], []
-    for i in range(0, len(x), predictor.batch_size):
-        xb = x[i: i + predictor.batch_size].to(predictor.device)
-        f, logits = net(xb, levels=True)
-        l0 = logits[0]
-        if tta:
-            l0 = (l0 + net(torch.flip(xb, (3,)))) / 2
+    for _, f, l0 in predictor.lse_batches(predictor.networks[0], x):
         probs.append(torch.sigmoid(l0.float()).cpu().numpy())
         maps.append(torch.sigmoid(f[level].float()).cpu().numpy().astype(np.float16))
     return np.concatenate(probs), np.concatenate(maps), brain
@@ -100,13 +93,14 @@ def run_subtype_benchmark(model: str | os.PathLike, dataset_dir: str | os.PathLi
             threshold grid, or an output folder made with other settings.
     """
     from hemwsl.benchmark.specs import parse_threshold_spec
-    from hemwsl.constants import IMAGE, LABEL, PATIENT, SLICE_LABELS, SUBTYPE_LABELS, SUBTYPES
+    from hemwsl.constants import IMAGE, LABEL, PATIENT, SUBTYPE_LABELS, SUBTYPES
     from hemwsl.data.datalist import build_datalist
-    from hemwsl.data.io import atomic_write, atomic_write_text, check_run_record, load_volume
+    from hemwsl.data.io import atomic_write, check_run_record, load_volume
     from hemwsl.metrics import bootstrap_ci, compute_auroc
     from hemwsl.networks.lse import LSEHeatmapNet, subtype_volumes_ml
     from hemwsl.predict import ModelPackage, Predictor
     from hemwsl.thresholds import SubtypeRule
+    from hemwsl.transforms.array import SkullStrip
 
     if isinstance(level, bool) or level not in (0, 1, 2, 3):
         raise HemwslInputError(f"--level must be 0, 1, 2 or 3 (0: the finest), got {level!r}")
@@ -174,8 +168,6 @@ def run_subtype_benchmark(model: str | os.PathLike, dataset_dir: str | os.PathLi
         hu, spacing = vol.array, vol.spacing
         truth = load_volume(e[LABEL], kind="mask").array > 0
         probs, maps = outputs[p]
-        from hemwsl.transforms.array import SkullStrip
-
         brain = np.asarray(SkullStrip()(hu[None].astype(np.float32)))[0] > 0
         hu_s, brain_s, truth_s = (np.moveaxis(a, -1, 0) for a in (hu, brain, truth))
         prior_s = np.asarray(prior(None, image_hu=hu_s, brain=_erode(brain_s, prior_spec.erosion)), dtype=bool)
