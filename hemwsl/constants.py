@@ -14,6 +14,7 @@ __all__ = [
     "SUBTYPE_LABELS",
     "SPACING",
     "SLICE_INDEX",
+    "SEQUENCE_LENGTH",
     "SUBTYPES",
     "WINDOWS",
     "CTICH_HU_RANGE",
@@ -32,6 +33,7 @@ SLICE_LABELS = "slice_labels"  # per-slice "any hemorrhage" labels (list of 0/1,
 SUBTYPE_LABELS = "subtype_labels"  # per-slice five-subtype labels (list of 5-lists, z order)
 SPACING = "spacing"
 SLICE_INDEX = "slice_index"
+SEQUENCE_LENGTH = "sequence_length"  # batches of slice sequences: the number of consecutive slices per sequence
 
 # The five subtypes in the order of the PhysioNet CT-ICH CSV.
 SUBTYPES: tuple[str, ...] = (

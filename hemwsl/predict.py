@@ -593,7 +593,11 @@ class Predictor:
     def _probabilities(self, net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
         from hemwsl.engines.classifier import FlipTTAInferer
 
+        from hemwsl.networks.sequence import is_sequence_network
+
         infer = FlipTTAInferer() if self.package.settings.get("tta") else (lambda xb, n: n(xb))
+        if is_sequence_network(net):  # slice context: the whole volume is one sequence
+            return torch.sigmoid(infer(x[None].to(self.device), net).float()).cpu().numpy()
         out = []
         for i in range(0, len(x), self.batch_size):
             xb = x[i: i + self.batch_size].to(self.device)

@@ -26,12 +26,14 @@ from monai.config import KeysCollection
 from monai.data import CacheDataset
 from monai.transforms import Compose, MapTransform
 
-from hemwsl.constants import BRAIN, IMAGE, LABEL, MASK, PATIENT, SLICE_INDEX, SLICE_LABELS, SUBTYPE_LABELS
+from hemwsl.constants import (BRAIN, IMAGE, LABEL, MASK, PATIENT, SEQUENCE_LENGTH, SLICE_INDEX, SLICE_LABELS,
+                              SUBTYPE_LABELS)
 from hemwsl.data.io import load_pair
 from hemwsl.errors import HemwslInputError, input_error_message
 from hemwsl.transforms.array import MultiWindow, SkullStrip, stack_indices
 
-__all__ = ["LoadCTVolumed", "SliceDataset", "balanced_sampler", "warm_disk_cache"]
+__all__ = ["LoadCTVolumed", "SliceDataset", "SliceSequences", "collate_sequences",
+           "balanced_sampler", "warm_disk_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -266,8 +268,85 @@ class SliceDataset(torch.utils.data.Dataset):
         return sample
 
 
+class SliceSequences(torch.utils.data.Dataset):
+    """Sequences of consecutive 2.5D slices of one volume, for slice-context classifiers
+    (:class:`hemwsl.networks.sequence.SliceSequenceNet`, Ramananda & Sundaresan 2023).
+
+    Each item is a dict: ``image`` ``(S, C, X, Y)``, ``label`` ``(S, K)``, ``mask`` ``(S, 1, X, Y)``, ``patient``
+    (``S`` times) and ``slice_index`` ``(S,)``: the samples of ``dataset`` for slices ``z0 .. z0 + S - 1`` of one
+    volume. Batch them with :func:`collate_sequences`.
+
+    Args:
+        dataset: a :class:`SliceDataset` serving every slice of its volumes (no ``slice_filter``) and without a
+            per-sample transform (a sequence is augmented as a whole, on the batch).
+        length: slices per sequence; every start ``z0`` in ``[0, depth - length]`` of every volume is an item
+            (a volume with fewer slices gives one item of all its slices). ``None``: one item per volume, all
+            its slices (validation and test: every slice predicted once, with the whole volume as context).
+    """
+
+    def __init__(self, dataset: SliceDataset, length: int | None = 16) -> None:
+        if dataset.transform is not None:
+            raise HemwslInputError("slice sequences are augmented on the batch: the slice dataset must have no "
+                                   "per-sample transform (sample_augment=false)")
+        if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < 1):
+            raise HemwslInputError(f"sequence_length must be a positive integer or null, got {length!r}")
+        self.dataset, self.length = dataset, length
+        first: dict[int, int] = {}
+        depth: dict[int, int] = {}
+        for i, (v, z) in enumerate(dataset.index):
+            first.setdefault(v, i)
+            depth[v] = depth.get(v, 0) + 1
+        for v, d in depth.items():
+            if [z for vv, z in dataset.index[first[v]:first[v] + d]] != list(range(d)):
+                raise HemwslInputError("slice sequences need every slice of each volume (a slice dataset without "
+                                       "slice_filter)")
+        self.items: list[tuple[int, int]] = []  # (first sample index, number of slices)
+        for v in sorted(first):
+            d = depth[v]
+            if length is None or d <= length:
+                self.items.append((first[v], d))
+            else:
+                self.items += [(first[v] + z0, length) for z0 in range(d - length + 1)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def labels(self) -> np.ndarray:
+        """Whether each sequence holds a positive ("any") slice: what :func:`balanced_sampler` balances."""
+        per_slice = self.dataset.labels()
+        return np.asarray([int(per_slice[i:i + n].any()) for i, n in self.items], dtype=np.int64)
+
+    def __getitem__(self, i: int) -> dict:
+        start, n = self.items[i]
+        samples = [self.dataset[j] for j in range(start, start + n)]
+        out = {IMAGE: torch.stack([s[IMAGE] for s in samples]), LABEL: torch.stack([s[LABEL] for s in samples]),
+               MASK: torch.stack([s[MASK] for s in samples]), PATIENT: [s[PATIENT] for s in samples],
+               SLICE_INDEX: torch.as_tensor([s[SLICE_INDEX] for s in samples])}
+        if BRAIN in samples[0]:
+            out[BRAIN] = torch.stack([s[BRAIN] for s in samples])
+        return out
+
+
+def collate_sequences(items: Sequence[Mapping]) -> dict:
+    """Batch :class:`SliceSequences` items of one length ``S`` as a batch of ``B * S`` slices, sequence-major:
+    ``image`` ``(B * S, C, X, Y)``, ``label`` ``(B * S, K)``, ``mask`` ``(B * S, 1, X, Y)``, ``patient`` and
+    ``slice_index`` per slice, and ``sequence_length`` ``S``. Metrics, prediction writers and image handlers of a
+    slice classifier read it unchanged; :class:`hemwsl.engines.classifier.PrepareBatch` gives the network its
+    ``(B, S, C, X, Y)`` view."""
+    lengths = {len(it[PATIENT]) for it in items}
+    if len(lengths) != 1:
+        raise HemwslInputError(f"a batch of slice sequences needs one length, got {sorted(lengths)} (whole volumes "
+                               "are batched one at a time)")
+    out = {IMAGE: torch.cat([it[IMAGE] for it in items]), LABEL: torch.cat([it[LABEL] for it in items]),
+           MASK: torch.cat([it[MASK] for it in items]), PATIENT: [p for it in items for p in it[PATIENT]],
+           SLICE_INDEX: torch.cat([it[SLICE_INDEX] for it in items]), SEQUENCE_LENGTH: lengths.pop()}
+    if BRAIN in items[0]:
+        out[BRAIN] = torch.cat([it[BRAIN] for it in items])
+    return out
+
+
 def balanced_sampler(
-    dataset: SliceDataset, pos_fraction: float = 0.5, num_samples: int | None = None, seed: int = 0,
+    dataset: SliceDataset | SliceSequences, pos_fraction: float = 0.5, num_samples: int | None = None, seed: int = 0,
     distributed: bool = False,
 ) -> torch.utils.data.Sampler:
     """A sampler drawing positive slices with probability ``pos_fraction`` (with replacement).

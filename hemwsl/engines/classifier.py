@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hemwsl.constants import IMAGE, LABEL, MASK, SUBTYPES
+from hemwsl.constants import IMAGE, LABEL, MASK, SEQUENCE_LENGTH, SUBTYPES
 from hemwsl.data.io import atomic_write_text
 from hemwsl.errors import HemwslInputError
 from hemwsl.engines.runs import CHECKPOINTS, checkpoint_file, report_name  # noqa: F401  (re-exported)
@@ -35,7 +35,12 @@ __all__ = [
     "batch_augmentation",
     "FlipTTAInferer",
     "LevelsInferer",
+    "SequenceInferer",
     "is_heatmap_network",
+    "is_sequence_backbone",
+    "slice_samples",
+    "slice_collate",
+    "eval_batch_size",
     "classification_loss",
     "train_inferer",
     "fold_path",
@@ -138,12 +143,18 @@ def predict_volume(network: torch.nn.Module, image: str | os.PathLike, *, window
                    num_slices: int = 3, spatial_size: Sequence[int] | None = (256, 256), skull_strip: bool = False,
                    batch_size: int = 16, device: str | torch.device = "cpu", inferer: Any = None) -> np.ndarray:
     """Per-slice probabilities (Z, num_classes) of one CT volume (NIfTI file or DICOM folder); ``inferer`` (e.g. the
-    bundle's validation inferer, flip TTA) runs the network on each batch, else the network alone."""
+    bundle's validation inferer, flip TTA) runs the network on each batch, else the network alone. A slice-sequence
+    network (:class:`hemwsl.networks.sequence.SliceSequenceNet`) sees the whole volume as one sequence."""
     from hemwsl.data.dataset import SliceDataset
+    from hemwsl.networks.sequence import is_sequence_network
 
     ds = SliceDataset([{IMAGE: str(image), LABEL: None}], num_slices=num_slices, windows=windows,
                       spatial_size=spatial_size, skull_strip=skull_strip)
     network.eval()
+    if is_sequence_network(network):
+        x = torch.stack([ds[i][IMAGE] for i in range(len(ds))])[None].to(device)
+        logits = inferer(x, network) if inferer is not None else network(x)
+        return torch.sigmoid(logits.float()).cpu().numpy()
     probs = []
     for start in range(0, len(ds), batch_size):
         x = torch.stack([ds[i][IMAGE] for i in range(start, min(start + batch_size, len(ds)))]).to(device)
@@ -262,6 +273,18 @@ class PrepareBatch:
             m = m.reshape(m.shape[0], 1, *m.shape[-2:])
         if self.windows is not None:  # (B, k, H, W) HU -> (B, k * n_windows, H, W), window-major
             x = self.windows(x)
+        length = batchdata.get(SEQUENCE_LENGTH) if isinstance(batchdata, Mapping) else None
+        if length is not None:  # B * S slices of slice sequences (collate_sequences) -> (B, S, C, H, W)
+            if m is not None:
+                raise HemwslInputError("self-training targets (pseudo_masks) are not supported for slice-sequence networks")
+            length = int(length)
+            n, c, h, w = x.shape
+            if n % length:
+                raise HemwslInputError(f"a batch of {n} slices is not made of sequences of {length}")
+            x = x.reshape(n // length, length * c, h, w)  # one augmentation per sequence: its slices move together
+            if self.augment is not None:
+                x = self.augment(x)
+            return x.reshape(n // length, length, c, h, w).contiguous(), y
         if self.augment is not None:
             if m is None:
                 x = self.augment(x)
@@ -283,11 +306,12 @@ def batch_augmentation(augment: bool = True, prob: float = 0.5, rotate_range_deg
 
 
 class FlipTTAInferer:
-    """Test-time augmentation: mean of the logits of the image and its flips along ``flip_dims``.
+    """Test-time augmentation: mean of the logits of the image and its flips along ``flip_dims`` (default the
+    last axis: left-right for slices ``(B, C, H, W)`` and for slice sequences ``(B, S, C, H, W)``).
 
     Usable as a MONAI inferer (``inferer(inputs, network)``)."""
 
-    def __init__(self, flip_dims: Sequence[Sequence[int]] = ((3,),)) -> None:
+    def __init__(self, flip_dims: Sequence[Sequence[int]] = ((-1,),)) -> None:
         self.flip_dims = [tuple(d) for d in flip_dims]
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs) -> torch.Tensor:
@@ -305,6 +329,47 @@ class LevelsInferer:
         return network(inputs, *args, levels=True, **kwargs)
 
 
+class SequenceInferer:
+    """Training inferer of the slice-sequence networks: ``network(inputs, heads=True)``, the sequence logits and
+    the slice head's logits that :class:`hemwsl.networks.sequence.SequenceLoss` needs (Ramananda & Sundaresan
+    2023)."""
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs):
+        return network(inputs, *args, heads=True, **kwargs)
+
+
+def is_sequence_backbone(backbone: str) -> bool:
+    """Whether the registry name ``backbone`` is a slice-sequence network (``seq_<backbone>``)."""
+    from hemwsl.networks.registry import get_network_spec
+
+    return get_network_spec(backbone).family == "slice_sequence"
+
+
+def slice_samples(dataset: Any, backbone: str, sequence_length: int | None = 16) -> Any:
+    """What a classifier of ``backbone`` trains or is evaluated on: the slice dataset itself, or for a
+    slice-sequence network its :class:`hemwsl.data.dataset.SliceSequences` (windows of ``sequence_length``
+    consecutive slices; ``None``: whole volumes)."""
+    if not is_sequence_backbone(backbone):
+        return dataset
+    from hemwsl.data.dataset import SliceSequences
+
+    return SliceSequences(dataset, sequence_length)
+
+
+def slice_collate(backbone: str):
+    """The data loader's ``collate_fn``: PyTorch's default, or :func:`hemwsl.data.dataset.collate_sequences`."""
+    if not is_sequence_backbone(backbone):
+        return None
+    from hemwsl.data.dataset import collate_sequences
+
+    return collate_sequences
+
+
+def eval_batch_size(backbone: str, batch_size: int) -> int:
+    """Items per evaluation batch: ``batch_size`` slices, or one whole volume for a slice-sequence network."""
+    return 1 if is_sequence_backbone(backbone) else int(batch_size)
+
+
 def is_heatmap_network(backbone: str) -> bool:
     """Whether the registry name ``backbone`` is an LSE heatmap network (``lse_<backbone>``)."""
     from hemwsl.networks.registry import get_network_spec
@@ -316,12 +381,13 @@ def classification_loss(backbone: str, pos_weight: torch.Tensor | None = None,
                         lse_alpha: Sequence[float] = (2.0, 0.5, 0.25, 0.125),
                         lse_beta: Sequence[float] = (0.5, 0.25, 0.125),
                         lse_consistency: float = 1.0, lse_area: float = 0.0,
-                        lse_pixel: float = 0.0) -> torch.nn.Module:
+                        lse_pixel: float = 0.0, seq_slice_weight: float = 0.5) -> torch.nn.Module:
     """The training loss of the classifier bundle: ``BCEWithLogitsLoss`` for a classifier backbone, Chen &
     Kuo 2026's deep supervision + heatmap consistency (:class:`hemwsl.networks.lse.LSEHeatmapLoss`) for an
     ``lse_*`` network (``lse_consistency=0`` switches the consistency term off; ``lse_area > 0`` adds hemwsl's
     area penalty on the finest map of positive slices; ``lse_pixel > 0`` the self-training term on the maps'
-    confident pixels, :class:`~hemwsl.networks.lse.LSEHeatmapLoss`)."""
+    confident pixels, :class:`~hemwsl.networks.lse.LSEHeatmapLoss`); for a ``seq_*`` network the BCE of the
+    sequence logits plus ``seq_slice_weight`` x the BCE of its slice head (:class:`~hemwsl.networks.sequence.SequenceLoss`)."""
     if is_heatmap_network(backbone):
         from hemwsl.networks.lse import LSEHeatmapLoss
 
@@ -329,13 +395,20 @@ def classification_loss(backbone: str, pos_weight: torch.Tensor | None = None,
                               consistency_weight=lse_consistency, area_weight=lse_area, pixel_weight=lse_pixel)
     if lse_pixel:
         raise HemwslInputError(f"lse_pixel (self-training on heatmap pixels) needs an lse_* network, not {backbone!r}")
+    if is_sequence_backbone(backbone):
+        from hemwsl.networks.sequence import SequenceLoss
+
+        return SequenceLoss(pos_weight=pos_weight, slice_weight=seq_slice_weight)
     return torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
 
 def train_inferer(backbone: str):
-    """The training inferer: :class:`LevelsInferer` for an ``lse_*`` network, else MONAI's ``SimpleInferer``."""
+    """The training inferer: :class:`LevelsInferer` for an ``lse_*`` network, :class:`SequenceInferer` for a
+    ``seq_*`` network, else MONAI's ``SimpleInferer``."""
     if is_heatmap_network(backbone):
         return LevelsInferer()
+    if is_sequence_backbone(backbone):
+        return SequenceInferer()
     from monai.inferers import SimpleInferer
 
     return SimpleInferer()

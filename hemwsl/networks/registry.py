@@ -33,6 +33,12 @@ Target layers (shallow -> deep) and head ``(pool, linear)`` per family:
   .. ``levels.0.conv`` (stride 4, the heatmap level), coarse to fine; no GAP + Linear head (LSE
   pooling of per-level score maps); ``pretrained_path`` initialises the encoder from a checkpoint of
   the plain backbone (or loads a whole LSE network's checkpoint).
+* ``seq_<backbone>`` for every backbone above: the slice-context classifier of Ramananda & Sundaresan
+  2023 (:mod:`hemwsl.networks.sequence`): the backbone per slice and a bidirectional LSTM (or a small
+  transformer) over the slices of ``(B, S, C, H, W)`` sequences; on ``(B, C, H, W)`` slices it is the
+  fine-tuned backbone with its own Linear, so its target layers and head are the backbone's under
+  ``encoder.``; ``pretrained_path`` initialises the encoder from a checkpoint of the plain backbone (or
+  loads a whole slice-sequence network's checkpoint).
 
 For every registered classifier backbone nothing but the pooling lies between the deepest target layer and
 the final Linear (dropout, identity in eval mode, sits just before the Linear), so in eval mode
@@ -98,6 +104,7 @@ __all__ = [
     "target_layer_names",
     "get_target_layers",
     "classifier_head",
+    "build_slice_sequence_net",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,8 +114,9 @@ REF_DENSENET = "Huang et al., Densely Connected Convolutional Networks, CVPR 201
 REF_EFFNETV2 = "Tan & Le, EfficientNetV2: Smaller Models and Faster Training, ICML 2021"
 REF_EFFNET = "Tan & Le, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks, ICML 2019 (Lite variants)"
 REF_LSE = "Chen & Kuo 2026, U-shaped network with Log-Sum-Exp pooling for weakly supervised ICH heatmaps"
+REF_SEQ = "Ramananda & Sundaresan 2023, ResNet-LSTM class activation maps for weakly supervised ICH segmentation"
 
-FAMILIES: tuple[str, ...] = ("efficientnet_v2", "efficientnet_lite", "resnet", "densenet", "lse_heatmap")
+FAMILIES: tuple[str, ...] = ("efficientnet_v2", "efficientnet_lite", "resnet", "densenet", "lse_heatmap", "slice_sequence")
 
 #: Prefix of the registry names of the LSE heatmap networks (Chen & Kuo 2026): ``lse_<backbone>``.
 LSE_PREFIX = "lse_"
@@ -223,8 +231,10 @@ def _make_registry() -> dict[str, NetworkSpec]:
             )
         )
     from hemwsl.networks.lse import LSE_LEVEL_LAYERS, build_lse_heatmap_net
+    from hemwsl.networks.sequence import SEQ_PREFIX
 
-    for base in list(specs):
+    bases = list(specs)
+    for base in bases:
         specs.append(
             NetworkSpec(
                 name=LSE_PREFIX + base.name,
@@ -234,6 +244,21 @@ def _make_registry() -> dict[str, NetworkSpec]:
                 head=("levels.0.pool", "levels.0.classifier"),
                 gap_linear_head=False,
                 reference=REF_LSE + "; encoder: " + base.reference,
+                stem="encoder." + base.stem,
+                implementation=base.implementation,
+            )
+        )
+    for base in bases:
+        specs.append(
+            NetworkSpec(
+                name=SEQ_PREFIX + base.name,
+                family="slice_sequence",
+                # defined below this function: looked up when called
+                builder=lambda *a, _base=base.name, **k: build_slice_sequence_net(_base, *a, **k),
+                target_layers=tuple("encoder." + t for t in base.target_layers),
+                head=("encoder." + base.head[0], "encoder." + base.head[1]),
+                gap_linear_head=base.gap_linear_head,
+                reference=REF_SEQ + "; encoder: " + base.reference,
                 stem="encoder." + base.stem,
                 implementation=base.implementation,
             )
@@ -312,10 +337,10 @@ def build_network(
     for key in ("weights", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path"):
         if key in kwargs:
             raise HemwslInputError(f"{key}= is not accepted: hemwsl never downloads weights; use pretrained_path=")
-    lse = spec.family == "lse_heatmap"
+    composite = spec.family in ("lse_heatmap", "slice_sequence")  # built on a registered backbone
     if pretrained_path is not None:  # before building: a missing file fails at once
-        pretrained_path = resolve_pretrained_path(name[len(LSE_PREFIX):] if lse else name, pretrained_path)
-    if lse:  # the builder loads the encoder (or the whole network)
+        pretrained_path = resolve_pretrained_path(name.split("_", 1)[1] if composite else name, pretrained_path)
+    if composite:  # the builder loads the encoder (or the whole network)
         model = spec.builder(in_channels=in_channels, num_classes=num_classes, dropout=dropout,
                              pretrained_path=pretrained_path, **kwargs)
         pretrained_path = None
@@ -327,6 +352,34 @@ def build_network(
     if pretrained_path is not None:
         load_pretrained_weights(model, pretrained_path, name=spec.name)
     return model
+
+
+def build_slice_sequence_net(backbone: str, in_channels: int = 3, num_classes: int = 1, dropout: float = 0.0,
+                             pretrained_path: str | os.PathLike | None = None, context: str = "lstm",
+                             hidden: int = 128, context_layers: int = 1, heads: int = 4, **kwargs: Any) -> nn.Module:
+    """Build a :class:`hemwsl.networks.sequence.SliceSequenceNet` on the registered ``backbone`` (the builder
+    behind the ``seq_<backbone>`` names; Ramananda & Sundaresan 2023).
+
+    ``pretrained_path``: weights of the plain backbone loaded into the encoder with its slice head (e.g. the same
+    fold's slice classifier, ``outputs/cv/fold{fold}/models/model_last.pt``: the paper's first stage; or
+    ``imagenet`` for EfficientNet-Lite), or a checkpoint of a whole slice-sequence network. ``context``,
+    ``hidden``, ``context_layers``, ``heads``: the sequence model (``network_options`` of the bundle)."""
+    from hemwsl.networks.sequence import SliceSequenceNet, is_whole_checkpoint
+
+    encoder = build_network(backbone, in_channels=in_channels, num_classes=num_classes, dropout=dropout, **kwargs)
+    net = SliceSequenceNet(encoder, classifier_head(backbone)[1], num_classes=num_classes, context=context,
+                           hidden=hidden, context_layers=context_layers, heads=heads, dropout=dropout,
+                           backbone=backbone)
+    if pretrained_path is not None:
+        path = resolve_pretrained_path(backbone, pretrained_path)
+        if is_whole_checkpoint(_read_state_dict(path)):
+            from hemwsl.networks.checkpoint import load_weights
+
+            load_weights(net, path, device=next(net.parameters()).device).train()
+        else:
+            report = load_pretrained_weights(net.encoder, path, name=backbone)
+            logger.info("%s: encoder of the slice-sequence network initialised (%d tensors)", path, len(report.loaded))
+    return net
 
 
 def resolve_pretrained_path(name: str, pretrained_path: str | os.PathLike[str]) -> Path:

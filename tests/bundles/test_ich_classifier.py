@@ -264,3 +264,57 @@ def test_lse_heatmap_network_two_stages(synthetic_root, tmp_path):
     assert files and (cam_dir / "gradcam" / "levels.0.conv").is_dir()
     arr = np.asarray(nib.load(str(files[0])).dataobj)
     assert arr.shape[:2] == (64, 64) and np.isfinite(arr).all() and 0.0 <= arr.min() and arr.max() <= 1.0
+
+
+def test_slice_sequence_network_two_stages(synthetic_root, tmp_path):
+    """Ramananda & Sundaresan 2023 through the bundles: the fold's slice classifier, then the slice-context network
+    (its encoder and slice head start from it) trained on sequences of consecutive slices with the sequence + slice
+    loss, evaluated on whole volumes (every test slice once, the same slices as the slice classifier's), predicted
+    by the inference config as the evaluator did, and explained by the CAM bundle at the encoder's layers."""
+    import torch
+    from monai.bundle import ConfigWorkflow
+
+    from hemwsl.data.dataset import SliceSequences
+    from hemwsl.engines.bundle import run_cam_bundle
+    from hemwsl.networks.sequence import SequenceLoss, SliceSequenceNet
+
+    clf_out = tmp_path / "clf"
+    run_bundle(BUNDLE, ["train"], **_tiny(synthetic_root, clf_out))
+    run_bundle(BUNDLE, ["train", "evaluate"], **_tiny(synthetic_root, clf_out))
+    clf_ckpt = clf_out / "fold1" / "models" / "model_last.pt"
+    out = tmp_path / "seq"
+    kw = {**_tiny(synthetic_root, out), "backbone": "seq_resnet10", "sequence_length": 4, "batch_size": 2,
+          "samples_per_epoch": 6, "pretrained_path": str(clf_out / "fold{fold}" / "models" / "model_last.pt"),
+          "network_options": {"context": "lstm", "hidden": 16}}
+    wf = ConfigWorkflow(config_file=config_files(BUNDLE, ["train"]), workflow_type=None, **kw)
+    wf.initialize()
+    net = wf.parser.get_parsed_content("network_def")
+    assert isinstance(net, SliceSequenceNet)
+    clf_state = torch.load(clf_ckpt, weights_only=True)
+    enc = net.encoder.state_dict()
+    assert all(torch.equal(enc[k].cpu(), v) for k, v in clf_state.items())  # the slice head too
+    assert isinstance(wf.parser.get_parsed_content("loss"), SequenceLoss)
+    samples = wf.parser.get_parsed_content("train#dataset")
+    assert isinstance(samples, SliceSequences) and len(samples[0]["patient"]) == 4
+
+    run_bundle(BUNDLE, ["train"], **kw)
+    run_bundle(BUNDLE, ["train", "evaluate"], **kw)
+    with open(out / "fold1" / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    with open(clf_out / "fold1" / "predictions_test.csv") as f:
+        clf_rows = list(csv.DictReader(f))
+    key = lambda r: (r["patient"], int(r["slice"]))  # noqa: E731
+    assert sorted(map(key, rows)) == sorted(map(key, clf_rows))
+    assert all(r["label_any"] == c["label_any"] for r, c in zip(sorted(rows, key=key), sorted(clf_rows, key=key)))
+
+    patient = rows[0]["patient"]
+    image = next((synthetic_root / "ct_scans").glob(f"{patient}.nii*"))
+    run_bundle(BUNDLE, ["train", "inference"], images=[str(image)], **kw)
+    probs = json.loads((out / "inference" / f"{patient}_probs.json").read_text())["probabilities"]
+    evaluated = {int(r["slice"]): float(r["prob_any"]) for r in rows if r["patient"] == patient}
+    assert len(probs) == len(evaluated)
+    for z, prob in evaluated.items():
+        assert probs[z][0] == pytest.approx(prob, abs=1e-4)
+
+    run_cam_bundle(**kw, cam_methods=["gradcam"], cam_grid="input")
+    assert sorted((out / "fold1" / "cam" / "gradcam").iterdir())[0].name.startswith("encoder.")

@@ -293,3 +293,22 @@ def test_no_warnings_for_one_class():
         warnings.simplefilter("error")
         compute_auroc([1, 1], [0.2, 0.3])
         compute_average_precision([0, 0], [0.2, 0.3])
+
+
+def test_paired_auroc_difference():
+    from sklearn.metrics import roc_auc_score
+
+    from hemwsl.metrics.classification import paired_auroc_difference
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(30), 10)
+    y = (rng.random(300) < 0.3).astype(int)
+    good = y + rng.normal(0, 0.5, 300)
+    weak = y + rng.normal(0, 2.0, 300)
+    r = paired_auroc_difference(y, good, weak, groups=groups, n_boot=500)
+    assert r["auroc_a"] == pytest.approx(roc_auc_score(y, good)) and r["auroc_b"] == pytest.approx(roc_auc_score(y, weak))
+    assert r["diff"] == pytest.approx(r["auroc_a"] - r["auroc_b"]) and r["ci"][0] > 0 and r["p"] < 0.01
+    same = paired_auroc_difference(y, good, good, groups=groups, n_boot=200)
+    assert same["diff"] == 0 and same["ci"] == (0.0, 0.0) and same["p"] == 1.0
+    with pytest.raises(HemwslInputError):
+        paired_auroc_difference(y, good, good[:10])

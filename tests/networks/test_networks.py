@@ -85,14 +85,16 @@ def _check_feature_maps(model: nn.Module, acts: dict[str, torch.Tensor], batch: 
 
 
 def test_registry_names_and_specs():
-    assert list_networks() == EXPECTED + ["lse_" + n for n in EXPECTED]
-    assert set(NETWORKS) == set(EXPECTED) | {"lse_" + n for n in EXPECTED}
+    assert list_networks() == EXPECTED + ["lse_" + n for n in EXPECTED] + ["seq_" + n for n in EXPECTED]
+    assert set(NETWORKS) == set(EXPECTED) | {"lse_" + n for n in EXPECTED} | {"seq_" + n for n in EXPECTED}
     assert list_networks("lse_heatmap") == ["lse_" + n for n in EXPECTED]
+    assert list_networks("slice_sequence") == ["seq_" + n for n in EXPECTED]
     assert list_networks("resnet") == ["resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
     assert list_networks("densenet") == ["densenet121", "densenet201"]
     for name, spec in NETWORKS.items():
         assert isinstance(spec, NetworkSpec) and spec.name == name
-        assert spec.family in ("efficientnet_v2", "efficientnet_lite", "resnet", "densenet", "lse_heatmap")
+        assert spec.family in ("efficientnet_v2", "efficientnet_lite", "resnet", "densenet", "lse_heatmap",
+                               "slice_sequence")
         assert len(spec.target_layers) >= 3
         assert len(spec.head) == 2
         assert isinstance(spec.gap_linear_head, bool)
@@ -103,6 +105,8 @@ def test_registry_names_and_specs():
     assert target_layer_names("resnet18") == ["layer2", "layer3", "layer4"]
     assert classifier_head("resnet50") == ("avgpool", "fc.1")
     assert classifier_head("efficientnet_v2_s") == ("avgpool", "classifier.1")
+    assert target_layer_names("seq_resnet18") == ["encoder.layer2", "encoder.layer3", "encoder.layer4"]
+    assert classifier_head("seq_resnet50") == ("encoder.avgpool", "encoder.fc.1")
 
 
 def test_unknown_name_lists_accepted_names():
