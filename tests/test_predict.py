@@ -400,3 +400,27 @@ def test_package_takes_each_members_thin_component_rule_from_a_quantify_report(t
     assert [m.get("min_slices") for m in fixed.members] == [None, None] and fixed.recipe["min_slices"] == 2
     rep = Predictor(pkg).predict(f, tmp_path / "out")  # runs with the members' own rules
     assert rep["members"] == [0, 1]
+
+
+def test_slice_sequence_model_sees_the_whole_volume(tmp_path, phantom):
+    """A seq_* package: the slice probabilities come from one sequence of every slice of the scan (flip TTA
+    included), as the evaluator scored them; its CAMs explain the fine-tuned encoder."""
+    from hemwsl.engines.classifier import predict_volume
+
+    f, p = phantom
+    cv = _fake_cv(tmp_path / "cv", {**SETTINGS, "backbone": "seq_resnet10"}, folds=(0,))
+    pkg = ModelPackage.load(pack_model(cv, tmp_path / "pkg", post_processing={"slice_threshold": 0.0}))
+    pred = Predictor(pkg)
+    x, _ = pred._inputs(p["image"].astype(np.float32))
+    net = pred.networks[0]
+    with torch.no_grad():
+        want = torch.sigmoid((net(x[None]) + net(torch.flip(x[None], (-1,)))) / 2).numpy()
+    np.testing.assert_allclose(pred._probabilities(net, x), want, atol=1e-5)
+    rep = Predictor(pkg).predict(f, tmp_path / "out", figures=False)
+    assert rep["volume"]["ml"] >= 0
+    # the classifier bundle's inference path (predict_volume) gives the same sequence probabilities
+    from hemwsl.engines.classifier import FlipTTAInferer
+
+    got = predict_volume(net, f, windows=SETTINGS["windows"], num_slices=3, spatial_size=(64, 64), skull_strip=True,
+                         inferer=FlipTTAInferer())
+    assert got.shape == want.shape
