@@ -4,7 +4,8 @@
   the gradient methods, ONE ``torch.autograd.grad`` call (see :mod:`hemwsl.cam.base`).
 * Methods (one file each in :mod:`hemwsl.cam.methods`): ``cam``, ``gradcam``, ``gradcampp``,
   ``xgradcam``, ``hirescam``, ``gradcam_elementwise``, ``layercam``, ``eigencam``, ``eigengradcam``,
-  ``ablationcam``, ``scorecam``; registry :data:`CAM_METHODS`, :func:`get_method`, :func:`list_methods`.
+  ``ablationcam``, ``scorecam``, ``fasterscorecam``, ``groupcam``, ``reciprocam``, ``lse_heatmap``; registry
+  :data:`CAM_METHODS`, :func:`get_method`, :func:`list_methods`.
 * Targets: :class:`ClassTarget`, ints, one int per sample, or callables (:func:`resolve_targets`).
 * Normalisers: :func:`normalize_per_slice`, :func:`normalize_per_volume`, :func:`normalize_none`.
 * Volumes: :func:`explain_volume`, :func:`save_heatmaps`, :func:`volume_done`.

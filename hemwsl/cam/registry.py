@@ -21,17 +21,19 @@ from __future__ import annotations
 
 from hemwsl.cam.base import is_layerwise
 from hemwsl.cam.methods import (
-    CAM,
     AblationCAM,
+    CAM,
     EigenCAM,
     EigenGradCAM,
     FasterScoreCAM,
     GradCAM,
     GradCAMElementWise,
     GradCAMPlusPlus,
+    GroupCAM,
     HiResCAM,
     LayerCAM,
     LSEHeatmap,
+    ReciproCAM,
     ScoreCAM,
     XGradCAM,
 )
@@ -63,6 +65,8 @@ CAM_METHODS: dict[str, type] = {
         AblationCAM,
         ScoreCAM,
         FasterScoreCAM,
+        GroupCAM,
+        ReciproCAM,
         LSEHeatmap,
     )
 }
@@ -79,7 +83,7 @@ GRADIENT_METHODS: tuple[str, ...] = (
 )
 
 #: Methods that run the network again on perturbed activations or inputs.
-PERTURBATION_METHODS: tuple[str, ...] = ("ablationcam", "scorecam", "fasterscorecam")
+PERTURBATION_METHODS: tuple[str, ...] = ("ablationcam", "scorecam", "fasterscorecam", "groupcam", "reciprocam")
 
 #: hemwsl name -> pytorch-grad-cam class name, for the methods both libraries have.
 PGC_METHODS: dict[str, str] = {

@@ -204,3 +204,87 @@ def test_suffix_mode_on_registered_backbones(name):
     for layer in engine.layer_names:
         assert engine._runners[layer].mode_used == "suffix", (name, layer)
     assert hook_count(model) == 0
+
+
+def _groupcam_by_hand(model, x, layer, groups, percentile=70.0):
+    """Group-CAM as the authors' code computes it, one slice at a time, at the input size: Grad-CAM-weighted
+    channel groups, the percentile denoising, the revealed input over torchvision's GaussianBlur(51, 50)."""
+    import torchvision
+
+    module = model.get_submodule(layer)
+    blur = torchvision.transforms.GaussianBlur(51, 50.0)
+    out = []
+    for b in range(x.shape[0]):
+        xb = x[b:b + 1]
+        store = {}
+        h = module.register_forward_hook(lambda m, i, o: store.update(a=o))
+        score = model(xb)[0, 0]
+        h.remove()
+        grad = torch.autograd.grad(score, store["a"])[0]
+        act = (grad.mean(dim=(2, 3), keepdim=True) * store["a"]).detach()
+        size = xb.shape[-2:]
+        with torch.no_grad():
+            base = torch.sigmoid(model(blur(xb))[0, 0])
+            total = torch.zeros(1, 1, *size, dtype=x.dtype)
+            for chunk in act.chunk(groups, 1):
+                m = torch.relu(chunk.sum(1, keepdim=True))
+                thr = float(np.percentile(m.numpy(), percentile))
+                m = torch.where(m > thr, m, torch.zeros_like(m))
+                m = torch.nn.functional.interpolate(m, size=size, mode="bilinear", align_corners=False)
+                if m.max() == m.min():
+                    continue
+                n = (m - m.min()) / (m.max() - m.min())
+                p = torch.sigmoid(model(xb * n + blur(xb) * (1 - n))[0, 0])
+                total += torch.relu(p - base) * m
+        out.append(torch.relu(total)[0, 0])
+    return torch.stack(out)
+
+
+def test_groupcam_equals_the_authors_algorithm():
+    from hemwsl.cam.methods import GroupCAM
+
+    model = tiny_cnn()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    layer = "features.8"  # 32 channels at 8 x 8
+    for groups in (4, 32):
+        got = CAMEngine(model, [GroupCAM(groups=groups, batch_size=3)], layers=[layer]).feature_maps(x, 0)[("groupcam", layer)]
+        up = torch.nn.functional.interpolate(got[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+        torch.testing.assert_close(up, _groupcam_by_hand(model, x, layer, groups), rtol=1e-9, atol=1e-12)
+    with pytest.raises(HemwslInputError, match="percentile"):
+        GroupCAM(percentile=100)
+
+
+def test_reciprocam_equals_whole_network_reruns_on_each_mosaic():
+    """Recipro-CAM through the suffix runner equals the authors' way: the whole network re-run with the layer's
+    output replaced by each mosaic (one position kept, or its 3 x 3 Gaussian spread), the sigmoid of the score."""
+    from hemwsl.cam.methods import ReciproCAM
+
+    model = tiny_cnn()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    layer = "features.5"  # 16 x 16 positions
+    module = model.get_submodule(layer)
+    with capture(model, [layer]) as cap, torch.no_grad():
+        model(x)
+        a = cap.activations[layer]
+    gauss = torch.tensor([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float64) / 16
+    for kernel in (False, True):
+        got = CAMEngine(model, [ReciproCAM(kernel=kernel, batch_size=50)], layers=[layer]).feature_maps(x, 0)[("reciprocam", layer)]
+        _, c, h, w = a.shape
+        for b in range(2):
+            want = torch.empty(h, w, dtype=torch.float64)
+            for i in range(h):
+                for j in range(w):
+                    mosaic = torch.zeros(1, c, h, w, dtype=torch.float64)
+                    if kernel:
+                        for di in (-1, 0, 1):
+                            for dj in (-1, 0, 1):
+                                if 0 <= i + di < h and 0 <= j + dj < w:
+                                    mosaic[0, :, i + di, j + dj] = a[b, :, i, j] * gauss[di + 1, dj + 1]
+                    else:
+                        mosaic[0, :, i, j] = a[b, :, i, j]
+                    hd = module.register_forward_hook(lambda m, inp, o, s=mosaic: s)
+                    with torch.no_grad():
+                        want[i, j] = torch.sigmoid(model(x[b:b + 1])[0, 0])
+                    hd.remove()
+            torch.testing.assert_close(got[b], want, rtol=1e-9, atol=1e-12)
+    assert hook_count(model) == 0

@@ -19,7 +19,7 @@ from hemwsl.cam.registry import PGC_METHODS
 from hemwsl.errors import HemwslInputError
 
 EXPECTED = ["cam", "gradcam", "gradcampp", "xgradcam", "hirescam", "gradcam_elementwise", "layercam",
-            "eigencam", "eigengradcam", "ablationcam", "scorecam", "fasterscorecam", "lse_heatmap"]
+            "eigencam", "eigengradcam", "ablationcam", "scorecam", "fasterscorecam", "groupcam", "reciprocam", "lse_heatmap"]
 
 
 ATTRIBUTION = ["saliency", "input_x_gradient", "smoothgrad", "gradient_shap", "guided_backprop"]
