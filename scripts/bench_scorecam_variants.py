@@ -1,11 +1,13 @@
 """Fast Score-CAM variants against exact Score-CAM on real CT slices: speed and fidelity, in one run.
 
     python scripts/bench_scorecam_variants.py --dataset-dir ../shared/data/ct-ich --cv-dir CV --fold 0 \
-        --checkpoint last --layer levels.2.conv --slices 40 --top-k 8 16 32
+        --checkpoint last --layer levels.2.conv --slices 40 --top-k 8 16 32 --groups 8 32 --reciprocam
 
 Takes the ground-truth-positive slices of the fold's test patients (at most ``--slices``), the fold's trained
-network and its recorded input settings, and explains them with exact Score-CAM (``scorecam``) and Faster
-Score-CAM (``fasterscorecam``, the ``top_k`` channels of largest variance per slice). Prints one table:
+network and its recorded input settings, and explains them with exact Score-CAM (``scorecam``), Faster
+Score-CAM (``fasterscorecam``, the ``top_k`` channels of largest variance per slice), Group-CAM (``groupcam``,
+``groups`` Grad-CAM-weighted channel groups scored over a blurred baseline) and Recipro-CAM (``reciprocam``, the
+network's tail on each position of the layer alone, and its 3 x 3 Gaussian variant). Prints one table:
 
 * seconds per slice, and the speed-up over exact Score-CAM;
 * fidelity to exact Score-CAM: Spearman rank correlation of the two maps per slice (mean), and the Dice between
@@ -48,6 +50,8 @@ def main() -> None:
     ap.add_argument("--layer", required=True)
     ap.add_argument("--slices", type=int, default=40)
     ap.add_argument("--top-k", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--groups", type=int, nargs="*", default=[8, 32], help="Group-CAM rows (none: skip)")
+    ap.add_argument("--reciprocam", action="store_true", help="add the two Recipro-CAM rows")
     ap.add_argument("--batch", type=int, default=8, help="slices per engine call")
     args = ap.parse_args()
 
@@ -55,7 +59,7 @@ def main() -> None:
     import torch.nn.functional as F
 
     from hemwsl.cam import CAMEngine
-    from hemwsl.cam.methods import FasterScoreCAM, ScoreCAM
+    from hemwsl.cam.methods import FasterScoreCAM, GroupCAM, ReciproCAM, ScoreCAM
     from hemwsl.engines.runs import cv_settings, fold_checkpoint
     from hemwsl.data import SliceDataset, build_datalist
     from hemwsl.engines.classifier import fold_datalists, load_weights
@@ -89,6 +93,13 @@ def main() -> None:
     for k in args.top_k:
         m, t = explain(FasterScoreCAM(top_k=k))
         rows.append((f"fasterscorecam, top_k {k}", t, m))
+    for g in args.groups:
+        m, t = explain(GroupCAM(groups=g))
+        rows.append((f"groupcam, {g} groups", t, m))
+    if args.reciprocam:
+        for kernel in (False, True):
+            m, t = explain(ReciproCAM(kernel=kernel))
+            rows.append((f"reciprocam{' (3 x 3 Gaussian)' if kernel else ''}", t, m))
     n = len(idx)
     print(f"{n} ground-truth-positive slices of fold {args.fold}'s test patients, {s['backbone']} at "
           f"{x.shape[-1]} px, layer {args.layer}, {torch.get_num_threads()} threads\n")
