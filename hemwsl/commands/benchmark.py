@@ -81,6 +81,9 @@ def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", nargs="*", default=None, help="target layers (default: the network's registered ones)")
     p.add_argument("--part", default="test", help="which part of each fold to explain (default: test)")
     p.add_argument("--grid", default="input", help="input (classifier size, world-aligned; default) or ct")
+    p.add_argument("--cache-dir", default=None,
+                   help="the disk cache of preprocessed volumes given to train-cv: volumes are read back from it "
+                        "instead of skull stripped and resized again")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="classifier settings, when the train-cv run has no cv_settings.json")
     add_checkpoint_argument(p)
@@ -100,6 +103,8 @@ def run_cam_cv(args: argparse.Namespace) -> int:
         kw = {**settings, "dataset_dir": args.dataset_dir, "output_dir": str(args.cv_dir), "n_folds": args.folds,
               "fold": k, "checkpoint": str(ckpt), "cam_dir": str(args.out), "cam_part": args.part,
               "cam_methods": list(args.methods), "cam_layers": args.layers or None, "cam_grid": args.grid}
+        if getattr(args, "cache_dir", None):
+            kw["cache_dir"] = str(args.cache_dir)
         run_cam_bundle(**kw)
         print(f"fold {k}: heatmaps of its {args.part} patients in {args.out}", flush=True)
     return 0

@@ -386,7 +386,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
                                     set=list(args.set) + extra))
     run_cam_cv(argparse.Namespace(dataset_dir=args.dataset_dir, cv_dir=str(cv), out=str(out / "cam"),
                                   folds=args.folds, methods=args.methods, layers=None, part="test", grid="input", set=[],
-                                  checkpoint=which))
+                                  checkpoint=which, cache_dir=args.cache_dir))
     from hemwsl.constants import BENCHMARK_THRESHOLDS
 
     run_benchmark(argparse.Namespace(dataset_dir=args.dataset_dir, datalist=None, layout="ct-ich",

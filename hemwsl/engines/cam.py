@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ def run_cam(
     gate_with_probability: bool = False,
     progress: bool = True,
     grid: str = "ct",
+    cache_dir: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Write the heatmap volumes of every entry of ``datalist``; returns the written (or found) files.
 
@@ -63,15 +65,16 @@ def run_cam(
             (:func:`hemwsl.cam.resized_affine`), so the file still lies on the CT in world coordinates
             while being ``(X/x)*(Y/y)`` times smaller and faster to write (a 512 x 512 x 35 float32
             map is ~32 MB gzipped and takes ~1.7 s to write; at 128 x 128, 16x less).
+        cache_dir: the disk cache of preprocessed volumes the classifier was trained with (``train-cv
+            --cache-dir``): each volume is then read back instead of skull stripped and resized again.
+
+    The NIfTI files of a volume are compressed and written by a background thread while the next volume is
+    explained (gzip releases the GIL); a volume's ``.done`` marker is written after its files, so an interrupted
+    run still resumes exactly.
     """
-    import nibabel as nib
-    from tqdm import tqdm
-
-    from hemwsl.cam import CAMEngine, explain_volume, list_methods, resized_affine, save_heatmaps
-    from hemwsl.data.dataset import SliceDataset
-    from hemwsl.transforms.batch import BatchWindows
-
+    from hemwsl.cam import CAMEngine, list_methods, save_heatmaps
     from hemwsl.errors import check_choice
+    from hemwsl.transforms.batch import BatchWindows
 
     check_choice("grid", grid, ("ct", "input"))
     unknown = [m for m in methods if m not in list_methods()]
@@ -83,7 +86,39 @@ def run_cam(
     network = network.to(device).eval()
     engine = CAMEngine(network, list(methods), layers=list(layers) if layers else None, skip_inapplicable=True)
     win = BatchWindows(windows) if window_on_device else None
-    written: list[Path] = []
+    writer = ThreadPoolExecutor(1, thread_name_prefix="hemwsl-heatmap-writer")
+
+    def write(maps: dict, affine, stem: str, marker: Path) -> list[Path]:
+        paths = list(save_heatmaps(maps, affine, out, stem).values())
+        atomic_write_text(marker, "\n".join(str(p) for p in paths) + "\n")
+        logger.info("%s: %d heatmaps written", stem, len(paths))
+        return paths
+
+    try:
+        per_volume = _explain_all(datalist, out, methods, layers, engine, win, write, writer, num_slices=num_slices,
+                                  windows=windows, spatial_size=spatial_size, skull_strip=skull_strip,
+                                  window_on_device=window_on_device, batch_size=batch_size, device=device,
+                                  gate_with_probability=gate_with_probability, grid=grid, cache_dir=cache_dir,
+                                  progress=progress)
+        written = [p for item in per_volume for p in (item.result() if isinstance(item, Future) else item)]
+    finally:
+        writer.shutdown(wait=True)  # files being written are finished (atomically) even when a volume failed
+    return written
+
+
+def _explain_all(datalist, out: Path, methods, layers, engine, win, write, writer, *, num_slices, windows,
+                 spatial_size, skull_strip, window_on_device, batch_size, device, gate_with_probability, grid,
+                 cache_dir, progress) -> list:
+    """The volumes of ``datalist`` through the engine; each volume's maps go to ``write`` on the ``writer`` thread
+    (at most one volume waits, so memory stays bounded). Returns, in datalist order, each volume's files (found
+    done) or the future of its writing."""
+    import nibabel as nib
+    from tqdm import tqdm
+
+    from hemwsl.cam import explain_volume, resized_affine
+    from hemwsl.data.dataset import SliceDataset
+
+    items: list = []
     # a volume is done for THIS set of methods and layers (another set, e.g. a method added later into
     # the same folder, is computed again)
     run_key = hashlib.sha1(json.dumps([sorted(methods), sorted(layers or [])]).encode()).hexdigest()[:10]
@@ -91,11 +126,12 @@ def run_cam(
         stem = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
         marker = out / ".done" / f"{stem}.{run_key}"
         if marker.exists():
-            written += [Path(p) for p in marker.read_text().split("\n") if p]
+            items.append([Path(p) for p in marker.read_text().split("\n") if p])
             continue
         header = nib.load(str(entry[IMAGE]))
         ds = SliceDataset([{IMAGE: entry[IMAGE], LABEL: entry.get(LABEL)}], num_slices=num_slices, windows=windows,
-                          spatial_size=spatial_size, skull_strip=skull_strip, window_on_device=window_on_device)
+                          spatial_size=spatial_size, skull_strip=skull_strip, window_on_device=window_on_device,
+                          cache_dir=cache_dir)
         stack = torch.stack([ds[i][IMAGE] for i in range(len(ds))])
         if win is not None:
             stack = win(stack)
@@ -105,8 +141,8 @@ def run_cam(
         affine = header.affine
         if grid == "input":
             affine = resized_affine(affine, header.shape[:2], stack.shape[-2:])
-        paths = list(save_heatmaps(maps, affine, out, stem).values())
-        atomic_write_text(marker, "\n".join(str(p) for p in paths) + "\n")
-        written += paths
-        logger.info("%s: %d heatmaps written", stem, len(paths))
-    return written
+        for item in items:  # the previous volume's files are written before this one's are queued
+            if isinstance(item, Future):
+                item.result()
+        items.append(writer.submit(write, maps, affine, stem, marker))
+    return items

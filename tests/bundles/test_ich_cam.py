@@ -106,3 +106,49 @@ def test_a_new_method_set_in_the_same_folder_is_computed(synthetic_datalist, tmp
     assert again == first
     added = run_cam(net, synthetic_datalist[:1], tmp_path, methods=["layercam"], **kw)
     assert [p.parts[-3] for p in added] == ["layercam"] and added[0].is_file()
+
+
+def test_cache_and_background_writer_give_the_same_files(synthetic_datalist, tmp_path):
+    """run_cam with the preprocessed-volume cache and its background writer: the same heatmaps, in datalist order,
+    as without the cache; a volume whose writing fails raises and leaves no marker (it is computed again)."""
+    import nibabel as nib
+    import torch
+
+    import hemwsl.engines.cam as cam_engine
+    from hemwsl.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network("resnet10", in_channels=3)
+    kw = dict(methods=["gradcam"], layers=["layer4"], windows=["brain"], spatial_size=(32, 32), progress=False,
+              grid="input", skull_strip=True)
+    entries = synthetic_datalist[:3]
+    plain = cam_engine.run_cam(net, entries, tmp_path / "plain", **kw)
+    cached = cam_engine.run_cam(net, entries, tmp_path / "cached", cache_dir=tmp_path / "cache", **kw)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
+    again = cam_engine.run_cam(net, entries, tmp_path / "cached2", cache_dir=tmp_path / "cache", **kw)
+    assert [p.name for p in plain] == [p.name for p in cached] == [p.name for p in again] == \
+        [f"{e['patient']}.nii.gz" for e in entries]
+    for a, b in zip(plain, again):
+        np.testing.assert_array_equal(np.asarray(nib.load(str(a)).dataobj), np.asarray(nib.load(str(b)).dataobj))
+
+    import hemwsl.cam as cam_pkg
+
+    calls = []
+
+    def failing(maps, affine, out, stem):
+        calls.append(stem)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return cam_pkg.volume.save_heatmaps(maps, affine, out, stem)
+
+    orig = cam_pkg.save_heatmaps
+    cam_pkg.save_heatmaps = failing
+    try:
+        with pytest.raises(OSError, match="disk full"):
+            cam_engine.run_cam(net, entries, tmp_path / "broken", **kw)
+    finally:
+        cam_pkg.save_heatmaps = orig
+    done = sorted(p.name.split(".")[0] for p in (tmp_path / "broken" / ".done").iterdir())
+    assert done == [entries[0]["patient"]]  # the failed volume has no marker
+    resumed = cam_engine.run_cam(net, entries, tmp_path / "broken", **kw)
+    assert [p.name for p in resumed] == [p.name for p in plain]
