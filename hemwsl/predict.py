@@ -291,13 +291,22 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
             networks compute).
     """
     import hemwsl
-    from hemwsl.engines.runs import cv_settings, fold_checkpoint
+    from hemwsl.engines.runs import cv_settings, fold_checkpoint, resolve_cv_folds
     from hemwsl.data.io import atomic_write_text
 
+    if isinstance(min_sensitivity, bool) or not isinstance(min_sensitivity, (int, float)) \
+            or not 0.0 <= min_sensitivity <= 1.0:
+        raise HemwslInputError(f"min_sensitivity must be in [0, 1], got {min_sensitivity!r}")
+    min_slices = (post_processing or {}).get("min_slices")
+    if min_slices is not None and (isinstance(min_slices, bool) or not isinstance(min_slices, int) or min_slices < 1):
+        raise HemwslInputError(f"min_slices must be an integer >= 1 (1 keeps every component), got {min_slices!r}")
     cv = Path(cv_dir)
     if not cv.is_dir():
         raise HemwslInputError(f"{cv}: train-cv folder not found")
     settings = resolve_bundle_settings({**cv_settings(cv), **dict(overrides or {})}, bundle)
+    if (cv / "cv_run.json").is_file():  # the fold count train-cv recorded (not in its settings: the bundle's 5)
+        given = (overrides or {}).get("n_folds")
+        settings["n_folds"] = resolve_cv_folds(cv, folds=int(given) if given is not None else None)[0]
     n_folds = int(settings.get("n_folds") or 5)
     found = [k for k in range(n_folds) if (cv / f"fold{k}").is_dir()]
     members = list(folds) if folds is not None else found
@@ -438,6 +447,40 @@ class ModelPackage:
 
 
 # ------------------------------------------------------------------------------------------- input
+def resolve_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``device`` as a :class:`torch.device` that this machine has: a CUDA device without CUDA, or beyond the
+    GPUs there are, is one line naming ``name`` (not an error of the first checkpoint loaded onto it)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise HemwslInputError(f"{name} {device!r}: not a torch device (e.g. cpu, cuda, cuda:0)") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HemwslInputError(f"{name} {device}: CUDA is not available on this machine; use cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise HemwslInputError(f"{name} {device}: this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1})")
+    return dev
+
+
+def check_inputs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> None:
+    """Check every scan of a batch before the first is predicted (nothing is written for a batch with a bad
+    scan): each exists, reads as a 3D CT in HU (:func:`load_ct`, :func:`check_ct_values`), and no two share an
+    output folder ``<out_dir>/<stem>``."""
+    from hemwsl.data.io import volume_stem
+
+    seen: dict[str, str] = {}
+    for path in paths:
+        stem = volume_stem(Path(path))
+        if stem in seen:
+            raise HemwslInputError(f"--input: {seen[stem]} and {path} would both be written to "
+                                   f"{Path(out_dir) / stem}; predict them into separate --out folders")
+        seen[stem] = str(path)
+    for path in paths:
+        volume, _ = load_ct(path)
+        check_ct_values(volume.array, str(path))
+
+
 def load_ct(path: str | os.PathLike) -> tuple[Any, list | None]:
     """A CT as ``(Volume, DICOM datasets in slice order or None)``: a NIfTI file, or a folder of one DICOM
     series (several series: :func:`hemwsl.data.dicom.list_series`'s rule picks one)."""
@@ -455,15 +498,22 @@ def load_ct(path: str | os.PathLike) -> tuple[Any, list | None]:
     return load_volume(p, kind="image"), None
 
 
-def check_head_ct(hu: np.ndarray, brain: np.ndarray, path: str) -> None:
-    """One-line errors for input that is not a head CT in HU: too few slices, values that are not HU (e.g.
-    an image scaled to [0, 1] or an MR volume), or no brain inside a skull on any slice."""
+def check_ct_values(hu: np.ndarray, path: str) -> None:
+    """One-line errors for a volume that is not a CT in HU: too few slices, or values that are not HU (e.g. an
+    image scaled to [0, 1], an MR volume or a blank one); the part of :func:`check_head_ct` that needs no skull
+    stripping, so a batch of scans is checked before the first is predicted."""
     if hu.shape[2] < 3:
         raise HemwslInputError(f"{path}: {hu.shape[2]} axial slice(s); a head CT volume needs at least 3")
     lo, hi = np.percentile(hu, [1, 99])
     if hi - lo < 50 or lo < -1100 or hi > 4000:
         raise HemwslInputError(f"{path}: values from {lo:.4g} to {hi:.4g} (1st-99th percentile) do not look like "
                                "CT in Hounsfield units")
+
+
+def check_head_ct(hu: np.ndarray, brain: np.ndarray, path: str) -> None:
+    """One-line errors for input that is not a head CT in HU: too few slices, values that are not HU (e.g.
+    an image scaled to [0, 1] or an MR volume), or no brain inside a skull on any slice."""
+    check_ct_values(hu, path)
     frac = brain.reshape(-1, brain.shape[2]).mean(0)
     if not (frac > 0.02).any():
         raise HemwslInputError(f"{path}: no brain inside a skull found on any slice (not a head CT, or not axial?)")
@@ -549,7 +599,7 @@ class Predictor:
             if missing:
                 raise HemwslInputError(f"{pkg.root}: no member for fold(s) {missing}; members: {sorted(by_fold)}")
         self.members = [by_fold[k] for k in (members if members is not None else sorted(by_fold))]
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.batch_size = int(batch_size)
         self.networks = [pkg.build_member(m, self.device) for m in self.members]
         s = pkg.settings

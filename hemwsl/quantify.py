@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from hemwsl.constants import PATIENT
+from hemwsl.constants import IMAGE, PATIENT
 from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.scanmodel import (  # noqa: F401  (the scan-level call lives beside the scan model; re-exported)
     SCAN_AGGREGATIONS,
@@ -91,7 +91,6 @@ def fit_calibration(pred_ml: Sequence[float], true_ml: Sequence[float]) -> tuple
 
 def _scan_features(entries: Mapping[str, Mapping], probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """:func:`hemwsl.scanmodel.scan_features` of every patient (the validated prior's defaults)."""
-    from hemwsl.constants import IMAGE
     from hemwsl.data.io import load_volume
     from hemwsl.scanmodel import scan_features
     from hemwsl.transforms.array import SkullStrip
@@ -104,10 +103,13 @@ def _scan_features(entries: Mapping[str, Mapping], probs: Mapping[str, np.ndarra
     return out
 
 
-def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,)
+def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,), grid: Sequence[int] | None = None
              ) -> tuple[dict[int, float], dict[int, float], tuple[float, float, float]]:
     """``({min_slices: mL}, {min_slices: ABC/2 mL}, spacing)`` of a binary mask NIfTI, for each rule that drops the
-    3D components spanning fewer slices (:func:`hemwsl.metrics.volume.drop_thin_components`; 1 keeps all)."""
+    3D components spanning fewer slices (:func:`hemwsl.metrics.volume.drop_thin_components`; 1 keeps all).
+
+    ``grid``: the shape of the patient's CT; given (a predicted mask), the mask must have it and hold 0 and 1
+    only (a CT volume or a mask of another grid would be counted in mL without any error)."""
     import nibabel as nib
 
     from hemwsl.metrics.agreement import abc2_volume_ml
@@ -118,15 +120,39 @@ def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,)
         raise HemwslInputError(f"{p}: mask not found")
     try:
         img = nib.load(str(p))
-        m = np.asarray(img.dataobj) > 0
+        values = np.asarray(img.dataobj)
     except Exception as err:
         raise HemwslInputError(f"{p}: cannot read the mask ({type(err).__name__}: {err})") from err
+    m = values > 0
     if m.ndim != 3:
         raise HemwslInputError(f"{p}: a mask must be 3D, got shape {m.shape}")
+    if grid is not None:
+        if tuple(m.shape) != tuple(int(n) for n in grid):
+            raise HemwslInputError(f"{p}: mask shape {tuple(m.shape)} does not match its CT's {tuple(grid)} "
+                                   "(predicted masks must be on the CT grid)")
+        odd = values[(values != 0) & (values != 1)]
+        if odd.size:
+            raise HemwslInputError(f"{p}: a predicted mask must hold 0 and 1 only, found {odd.flat[0].item():g} "
+                                   f"({odd.size} voxel(s))")
     sp = tuple(float(s) for s in img.header.get_zooms()[:3])
     kept = drop_thin_components_by_rule(m, min_slices)  # one labelling for every rule
     return ({n: lesion_volume_ml(k, sp) for n, k in kept.items()}, {n: abc2_volume_ml(k, sp) for n, k in kept.items()},
             sp)
+
+
+def _ct_shape(image: str | os.PathLike) -> tuple[int, ...] | None:
+    """The shape of a CT (its NIfTI header; a DICOM series folder: ``None``, not checked)."""
+    import nibabel as nib
+
+    from hemwsl.data.io import is_nifti
+
+    if not is_nifti(image) or not Path(image).is_file():
+        return None
+    try:
+        shape = tuple(int(n) for n in nib.load(str(image)).shape)
+    except Exception as err:
+        raise HemwslInputError(f"{image}: cannot read as NIfTI ({type(err).__name__}: {err})") from err
+    return tuple(n for n in shape if n != 1) if len(shape) > 3 else shape
 
 
 def _mask_file(masks: Path, patient: str) -> Path:
@@ -195,6 +221,10 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     if missing:
         raise HemwslInputError(f"no slice predictions for patient(s) {', '.join(missing[:5])}"
                                f"{' ...' if len(missing) > 5 else ''}")
+    mask_files = {pat: _mask_file(masks, pat) for pat in entries}
+    if entries and not any(f.is_file() for f in mask_files.values()):
+        raise HemwslInputError(f"{masks}: no predicted mask <patient>.nii.gz (or fold<k>/<patient>.nii.gz) for any "
+                               f"of the {len(entries)} patients (e.g. {next(iter(mask_files.values())).name})")
     rows: dict[str, dict[str, Any]] = {}
     no_mask: list[str] = []
     for pat, e in entries.items():
@@ -202,9 +232,10 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
             raise HemwslInputError(f"patient {pat} has no true mask in the datalist: quantify needs masks")
         true_ml, true_abc, sp = _volumes(e["label"])
         true_ml, true_abc = true_ml[1], true_abc[1]
-        f = _mask_file(masks, pat)
+        f = mask_files[pat]
         zero = {n: 0.0 for n in min_slices}
-        pred_ml, pred_abc, _ = _volumes(f, min_slices) if f.is_file() else (zero, zero, sp)
+        grid = _ct_shape(e[IMAGE])
+        pred_ml, pred_abc, _ = _volumes(f, min_slices, grid=grid) if f.is_file() else (zero, zero, sp)
         if not f.is_file():
             no_mask.append(pat)
             logger.warning("%s: no predicted mask in %s; counted as 0 mL", pat, masks)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hemwsl.errors import input_error_message
 
-__all__ = ["run_train_cv", "run_cv_fold", "parse_overrides"]
+__all__ = ["run_train_cv", "run_cv_fold", "parse_overrides", "check_override_keys", "check_cache_dir"]
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -37,10 +37,11 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def check_override_keys(overrides: dict, bundle: str, configs: tuple[str, ...] = ("train", "evaluate")) -> None:
+def check_override_keys(overrides: dict, bundle: str, configs: tuple[str, ...] = ("train", "evaluate"),
+                        option: str = "--set") -> None:
     """Every ``--set`` key must be an id of the bundle's configs (``a#b`` paths: their first part); an unknown one,
     e.g. a misspelt ``learning_rat``, is one line naming the closest valid ids instead of a silently ignored
-    setting."""
+    setting. ``option``: the command-line option named in the message."""
     import difflib
 
     import yaml
@@ -58,7 +59,7 @@ def check_override_keys(overrides: dict, bundle: str, configs: tuple[str, ...] =
         if root not in known:
             close = difflib.get_close_matches(root, sorted(known), n=3)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            raise HemwslInputError(f"--set {key}: not a setting of bundle {bundle}{hint}")
+            raise HemwslInputError(f"{option} {key}: not a setting of bundle {bundle}{hint}")
 
 
 def run_cv_fold(bundle: str, fold_dir: Path, fold: int, done_file: str, **overrides) -> bool:
@@ -103,6 +104,14 @@ def check_cv_run(out: str | Path, record: dict, command: str = "train-cv", file:
                                "use another --out (or remove the folder to start over)")
 
 
+def check_cache_dir(cache_dir: str | Path | None) -> None:
+    """``--cache-dir`` must be a folder (or not exist yet): a regular file there is one line, before any work."""
+    from hemwsl.errors import HemwslInputError
+
+    if cache_dir and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+        raise HemwslInputError(f"{cache_dir}: a file is where a folder must be (--cache-dir)")
+
+
 def run_train_cv(args: argparse.Namespace) -> int:
     from hemwsl.engines.classifier import cv_summary_stem, report_name, summarize_cv
 
@@ -115,6 +124,13 @@ def run_train_cv(args: argparse.Namespace) -> int:
         raise HemwslInputError(f"--only: fold(s) {bad} not in [0, {args.folds - 1}]")
     overrides = parse_overrides(args.set)
     check_override_keys(overrides, args.bundle)
+    from hemwsl.engines.bundle import bundle_dir
+
+    if bundle_dir(args.bundle).name == "ich_classifier":  # the settings' values, before any volume is read
+        from hemwsl.engines.classifier import TRAIN_SETTINGS, check_train_settings
+
+        check_train_settings(**{k: v for k, v in overrides.items() if k in TRAIN_SETTINGS})
+    check_cache_dir(getattr(args, "cache_dir", None))
 
     # the settings later steps (cam-cv, benchmark) need to rebuild the same networks and inputs
     # (which checkpoint is evaluated is no training setting: left out)

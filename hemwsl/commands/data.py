@@ -58,6 +58,9 @@ def run_split(args: argparse.Namespace) -> int:
             raise HemwslInputError(f"{out}: exists and is not a split JSON; refusing to overwrite it (--out)")
     if args.folds and args.folds < 2:
         raise HemwslInputError(f"--folds must be >= 2 (or 0 for one train/val/test split), got {args.folds}")
+    if not args.folds and any(f == 0 for f in args.fractions):
+        raise HemwslInputError(f"--fractions {' '.join(f'{f:g}' for f in args.fractions)}: train, val and test each "
+                               "need a fraction > 0 (a part of 0 would be an empty split)")
     datalist = load_datalist(args.datalist)
     if args.folds:
         split = kfold_patients(datalist, n_folds=args.folds, seed=args.seed)

@@ -33,13 +33,27 @@ __all__ = ["run_demo"]
 
 logger = logging.getLogger(__name__)
 
+#: The demo's cross-validation folds, and the fewest patients that fill them.
+N_FOLDS, MIN_PATIENTS = 4, 8
+
 
 def run_demo(args: argparse.Namespace) -> int:
     from hemwsl.data.datalist import build_datalist, datalist_stats, save_datalist
     from hemwsl.data.splits import kfold_patients, save_split
     from hemwsl.data.synthetic import write_synthetic_ctich
     from hemwsl.engines.bundle import run_bundle
+    from hemwsl.engines.classifier import check_train_settings
+    from hemwsl.errors import HemwslInputError
 
+    # before any data is written: the demo's 4 folds need 2 patients each (a test patient with hemorrhage, ...)
+    if args.patients < MIN_PATIENTS:
+        raise HemwslInputError(f"--patients must be >= {MIN_PATIENTS} (the demo's {N_FOLDS} folds of at least 2 "
+                               f"patients), got {args.patients}")
+    if args.size < 32:
+        raise HemwslInputError(f"--size must be >= 32 voxels (a head needs room), got {args.size}")
+    if isinstance(args.epochs, int) and args.epochs < 1:
+        raise HemwslInputError(f"--epochs must be >= 1, got {args.epochs}")
+    check_train_settings(epochs=args.epochs, learning_rate=2e-3, batch_size=16)
     out = Path(args.out)
     t0 = time.time()
     data_dir = out / "synthetic"
@@ -49,7 +63,7 @@ def run_demo(args: argparse.Namespace) -> int:
     save_datalist(datalist, out / "datalist.json")
     s = datalist_stats(datalist)
     print(f"[1/9] data: patients={s['patients']} slices={s['slices']} positive_slices={s['positive_slices']}")
-    n_folds = 4
+    n_folds = N_FOLDS
     save_split(kfold_patients(datalist, n_folds=n_folds, seed=args.seed), out / "split.json")
 
     common = {

@@ -53,7 +53,7 @@ def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cv-dir", required=True, help="train-cv folder (fold<k>/models/model.pt, cv_settings.json)")
     p.add_argument("--cam-dir", required=True, help="out-of-fold heatmaps (from cam-cv)")
     p.add_argument("--out", required=True, help="output folder (pseudo/, unet_*/, ablation.md)")
-    p.add_argument("--folds", type=int, default=5, help="folds of the train-cv run (default: 5)")
+    p.add_argument("--folds", type=int, default=None, help="folds of the train-cv run (default: as it recorded)")
     p.add_argument("--unet-folds", type=int, nargs="*", default=None,
                    help="folds the U-Net rows are trained on (default: all)")
     p.add_argument("--method", default="gradcam", help="CAM method of the pseudo-labels (default: gradcam)")
@@ -221,37 +221,80 @@ def _diagnostics_markdown(diagnostics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _check_ablation_options(args: argparse.Namespace, kinds: set) -> None:
+    """The options of ``hemwsl ablation`` that need no file: rows, U-Net folds and U-Net settings, thresholds."""
+    from hemwsl.commands.classifier import check_cache_dir, check_override_keys, parse_overrides
+    from hemwsl.errors import HemwslInputError
+
+    if kinds & {"prior", "prior_filtered", "heatmap"} and not getattr(args, "benchmark_dir", None):
+        raise HemwslInputError("--rows prior, prior_filtered and heatmap need --benchmark-dir (the benchmark's choices)")
+    bad = [k for k in (args.unet_folds or []) if not 0 <= k < args.folds]
+    if bad:
+        raise HemwslInputError(f"--unet-folds: fold(s) {bad} not in [0, {args.folds - 1}] (the train-cv run has "
+                               f"{args.folds} folds)")
+    if not 0.0 <= args.threshold < 1.0:
+        raise HemwslInputError(f"--threshold must be in [0, 1) (a fraction of the per-slice min-max map), "
+                               f"got {args.threshold}")
+    if not 0.0 <= args.prob_threshold <= 1.0:
+        raise HemwslInputError(f"--prob-threshold must be a probability in [0, 1], got {args.prob_threshold}")
+    check_override_keys(parse_overrides(args.set), "ich_unet3d")
+    check_cache_dir(args.cache_dir)
+
+
+def _check_heatmaps(args: argparse.Namespace, entries: list) -> None:
+    """The heatmap of every patient at ``--method`` / ``--layer`` (the pseudo-labels of the cam and prior rows)."""
+    from hemwsl.errors import HemwslInputError
+    from hemwsl.pseudo.volume import _entry_stem, _heatmap_file
+
+    folder = Path(args.cam_dir) / args.method / args.layer
+    if not folder.is_dir():
+        root = Path(args.cam_dir) / args.method
+        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise HemwslInputError(f"--method {args.method} --layer {args.layer}: no heatmaps in {folder} "
+                               f"(layers there: {', '.join(found) if found else 'none'})")
+    for e in entries:
+        _heatmap_file(args.cam_dir, _entry_stem(e), args.method, args.layer)
+
+
 def run_ablation(args: argparse.Namespace) -> int:
     import torch
 
-    from hemwsl.engines.runs import check_checkpoint_marker, cv_settings, fold_checkpoint, fold_predictions
+    from hemwsl.engines.runs import (check_checkpoint_marker, cv_settings, fold_checkpoint, fold_predictions,
+                                     resolve_cv_folds)
     from hemwsl.commands.segmentation import run_seg_cv
     from hemwsl.data.datalist import build_datalist
     from hemwsl.data.io import atomic_write_text
     from hemwsl.engines.classifier import fold_datalists
-    from hemwsl.errors import HemwslInputError
     from hemwsl.pseudo import evaluate_pseudo_labels, make_pseudo_labels
     from hemwsl.reports.ablation import ablation_markdown, ablation_rows, read_seg_metrics
 
     cv_dir, out = Path(args.cv_dir), Path(args.out)
     which = getattr(args, "checkpoint", "best")
-    for k in range(args.folds):  # every input first: a missing checkpoint or predictions file is named at once
+    # every input first, before the first file is written: a bad option, a missing checkpoint, predictions file or
+    # heatmap is named at once
+    args.folds, seed, val_fraction = resolve_cv_folds(cv_dir, args.folds)
+    kinds = set(getattr(args, "rows", None) or ROW_KINDS)
+    _check_ablation_options(args, kinds)
+    for k in range(args.folds):
         fold_checkpoint(cv_dir, k, which)
         if getattr(args, "benchmark_dir", None):
             fold_predictions(cv_dir, k, which)
-    check_checkpoint_marker(out, cv_dir, which, "pseudo-labels")
     settings = cv_settings(cv_dir)
     datalist = build_datalist(settings.get("layout", "ct-ich"), args.dataset_dir)
-    seed, val_fraction = settings.get("seed", 0), settings.get("val_fraction", 0.15)
     parts = {k: fold_datalists(datalist, n_folds=args.folds, fold=k, seed=seed, val_fraction=val_fraction)
              for k in range(args.folds)}
     tests = {k: v["test"] for k, v in parts.items()}
+    if kinds & {"cam", "cam_kmeans", "prior", "prior_filtered"}:
+        _check_heatmaps(args, [e for k in range(args.folds) for e in tests[k]])
+    choices = heatmap_chosen = None
+    if getattr(args, "benchmark_dir", None) and kinds & {"prior", "prior_filtered"}:
+        choices = prior_choices(args.benchmark_dir, args.folds)
+    if getattr(args, "benchmark_dir", None) and "heatmap" in kinds:
+        heatmap_chosen = heatmap_choices(args.benchmark_dir, args.folds, args.method)
+    check_checkpoint_marker(out, cv_dir, which, "pseudo-labels")
     per_row: dict[str, dict[str, float]] = {}
     diagnostics: dict[str, dict[str, float]] = {}
     pseudo_lists = {}
-    kinds = set(getattr(args, "rows", None) or ROW_KINDS)
-    if kinds & {"prior", "prior_filtered", "heatmap"} and not getattr(args, "benchmark_dir", None):
-        raise HemwslInputError("--rows prior, prior_filtered and heatmap need --benchmark-dir (the benchmark's choices)")
     for mode, row in (("cam", ROWS[0]), ("cam_kmeans", ROWS[1])):
         if mode not in kinds:
             continue
@@ -269,8 +312,6 @@ def run_ablation(args: argparse.Namespace) -> int:
         per_row[row], diagnostics[row] = _scores(evaluate_pseudo_labels(entries))
         pseudo_lists[mode] = out / "pseudo" / mode / "datalist.json"
     prior_text = ""
-    if getattr(args, "benchmark_dir", None) and kinds & {"prior", "prior_filtered"}:
-        choices = prior_choices(args.benchmark_dir, args.folds)
     if getattr(args, "benchmark_dir", None) and "prior" in kinds:
         used = ", ".join(f"`{t}`" for t in sorted({choices[k].text for k in range(args.folds)}))
         entries = _prior_pseudo_labels(args, tests, settings, out, choices)
@@ -288,7 +329,7 @@ def run_ablation(args: argparse.Namespace) -> int:
                            "the slice labels (no masks) of the fold's other patients; those under 0.5 dropped.")
             print("pseudo-labels prior + component filter: done", flush=True)
     if getattr(args, "benchmark_dir", None) and "heatmap" in kinds:
-        chosen = heatmap_choices(args.benchmark_dir, args.folds, args.method)
+        chosen = heatmap_chosen
         if chosen is not None:
             entries = _heatmap_pseudo_labels(args, tests, settings, out, chosen)
             per_row[HEATMAP_ROWS[0]], diagnostics[HEATMAP_ROWS[0]] = _scores(evaluate_pseudo_labels(entries))
@@ -365,6 +406,34 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                                     "--set ema_decay=...)")
 
 
+def _check_pipeline_options(args: argparse.Namespace) -> str:
+    """Every option of ``hemwsl pipeline`` before its first step: the classifier and U-Net settings (``--set``,
+    ``--unet-set``), ``--methods`` (the CAM registry), ``--layer`` (the backbone's CAM target layers, those cam-cv
+    writes), ``--unet-folds``. Returns the pseudo-label layer (default: the deepest target layer)."""
+    from hemwsl.commands.classifier import check_cache_dir, check_override_keys, parse_overrides
+    from hemwsl.engines.cam import check_cam_request, layer_network
+    from hemwsl.errors import HemwslInputError
+    from hemwsl.networks import target_layer_names
+    from hemwsl.predict import resolve_bundle_settings
+
+    overrides = parse_overrides(args.set)
+    check_override_keys(overrides, "ich_classifier")
+    check_override_keys(parse_overrides(args.unet_set), "ich_unet3d", option="--unet-set")
+    check_cache_dir(args.cache_dir)
+    check_cam_request(list(args.methods))
+    if args.folds < 2:
+        raise HemwslInputError(f"--folds must be >= 2 (each fold tests on patients the others train on), got {args.folds}")
+    bad = [k for k in (args.unet_folds or []) if not 0 <= k < args.folds]
+    if bad:
+        raise HemwslInputError(f"--unet-folds: fold(s) {bad} not in [0, {args.folds - 1}]")
+    s = resolve_bundle_settings(overrides)
+    layers = target_layer_names(layer_network(s))
+    if args.layer is not None and args.layer not in layers:
+        raise HemwslInputError(f"--layer {args.layer!r}: not a CAM target layer of {s['backbone']} (cam-cv writes "
+                               f"heatmaps of {', '.join(layers)})")
+    return args.layer if args.layer is not None else layers[-1]
+
+
 def run_pipeline(args: argparse.Namespace) -> int:
     from hemwsl.engines.runs import cv_settings
     from hemwsl.commands.benchmark import run_benchmark, run_cam_cv
@@ -375,6 +444,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cv = out / "classifier"
     which = getattr(args, "checkpoint", "best")
+    layer = _check_pipeline_options(args)
     # the run record (more U-Net folds later are a resume, not another run)
     check_run_record(out / "pipeline_run.json", {
         "dataset_dir": str(Path(args.dataset_dir).resolve()), "folds": int(args.folds), "methods": list(args.methods),
@@ -397,13 +467,6 @@ def run_pipeline(args: argparse.Namespace) -> int:
                                      distance_metrics=False, n_boot=1000, no_figures=False,
                                      hu_range=[[45.0, 90.0], [50.0, 90.0]], brain_erosion=[0, 4], min_size=[0, 50], grow=[0],
                                      select_metric=None, checkpoint=which))
-    layer = args.layer
-    if layer is None:
-        from hemwsl.networks import build_network, target_layer_names
-
-        s = cv_settings(cv)
-        n_in = len(s.get("windows", ["brain", "subdural", "blood"])) * s.get("num_slices", 3)
-        layer = target_layer_names(build_network(s.get("backbone", "resnet18"), in_channels=n_in))[-1]
     return run_ablation(argparse.Namespace(dataset_dir=args.dataset_dir, cv_dir=str(cv), cam_dir=str(out / "cam"),
                                            out=str(out / "ablation"), folds=args.folds, unet_folds=args.unet_folds,
                                            method="gradcam", layer=layer, threshold=0.7, prob_threshold=0.5,

@@ -50,6 +50,12 @@ def run_package(args: argparse.Namespace) -> int:
         print(f"model package {root}: 3D U-Net, {len(pkg.members)} member(s), {len(s['windows'])} windows at "
               f"{s['spatial_size']}, patch {s['patch_size']}, threshold {s['threshold']}")
         return 0
+    from hemwsl.errors import HemwslInputError
+
+    if not 0.0 <= args.min_sensitivity <= 1.0:
+        raise HemwslInputError(f"--min-sensitivity must be in [0, 1], got {args.min_sensitivity}")
+    if args.min_slices < 1:
+        raise HemwslInputError(f"--min-slices must be >= 1 (1 keeps every mask component), got {args.min_slices}")
     root = pack_model(args.cv_dir, args.out, checkpoint=args.checkpoint, benchmark_dir=args.benchmark_dir,
                       quantify_dir=args.quantify_dir, dataset_dir=args.dataset_dir, folds=args.folds,
                       bundle=args.bundle, methods=args.methods, scan_call=args.scan_call,
@@ -88,10 +94,14 @@ def run_predict(args: argparse.Namespace) -> int:
         raise HemwslInputError(f"--batch-size must be >= 1, got {args.batch_size}")
     from hemwsl.predict_unet import SEG_MODEL_KIND, SegmentationPredictor, package_kind
 
+    from hemwsl.predict import check_inputs, resolve_device
+
     for path in args.input:
         if not Path(path).exists():
             raise HemwslInputError(f"{path}: input not found")
+    resolve_device(args.device, "--device")
     if package_kind(args.model) == SEG_MODEL_KIND:
+        check_inputs(args.input, args.out)  # every scan before the first is predicted
         seg = SegmentationPredictor(args.model, members=args.members, device=args.device)
         seg.package.check_settings(spatial_size=args.spatial_size)
         for path in args.input:
@@ -103,6 +113,7 @@ def run_predict(args: argparse.Namespace) -> int:
         return 0
     pkg = ModelPackage.load(args.model)
     pkg.check_settings(spatial_size=args.spatial_size, num_slices=args.num_slices)
+    check_inputs(args.input, args.out)  # every scan before the first is predicted
     predictor = Predictor(pkg, members=args.members, device=args.device, batch_size=args.batch_size)
     for path in args.input:
         rep = predictor.predict(path, args.out, overwrite=args.overwrite, figures=not args.no_figures)

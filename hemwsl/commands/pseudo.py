@@ -62,7 +62,7 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
                      help="drop the region's components that a classifier trained on slice labels only (of the "
                           "fold's training and validation patients, or of --filter-datalist) scores below "
                           "--component-threshold; kept in <out>/component_filter/")
-    cam.add_argument("--component-threshold", type=float, default=0.5,
+    cam.add_argument("--component-threshold", type=float, default=None,
                      help="decision threshold of --component-filter (default: 0.5, the class-balanced point)")
     cam.add_argument("--filter-datalist", default=None,
                      help="datalist JSON of the patients --component-filter trains on when no --fold is given")
@@ -183,11 +183,35 @@ def _component_filter(args: argparse.Namespace, threshold, parts: dict | None):
 def run_pseudo(args: argparse.Namespace) -> int:
     """Run ``hemwsl pseudo``; returns the exit status."""
     from hemwsl.errors import HemwslInputError
-    from hemwsl.pseudo import build_threshold, evaluate_pseudo_labels, make_pseudo_labels
+    from hemwsl.pseudo import (build_threshold, check_pseudo_params, evaluate_pseudo_labels, make_pseudo_labels,
+                               read_slice_probabilities)
 
     from hemwsl.commands.benchmark import apply_run_settings
 
     apply_run_settings(args, ("backbone", "windows", "num_slices", "spatial_size", "skull_strip"))
+    # every setting before any work or file: a folder records them (pseudo_params.json) and refuses others later
+    if args.component_threshold is not None and not args.component_filter:
+        raise HemwslInputError("--component-threshold is the decision threshold of --component-filter: give "
+                               "--component-filter too, or leave it out")
+    if args.component_filter and args.context:
+        raise HemwslInputError("--component-filter scores single slices' components: drop --context")
+    if args.component_threshold is None:
+        args.component_threshold = 0.5
+    if not 0.0 <= args.component_threshold <= 1.0:
+        raise HemwslInputError(f"--component-threshold must be a probability in [0, 1], got {args.component_threshold}")
+    if args.threshold_strategy in ("fixed", "intensity") and args.threshold is not None \
+            and not 0.0 <= args.threshold < 1.0:
+        raise HemwslInputError(f"--threshold {args.threshold:g}: a threshold of the per-slice min-max heatmap must be "
+                               "in [0, 1)")
+    prob_threshold, rule = _prob_threshold(args.prob_threshold, args.val_report)
+    if not 0.0 <= prob_threshold <= 1.0:
+        raise HemwslInputError(f"--prob-threshold must be a probability in [0, 1], got {prob_threshold:g}")
+    check_pseudo_params(mode=args.mode, select=args.select, k=args.k, context=args.context,
+                        context_slices=args.context_slices, prob_threshold=prob_threshold,
+                        brain_erosion=args.brain_erosion, skull_strip=bool(args.skull_strip), enhance=args.enhance,
+                        enhance_window=args.enhance_window, component_filter=args.component_filter)
+    for csv in args.predictions_csv or []:  # a file that is no predictions CSV is named now
+        read_slice_probabilities(csv)
     datalist, parts = _datalist(args)
     network = None
     if args.checkpoint:
@@ -205,7 +229,6 @@ def run_pseudo(args: argparse.Namespace) -> int:
             raise HemwslInputError("--hu-range needs --threshold-strategy intensity")
         kw["hu_range"] = tuple(args.hu_range)
     threshold = build_threshold(args.threshold_strategy, args.threshold, **kw)
-    prob_threshold, rule = _prob_threshold(args.prob_threshold, args.val_report)
     component_filter, filter_rule = _component_filter(args, threshold, parts) if args.component_filter else (None, None)
     result = make_pseudo_labels(
         network, datalist, args.cam_dir, args.out, args.method, _layer(args), mode=args.mode, threshold=threshold,

@@ -68,13 +68,19 @@ def _fingerprint(path: str | None) -> dict | None:
 
 def run_seg_cv(args: argparse.Namespace) -> int:
     """Run the folds (resumable) and write the cross-validation summary; returns the exit status."""
-    from hemwsl.commands.classifier import check_cv_run, parse_overrides, run_cv_fold
-    from hemwsl.engines.segmentation import summarize_seg_cv
+    from hemwsl.commands.classifier import (check_cache_dir, check_cv_run, check_override_keys, parse_overrides,
+                                            run_cv_fold)
+    from hemwsl.engines.segmentation import segmentation_datalists, summarize_seg_cv
     from hemwsl.errors import HemwslInputError
 
     if not (args.dataset_dir or args.datalist or args.eval_datalist):
         raise HemwslInputError("give --dataset-dir (true masks), --datalist and/or --eval-datalist")
     overrides = parse_overrides(args.set)
+    check_override_keys(overrides, args.bundle)
+    check_cache_dir(args.cache_dir)
+    gate_threshold = getattr(args, "gate_threshold", 0.5)
+    if not 0.0 <= gate_threshold <= 1.0:
+        raise HemwslInputError(f"--gate-threshold must be a probability in [0, 1], got {gate_threshold}")
     overrides.update({"dataset_dir": args.dataset_dir, "datalist_file": args.datalist,
                       "eval_datalist_file": args.eval_datalist, "output_dir": args.out, "n_folds": args.folds})
     if args.cache_dir:
@@ -94,6 +100,20 @@ def run_seg_cv(args: argparse.Namespace) -> int:
             raise HemwslInputError(f"--gate-cv-dir {args.gate_cv_dir}: train-cv folder not found")
         for k in folds:
             fold_predictions(args.gate_cv_dir, k, getattr(args, "gate_checkpoint", "best"))
+    # the datalists (keys, patients, the dataset) are named now, not by the first fold's bundle (its warnings come
+    # then, once)
+    import logging
+
+    seg_logger = logging.getLogger("hemwsl.engines.segmentation")
+    level = seg_logger.level
+    seg_logger.setLevel(logging.ERROR)
+    try:
+        segmentation_datalists(dataset_dir=args.dataset_dir, layout=overrides.get("layout", "ct-ich"),
+                               datalist_file=args.datalist, eval_datalist_file=args.eval_datalist, n_folds=args.folds,
+                               fold=folds[0] if folds else 0, seed=overrides.get("seed", 0),
+                               val_fraction=overrides.get("val_fraction", 0.15))
+    finally:
+        seg_logger.setLevel(level)
     from hemwsl.data.io import atomic_write_text
 
     atomic_write_text(Path(args.out) / SEG_RUN, json.dumps(record, indent=1) + "\n")

@@ -90,16 +90,39 @@ def _methods(names: list[str], exclude: list[str]) -> list[str]:
 def run_trust(args: argparse.Namespace) -> int:
     import torch
 
-    from hemwsl.constants import PATIENT
+    from hemwsl.constants import PATIENT, SUBTYPES
     from hemwsl.data.datalist import build_datalist, load_datalist
+    from hemwsl.engines.cam import check_cam_request
     from hemwsl.engines.classifier import fold_datalists, load_weights
-    from hemwsl.errors import HemwslInputError
+    from hemwsl.errors import HemwslInputError, check_choice
     from hemwsl.networks import build_network
-    from hemwsl.trust.report import TrustConfig, run_trust_report
+    from hemwsl.trust.report import TrustConfig, check_method_options, check_trust_config, run_trust_report
 
     from hemwsl.commands.benchmark import apply_run_settings
 
     apply_run_settings(args)
+    # every option before any work or file (trust_run.json records them; a rerun with others is refused)
+    config = TrustConfig(
+        patch_size=args.patch_size, n_subsets=args.subsets, subset_fraction=args.subset_fraction,
+        baseline=args.baseline, blur_sigma=args.blur_sigma, similarity=args.similarity, score=args.score,
+        n_steps=args.steps, deletion_baseline=args.deletion_baseline, insertion_baseline=args.insertion_baseline,
+        curve_layers=args.curve_layers, curve_slices=args.curve_slices, max_slices=args.max_slices,
+        ring_mm=args.ring_mm,
+        slices=args.slices, seed=args.seed,
+    )
+    check_trust_config(config)
+    methods = _methods(args.methods, args.exclude)
+    check_cam_request(methods)
+    options = None
+    if args.method_options:
+        try:
+            options = json.loads(args.method_options)
+        except json.JSONDecodeError as err:
+            raise HemwslInputError(f"--method-options {args.method_options!r}: not valid JSON ({err}); give "
+                                   '{"method": {"option": value}}') from None
+    check_method_options(methods, options, name="--method-options")
+    for g in args.groups:
+        check_choice("--groups value", g, ("volume", *SUBTYPES))
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.datalist:
@@ -108,6 +131,13 @@ def run_trust(args: argparse.Namespace) -> int:
         datalist = build_datalist(args.layout, args.dataset_dir)
     else:
         raise HemwslInputError("give --dataset-dir or --datalist")
+    if args.patients:
+        known = {str(e[PATIENT]) for e in datalist}
+        unknown = [p for p in dict.fromkeys(map(str, args.patients)) if p not in known]
+        if unknown:
+            where = args.datalist or args.dataset_dir
+            raise HemwslInputError(f"--patients: {', '.join(unknown)} not in {where} (its patients: "
+                                   f"{', '.join(sorted(known)[:10])}{', ...' if len(known) > 10 else ''})")
     in_channels = len(args.windows) * args.num_slices
     device = torch.device(args.device)
 
@@ -140,14 +170,6 @@ def run_trust(args: argparse.Namespace) -> int:
     if args.patients:
         wanted = set(map(str, args.patients))
         datalist = [e for e in datalist if str(e[PATIENT]) in wanted]
-    config = TrustConfig(
-        patch_size=args.patch_size, n_subsets=args.subsets, subset_fraction=args.subset_fraction,
-        baseline=args.baseline, blur_sigma=args.blur_sigma, similarity=args.similarity, score=args.score,
-        n_steps=args.steps, deletion_baseline=args.deletion_baseline, insertion_baseline=args.insertion_baseline,
-        curve_layers=args.curve_layers, curve_slices=args.curve_slices, max_slices=args.max_slices,
-        ring_mm=args.ring_mm,
-        slices=args.slices, seed=args.seed,
-    )
     from hemwsl.data.io import file_sha1
 
     if "{fold}" in args.model:
@@ -156,8 +178,6 @@ def run_trust(args: argparse.Namespace) -> int:
         files = [args.model]
     models = {"model": args.model, "backbone": args.backbone, "num_classes": args.num_classes,
               "checkpoints": {f: file_sha1(f) for f in files}}
-    methods = _methods(args.methods, args.exclude)
-    options = json.loads(args.method_options) if args.method_options else None
     paths = run_trust_report(
         datalist, args.out, network_for, methods, layers=args.layers or None, config=config,
         windows=args.windows, num_slices=args.num_slices, spatial_size=args.spatial_size,

@@ -73,6 +73,8 @@ def _nifti_files(folder: Path, pattern: str = "*.nii*") -> dict[str, Path]:
     """NIfTI files of ``folder`` matching ``pattern``, by stem; two files with one stem raise."""
     found: dict[str, Path] = {}
     for p in sorted(folder.glob(pattern)):
+        if p.is_dir() and is_nifti(p) and not _is_dicom_dir(p):  # skipped, it would be blamed as a missing scan
+            raise HemwslInputError(f"{p}: a directory, not a NIfTI file")
         if not (p.is_file() and is_nifti(p)):
             continue
         stem = volume_stem(p)
@@ -569,10 +571,14 @@ def save_datalist(datalist: list[dict], path: str | os.PathLike) -> None:
 def load_datalist(path: str | os.PathLike) -> list[dict]:
     """Read a datalist written by :func:`save_datalist` and check its structure."""
     p = Path(path)
+    if p.is_dir():
+        raise HemwslInputError(f"{p}: a directory, not a datalist JSON file (make one with `hemwsl datalist`)")
     if not p.is_file():
         raise HemwslInputError(f"{p}: datalist file not found")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise HemwslInputError(f"{p}: corrupt datalist JSON ({err})") from err
+    if isinstance(data, list) and not data:
+        raise HemwslInputError(f"{p}: empty datalist (no entries)")
     return validate_datalist(data, str(p))

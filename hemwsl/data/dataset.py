@@ -85,6 +85,8 @@ class LoadCTVolumed(MapTransform):
     ) -> None:
         super().__init__(keys)
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        if not isinstance(skull_strip, (bool, np.bool_)):  # a string such as 'maybe' would be taken for true
+            raise HemwslInputError(f"skull_strip must be true or false, got {skull_strip!r}")
         if spatial_size is not None and (len(spatial_size) != 2 or min(spatial_size) < 8):
             raise HemwslInputError(f"spatial_size must be two ints >= 8 or None, got {spatial_size!r}")
         self.spatial_size = tuple(int(s) for s in spatial_size) if spatial_size is not None else None
@@ -184,8 +186,8 @@ class SliceDataset(torch.utils.data.Dataset):
             raise HemwslInputError(f"num_slices must be a positive odd number, got {num_slices}")
         self.datalist = [dict(e) for e in datalist]
         self.num_slices = int(num_slices)
+        self.window = MultiWindow(windows)  # first: a string (windows=brain) is one line, not a list of letters
         self.windows = list(windows)
-        self.window = MultiWindow(self.windows)
         self.window_on_device = window_on_device
         self.transform = transform
         self.multilabel = multilabel

@@ -169,13 +169,22 @@ def load_pair(image_path: str | os.PathLike, label_path: str | os.PathLike | Non
     return image, mask
 
 
+def _temporary_file(p: Path, suffix: str = "") -> tuple[int, str]:
+    """``mkstemp`` beside ``p`` (its folder made first); a folder that cannot be written is a
+    :class:`PermissionError` naming ``p``, the file asked for, not the temporary name."""
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=p.parent)
+    except PermissionError as err:
+        raise PermissionError(err.errno, f"{err.strerror} (cannot write in {p.parent})", os.fspath(p)) from None
+
+
 def atomic_write(path: str | os.PathLike, write, suffix: str = "") -> Path:
     """Write ``path`` atomically through ``write(tmp_path)``: a temporary file in the same folder (``suffix``
     kept, for writers that choose the format by it), the permissions a plain ``open`` would give (the umask,
     not ``mkstemp``'s 0600), then a rename; the temporary file never outlives an error."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=".tmp-", dir=p.parent)
+    fd, tmp = _temporary_file(p, suffix)
     os.close(fd)
     try:
         write(tmp)
@@ -263,8 +272,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes to ``path`` atomically (temporary file in the same folder, then rename), with the
     permissions a plain ``open(path, "wb")`` would give."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
+    fd, tmp = _temporary_file(p)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -278,7 +286,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def check_volumes(entries: list[dict], cache: str | os.PathLike | None = None) -> int:
     """Read every image (and mask) of ``entries`` in full once and check it before costly work starts:
     readable to the last byte (a truncated ``.nii.gz`` fails here, not after a fold has trained), 3D, no
-    NaN/inf, in HU, the mask on the image's grid (:func:`load_pair`).
+    NaN/inf, in HU, not blank (one value everywhere), the mask on the image's grid (:func:`load_pair`).
 
     Args:
         entries: datalist entries with ``image`` and optionally ``label``.
@@ -311,7 +319,11 @@ def check_volumes(entries: list[dict], cache: str | os.PathLike | None = None) -
         now = [stamp(image), stamp(label) if label else []]
         if done.get(key) == now and now[0]:
             continue
-        load_pair(image, label)
+        vol, _ = load_pair(image, label)
+        if vol.array.size and float(vol.array.min()) == float(vol.array.max()):
+            # a blank volume (e.g. all zeros, a failed export) would train silently; predict refuses it too
+            raise HemwslInputError(f"{image}: every voxel has the value {float(vol.array.min()):g}; a blank "
+                                   "volume, not a CT scan")
         done[key] = now
         read += 1
     if cache_path is not None and read:

@@ -22,14 +22,61 @@ from hemwsl.constants import IMAGE, LABEL, PATIENT
 from hemwsl.data.io import atomic_write_text
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["run_cam"]
+__all__ = ["CAM_PARTS", "CAM_GRIDS", "check_cam_request", "layer_network", "run_cam"]
 
 logger = logging.getLogger(__name__)
+
+#: The parts of a cross-validation fold whose volumes can be explained (``cam_part``, ``cam-cv --part``).
+CAM_PARTS: tuple[str, ...] = ("train", "val", "test")
+#: The grids heatmaps are written on (``cam_grid``, ``cam-cv --grid``).
+CAM_GRIDS: tuple[str, ...] = ("ct", "input")
+
+
+def layer_network(settings: Mapping) -> torch.nn.Module:
+    """The classifier of resolved bundle ``settings`` (:func:`hemwsl.predict.resolve_bundle_settings`: ``backbone``,
+    ``in_channels``, ``num_classes``, ``network_options``) without weights, to check target layers against: built
+    on the ``meta`` device (no memory, no initialisation), or on the CPU for networks that cannot be."""
+    from hemwsl.networks import build_network
+
+    kw = dict(in_channels=settings["in_channels"], num_classes=settings["num_classes"],
+              options=settings.get("network_options") or None)
+    try:
+        with torch.device("meta"):
+            return build_network(settings["backbone"], **kw)
+    except HemwslInputError as err:
+        if "meta" not in str(err):
+            raise
+    return build_network(settings["backbone"], **kw)
+
+
+def check_cam_request(methods: Sequence[str], layers: Sequence[str] | None = None, *, grid: str = "ct",
+                      part: str | None = None, network: torch.nn.Module | None = None) -> None:
+    """Check what a CAM run is asked for before any file is written: ``methods`` from the registry, ``grid`` one of
+    :data:`CAM_GRIDS`, ``part`` (when given) one of :data:`CAM_PARTS` and, with ``network`` (its weights do not
+    matter: a network built on the ``meta`` device will do), ``layers`` among its modules. Raises
+    :class:`HemwslInputError` naming the first problem."""
+    from hemwsl.cam import list_methods
+    from hemwsl.errors import check_choice
+
+    check_choice("grid", grid, CAM_GRIDS)
+    if part is not None:
+        check_choice("part", part, CAM_PARTS)
+    if isinstance(methods, str):
+        methods = [methods]
+    if not methods:
+        raise HemwslInputError("no CAM methods given")
+    unknown = [m for m in methods if m not in list_methods()]
+    if unknown:
+        raise HemwslInputError(f"unknown method(s) {unknown}; accepted values: {', '.join(list_methods())}")
+    if layers and network is not None:
+        from hemwsl.networks.registry import get_target_layers
+
+        get_target_layers(network, list(layers))
 
 
 def run_cam(
     network: torch.nn.Module,
-    datalist: Sequence[Mapping],
+    datalist: Sequence[Mapping] | Mapping[str, Sequence[Mapping]],
     output_dir: str | os.PathLike,
     methods: Sequence[str] = ("gradcam", "gradcampp", "layercam"),
     layers: Sequence[str] | None = None,
@@ -45,12 +92,14 @@ def run_cam(
     progress: bool = True,
     grid: str = "ct",
     cache_dir: str | os.PathLike | None = None,
+    part: str | None = None,
 ) -> list[Path]:
     """Write the heatmap volumes of every entry of ``datalist``; returns the written (or found) files.
 
     Args:
         network: the trained classifier (eval mode is set here).
-        datalist: entries with ``image`` (and ``patient``); labels are not needed.
+        datalist: entries with ``image`` (and ``patient``); labels are not needed. Or the parts of a fold
+            (:func:`hemwsl.engines.classifier.fold_datalists`) with ``part`` naming the one to explain.
         output_dir: root of ``<method>/<layer>/<patient>.nii.gz``.
         methods: names from :func:`hemwsl.cam.list_methods` (CAM and attribution methods).
         layers: module paths; default the network's registered target layers.
@@ -67,19 +116,21 @@ def run_cam(
             map is ~32 MB gzipped and takes ~1.7 s to write; at 128 x 128, 16x less).
         cache_dir: the disk cache of preprocessed volumes the classifier was trained with (``train-cv
             --cache-dir``): each volume is then read back instead of skull stripped and resized again.
+        part: with ``datalist`` the parts of a fold: which of :data:`CAM_PARTS` to explain (default ``test``).
 
     The NIfTI files of a volume are compressed and written by a background thread while the next volume is
     explained (gzip releases the GIL); a volume's ``.done`` marker is written after its files, so an interrupted
     run still resumes exactly.
     """
-    from hemwsl.cam import CAMEngine, list_methods, save_heatmaps
-    from hemwsl.errors import check_choice
+    from hemwsl.cam import CAMEngine, save_heatmaps
     from hemwsl.transforms.batch import BatchWindows
 
-    check_choice("grid", grid, ("ct", "input"))
-    unknown = [m for m in methods if m not in list_methods()]
-    if unknown:
-        raise HemwslInputError(f"unknown method(s) {unknown}; accepted values: {', '.join(list_methods())}")
+    check_cam_request(methods, layers, grid=grid, part=part)
+    if isinstance(datalist, Mapping):  # the parts of a fold
+        part = part or "test"
+        if part not in datalist:
+            raise HemwslInputError(f"unknown part {part!r}; the fold has parts: {', '.join(map(str, datalist))}")
+        datalist = datalist[part]
     if not datalist:
         raise HemwslInputError("datalist is empty: no volumes to explain")
     out = Path(output_dir)

@@ -23,6 +23,9 @@ from hemwsl.engines.runs import CHECKPOINTS, checkpoint_file, report_name  # noq
 from hemwsl.networks.checkpoint import load_weights  # noqa: F401  (re-exported: bundles name it here)
 
 __all__ = [
+    "TRAIN_SETTINGS",
+    "check_train_settings",
+    "trained_checkpoint",
     "fold_datalists",
     "slice_transform",
     "write_classification_report",
@@ -63,6 +66,68 @@ def output_names(num_classes: int) -> list[str]:
     raise HemwslInputError(f"num_classes must be 1 (any) or {1 + len(SUBTYPES)} (any + subtypes), got {num_classes}")
 
 
+#: The training settings of the classifier bundle that :func:`check_train_settings` checks (``--set`` keys).
+TRAIN_SETTINGS = ("epochs", "learning_rate", "batch_size", "val_fraction", "samples_per_epoch", "val_interval",
+                  "weight_decay", "windows", "skull_strip")
+
+
+def _int_setting(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or not float(value).is_integer():
+        raise HemwslInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise HemwslInputError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _number_setting(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise HemwslInputError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def check_train_settings(epochs: Any = 20, learning_rate: Any = 1e-3, batch_size: Any = 16, val_fraction: Any = 0.15,
+                         samples_per_epoch: Any = None, val_interval: Any = 1, weight_decay: Any = 0.0,
+                         windows: Any = ("brain",), skull_strip: Any = False) -> None:
+    """Check the classifier bundle's training settings once, before any data is read or folder written: one
+    line naming the setting (``epochs=0`` or ``epochs=two`` would otherwise fail deep inside ignite, a negative
+    ``learning_rate`` inside the optimiser, ``batch_size=0`` inside the data loader). Called first by the
+    bundle's ``initialize`` (``configs/train.yaml``), by ``hemwsl demo``, and usable on ``--set`` overrides:
+    ``check_train_settings(**{k: v for k, v in overrides.items() if k in TRAIN_SETTINGS})``.
+
+    Raises:
+        HemwslInputError: naming the first bad setting and its value.
+    """
+    _int_setting("epochs", epochs, 1)
+    if _number_setting("learning_rate", learning_rate) <= 0:
+        raise HemwslInputError(f"learning_rate must be > 0, got {learning_rate!r}")
+    _int_setting("batch_size", batch_size, 1)
+    if not 0.0 <= _number_setting("val_fraction", val_fraction) < 1.0:
+        raise HemwslInputError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if samples_per_epoch is not None:
+        _int_setting("samples_per_epoch", samples_per_epoch, 1)
+    _int_setting("val_interval", val_interval, 1)
+    if _number_setting("weight_decay", weight_decay) < 0:
+        raise HemwslInputError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if isinstance(windows, str):
+        raise HemwslInputError(f"windows must be a list of window names or (level, width) pairs, got the string "
+                               f"{windows!r}; write windows='[\"{windows}\"]'")
+    from hemwsl.transforms.array import MultiWindow
+
+    MultiWindow(windows)  # unknown names and bad pairs: one line naming windows[i]
+    if not isinstance(skull_strip, (bool, np.bool_)):
+        raise HemwslInputError(f"skull_strip must be true or false, got {skull_strip!r}")
+
+
+def trained_checkpoint(ckpt_dir: str | os.PathLike, which: str = "best") -> str:
+    """:func:`checkpoint_file`, which must exist: an evaluation without a trained fold is one line naming the
+    missing checkpoint, before any data is read."""
+    path = checkpoint_file(ckpt_dir, which)
+    if not Path(path).is_file():
+        raise HemwslInputError(f"{path}: {which} checkpoint not found (train the fold first: configs/train.yaml)")
+    return path
+
+
 # Checkpoints a training run writes into <fold_dir>/models: "best" is the weights with the best validation
 # AUROC (the EMA weights when ema_decay > 0), "last" the weights at the end of training (idem).
 def cv_summary_stem(name: str = "test") -> str:
@@ -84,6 +149,8 @@ def fold_datalists(
 
     if n_folds < 1:
         raise HemwslInputError(f"n_folds must be >= 1, got {n_folds}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
+        raise HemwslInputError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if n_folds == 1:
         parts = split_patients(datalist, fractions=(1 - val_fraction, val_fraction), seed=seed, names=("train", "val"))
         parts["test"] = []
@@ -201,6 +268,9 @@ class ClassifierInference:
 
     def __init__(self, network: torch.nn.Module, dataset: Sequence[Mapping], output_dir: str | os.PathLike, *,
                  inferer: Any = None, **kwargs: Any) -> None:
+        if not len(getattr(dataset, "data", dataset)):
+            raise HemwslInputError("images: no CT volume given (an empty list); name the scans to classify, "
+                                   "e.g. --images \"['ct.nii.gz']\"")
         self.network, self.dataset, self.output_dir, self.inferer, self.kwargs = network, dataset, output_dir, inferer, kwargs
 
     def run(self) -> list[Path]:

@@ -60,7 +60,10 @@ def resolve_cv_folds(cv_dir: str | Path | None, folds: int | None = None, seed: 
     rec = {}
     f = Path(cv_dir) / "cv_run.json" if cv_dir else None
     if f is not None and f.is_file():
-        r = json.loads(f.read_text())
+        try:
+            r = json.loads(f.read_text())
+        except json.JSONDecodeError as err:
+            raise HemwslInputError(f"{f}: not valid JSON ({err})") from err
         s = r.get("settings", {})
         rec = {"folds": int(r["folds"]), "seed": int(s.get("seed", 0)), "val_fraction": float(s.get("val_fraction", 0.15))}
     out = {}
@@ -126,16 +129,38 @@ def read_predictions_csv(path: str | os.PathLike) -> dict:
 
     import numpy as np
 
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    expected = "patient, slice, label_<output>..., prob_<output>..."
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise HemwslInputError(f"{path}: cannot read as a predictions CSV ({type(err).__name__}: {err})") from err
+    label_cols = [c for c in header if c.startswith("label_")]
+    prob_cols = [c for c in header if c.startswith("prob_")]
+    if "patient" not in header or "slice" not in header or not label_cols or not prob_cols:
+        raise HemwslInputError(f"{path}: not a predictions CSV (expected columns {expected}; "
+                               f"found {', '.join(header)[:80] or 'none'})")
     if not rows:
         return {"patient": np.array([]), "slice": np.array([]), "label": np.zeros((0, 1)), "prob": np.zeros((0, 1))}
-    label_cols = [c for c in rows[0] if c.startswith("label_")]
-    prob_cols = [c for c in rows[0] if c.startswith("prob_")]
-    return {
-        "patient": np.array([r["patient"] for r in rows]),
-        "slice": np.array([int(r["slice"]) for r in rows]),
-        "label": np.array([[float(r[c]) for c in label_cols] for r in rows]),
-        "prob": np.array([[float(r[c]) for c in prob_cols] for r in rows]),
-        "names": [c[len("label_") :] for c in label_cols],
-    }
+    try:
+        return {
+            "patient": np.array([r["patient"] for r in rows]),
+            "slice": np.array([int(r["slice"]) for r in rows]),
+            "label": np.array([[float(r[c]) for c in label_cols] for r in rows]),
+            "prob": np.array([[float(r[c]) for c in prob_cols] for r in rows]),
+            "names": [c[len("label_") :] for c in label_cols],
+        }
+    except (TypeError, ValueError) as err:  # a short row (None) or a value that is not a number
+        line = next(i + 2 for i, r in enumerate(rows) if not _numeric_row(r, ["slice", *label_cols, *prob_cols]))
+        raise HemwslInputError(f"{path}: line {line}: not a predictions row ({expected})") from err
+
+
+def _numeric_row(row: dict, columns: list[str]) -> bool:
+    try:
+        int(row["slice"])
+        [float(row[c]) for c in columns]
+    except (TypeError, ValueError):
+        return False
+    return True

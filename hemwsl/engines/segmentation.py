@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from hemwsl.errors import HemwslInputError
 
 __all__ = [
     "METRIC_COLUMNS",
+    "check_unet_settings",
     "load_segmentation_datalist",
     "segmentation_datalists",
     "equalize_transform",
@@ -57,6 +59,29 @@ SUMMARY_METRICS: tuple[str, ...] = ("dice", "rvd", "tpr", "hd95", "assd", "surfa
 
 
 # --------------------------------------------------------------------------------------------- datalists
+def check_unet_settings(patch_size: Any, features: Sequence[int] = (16, 32, 64, 128, 256), z_stride_from: int = 2,
+                        **train: Any) -> None:
+    """Check the U-Net bundle's settings once, before any data is read or folder written (``configs/train.yaml``'s
+    ``initialize``): ``patch_size`` must be 3 positive sizes, multiples of what the network's levels halve (a
+    wrong one would otherwise fail inside the data loader's padding); ``train`` (``epochs``, ``learning_rate``,
+    ``batch_size``, ``val_fraction``, ``windows``, ``skull_strip``...) as
+    :func:`hemwsl.engines.classifier.check_train_settings`.
+
+    Raises:
+        HemwslInputError: naming the first bad setting and its value.
+    """
+    from hemwsl.engines.classifier import check_train_settings
+    from hemwsl.networks.unet3d import patch_divisor
+
+    div = patch_divisor(len(features), z_stride_from)
+    ok = isinstance(patch_size, (list, tuple)) and len(patch_size) == 3 and all(
+        isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 1 for p in patch_size)
+    if not ok or any(int(p) % d for p, d in zip(patch_size, div)):
+        raise HemwslInputError(f"patch_size must be 3 sizes (x, y, z) that are multiples of {list(div)} for "
+                               f"{len(features)} levels (z_stride_from={z_stride_from}), got {patch_size!r}")
+    check_train_settings(**train)
+
+
 def _resolve(path: str, base: Path) -> str:
     p = Path(path)
     if p.is_absolute() or p.exists():

@@ -429,7 +429,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickle with disallowed objects, ...
-        raise HemwslInputError(f"cannot read pretrained weights {path}: {exc}") from exc
+        from hemwsl.networks.checkpoint import read_error
+
+        raise HemwslInputError(read_error(path, exc, "pretrained weights")) from exc
     # Unwrap common checkpoint containers: {"state_dict": ...}, {"model": ...}, ...
     for _ in range(2):
         if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -50,6 +50,7 @@ __all__ = [
     "REFERENCE",
     "WEAK_SLICE_LABELS",
     "build_threshold",
+    "check_pseudo_params",
     "read_slice_probabilities",
     "pseudo_label_volume",
     "make_pseudo_labels",
@@ -75,17 +76,57 @@ def build_threshold(name: str = "fixed", value: float | None = 0.7, **kwargs: An
     ``value`` is the fixed threshold (``fixed``, on the per-slice min-max map unless
     ``normalisation`` is given) or the percentile ``q`` (``percentile``); ignored by ``otsu``.
     """
-    from hemwsl.thresholds import THRESHOLDS, get_threshold
+    from hemwsl.thresholds import THRESHOLDS, ThresholdStrategy, get_threshold
 
     check_choice("threshold strategy", name, [n for n in THRESHOLDS if n != "search"])
     if name == "fixed":
         kwargs.setdefault("normalisation", "minmax")
-        return get_threshold(name, value=0.7 if value is None else value, **kwargs)
+        value = 0.7 if value is None else value
+        if kwargs["normalisation"] == "minmax":
+            _check_map_fraction(value)
+        return get_threshold(name, value=value, **kwargs)
     if name == "percentile" and value is not None:
         kwargs["q"] = value
     if name == "intensity" and value is not None:
+        if not isinstance(value, ThresholdStrategy):
+            _check_map_fraction(value)
         kwargs.setdefault("cam", value)
     return get_threshold(name, **kwargs)
+
+
+def _check_map_fraction(value: Any) -> None:
+    """A threshold of a normalised (min-max) heatmap in [0, 1): 1 or more would label nothing on any slice."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= float(value) < 1.0:
+        raise HemwslInputError(f"threshold {value!r}: a threshold of the per-slice min-max heatmap must be in [0, 1)")
+
+
+def check_pseudo_params(*, mode: str = "cam_kmeans", select: str = "differential", k: int = 4, context: bool = False,
+                        context_slices: int = 3, prob_threshold: float = 0.5, brain_erosion: int = 0,
+                        skull_strip: bool = False, enhance: str = "global",
+                        enhance_window: str | tuple[float, float] = "brain", component_filter: bool = False) -> None:
+    """The settings of :func:`pseudo_label_volume` / :func:`make_pseudo_labels` that need no file, checked at once
+    (before a folder records them): raises :class:`HemwslInputError` naming the first bad one."""
+    from hemwsl.pseudo.preprocess import ENHANCEMENTS
+
+    check_choice("mode", mode, PSEUDO_MODES)
+    check_choice("select", select, SELECTIONS)
+    if mode == "cam_kmeans":
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise HemwslInputError(f"k must be a positive int, got {k!r}")
+        check_choice("enhancement", enhance, ENHANCEMENTS)
+        from hemwsl.transforms.array import resolve_window
+
+        resolve_window(enhance_window, "enhance_window")
+    if context and (isinstance(context_slices, bool) or not isinstance(context_slices, (int, np.integer))
+                    or context_slices < 3 or context_slices % 2 == 0):
+        raise HemwslInputError(f"context_slices must be an odd number >= 3, got {context_slices}")
+    if isinstance(prob_threshold, bool) or not isinstance(prob_threshold, (int, float, np.floating)) \
+            or not 0.0 <= prob_threshold <= 1.0:
+        raise HemwslInputError(f"prob_threshold must be in [0, 1], got {prob_threshold}")
+    if int(brain_erosion) < 0 or (brain_erosion and not skull_strip):
+        raise HemwslInputError(f"brain_erosion must be >= 0 and needs skull_strip=True, got {brain_erosion}")
+    if component_filter and context:
+        raise HemwslInputError("component_filter scores the components of single slices: use it without context")
 
 
 def _resolve_threshold(threshold: Any):
@@ -105,9 +146,20 @@ def read_slice_probabilities(csv_path: str | os.PathLike) -> dict[str, np.ndarra
     (columns ``patient, slice, ..., prob_any``); slices missing from the CSV are NaN."""
     from hemwsl.engines.runs import read_predictions_csv
 
+    import csv
+
     p = Path(csv_path)
     if not p.is_file():
         raise HemwslInputError(f"{p}: predictions CSV not found")
+    try:
+        with open(p, newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise HemwslInputError(f"{p}: cannot read as a predictions CSV ({type(err).__name__}: {err})") from err
+    if "patient" not in header or "slice" not in header or not any(c.startswith("prob_") for c in header):
+        shown = ", ".join(header[:6]) + (", ..." if len(header) > 6 else "") if header else "none"
+        raise HemwslInputError(f"{p}: not a predictions CSV (expected the columns patient, slice and prob_any, as "
+                               f"train-cv writes fold<k>/predictions_test.csv; found columns: {shown})")
     try:
         pred = read_predictions_csv(p)
     except (KeyError, ValueError) as err:
@@ -295,16 +347,9 @@ def pseudo_label_volume(
     from hemwsl.pseudo.preprocess import ClassifierInput, enhance_slices
     from hemwsl.transforms.array import stack_indices
 
-    check_choice("mode", mode, PSEUDO_MODES)
-    check_choice("select", select, SELECTIONS)
-    if context and (context_slices < 3 or context_slices % 2 == 0):
-        raise HemwslInputError(f"context_slices must be an odd number >= 3, got {context_slices}")
-    if not 0.0 <= prob_threshold <= 1.0:
-        raise HemwslInputError(f"prob_threshold must be in [0, 1], got {prob_threshold}")
-    if int(brain_erosion) < 0 or (brain_erosion and not skull_strip):
-        raise HemwslInputError(f"brain_erosion must be >= 0 and needs skull_strip=True, got {brain_erosion}")
-    if component_filter is not None and context:
-        raise HemwslInputError("component_filter scores the components of single slices: use it without context")
+    check_pseudo_params(mode=mode, select=select, k=k, context=context, context_slices=context_slices,
+                        prob_threshold=prob_threshold, brain_erosion=brain_erosion, skull_strip=skull_strip,
+                        enhance=enhance, enhance_window=enhance_window, component_filter=component_filter is not None)
     strategy = _resolve_threshold(threshold)
     needs_net = probabilities is None or (mode == "cam_kmeans" and select == "differential")
     if needs_net and network is None:
@@ -467,8 +512,9 @@ def make_pseudo_labels(
     from hemwsl.data.datalist import NUM_SLICES, POSITIVE, save_datalist
     from hemwsl.data.io import atomic_write_text, load_volume, save_nifti
 
-    check_choice("mode", mode, PSEUDO_MODES)
-    check_choice("select", select, SELECTIONS)
+    check_pseudo_params(mode=mode, select=select, k=k, context=context, context_slices=context_slices,
+                        prob_threshold=prob_threshold, brain_erosion=brain_erosion, skull_strip=skull_strip,
+                        enhance=enhance, enhance_window=enhance_window, component_filter=component_filter is not None)
     if not datalist:
         raise HemwslInputError("datalist is empty: no volumes to pseudo-label")
     strategy = _resolve_threshold(threshold)

@@ -54,7 +54,8 @@ from hemwsl.data.io import atomic_write_text, check_run_record
 from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.trust.regions import REGIONS
 
-__all__ = ["TrustConfig", "explain_entry", "run_trust_report", "summarize", "read_rows", "PAIRS"]
+__all__ = ["TrustConfig", "check_trust_config", "check_method_options", "explain_entry", "run_trust_report", "summarize",
+           "read_rows", "PAIRS"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,76 @@ class TrustConfig:
     ring_mm: float = 5.0
     slices: str = "positive"
     seed: int = 0
+
+
+def _positive_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
+
+
+def check_trust_config(config: TrustConfig) -> None:
+    """Every setting of ``config`` at once, before a folder records it (``trust_run.json``) or a volume is
+    explained: raises :class:`HemwslInputError` naming the first bad one."""
+    from hemwsl.trust.faithfulness import BASELINES, SCORES, SIMILARITIES
+
+    if not _positive_int(config.patch_size):
+        raise HemwslInputError(f"patch_size must be a positive int, got {config.patch_size!r}")
+    if not _positive_int(config.n_subsets) or config.n_subsets < 2:
+        raise HemwslInputError(f"n_subsets must be an int >= 2, got {config.n_subsets!r}")
+    if not 0 < config.subset_fraction <= 1:
+        raise HemwslInputError(f"subset_fraction must be in (0, 1], got {config.subset_fraction!r}")
+    for name in ("baseline", "deletion_baseline", "insertion_baseline"):
+        check_choice(name, getattr(config, name), BASELINES)
+    if not config.blur_sigma > 0:
+        raise HemwslInputError(f"blur_sigma must be > 0, got {config.blur_sigma!r}")
+    check_choice("similarity", config.similarity, SIMILARITIES)
+    check_choice("score", config.score, SCORES)
+    if isinstance(config.n_steps, bool) or not isinstance(config.n_steps, (int, np.integer)) or config.n_steps < 0:
+        raise HemwslInputError(f"n_steps must be an int >= 0 (0: no curves), got {config.n_steps!r}")
+    for name in ("curve_slices", "max_slices"):
+        value = getattr(config, name)
+        if value is not None and not _positive_int(value):
+            raise HemwslInputError(f"{name} must be a positive int (or None: all), got {value!r}")
+    if not config.ring_mm > 0:
+        raise HemwslInputError(f"ring_mm must be > 0, got {config.ring_mm!r}")
+    check_choice("slices", config.slices, ("positive", "all"))
+
+
+def check_method_options(methods: Sequence[str], method_options: Mapping[str, Mapping[str, Any]] | None,
+                         name: str = "method_options") -> None:
+    """``{method: {option: value}}`` for the explanation methods: each method one of ``methods``, each option a
+    parameter of the method's constructor, and the constructor accepting the values. Raises
+    :class:`HemwslInputError` naming ``name``, the method and the option."""
+    import inspect
+
+    from hemwsl.cam import get_method
+
+    if method_options is None:
+        return
+    if not isinstance(method_options, Mapping):
+        raise HemwslInputError(f"{name}: give a JSON object {{method: {{option: value}}}}, got {method_options!r}")
+    for method, options in method_options.items():
+        if method not in methods:
+            raise HemwslInputError(f"{name}: options for {method!r}, which is not among the methods explained "
+                                   f"({', '.join(methods)})")
+        if not isinstance(options, Mapping):
+            raise HemwslInputError(f"{name}: the options of {method!r} must be a JSON object {{option: value}}, "
+                                   f"got {options!r}")
+        cls = get_method(method)
+        params = inspect.signature(cls).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            accepted = [p for p, v in params.items() if v.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                                   inspect.Parameter.KEYWORD_ONLY)]
+            for option in options:
+                if option not in accepted:
+                    takes = f"it takes {', '.join(accepted)}" if accepted else "it takes no options"
+                    raise HemwslInputError(f"{name}: {method} has no option {option!r} ({takes})")
+        try:
+            cls(**options)
+        except HemwslInputError as err:
+            text = str(err)
+            raise HemwslInputError(f"{name}: {text if text.startswith(method) else f'{method}: {text}'}") from err
+        except (TypeError, ValueError) as err:
+            raise HemwslInputError(f"{name}: {method}: {type(err).__name__}: {err}") from err
 
 
 def _brain_mask_of(volume_hu: torch.Tensor) -> torch.Tensor:
@@ -278,10 +349,13 @@ def run_trust_report(
     from hemwsl.cam import CAMEngine, list_methods
 
     config = config or TrustConfig()
-    check_choice("slices", config.slices, ("positive", "all"))
+    check_trust_config(config)
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
         raise HemwslInputError(f"unknown method(s) {unknown}; accepted values: {', '.join(list_methods())}")
+    check_method_options(methods, method_options)
+    for g in groups:  # before any volume is explained (the summary compares them at the end)
+        check_choice("group", g, ("volume", *SUBTYPES))
     if not datalist:
         raise HemwslInputError("datalist is empty: nothing to report on")
     out = Path(output_dir)

@@ -226,7 +226,7 @@ def test_stored_ct_values_without_the_rescale_are_refused(tmp_path):
 def test_check_volumes_reads_each_file_once_until_it_changes(tmp_path):
     from hemwsl.data.io import check_volumes
 
-    good = [{"image": str(_write(np.full((8, 8, 3), 40, np.int16), tmp_path / f"ct{i}.nii.gz")),
+    good = [{"image": str(_write(np.pad(np.full((6, 6, 3), 40, np.int16), ((1, 1), (1, 1), (0, 0)), constant_values=-1000), tmp_path / f"ct{i}.nii.gz")),
              "label": str(_write(np.zeros((8, 8, 3), np.uint8), tmp_path / f"m{i}.nii.gz"))} for i in range(2)]
     cache = tmp_path / "run" / ".checked.json"
     assert check_volumes(good, cache=cache) == 2

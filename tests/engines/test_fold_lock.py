@@ -87,7 +87,7 @@ def test_cv_commands_skip_busy_folds_so_processes_share_the_folds(tmp_path, synt
 
         seg = tmp_path / "seg"
         _busy_fold(seg / "fold0", holder.pid)
-        assert main(["seg-cv", "--dataset-dir", str(tmp_path), "--out", str(seg), "--folds", "2", "--only", "0"]) == 0
+        assert main(["seg-cv", "--dataset-dir", str(synthetic_root), "--out", str(seg), "--folds", "2", "--only", "0"]) == 0
         assert f"fold 0: skipped, {seg / 'fold0'}: this fold is being run by process {holder.pid}" in capsys.readouterr().out
     finally:
         holder.kill()
