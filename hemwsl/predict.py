@@ -526,7 +526,15 @@ def finished_prediction(final: Path, src: Path, fingerprint: str, members: list[
     refusal (outputs of two models never mix)."""
     if not (final / "report.json").is_file():
         return None
-    old = json.loads((final / "report.json").read_text())
+    try:
+        old = json.loads((final / "report.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = None
+    if not isinstance(old, dict):  # the report of an interrupted or foreign write: no finished prediction
+        if not overwrite:
+            raise HemwslInputError(f"{final / 'report.json'}: not a hemwsl prediction report (truncated?); "
+                                   "use another --out or --overwrite")
+        return None
     same_input = old.get("input") == str(src)
     if old.get("model_fingerprint") == fingerprint and old.get("members") == members and same_input:
         logger.info("%s: done, skipped", final.name)
@@ -595,6 +603,9 @@ class Predictor:
         pkg = self.package
         by_fold = {int(m["fold"]): m for m in pkg.members}
         if members is not None:
+            dup = sorted({k for k in members if list(members).count(k) > 1})
+            if dup:
+                raise HemwslInputError(f"members: fold(s) {dup} given twice (each member counts once in the ensemble)")
             missing = [k for k in members if k not in by_fold]
             if missing:
                 raise HemwslInputError(f"{pkg.root}: no member for fold(s) {missing}; members: {sorted(by_fold)}")

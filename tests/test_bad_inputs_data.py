@@ -386,3 +386,38 @@ def test_B13_predictions_file_that_is_not_a_predictions_csv(data, text_file, wor
                                          (["--epochs", "-1"], "--epochs must be >= 1")], ids=["Y07", "Y08"])
 def test_demo_checks_before_writing_data(args, named, work, capsys):
     one_line(["demo", "--out", work / "demo", "--size", "32", *args], named, capsys, work)
+
+
+# ----------------------------------------------------------------------- the second fresh set (2026-12-07)
+def test_seed_out_of_range_and_fractional_spatial_size(data, work, capsys):
+    """A seed of 1e400 (recorded as Infinity, then refusing the corrected rerun) and spatial_size=[32.5, 32]
+    (trained at 32 and recorded as 32.5): one line each, before anything is written."""
+    from hemwsl.engines.classifier import check_train_settings
+
+    raises_named(lambda: check_train_settings(seed=1e400), "seed must be an integer")
+    raises_named(lambda: check_train_settings(seed=-1), "seed must be >= 0")
+    one_line(["train-cv", "--dataset-dir", data, "--out", work / "cv", "--folds", "2", *TRAIN, "seed=1e400"],
+             "seed", capsys, work)
+    from hemwsl.data.dataset import LoadCTVolumed
+
+    raises_named(lambda: LoadCTVolumed(spatial_size=[32.5, 32]), "spatial_size must be two ints")
+
+
+def test_members_and_package_folds_given_twice(model, data, work, capsys):
+    from hemwsl.predict import Predictor
+
+    raises_named(lambda: Predictor(model, members=[0, 0]), "given twice")
+    one_line(["package", "--cv-dir", work.parent / "nocv", "--out", work / "m", "--folds", "0", "0"], "--folds", capsys,
+             work)
+
+
+def test_truncated_report_of_an_interrupted_prediction(model, data, work, capsys):
+    """A report.json cut short by a kill: one line without --overwrite, recomputed with it."""
+    stem = _first(data).name.split(".")[0]
+    (work / "p" / stem).mkdir(parents=True)
+    (work / "p" / stem / "report.json").write_text('{"model_fingerp')
+    one_line(["predict", "--model", model, "--no-figures", "--input", _first(data), "--out", work / "p"],
+             "not a hemwsl prediction report", capsys)
+    assert main(["predict", "--model", str(model), "--no-figures", "--input", str(_first(data)), "--out",
+                 str(work / "p"), "--overwrite"]) == 0
+    assert json.loads((work / "p" / stem / "report.json").read_text())["input"] == str(_first(data))

@@ -39,8 +39,12 @@ def add_package_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_package(args: argparse.Namespace) -> int:
+    from hemwsl.errors import HemwslInputError
     from hemwsl.predict import ModelPackage, pack_model
 
+    dup = sorted({k for k in (args.folds or []) if args.folds.count(k) > 1})
+    if dup:
+        raise HemwslInputError(f"--folds: fold(s) {dup} given twice (each fold is one member)")
     if args.seg_cv_dir:
         from hemwsl.predict_unet import SEG_MODEL_KIND, pack_segmentation
 

@@ -87,7 +87,8 @@ class LoadCTVolumed(MapTransform):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         if not isinstance(skull_strip, (bool, np.bool_)):  # a string such as 'maybe' would be taken for true
             raise HemwslInputError(f"skull_strip must be true or false, got {skull_strip!r}")
-        if spatial_size is not None and (len(spatial_size) != 2 or min(spatial_size) < 8):
+        if spatial_size is not None and (len(spatial_size) != 2 or min(spatial_size) < 8
+                                         or any(not float(v).is_integer() for v in spatial_size)):
             raise HemwslInputError(f"spatial_size must be two ints >= 8 or None, got {spatial_size!r}")
         self.spatial_size = tuple(int(s) for s in spatial_size) if spatial_size is not None else None
         self.skull_strip = SkullStrip() if skull_strip else None

@@ -68,7 +68,7 @@ def output_names(num_classes: int) -> list[str]:
 
 #: The training settings of the classifier bundle that :func:`check_train_settings` checks (``--set`` keys).
 TRAIN_SETTINGS = ("epochs", "learning_rate", "batch_size", "val_fraction", "samples_per_epoch", "val_interval",
-                  "weight_decay", "windows", "skull_strip")
+                  "weight_decay", "windows", "skull_strip", "seed")
 
 
 def _int_setting(name: str, value: Any, minimum: int) -> int:
@@ -88,7 +88,7 @@ def _number_setting(name: str, value: Any) -> float:
 
 def check_train_settings(epochs: Any = 20, learning_rate: Any = 1e-3, batch_size: Any = 16, val_fraction: Any = 0.15,
                          samples_per_epoch: Any = None, val_interval: Any = 1, weight_decay: Any = 0.0,
-                         windows: Any = ("brain",), skull_strip: Any = False) -> None:
+                         windows: Any = ("brain",), skull_strip: Any = False, seed: Any = None) -> None:
     """Check the classifier bundle's training settings once, before any data is read or folder written: one
     line naming the setting (``epochs=0`` or ``epochs=two`` would otherwise fail deep inside ignite, a negative
     ``learning_rate`` inside the optimiser, ``batch_size=0`` inside the data loader). Called first by the
@@ -99,6 +99,8 @@ def check_train_settings(epochs: Any = 20, learning_rate: Any = 1e-3, batch_size
         HemwslInputError: naming the first bad setting and its value.
     """
     _int_setting("epochs", epochs, 1)
+    if seed is not None and not 0 <= _int_setting("seed", seed, 0) < 2 ** 32:
+        raise HemwslInputError(f"seed must be in [0, 2**32), got {seed!r}")
     if _number_setting("learning_rate", learning_rate) <= 0:
         raise HemwslInputError(f"learning_rate must be > 0, got {learning_rate!r}")
     _int_setting("batch_size", batch_size, 1)
