@@ -108,6 +108,9 @@ def main() -> None:
             f.set_result(fn(*a, **k))
             return f
 
+        def map(self, fn, items):
+            return [fn(i) for i in items]
+
         def shutdown(self, wait=True):
             pass
 
