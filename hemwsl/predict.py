@@ -376,6 +376,33 @@ def _output_names(num_classes: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- package
+def _check_description(f: Path, meta: dict, kind: str) -> None:
+    """The types and ranges of a package description an edit could break: one line naming the file and the entry."""
+    def bad(what: str) -> HemwslInputError:
+        return HemwslInputError(f"{f}: corrupt model description ({what})")
+
+    for key in ("settings", "recipe"):
+        if not isinstance(meta[key], dict):
+            raise bad(f"{key!r} must be a mapping, got {type(meta[key]).__name__}")
+    members = meta["members"]
+    if not isinstance(members, list) or not all(isinstance(m, dict) and isinstance(m.get("weights"), str) for m in members):
+        raise bad("'members' must be a list of entries with their 'weights' file")
+    if kind != MODEL_KIND:
+        return
+    r = meta["recipe"]
+    for key in ("slice_threshold",):
+        if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float)) or not 0 <= r[key] <= 1):
+            raise bad(f"recipe {key} must be a probability in [0, 1], got {r[key]!r}")
+    for key in ("brain_erosion", "min_size", "grow"):
+        if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float))
+                         or not float(r[key]).is_integer() or r[key] < 0):
+            raise bad(f"recipe {key} must be an integer >= 0, got {r[key]!r}")
+    hu = r.get("hu_range")
+    if hu is not None and (not isinstance(hu, list) or len(hu) != 2
+                           or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hu) or hu[0] > hu[1]):
+        raise bad(f"recipe hu_range must be [low, high] with low <= high, got {hu!r}")
+
+
 @dataclass
 class ModelPackage:
     """A loaded model package: ``root``, and the contents of its ``hemwsl_model.json``."""
@@ -407,6 +434,7 @@ class ModelPackage:
                 raise HemwslInputError(f"{f}: corrupt model description (no {key!r})")
         if not meta["members"]:
             raise HemwslInputError(f"{f}: the package has no members")
+        _check_description(f, meta, kind)
         return cls(f.parent, meta)
 
     @property
@@ -433,7 +461,11 @@ class ModelPackage:
         net = build_network(s["backbone"], in_channels=int(s["in_channels"]), num_classes=int(s["num_classes"]),
                             dropout=float(s.get("dropout") or 0.0), options=s.get("network_options") or None)
         w = self.root / member["weights"]
-        return load_weights(net, w, device=device)
+        net = load_weights(net, w, device=device)  # an unreadable or foreign file is named by the loader first
+        if member.get("sha1") and hashlib.sha1(w.read_bytes()).hexdigest() != member["sha1"]:
+            raise HemwslInputError(f"{w}: the weights differ from those the package recorded (sha1); repack the model "
+                                   "with `hemwsl package`")
+        return net
 
     def check_settings(self, **given: Any) -> None:
         """A user's explicit option that contradicts the model: one line naming both values."""

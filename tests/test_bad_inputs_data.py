@@ -421,3 +421,32 @@ def test_truncated_report_of_an_interrupted_prediction(model, data, work, capsys
     assert main(["predict", "--model", str(model), "--no-figures", "--input", str(_first(data)), "--out",
                  str(work / "p"), "--overwrite"]) == 0
     assert json.loads((work / "p" / stem / "report.json").read_text())["input"] == str(_first(data))
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda m: m.update(settings=None), "'settings' must be a mapping"),
+    (lambda m: m["recipe"].update(slice_threshold="high"), "recipe slice_threshold must be a probability"),
+    (lambda m: m["recipe"].update(hu_range=[90, 50]), "recipe hu_range must be [low, high]"),
+    (lambda m: m.update(members=[{"fold": 0}]), "'members' must be a list"),
+], ids=["settings-null", "threshold-string", "hu-reversed", "member-without-weights"])
+def test_an_edited_package_description_is_one_line_naming_it(model, edit, named):
+    from hemwsl.predict import MODEL_FILE, ModelPackage
+
+    f = model / MODEL_FILE
+    meta = json.loads(f.read_text())
+    edit(meta)
+    f.write_text(json.dumps(meta))
+    message = raises_named(lambda: ModelPackage.load(model), named)
+    assert str(f) in message
+
+
+def test_weights_that_differ_from_the_recorded_sha1_are_refused(model):
+    from hemwsl.predict import ModelPackage, Predictor
+
+    pkg = ModelPackage.load(model)
+    w = model / pkg.members[0]["weights"]
+    state = torch.load(w, weights_only=True)
+    key = next(iter(state))
+    state[key] = state[key] + 1
+    torch.save(state, w)
+    raises_named(lambda: Predictor(pkg), "differ from those the package recorded")
