@@ -450,3 +450,15 @@ def test_weights_that_differ_from_the_recorded_sha1_are_refused(model):
     state[key] = state[key] + 1
     torch.save(state, w)
     raises_named(lambda: Predictor(pkg), "differ from those the package recorded")
+
+
+def test_split_refuses_fractions_with_folds_and_overwriting_its_datalist(data, work, capsys):
+    dl = work / "dl.json"
+    assert main(["datalist", "--layout", "ct-ich", "--root", str(data), "--out", str(dl)]) == 0
+    before = dl.read_text()
+    one_line(["split", "--datalist", dl, "--out", work / "s.json", "--folds", "2", "--fractions", "0.7", "0.15", "0.15"],
+             "--fractions and --folds", capsys)
+    one_line(["split", "--datalist", dl, "--out", dl, "--folds", "2"], "is the --datalist itself", capsys)
+    assert dl.read_text() == before
+    assert main(["split", "--datalist", str(dl), "--out", str(work / "s.json"), "--folds", "2"]) == 0
+    assert main(["split", "--datalist", str(dl), "--out", str(work / "t.json")]) == 0

@@ -48,6 +48,13 @@ def run_split(args: argparse.Namespace) -> int:
     from hemwsl.errors import HemwslInputError
 
     out = Path(args.out)
+    if out.exists() and Path(args.datalist).exists() and out.resolve() == Path(args.datalist).resolve():
+        raise HemwslInputError(f"{out}: --out is the --datalist itself; refusing to overwrite the datalist")
+    given = args.fractions is not None
+    args.fractions = tuple(args.fractions) if given else (0.7, 0.15, 0.15)
+    if args.folds and given:
+        raise HemwslInputError("--fractions and --folds: give one (--fractions makes one train/val/test split, "
+                               "--folds k-fold parts)")
     if out.exists():
         try:
             json.loads(out.read_text())
