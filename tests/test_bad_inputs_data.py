@@ -462,3 +462,18 @@ def test_split_refuses_fractions_with_folds_and_overwriting_its_datalist(data, w
     assert dl.read_text() == before
     assert main(["split", "--datalist", str(dl), "--out", str(work / "s.json"), "--folds", "2"]) == 0
     assert main(["split", "--datalist", str(dl), "--out", str(work / "t.json")]) == 0
+
+
+def test_api_refuses_nan_slices_non_binary_masks_and_negative_sizes():
+    from hemwsl.cam import CAMEngine
+    from hemwsl.metrics.agreement import abc2_volume_ml, volume_agreement
+    from hemwsl.networks import build_network
+
+    engine = CAMEngine(build_network("resnet10", in_channels=3), ["gradcam"])
+    raises_named(lambda: engine(torch.full((2, 3, 32, 32), float("nan"))), "NaN/inf")
+    cube = np.zeros((3, 3, 2))
+    cube[1, 1, :] = 1
+    raises_named(lambda: abc2_volume_ml(cube, spacing=[1.0, 1.0, -5.0]), "spacing must be three positive")
+    raises_named(lambda: abc2_volume_ml(np.full((8, 8, 4), 0.4), spacing=[1.0, 1.0, 5.0]), "binary mask")
+    assert abc2_volume_ml(cube, spacing=[1.0, 1.0, 5.0]) > 0
+    raises_named(lambda: volume_agreement([1.0, 5.0, 9.0], [1.5, 4.0, 9.5], tolerance_ml=-5), "tolerance_ml")

@@ -745,6 +745,8 @@ class CAMEngine:
             raise HemwslInputError(f"expected a (B, C, H, W) batch of slices, got shape {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise HemwslInputError("empty batch")
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise HemwslInputError(f"the batch holds {int((~torch.isfinite(x)).sum())} NaN/inf value(s)")
         dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
         return x.detach().to(device=model_device(self.model), dtype=dtype)
 

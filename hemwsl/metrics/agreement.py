@@ -73,6 +73,8 @@ def volume_agreement(true_ml: Any, pred_ml: Any, tolerance_ml: float = 5.0, zero
     t, p = _pair(true_ml, pred_ml)
     if t.size == 0:
         raise HemwslInputError("no scans to compare")
+    if not (np.isfinite(tolerance_ml) and tolerance_ml >= 0 and np.isfinite(zero_ml) and zero_ml >= 0):
+        raise HemwslInputError(f"tolerance_ml and zero_ml must be >= 0 mL, got {tolerance_ml} and {zero_ml}")
     d = p - t
     sd = float(d.std(ddof=1)) if t.size > 1 else float("nan")
     neg = t == 0
@@ -113,9 +115,14 @@ def abc2_volume_ml(mask: Any, spacing: Sequence[float]) -> float:
     times the slice thickness. Returns ``A * B * C / 2 / 1000`` (mL); 0 for an empty mask. It assumes an
     ellipsoid and over- or underestimates irregular and multifocal bleeds.
     """
-    m = np.asarray(mask).astype(bool)
-    if m.ndim != 3:
-        raise HemwslInputError(f"ABC/2 needs a 3D (X, Y, Z) mask, got shape {m.shape}")
+    raw = np.asarray(mask)
+    if raw.ndim != 3:
+        raise HemwslInputError(f"ABC/2 needs a 3D (X, Y, Z) mask, got shape {raw.shape}")
+    if raw.dtype != bool and not np.isin(raw, (0, 1)).all():
+        raise HemwslInputError("ABC/2 needs a binary mask (0/1): threshold probabilities first")
+    m = raw.astype(bool)
+    if len(spacing) != 3 or not all(np.isfinite(float(s)) and float(s) > 0 for s in spacing):
+        raise HemwslInputError(f"spacing must be three positive sizes in mm, got {tuple(spacing)}")
     sx, sy, sz = (float(s) for s in spacing)
     areas = m.sum(axis=(0, 1)).astype(np.float64)
     if areas.max() == 0:
