@@ -118,10 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hemwsl",
         description="Weakly supervised localisation of intracranial hemorrhage on head CT (MONAI-based).",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="every library's INFO lines on the console too (-vv: DEBUG); they always go to "
-                             "<out>/hemwsl.log")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only results, warnings and errors on the console")
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="count", default=0,
+                      help="every library's INFO lines on the console too (-vv: DEBUG); they always go to "
+                           "<out>/hemwsl.log")
+    loud.add_argument("-q", "--quiet", action="store_true", help="only results, warnings and errors on the console")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)

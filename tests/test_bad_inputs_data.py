@@ -477,3 +477,13 @@ def test_api_refuses_nan_slices_non_binary_masks_and_negative_sizes():
     raises_named(lambda: abc2_volume_ml(np.full((8, 8, 4), 0.4), spacing=[1.0, 1.0, 5.0]), "binary mask")
     assert abc2_volume_ml(cube, spacing=[1.0, 1.0, 5.0]) > 0
     raises_named(lambda: volume_agreement([1.0, 5.0, 9.0], [1.5, 4.0, 9.5], tolerance_ml=-5), "tolerance_ml")
+
+
+def test_threshold_options_of_the_wrong_type_and_quiet_with_verbose(capsys):
+    from hemwsl.thresholds import get_threshold
+
+    raises_named(lambda: get_threshold("percentile", q=None), "threshold 'percentile'")
+    raises_named(lambda: get_threshold("fixed", bogus=1), "threshold 'fixed'")
+    with pytest.raises(SystemExit) as err:
+        main(["-q", "-v", "synth", "--help"])
+    assert err.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

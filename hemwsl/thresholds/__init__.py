@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hemwsl.errors import check_choice
+from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.thresholds.base import NORMALISATIONS, REGIONS, ThresholdStrategy, apply_threshold, normalise_map
 from hemwsl.thresholds.fixed import FixedThreshold
 from hemwsl.thresholds.intensity import BLOOD_HU_RANGE, IntensityPrior
@@ -89,4 +89,9 @@ def get_threshold(name: str, **kwargs: Any) -> ThresholdStrategy:
         HemwslInputError: for an unknown name; the message lists the accepted ones.
     """
     check_choice("threshold strategy", name, THRESHOLDS)
-    return THRESHOLDS[name](**kwargs)
+    try:
+        return THRESHOLDS[name](**kwargs)
+    except HemwslInputError:
+        raise
+    except (TypeError, ValueError) as err:  # an unknown option, or a value of the wrong type (None, a string)
+        raise HemwslInputError(f"threshold {name!r} with {kwargs}: {err}") from err
