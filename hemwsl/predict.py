@@ -497,8 +497,8 @@ def resolve_device(device: str | torch.device, name: str = "device") -> torch.de
 
 def check_inputs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> None:
     """Check every scan of a batch before the first is predicted (nothing is written for a batch with a bad
-    scan): each exists, reads as a 3D CT in HU (:func:`load_ct`, :func:`check_ct_values`), and no two share an
-    output folder ``<out_dir>/<stem>``."""
+    scan): no two share an output folder ``<out_dir>/<stem>``, and with several scans each exists and reads as a 3D
+    CT in HU (:func:`load_ct`, :func:`check_ct_values`); a single scan is checked by its prediction's own read."""
     from hemwsl.data.io import volume_stem
 
     seen: dict[str, str] = {}
@@ -508,6 +508,8 @@ def check_inputs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike)
             raise HemwslInputError(f"--input: {seen[stem]} and {path} would both be written to "
                                    f"{Path(out_dir) / stem}; predict them into separate --out folders")
         seen[stem] = str(path)
+    if len(paths) < 2:  # one scan: the prediction's own read checks it before anything is written (no second read)
+        return
     for path in paths:
         volume, _ = load_ct(path)
         check_ct_values(volume.array, str(path))
