@@ -209,13 +209,11 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class _ConvBlock(nn.Sequential):
-    def __init__(self, in_channels: int, channels: int, se_reduction: int) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, channels, 1),
-            LayerNorm2d(channels),
-            nn.ReLU(),
-            ChannelSELayer(2, channels, r=max(1, min(se_reduction, channels))),
-        )
+    def __init__(self, in_channels: int, channels: int, se_reduction: int, se_gate: bool = True) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 1), LayerNorm2d(channels), nn.ReLU()]
+        if se_gate:
+            layers.append(ChannelSELayer(2, channels, r=max(1, min(se_reduction, channels))))
+        super().__init__(*layers)
 
 
 class _UpBlock(nn.Sequential):
@@ -239,12 +237,13 @@ class LSELevel(nn.Module):
         r: LSE sharpness.
         se_reduction: squeeze-and-excitation reduction ratio.
         form: LSE form (:func:`lse_pool`).
+        se_gate: whether the convolution block ends with the squeeze-and-excitation gate (Chen & Kuo: yes).
     """
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, up_channels: int | None,
-                 r: float = 3.0, se_reduction: int = 4, form: str = "mean") -> None:
+                 r: float = 3.0, se_reduction: int = 4, form: str = "mean", se_gate: bool = True) -> None:
         super().__init__()
-        self.conv = _ConvBlock(in_channels, channels, se_reduction)
+        self.conv = _ConvBlock(in_channels, channels, se_reduction, se_gate)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         self.pool = LSEPool(r, form)
         self.up = _UpBlock(channels, up_channels) if up_channels is not None else None
@@ -264,14 +263,19 @@ class LSEHeatmapNet(nn.Module):
             EfficientNet stage is 1,280 wide at 1/32 of the input).
         form: LSE pooling form, ``"mean"`` (normalised, default) or ``"sum"`` (Chen & Kuo's eq. 4).
         se_reduction: squeeze-and-excitation reduction ratio.
+        se_gate: end each convolution block with the squeeze-and-excitation gate (Chen & Kuo: yes). The
+            gate multiplies every position of a level by statistics of the whole slice; ``False`` removes it
+            (hemwsl's ablation: each position's score then depends on the slice only through the features).
         dropout: dropout on the encoder's deepest features during training.
         **backbone_kwargs: passed to the backbone's constructor.
     """
 
     def __init__(self, backbone: str, in_channels: int = 3, num_classes: int = 1, r: float = 3.0,
                  decoder_channels: Sequence[int] | None = None, se_reduction: int = 4, dropout: float = 0.0,
-                 form: str = "mean", **backbone_kwargs: Any) -> None:
+                 form: str = "mean", se_gate: bool = True, **backbone_kwargs: Any) -> None:
         super().__init__()
+        if not isinstance(se_gate, bool):
+            raise HemwslInputError(f"se_gate must be true or false, got {se_gate!r}")
         from hemwsl.networks.registry import build_network, classifier_head
 
         self.backbone = backbone
@@ -299,10 +303,11 @@ class LSEHeatmapNet(nn.Module):
             in_ch = widths[i] + (decoder_channels[i] if i < 3 else 0)
             up = decoder_channels[i - 1] if i > 0 else None
             levels.append(LSELevel(in_ch, decoder_channels[i], num_classes, up, r=r, se_reduction=se_reduction,
-                                   form=form))
+                                   form=form, se_gate=se_gate))
         self.levels = nn.ModuleList(levels)
         self.r = float(r)
         self.form = form
+        self.se_gate = se_gate
 
     def encode(self, x: Tensor) -> list[Tensor]:
         """The encoder's stage outputs ``[E_1, E_2, E_3, E_4]`` at strides 4, 8, 16, 32."""
@@ -373,7 +378,7 @@ def _is_full_checkpoint(path: Path) -> bool:
 def build_lse_heatmap_net(backbone: str, in_channels: int = 3, num_classes: int = 1, dropout: float = 0.0,
                           pretrained_path: str | os.PathLike | None = None, lse_r: float = 3.0,
                           decoder_channels: Sequence[int] | None = None, se_reduction: int = 4,
-                          lse_form: str = "mean", **kwargs: Any) -> LSEHeatmapNet:
+                          lse_form: str = "mean", se_gate: bool = True, **kwargs: Any) -> LSEHeatmapNet:
     """Build an :class:`LSEHeatmapNet` (the builder behind the ``lse_<backbone>`` registry names).
 
     Args:
@@ -385,11 +390,12 @@ def build_lse_heatmap_net(backbone: str, in_channels: int = 3, num_classes: int 
         lse_form: ``"mean"`` (normalised LSE, default) or ``"sum"`` (Chen & Kuo's eq. 4), see :func:`lse_pool`.
         decoder_channels: decoder widths of levels 0..3 (default: the encoder's stage widths).
         se_reduction: squeeze-and-excitation reduction ratio.
+        se_gate: keep the squeeze-and-excitation gate of each decoder block (Chen & Kuo); ``False`` removes it.
         **kwargs: passed to the backbone's constructor.
     """
     net = LSEHeatmapNet(backbone, in_channels=in_channels, num_classes=num_classes, r=lse_r,
                         decoder_channels=decoder_channels, se_reduction=se_reduction, dropout=dropout,
-                        form=lse_form, **kwargs)
+                        form=lse_form, se_gate=se_gate, **kwargs)
     if pretrained_path is not None:
         from hemwsl.networks.registry import resolve_pretrained_path
 

@@ -194,6 +194,34 @@ def test_options_reach_the_builder_and_bad_options_are_named():
         build_network("lse_resnet10", pretrained_path="/nonexistent/model.pt")
 
 
+def test_decoder_without_the_se_gate_is_position_wise():
+    """``se_gate=False`` (hemwsl's ablation): no squeeze-and-excitation module, and a decoder block's output
+    at one position depends on that position's features only; with Chen & Kuo's gate a change anywhere
+    reaches every position through the slice-wide statistics."""
+    from monai.networks.blocks import ChannelSELayer
+
+    torch.manual_seed(0)
+    gated = build_network("lse_resnet10", in_channels=3)
+    plain = build_network("lse_resnet10", in_channels=3, options={"se_gate": False})
+    assert any(isinstance(m, ChannelSELayer) for m in gated.modules())
+    assert not any(isinstance(m, ChannelSELayer) for m in plain.modules())
+    assert plain.se_gate is False and gated.se_gate is True
+    for net, local in ((plain, True), (gated, False)):
+        block = net.levels[0].conv.eval()
+        x = torch.randn(1, block[0].in_channels, 8, 8)
+        y = x.clone()
+        y[..., 0, 0] += 5.0
+        with torch.no_grad():
+            diff = (block(y) - block(x)).abs().amax(dim=1)[0]
+        changed = diff > 1e-6
+        assert changed[0, 0]
+        assert bool(changed.sum() == 1) is local
+    maps, logits = plain(torch.randn(2, 3, 64, 64), levels=True)
+    assert [tuple(m.shape) for m in maps] == [(2, 1, 16, 16), (2, 1, 8, 8), (2, 1, 4, 4), (2, 1, 2, 2)]
+    with pytest.raises(HemwslInputError, match="se_gate"):
+        build_network("lse_resnet10", options={"se_gate": "no"})
+
+
 # ------------------------------------------------------------------------------------------ Algorithm 1
 
 
