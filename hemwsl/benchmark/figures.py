@@ -31,11 +31,12 @@ def overlay_cases(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, Mapping[
 
 
 def _case_inputs(
-    datalist: Mapping[str, Mapping], cam_dir: Path, rows: Sequence[Mapping[str, Any]], specs: Mapping[str, Any]
+    datalist: Mapping[str, Mapping], cam_dir: Path, rows: Sequence[Mapping[str, Any]], specs: Mapping[str, Any],
+    hu_reference: float | None = None,
 ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """CT (HU), mask, heatmap and predicted mask of each row (one scored slice), keyed by ``id(row)``.
 
-    Each patient's volume is read and skull-stripped once for all its rows.
+    Each patient's volume is read and skull-stripped once for all its rows; ``hu_reference`` as the benchmark's.
     """
     from hemwsl.benchmark.runner import load_heatmap, load_patient
     from hemwsl.benchmark.specs import parse_threshold_spec
@@ -48,7 +49,7 @@ def _case_inputs(
     out = {}
     for patient, prow in sorted(by_patient.items()):
         zs = sorted({int(r["slice"]) for r in prow})
-        data = load_patient(datalist[patient], "predicted", zs)
+        data = load_patient(datalist[patient], "predicted", zs, hu_reference=hu_reference)
         for r in prow:
             i = zs.index(int(r["slice"]))
             heat = load_heatmap(heatmap_path(cam_dir, data.patient, (r["method"], r["layer"])), data.shape, [zs[i]])
@@ -116,8 +117,12 @@ def write_figures(
         written.append(hist)
     if cam_dir is not None:
         cases = {m: overlay_cases(chosen[m]) for m in sorted(chosen) if m != "-"}
+        import json
+
+        cfg = Path(out) / "config.json"
+        hu_reference = json.loads(cfg.read_text()).get("hu_reference") if cfg.is_file() else None
         inputs = _case_inputs(datalist, cam_dir, [r for c in cases.values() for _, r in c],
-                              {sp.text: sp for sp in specs})
+                              {sp.text: sp for sp in specs}, hu_reference)
         for m, mcases in cases.items():
             mcases = [(label, row) for label, row in mcases if id(row) in inputs]
             if not mcases:

@@ -166,13 +166,14 @@ def _select_slices(mask: np.ndarray, mode: str, predicted: Sequence[int] | None,
 
 def load_patient(
     entry: Mapping, slices: str = "gt", predicted: Sequence[int] | None = None, keep_volume: bool = False,
-    brain_erosion: int = 0,
+    brain_erosion: int = 0, hu_reference: float | None = None,
 ) -> PatientSlices:
     """Load the CT (HU), the mask and a brain mask (skull stripping) of the slices to score.
 
     ``brain_erosion`` erodes the brain mask of each slice by that many pixels (3x3 cross), which keeps the
     partial-volume voxels of the inner skull table (45-90 HU, like blood) out of every prediction;
-    :meth:`PatientSlices.brain_at` gives the mask at other erosions.
+    :meth:`PatientSlices.brain_at` gives the mask at other erosions. With ``hu_reference`` the HU are shifted so
+    that the scan's brain reads that value (:func:`hemwsl.thresholds.calibrate_hu`).
     """
     from hemwsl.data.io import load_pair
     from hemwsl.transforms.array import SkullStrip
@@ -189,6 +190,10 @@ def load_patient(
     if z:  # the whole volume is stripped (the bone threshold is a percentile of the volume), then sliced
         brain_vol = np.asarray(SkullStrip()(hu[None]))[0] > 0  # (X, Y, Z)
         base = np.moveaxis(brain_vol[:, :, z], -1, 0)
+        if hu_reference is not None:
+            from hemwsl.thresholds.intensity import calibrate_hu
+
+            hu = calibrate_hu(hu, brain_vol, hu_reference)[0]
     brain = _erode(base, int(brain_erosion))
     spacing = tuple(float(s) for s in np.sqrt((np.asarray(image.affine)[:3, :3] ** 2).sum(0)))
     return PatientSlices(
@@ -584,6 +589,7 @@ def run_benchmark(
     brain_erosion: int | Sequence[int] = 0,
     min_size: int | Sequence[int] = 0,
     grow: int | Sequence[int] = 0,
+    hu_reference: float | None = None,
     select_metric: str | None = None,
     distance_metrics: bool = False,
     n_boot: int = 1000,
@@ -619,6 +625,9 @@ def run_benchmark(
             (:func:`~hemwsl.benchmark.specs.expand_post_grid`, e.g. ``prior+search[e4,hu50-90,min50]``) and
             the combination is chosen per fold on the selection patients together with each method's
             (layer, threshold): the post-processing is then validated, not fixed by hand.
+        hu_reference: shift each scan's HU so that its brain reads this value before the prior's range and the
+            growth apply (:func:`hemwsl.thresholds.calibrate_hu`; e.g. 37, ``BRAIN_REFERENCE_HU``); ``None``: the
+            HU as stored.
         select_metric: what the selection patients maximise when choosing thresholds and (layer, threshold)
             pairs: ``"dice"`` (mean per-slice Dice; default with ``slices="gt"``) or ``"global_dice"`` (pooled;
             default otherwise: with slices that may hold no lesion, the per-slice mean rewards predicting
@@ -632,6 +641,10 @@ def run_benchmark(
         The report folder.
     """
     from tqdm import tqdm
+
+    from hemwsl.thresholds.intensity import check_hu_reference
+
+    hu_reference = check_hu_reference(hu_reference)
 
     from hemwsl.benchmark.summary import write_report
 
@@ -676,6 +689,8 @@ def run_benchmark(
     grows = sorted({g.grow for g in grid})
     if grows != [0]:  # stored only when used, so report folders of earlier versions still resume
         config["grow"] = grows[0] if len(grows) == 1 else grows
+    if hu_reference is not None:  # likewise
+        config["hu_reference"] = hu_reference
     cfg_file = out / "config.json"
     if cfg_file.exists() and json.loads(cfg_file.read_text()) != config:
         raise HemwslInputError(f"{out} holds a benchmark run with other settings ({cfg_file}); use another folder")
@@ -691,7 +706,7 @@ def run_benchmark(
         if p in kept:
             return kept.pop(p)
         data = load_patient(by_patient[p], slices, predicted.get(p), keep_volume=distance_metrics,
-                            brain_erosion=erosions[0])
+                            brain_erosion=erosions[0], hu_reference=hu_reference)
         size = data.hu.nbytes + 3 * data.gt.nbytes + (0 if data.gt_volume is None else data.gt_volume.nbytes)
         if keep and p in scored and not (out / "per_case" / f"{p}.csv").exists() \
                 and kept_bytes[0] + size <= _KEEP_BYTES:

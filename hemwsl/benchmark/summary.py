@@ -239,6 +239,17 @@ def _post_text(post: Sequence[Any]) -> str:
             f"{ms} px{grow} (spec names carry it: {names}).")
 
 
+def _calibration_text(out: Path) -> str:
+    import json
+
+    cfg = Path(out) / "config.json"
+    ref = json.loads(cfg.read_text()).get("hu_reference") if cfg.is_file() else None
+    if ref is None:
+        return ""
+    return (f" HU calibrated per scan: each scan shifted so that its brain (median of the skull strip's 0-80 HU "
+            f"voxels) reads {ref:g} HU before the prior's range and the growth apply.")
+
+
 def _post_tables(aggs: Mapping[tuple[str, str, str], Mapping[str, Any]], specs: Sequence[Any],
                  table: Sequence[Mapping[str, Any]]) -> list[str]:
     """The post-processing grid: how often each combination was chosen, and the heatmap-free prior (test
@@ -331,7 +342,7 @@ def write_report(
         "scored with heatmaps of the classifier that did not train on it; thresholds and each method's (layer, "
         "threshold) are chosen on the fold's selection patients only and applied unchanged to its test patients, "
         f"by {'mean per-slice' if select_metric == 'dice' else 'pooled (global)'} Dice. "
-        f"{_post_text(post)} Brackets: bootstrap 95% CI over patients ({n_boot} replicates). Volume rows: the masks of the scored "
+        f"{_post_text(post)}{_calibration_text(out)} Brackets: bootstrap 95% CI over patients ({n_boot} replicates). Volume rows: the masks of the scored "
         "slices against the whole ground-truth volume, over ground-truth-positive patients.",
         "",
         "## Each method at its validated (layer, threshold)",

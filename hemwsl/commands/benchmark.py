@@ -194,6 +194,10 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grow", type=int, nargs="+", default=[0],
                    help="grow each mask by this many pixels into 40-100 HU inside the brain, the edge of a bleed the "
                         "prior's range misses (default: 0); several values: chosen per fold on the selection patients")
+    p.add_argument("--hu-reference", type=float, default=None, metavar="HU",
+                   help="shift each scan's HU so that its brain (median of the skull strip's 0-80 HU voxels) reads this "
+                        "value before the prior's range applies, e.g. 37: scanners differ by several HU and a fixed "
+                        "range otherwise takes in the cortex of denser scans (default: the HU as stored)")
     p.add_argument("--candidates", type=float, nargs="+", default=None,
                    help="thresholds of the min-max normalised heatmap that `search` chooses from, each in [0, 1) "
                         "(default: 0.05 to 0.95 in steps of 0.05)")
@@ -252,7 +256,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
               folds=folds, slices=args.slices, predictions=_predictions(files), prob_threshold=args.prob_threshold,
               distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures,
               hu_range=args.hu_range or [45.0, 90.0], brain_erosion=args.brain_erosion, min_size=args.min_size,
-              grow=args.grow, select_metric=args.select_metric,
+              grow=args.grow, hu_reference=args.hu_reference, select_metric=args.select_metric,
               **({} if candidates is None else {"candidates": candidates}))
     print((Path(out) / "summary.md").read_text().split("\n## Threshold")[0])
     return 0

@@ -316,3 +316,29 @@ def test_grow_needs_hu_and_a_valid_amount():
     with pytest.raises(HemwslInputError, match="grow_hu"):
         FixedThreshold(0.5, grow=1, grow_hu=(100, 40))
     assert "grow=1" in repr(FixedThreshold(0.5, grow=1)) and "grow" not in repr(FixedThreshold(0.5))
+
+
+# ------------------------------------------------------------------------------------------ HU calibration
+def test_calibrate_hu_hand_values():
+    from hemwsl.thresholds import BRAIN_REFERENCE_HU, brain_reference_hu, calibrate_hu, check_hu_reference
+
+    hu = np.full((40, 40, 3), -20.0, dtype=np.float32)
+    brain = np.zeros(hu.shape, dtype=bool)
+    brain[5:35, 5:35] = True                       # 2,700 brain voxels
+    hu[brain] = 40.0
+    hu[5:10, 5:35] = 90.0                           # 450 voxels outside 0-80: not counted
+    hu[10:12, 5:35, 0] = -5.0                       # CSF below 0: not counted
+    hu[12:14, 5:35] = 44.0                          # 180 voxels at 44: the median stays 40
+    assert brain_reference_hu(hu, brain) == 40.0
+    shifted, shift = calibrate_hu(hu, brain, 37.0)
+    assert shift == 3.0 and shifted.dtype == np.float32
+    np.testing.assert_allclose(shifted, hu - 3.0)
+    # reference None, or no brain: unchanged
+    assert calibrate_hu(hu, brain, None)[1] == 0.0
+    assert calibrate_hu(hu, np.zeros_like(brain))[1] == 0.0 and brain_reference_hu(hu, np.zeros_like(brain)) is None
+    assert BRAIN_REFERENCE_HU == 37.0 and check_hu_reference("37") == 37.0 and check_hu_reference(None) is None
+    for bad in ("abc", float("nan"), 1e4):
+        with pytest.raises(HemwslInputError, match="hu_reference"):
+            check_hu_reference(bad)
+    with pytest.raises(HemwslInputError, match="shape"):
+        brain_reference_hu(hu, brain[..., :2])
