@@ -140,6 +140,7 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
         "min_size": int(post.get("min_size", DEFAULT_RECIPE["min_size"])),
         "grow": int(post.get("grow", 0)),
         "slice_threshold": float(config.get("prob_threshold", 0.5)),
+        **({"hu_reference": float(config["hu_reference"])} if config.get("hu_reference") is not None else {}),
         "source": f"benchmark report {bench.name}: {method} {spec_text}, chosen per fold on its selection patients",
     }
     return recipe, per_fold
@@ -204,6 +205,7 @@ def _scan_models(cv: Path, members: Sequence[int], checkpoint: str, dataset_dir:
     from hemwsl.engines.classifier import fold_datalists
     from hemwsl.quantify import scan_probabilities
     from hemwsl.scanmodel import fit_scan_model, scan_features
+    from hemwsl.thresholds.intensity import calibrate_hu
     from hemwsl.transforms.array import SkullStrip
 
     probs = scan_probabilities([fold_predictions(cv, k, checkpoint) for k in range(n_folds)])
@@ -215,7 +217,8 @@ def _scan_models(cv: Path, members: Sequence[int], checkpoint: str, dataset_dir:
             continue
         vol = load_volume(e[IMAGE])
         brain = np.asarray(SkullStrip()(vol.array[None]))[0] > 0
-        feats[p] = scan_features(probs[p], vol.array, brain, vol.spacing, slice_threshold=float(recipe["slice_threshold"]),
+        hu = calibrate_hu(vol.array, brain, recipe.get("hu_reference"))[0]
+        feats[p] = scan_features(probs[p], hu, brain, vol.spacing, slice_threshold=float(recipe["slice_threshold"]),
                                  hu_range=recipe["hu_range"], brain_erosion=int(recipe["brain_erosion"]),
                                  min_size=int(recipe["min_size"]))
         labels[p] = int(np.any(e[SLICE_LABELS]))
@@ -317,7 +320,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     if benchmark_dir is not None:
         recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members, methods)
     for key, value in (post_processing or {}).items():
-        if key not in ("hu_range", "brain_erosion", "min_size", "grow", "slice_threshold", "min_slices"):
+        if key not in ("hu_range", "brain_erosion", "min_size", "grow", "slice_threshold", "min_slices", "hu_reference"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
         recipe[key] = value
     check_choice("scan_call", scan_call, ("auto", "model", "select", "none"))
@@ -401,6 +404,16 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
     if hu is not None and (not isinstance(hu, list) or len(hu) != 2
                            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hu) or hu[0] > hu[1]):
         raise bad(f"recipe hu_range must be [low, high] with low <= high, got {hu!r}")
+    ref = r.get("hu_reference")
+    if ref is not None:
+        from hemwsl.thresholds.intensity import check_hu_reference
+
+        try:
+            check_hu_reference(None if isinstance(ref, bool) else ref)
+            if isinstance(ref, bool):
+                raise HemwslInputError("a boolean")
+        except HemwslInputError:
+            raise bad(f"recipe hu_reference must be a brain HU between -100 and 200, got {ref!r}") from None
 
 
 @dataclass
@@ -771,11 +784,15 @@ class Predictor:
         """Run the ensemble on an ``(X, Y, Z)`` HU volume; returns arrays and numbers (nothing written)."""
         from hemwsl.metrics.agreement import abc2_volume_ml
         from hemwsl.metrics.volume import lesion_volume_ml
+        from hemwsl.thresholds.intensity import calibrate_hu
 
         t0 = time.perf_counter()
         x, brain = self._inputs(hu)
         check_head_ct(hu, brain, path)
         eroded = _erode(brain, int(self.package.recipe["brain_erosion"]))
+        # the prior (and the scan model's features) see the HU calibrated as the recipe's benchmark did; the
+        # networks see the HU as stored
+        hu_prior = calibrate_hu(hu, brain, self.package.recipe.get("hu_reference"))[0]
         probs, heats, masks, calls, scores = [], [], [], [], []
         fast = self.package.recipe.get("method") == "lse_heatmap"
         for i, (net, m) in enumerate(zip(self.networks, self.members)):
@@ -784,7 +801,7 @@ class Predictor:
             else:
                 p = self._probabilities(net, x)
                 h = self._heatmap(self.engines[i], x, hu.shape) if self.engines else None
-            mk, call, score = self._member_mask(m, p, h, hu, eroded, brain, spacing)
+            mk, call, score = self._member_mask(m, p, h, hu_prior, eroded, brain, spacing)
             probs.append(p), heats.append(h), masks.append(mk), calls.append(call), scores.append(score)
         n = len(self.members)
         votes = np.sum(masks, axis=0)

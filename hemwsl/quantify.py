@@ -89,17 +89,20 @@ def fit_calibration(pred_ml: Sequence[float], true_ml: Sequence[float]) -> tuple
     return float(a), float(b)
 
 
-def _scan_features(entries: Mapping[str, Mapping], probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """:func:`hemwsl.scanmodel.scan_features` of every patient (the validated prior's defaults)."""
+def _scan_features(entries: Mapping[str, Mapping], probs: Mapping[str, np.ndarray], hu_reference: float | None = None
+                   ) -> dict[str, np.ndarray]:
+    """:func:`hemwsl.scanmodel.scan_features` of every patient (the validated prior's defaults), on HU calibrated
+    to ``hu_reference`` when given (:func:`hemwsl.thresholds.calibrate_hu`)."""
     from hemwsl.data.io import load_volume
     from hemwsl.scanmodel import scan_features
+    from hemwsl.thresholds.intensity import calibrate_hu
     from hemwsl.transforms.array import SkullStrip
 
     out = {}
     for pat, e in entries.items():
         vol = load_volume(e[IMAGE])
         brain = np.asarray(SkullStrip()(vol.array[None]))[0] > 0
-        out[pat] = scan_features(probs[pat], vol.array, brain, vol.spacing)
+        out[pat] = scan_features(probs[pat], calibrate_hu(vol.array, brain, hu_reference)[0], brain, vol.spacing)
     return out
 
 
@@ -172,7 +175,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
                  out_dir: str | os.PathLike, folds: tuple[Mapping[str, int], Mapping[int, set[str]]], *,
                  aggregations: Sequence[str] = SCAN_AGGREGATIONS, min_sensitivity: float = 0.9,
                  calibrate: bool = False, min_slices: Sequence[int] = (1,), n_boot: int = 2000, seed: int = 0,
-                 figures: bool = True) -> dict[str, Any]:
+                 figures: bool = True, hu_reference: float | None = None) -> dict[str, Any]:
     """Evaluate the scan-level call and the volume estimate on every patient, each by its own fold.
 
     Args:
@@ -196,6 +199,8 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         n_boot: bootstrap replicates of the CIs.
         seed: bootstrap seed.
         figures: write the scatter and Bland-Altman PNGs.
+        hu_reference: the scan model's prior features on HU shifted so that each scan's brain reads this value
+            (:func:`hemwsl.thresholds.calibrate_hu`; give the masks' own, e.g. the benchmark's ``--hu-reference``).
 
     Returns:
         The summary (also in ``summary.json``).
@@ -203,6 +208,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     from hemwsl.data.io import atomic_write_text
     from hemwsl.metrics.agreement import agreement_by_size
     from hemwsl.metrics.classification import bootstrap_ci, compute_auroc
+    from hemwsl.thresholds.intensity import check_hu_reference
 
     for a in aggregations:
         check_choice("scan aggregation", a, SCAN_CALLS)
@@ -252,7 +258,8 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
             if not aggregations:
                 raise HemwslInputError("the scan model needs at least 2 scans with and 2 without hemorrhage among "
                                        "every fold's selection patients; give other --aggregations")
-    features = _scan_features(entries, probs) if "model" in aggregations else {}
+    hu_reference = check_hu_reference(hu_reference)
+    features = _scan_features(entries, probs, hu_reference) if "model" in aggregations else {}
     # per fold: aggregation (AUROC), threshold (sensitivity), optional calibration, on selection patients only
     choices = {}
     for k in sorted(set(test_fold.values())):
@@ -328,7 +335,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
                "choices": {str(k): v for k, v in choices.items()},
                "settings": {"aggregations": list(aggregations), "min_sensitivity": min_sensitivity,
                             "calibrate": calibrate, "min_slices": min_slices, "masks_dir": str(masks),
-                            "n_boot": n_boot}}
+                            "n_boot": n_boot, "hu_reference": hu_reference}}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()

@@ -256,7 +256,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
               folds=folds, slices=args.slices, predictions=_predictions(files), prob_threshold=args.prob_threshold,
               distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures,
               hu_range=args.hu_range or [45.0, 90.0], brain_erosion=args.brain_erosion, min_size=args.min_size,
-              grow=args.grow, hu_reference=args.hu_reference, select_metric=args.select_metric,
+              grow=args.grow, hu_reference=getattr(args, "hu_reference", None), select_metric=args.select_metric,
               **({} if candidates is None else {"candidates": candidates}))
     print((Path(out) / "summary.md").read_text().split("\n## Threshold")[0])
     return 0

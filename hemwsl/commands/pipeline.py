@@ -112,13 +112,24 @@ def prior_choices(benchmark_dir: str | Path, folds: int) -> dict:
     return chosen
 
 
+def benchmark_hu_reference(benchmark_dir: str | Path | None) -> float | None:
+    """The HU calibration (``hu_reference``) a benchmark report was made with, ``None`` when it had none."""
+    import json
+
+    if not benchmark_dir:
+        return None
+    f = Path(benchmark_dir) / "config.json"
+    return json.loads(f.read_text()).get("hu_reference") if f.is_file() else None
+
+
 def _prior_kwargs(args: argparse.Namespace, settings: dict, k: int, spec) -> dict:
     """The :func:`~hemwsl.pseudo.make_pseudo_labels` arguments of fold ``k``'s prior rows: the HU prior with the
-    post-processing ``spec`` the fold's selection patients chose, on the out-of-fold classifier's positive slices."""
+    post-processing ``spec`` the fold's selection patients chose (and the benchmark's HU calibration), on the
+    out-of-fold classifier's positive slices."""
     from hemwsl.engines.runs import fold_predictions
     from hemwsl.thresholds import IntensityPrior
 
-    return dict(mode="cam", threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size,
+    return dict(mode="cam", hu_reference=benchmark_hu_reference(getattr(args, "benchmark_dir", None)), threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size,
                                                      grow=spec.grow),
                 prob_threshold=args.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
                 predictions_csv=str(fold_predictions(args.cv_dir, k, getattr(args, "checkpoint", "best"))),
@@ -160,7 +171,9 @@ def _filtered_prior_pseudo_labels(args: argparse.Namespace, parts: dict, setting
             flt = component_filter_at(
                 root / "component_filter" / f"fold{k}.pkl", parts[k]["train"] + parts[k]["val"], args.cam_dir,
                 args.method, args.layer, kw["threshold"], skull_strip=True, brain_erosion=spec.erosion, progress=False,
-                cache_dir=root / "component_filter" / "features" / re.sub(r"[^A-Za-z0-9.-]+", "_", spec.text))
+                hu_reference=kw["hu_reference"],
+                cache_dir=root / "component_filter" / "features" / re.sub(
+                    r"[^A-Za-z0-9.-]+", "_", spec.text + ("" if kw["hu_reference"] is None else f"_cal{kw['hu_reference']:g}")))
         except OneClassError as err:
             print(f"component filter of fold {k}: {err}; row left out", flush=True)
             return None

@@ -58,6 +58,9 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
                      help="HU range of --threshold-strategy intensity (default: 45 90)")
     cam.add_argument("--brain-erosion", type=int, default=0,
                      help="with --skull-strip: erode the brain mask the labels are restricted to (pixels)")
+    cam.add_argument("--hu-reference", type=float, default=None, metavar="HU",
+                     help="with --skull-strip: shift each scan's HU so that its brain reads this value before the "
+                          "intensity prior applies, e.g. 37 (as `hemwsl benchmark --hu-reference`)")
     cam.add_argument("--component-filter", action="store_true",
                      help="drop the region's components that a classifier trained on slice labels only (of the "
                           "fold's training and validation patients, or of --filter-datalist) scores below "
@@ -176,7 +179,7 @@ def _component_filter(args: argparse.Namespace, threshold, parts: dict | None):
     flt = component_filter_at(path, train, args.cam_dir, args.method, _layer(args), threshold,
                               filter_threshold=args.component_threshold, skull_strip=args.skull_strip,
                               brain_erosion=args.brain_erosion, cache_dir=folder / "features", seed=args.seed,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, hu_reference=getattr(args, "hu_reference", None))
     return flt, rule
 
 
@@ -195,6 +198,12 @@ def run_pseudo(args: argparse.Namespace) -> int:
                                "--component-filter too, or leave it out")
     if args.component_filter and args.context:
         raise HemwslInputError("--component-filter scores single slices' components: drop --context")
+    if getattr(args, "hu_reference", None) is not None:
+        from hemwsl.thresholds import check_hu_reference
+
+        check_hu_reference(args.hu_reference, "--hu-reference")
+        if not args.skull_strip:
+            raise HemwslInputError("--hu-reference needs --skull-strip (the brain's HU is measured inside the brain mask)")
     if args.component_threshold is None:
         args.component_threshold = 0.5
     if not 0.0 <= args.component_threshold <= 1.0:
@@ -237,7 +246,8 @@ def run_pseudo(args: argparse.Namespace) -> int:
         predictions_csv=args.predictions_csv, windows=args.windows, num_slices=args.num_slices,
         spatial_size=args.spatial_size, skull_strip=args.skull_strip, batch_size=args.batch_size,
         device=args.device, seed=args.seed, progress=not args.no_progress, brain_erosion=args.brain_erosion,
-        prob_threshold_rule=rule, component_filter=component_filter, component_filter_rule=filter_rule)
+        prob_threshold_rule=rule, component_filter=component_filter, component_filter_rule=filter_rule,
+        hu_reference=getattr(args, "hu_reference", None))
     n_pos = sum(e["positive"] for e in result)
     print(f"{len(result)} pseudo-label volumes ({n_pos} non-empty) in {args.out}; datalist: {args.out}/datalist.json")
     if args.evaluate:

@@ -41,6 +41,9 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-slices", type=int, nargs="+", default=[1],
                    help="drop the predicted masks' 3D components spanning fewer slices (default: 1, keep all); several "
                         "values: each fold's selection patients choose the one with the smallest mL error")
+    p.add_argument("--hu-reference", type=float, default=None, metavar="HU",
+                   help="the scan model's prior features on HU shifted so that each scan's brain reads this value "
+                        "(give the masks' own, as `hemwsl benchmark --hu-reference`; default: the HU as stored)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates of the CIs (default: 2000)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
@@ -54,6 +57,9 @@ def run_quantify(args: argparse.Namespace) -> int:
 
     if args.n_boot < 1:
         raise HemwslInputError(f"--n-boot must be >= 1, got {args.n_boot}")
+    from hemwsl.thresholds import check_hu_reference
+
+    check_hu_reference(args.hu_reference, "--hu-reference")
     if args.min_sensitivity is not None and not 0.0 <= args.min_sensitivity <= 1.0:
         raise HemwslInputError(f"--min-sensitivity must be in [0, 1], got {args.min_sensitivity}")
     datalist = build_datalist(args.layout, args.dataset_dir) if args.dataset_dir else load_datalist(args.datalist)
@@ -65,7 +71,7 @@ def run_quantify(args: argparse.Namespace) -> int:
     s = quantify(datalist, args.masks, preds, args.out, folds, aggregations=args.aggregations,
                  min_sensitivity=args.min_sensitivity, calibrate=args.calibrate,
                  min_slices=args.min_slices, n_boot=args.n_boot,
-                 figures=not args.no_figures)
+                 figures=not args.no_figures, hu_reference=args.hu_reference)
     print((Path(args.out) / "summary.md").read_text())
     a = s["agreement"]["estimate"]["all"]
     print(f"CCC {a['ccc']:.3f}, MAE {a['mae']:.1f} mL, hemorrhage-free scans under 1 mL: "

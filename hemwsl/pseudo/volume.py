@@ -277,6 +277,17 @@ def _volume_inputs(image, cam, skull_strip: bool, brain_erosion: int):
     return vol, hu, cam_arr, brain, roi
 
 
+def _calibrated(hu: np.ndarray, brain: np.ndarray | None, hu_reference: float | None) -> np.ndarray:
+    """``hu`` as the intensity prior sees it: shifted to ``hu_reference`` (:func:`hemwsl.thresholds.calibrate_hu`)."""
+    if hu_reference is None:
+        return hu
+    if brain is None:
+        raise HemwslInputError("hu_reference needs skull_strip (the brain's HU is measured inside the brain mask)")
+    from hemwsl.thresholds.intensity import calibrate_hu
+
+    return calibrate_hu(hu, brain, hu_reference)[0]
+
+
 def _full_region(strategy, cam_arr: np.ndarray, hu: np.ndarray, roi: np.ndarray | None) -> np.ndarray:
     """The thresholded region on every slice (no slice cut, no context)."""
     return np.stack([np.asarray(strategy(cam_arr[..., z], image_hu=hu[..., z],
@@ -308,6 +319,7 @@ def pseudo_label_volume(
     seed: int = 0,
     brain_erosion: int = 0,
     component_filter: Any = None,
+    hu_reference: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Pseudo mask of one CT volume.
 
@@ -336,6 +348,9 @@ def pseudo_label_volume(
         component_filter: a trained :class:`hemwsl.pseudo.components.ComponentFilter`: the thresholded
             region is computed on every slice, its per-slice components scored, and those under the
             filter's threshold dropped before the slice cut (and before K-means). Not with ``context``.
+        hu_reference: with ``skull_strip``, shift the scan's HU so that its brain reads this value before the
+            threshold (its intensity prior, its growth) and the component filter see them
+            (:func:`hemwsl.thresholds.calibrate_hu`); the classifier and the clustering see the HU as stored.
 
     Returns:
         ``(mask uint8 (X, Y, Z), affine, info)``; ``info`` has per-slice ``probability``,
@@ -358,6 +373,7 @@ def pseudo_label_volume(
             + (" (no probabilities given)" if probabilities is None else "")
         )
     vol, hu, cam_arr, brain, roi = _volume_inputs(image, cam, skull_strip, brain_erosion)
+    hu_prior = _calibrated(hu, brain, hu_reference)
     depth = hu.shape[-1]
     hu_s = np.where(brain, hu, hu.min()).astype(np.float32) if brain is not None else hu
     ref = brain if brain is not None else hu > hu.min()
@@ -380,15 +396,15 @@ def pseudo_label_volume(
                             "clusters": [0] * depth, "chosen": [-1] * depth, "drops": [None] * depth}
     regions: dict[int, np.ndarray] = {}
     if component_filter is not None:  # score the region's components on every slice, keep those on positive ones
-        kept, counts = component_filter.keep(hu, brain if brain is not None else ref,
-                                             _full_region(strategy, cam_arr, hu, roi))
+        kept, counts = component_filter.keep(hu_prior, brain if brain is not None else ref,
+                                             _full_region(strategy, cam_arr, hu_prior, roi))
         info.update(components=counts["components"], kept_components=counts["kept"])
         regions = {int(z): kept[..., z] for z in np.flatnonzero(positive)}
     else:
         for z in np.flatnonzero(positive):
             m = _context_map(cam_arr, z, positive, context_slices) if context else cam_arr[..., z]
             br = None if roi is None else roi[..., z]
-            regions[int(z)] = np.asarray(strategy(m, image_hu=hu[..., z], brain=br), dtype=bool)
+            regions[int(z)] = np.asarray(strategy(m, image_hu=hu_prior[..., z], brain=br), dtype=bool)
 
     if mode == "cam":
         for z, r in regions.items():
@@ -477,6 +493,7 @@ def make_pseudo_labels(
     prob_threshold_rule: str | None = None,
     component_filter: Any = None,
     component_filter_rule: str | None = None,
+    hu_reference: float | None = None,
 ) -> list[dict]:
     """Write the pseudo mask of every entry of ``datalist`` and the training datalist; resumable.
 
@@ -489,7 +506,7 @@ def make_pseudo_labels(
         out_dir: where ``<patient>.nii.gz`` and ``datalist.json`` go.
         method, layer: which heatmaps to use.
         mode, threshold, context, context_slices, select, k, enhance, enhance_window, prob_threshold,
-        windows, num_slices, spatial_size, skull_strip, batch_size, device, seed, brain_erosion: see
+        windows, num_slices, spatial_size, skull_strip, batch_size, device, seed, brain_erosion, hu_reference: see
             :func:`pseudo_label_volume`.
         predictions_csv: one or more predictions CSVs of the classifier bundle giving the slice
             probabilities (instead of recomputing them with ``network``).
@@ -517,6 +534,8 @@ def make_pseudo_labels(
                         enhance=enhance, enhance_window=enhance_window, component_filter=component_filter is not None)
     if not datalist:
         raise HemwslInputError("datalist is empty: no volumes to pseudo-label")
+    from hemwsl.thresholds.intensity import check_hu_reference
+
     strategy = _resolve_threshold(threshold)
     out = Path(out_dir)
     params = _params_record(cam_dir=str(cam_dir), method=method, layer=layer, mode=mode, threshold=repr(strategy),
@@ -530,6 +549,11 @@ def make_pseudo_labels(
                             skull_strip=bool(skull_strip), seed=int(seed))
     if brain_erosion:  # recorded only when used, so folders made before the option still resume
         params["brain_erosion"] = int(brain_erosion)
+    hu_reference = check_hu_reference(hu_reference)
+    if hu_reference is not None:  # likewise
+        if not skull_strip:
+            raise HemwslInputError("hu_reference needs skull_strip (the brain's HU is measured inside the brain mask)")
+        params["hu_reference"] = hu_reference
     if component_filter is not None:
         if not component_filter_rule:
             raise HemwslInputError("component_filter_rule: say how the component filter was trained")
@@ -577,7 +601,7 @@ def make_pseudo_labels(
                 context_slices=context_slices, select=select, k=k, enhance=enhance, enhance_window=enhance_window,
                 prob_threshold=prob_threshold, windows=windows, num_slices=num_slices, spatial_size=spatial_size,
                 skull_strip=skull_strip, batch_size=batch_size, device=device, seed=seed, brain_erosion=brain_erosion,
-                component_filter=component_filter)
+                component_filter=component_filter, hu_reference=hu_reference)
             info["prob_threshold"] = float(prob_threshold)
             save_nifti(mask, affine, mask_path)
             vol = load_volume(entry[IMAGE], kind="image") if SPACING not in entry else None
@@ -621,6 +645,7 @@ def fit_component_filter(
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
     progress: bool = True,
+    hu_reference: float | None = None,
 ):
     """Train a :class:`hemwsl.pseudo.components.ComponentFilter` on the slice labels of ``datalist``.
 
@@ -659,6 +684,7 @@ def fit_component_filter(
         else:
             cam_path = _heatmap_file(cam_dir, stem, method, layer)
             _, hu, cam_arr, brain, roi = _volume_inputs(entry[IMAGE], cam_path, skull_strip, brain_erosion)
+            hu = _calibrated(hu, brain, hu_reference)
             ref = brain if brain is not None else hu > hu.min()
             feats, slices, _ = component_features(hu, ref, _full_region(strategy, cam_arr, hu, roi))
             if cached is not None:
