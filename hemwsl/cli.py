@@ -12,9 +12,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hemwsl.errors import HemwslInputError, input_error_message
+from hemwsl.errors import input_error_message
 
-__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+__all__ = ["COMMANDS", "Command", "StoreOnce", "build_parser", "main"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,22 @@ class Command:
     help: str
     module: str
     add_arguments: Callable[[argparse.ArgumentParser], None] | str
+
+
+class StoreOnce(argparse.Action):
+    """``store`` that refuses the option given twice (argparse keeps the last value silently: ``--folds 2 --folds 3``
+    would make 3 folds without a word)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._namespace = None  # the namespace of the parse that set the option (a new one per parse)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if self._namespace is namespace:
+            raise argparse.ArgumentError(self, f"given more than once ({getattr(namespace, self.dest)!r}, then "
+                                               f"{values!r}); give it once")
+        self._namespace = namespace
+        setattr(namespace, self.dest, values)
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
@@ -56,7 +72,8 @@ def _add_datalist(p: argparse.ArgumentParser) -> None:
 def _add_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datalist", required=True, help="datalist JSON (from `hemwsl datalist`)")
     p.add_argument("--out", required=True, help="split JSON to write")
-    p.add_argument("--folds", type=int, default=0, help="k for patient-level k-fold (0: one train/val/test split)")
+    p.add_argument("--folds", type=int, default=0, action=StoreOnce,
+                   help="k for patient-level k-fold (0: one train/val/test split)")
     p.add_argument("--fractions", type=float, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
                    help="one train/val/test split (default 0.7 0.15 0.15); not with --folds")
     p.add_argument("--seed", type=int, default=0)

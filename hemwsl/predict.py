@@ -294,7 +294,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
             networks compute).
     """
     import hemwsl
-    from hemwsl.engines.runs import cv_settings, fold_checkpoint, resolve_cv_folds
+    from hemwsl.engines.runs import check_outside_run, cv_settings, fold_checkpoint, resolve_cv_folds
     from hemwsl.data.io import atomic_write_text
 
     if isinstance(min_sensitivity, bool) or not isinstance(min_sensitivity, (int, float)) \
@@ -306,6 +306,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     cv = Path(cv_dir)
     if not cv.is_dir():
         raise HemwslInputError(f"{cv}: train-cv folder not found")
+    check_outside_run(out, cv, "out", "cv_dir")
     settings = resolve_bundle_settings({**cv_settings(cv), **dict(overrides or {})}, bundle)
     if (cv / "cv_run.json").is_file():  # the fold count train-cv recorded (not in its settings: the bundle's 5)
         given = (overrides or {}).get("n_folds")
@@ -393,6 +394,16 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
     if kind != MODEL_KIND:
         return
     r = meta["recipe"]
+    if "threshold" in r:
+        from hemwsl.benchmark.specs import parse_threshold_spec
+
+        if not isinstance(r["threshold"], str):
+            raise bad(f"recipe threshold must be a threshold spec such as 'prior' or 'priorcomp+search', "
+                      f"got {r['threshold']!r}")
+        try:
+            parse_threshold_spec(r["threshold"])
+        except HemwslInputError as err:
+            raise bad(f"recipe {err}") from None
     for key in ("slice_threshold",):
         if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float)) or not 0 <= r[key] <= 1):
             raise bad(f"recipe {key} must be a probability in [0, 1], got {r[key]!r}")
@@ -646,6 +657,9 @@ class Predictor:
         from hemwsl.benchmark.specs import parse_threshold_spec
         from hemwsl.transforms.array import MultiWindow
 
+        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            # a negative size made no batch at all ("need at least one array to concatenate")
+            raise HemwslInputError(f"batch_size must be an integer >= 1 (slices per forward pass), got {batch_size!r}")
         self.package = model if isinstance(model, ModelPackage) else ModelPackage.load(model)
         pkg = self.package
         by_fold = {int(m["fold"]): m for m in pkg.members}
@@ -945,12 +959,23 @@ class LoadScand:
         return d
 
 
+def _flag(name: str, value: Any) -> bool:
+    """A bundle's true/false setting: a bool, or the words ``true``/``false`` as ``monai.bundle run --name false``
+    passes them (a string); anything else (e.g. ``maybe``, which Python takes for true) is one line naming it."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise HemwslInputError(f"{name} must be true or false, got {value!r}")
+
+
 class PredictWorkflow:
     """The ``evaluator`` of ``bundles/ich_predict``: every item of ``dataset`` (from :class:`LoadScand`) through
     :meth:`Predictor.predict`, outputs under ``output_dir``; ``run()`` returns the reports."""
 
     def __init__(self, predictor: Predictor, dataset: Sequence[Mapping], output_dir: str | os.PathLike,
                  figures: bool = True, overwrite: bool = False) -> None:
+        figures, overwrite = _flag("figures", figures), _flag("overwrite", overwrite)
         self.predictor, self.dataset, self.output_dir = predictor, dataset, Path(output_dir)
         self.figures, self.overwrite = figures, overwrite
 

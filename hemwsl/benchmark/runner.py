@@ -39,6 +39,7 @@ from hemwsl.constants import IMAGE, LABEL, PATIENT
 from hemwsl.data.io import atomic_write_text
 from hemwsl.benchmark.tables import rows_to_csv as _rows_to_csv
 from hemwsl.errors import HemwslInputError, check_choice
+from hemwsl.metrics.classification import check_n_boot
 
 __all__ = [
     "SLICE_MODES",
@@ -649,6 +650,7 @@ def run_benchmark(
     from hemwsl.benchmark.summary import write_report
 
     check_choice("slices", slices, SLICE_MODES)
+    check_n_boot(n_boot, "n_boot")
     if select_metric is None:
         select_metric = "dice" if slices == "gt" else "global_dice"
     check_choice("select_metric", select_metric, ("dice", "global_dice"))
@@ -659,12 +661,19 @@ def run_benchmark(
     cam_dir, out = Path(cam_dir), Path(output_dir)
     if not cam_dir.is_dir():
         raise HemwslInputError(f"{cam_dir}: CAM folder not found")
-    keys = [k for k in discover_keys(cam_dir)
-            if (methods is None or k[0] in methods) and (layers is None or k[1] in layers)]
+    found = discover_keys(cam_dir)
+    keys = [k for k in found if (methods is None or k[0] in methods) and (layers is None or k[1] in layers)]
     if methods is not None:
-        missing = sorted(set(methods) - {k[0] for k in keys})
+        missing = sorted(set(methods) - {k[0] for k in found})
         if missing:
             raise HemwslInputError(f"no heatmaps of method(s) {missing} under {cam_dir}")
+    if layers is not None and found:
+        have = sorted({k[1] for k in found if methods is None or k[0] in methods})
+        missing = [layer for layer in dict.fromkeys(layers) if layer not in have]
+        if missing:
+            of = f" of method(s) {sorted(set(methods))}" if methods is not None else ""
+            raise HemwslInputError(f"layers: no heatmaps of layer(s) {missing} under {cam_dir}{of}; layers there: "
+                                   f"{', '.join(have)}")
     if not keys and any(s.needs_heatmap for s in specs):
         raise HemwslInputError(f"no heatmaps <method>/<layer>/<patient>.nii.gz under {cam_dir}")
     if slices == "predicted" and predictions is None:

@@ -16,7 +16,8 @@ from hemwsl.engines.runs import (  # noqa: F401  (the run layout, re-exported fo
 )
 
 __all__ = ["resolve_cv_folds", "add_run_settings_argument", "apply_run_settings", "add_cam_cv_arguments", "add_benchmark_arguments", "run_cam_cv", "run_benchmark", "cv_settings",
-           "fold_checkpoint", "fold_predictions", "check_checkpoint_marker", "add_checkpoint_argument"]
+           "check_made_from_run", "fold_checkpoint", "fold_predictions", "check_checkpoint_marker",
+           "add_checkpoint_argument"]
 
 #: Classifier settings a command can take from a train-cv run: argparse dest -> (bundle key, default without a run).
 RUN_SETTINGS = {"backbone": ("backbone", "resnet18"), "windows": ("windows", ["brain", "subdural", "blood"]),
@@ -138,7 +139,9 @@ def _check_cam_cv_inputs(args: argparse.Namespace, settings: dict) -> None:
 
 def run_cam_cv(args: argparse.Namespace) -> int:
     from hemwsl.engines.bundle import run_cam_bundle
+    from hemwsl.engines.runs import check_outside_run
 
+    check_outside_run(args.out, args.cv_dir)
     settings = _cam_cv_settings(args.cv_dir, args.set)
     args.folds = resolve_cv_folds(args.cv_dir, args.folds)[0]
     which = getattr(args, "checkpoint", "best")
@@ -155,6 +158,61 @@ def run_cam_cv(args: argparse.Namespace) -> int:
         run_cam_bundle(**kw)
         print(f"fold {k}: heatmaps of its {args.part} patients in {args.out}", flush=True)
     return 0
+
+
+def _same_weights(a: Path, b: Path, which: str) -> bool | None:
+    """Whether fold 0's ``which`` checkpoint is the same file content in runs ``a`` and ``b`` (``None``: one of them
+    is missing, nothing to compare)."""
+    from hemwsl.data.io import file_sha1
+    from hemwsl.engines.runs import checkpoint_file
+
+    fa, fb = (Path(checkpoint_file(r / "fold0" / "models", which)) for r in (a, b))
+    if not (fa.is_file() and fb.is_file()):
+        return None
+    return fa.stat().st_size == fb.stat().st_size and file_sha1(fa) == file_sha1(fb)
+
+
+def check_made_from_run(folder: str | Path, cv_dir: str | Path, which: str = "best", what: str = "heatmaps",
+                        option: str = "--cam-dir") -> None:
+    """``folder`` (e.g. a ``--cam-dir``) holds outputs of the train-cv run ``cv_dir`` with checkpoint ``which``, as
+    its ``cam_checkpoint.json`` (written by :func:`check_checkpoint_marker`) records: outputs of another run (other
+    settings or folds, other weights, another checkpoint) scored with this run's predictions would be wrong without
+    any error. One line naming both runs; a folder without the record (made by a bundle, or by hand) is not checked.
+    A run that was moved or copied (another path, the same settings and weights) is accepted."""
+    from hemwsl.errors import HemwslInputError
+
+    marker = Path(folder) / "cam_checkpoint.json"
+    if not marker.is_file():
+        return
+    try:
+        rec = json.loads(marker.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HemwslInputError(f"{marker}: not valid JSON ({err})") from None
+    if not isinstance(rec, dict):
+        raise HemwslInputError(f"{marker}: not a record of the run that made {what}")
+    seen = rec.get("checkpoint", "best")
+    if seen != which:
+        raise HemwslInputError(f"{option} {folder}: {what} of the {seen} checkpoints ({marker}), not of --checkpoint "
+                               f"{which}")
+    diffs: list[str] = []
+    made, mine = rec.get("cv_dir"), Path(cv_dir).resolve()
+    if made and Path(made) != mine:
+        if isinstance(rec.get("settings"), dict):
+            from hemwsl.predict import SETTING_KEYS, resolve_bundle_settings
+
+            theirs = {k: v for k, v in rec["settings"].items() if k not in ("grid", "folds")}
+            a, b = resolve_bundle_settings(theirs), resolve_bundle_settings(cv_settings(mine))
+            diffs += [f"{k} {json.dumps(a[k])} -> {json.dumps(b[k])}" for k in SETTING_KEYS
+                      if k != "n_folds" and a.get(k) != b.get(k)]
+            if "folds" in rec["settings"] and (mine / "cv_run.json").is_file():
+                folds = resolve_cv_folds(mine)[0]
+                if int(rec["settings"]["folds"]) != folds:
+                    diffs.append(f"folds {rec['settings']['folds']} -> {folds}")
+        if not diffs and _same_weights(Path(made), mine, which) is False:
+            diffs.append(f"fold 0's {which} weights differ")
+    if diffs:
+        raise HemwslInputError(f"{option} {folder}: {what} made from the train-cv run {made} ({marker}), not from "
+                               f"--cv-dir {cv_dir} ({'; '.join(diffs[:4])}); give the run they were made from")
 
 
 def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
@@ -204,7 +262,8 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select-metric", default=None,
                    help="what selection patients maximise: dice (per slice; default with --slices gt) or global_dice")
     p.add_argument("--distance-metrics", action="store_true", help="also HD95 and surface Dice per volume (slower)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default: 1000)")
+    p.add_argument("--n-boot", type=int, default=1000,
+                   help="bootstrap replicates of the 95%% CIs, at least 10 (default: 1000)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
 
 
@@ -230,8 +289,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from hemwsl.data.splits import load_split
     from hemwsl.errors import HemwslInputError
 
-    if args.n_boot < 1:
-        raise HemwslInputError(f"--n-boot must be >= 1 (bootstrap replicates of the CIs), got {args.n_boot}")
+    from hemwsl.metrics.classification import check_n_boot
+
+    check_n_boot(args.n_boot)
     if not 0.0 <= args.prob_threshold <= 1.0:
         raise HemwslInputError(f"--prob-threshold must be a probability in [0, 1], got {args.prob_threshold}")
     candidates = getattr(args, "candidates", None)
@@ -241,6 +301,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
             raise HemwslInputError(f"--candidates must be distinct values in [0, 1) (thresholds of the min-max "
                                    f"normalised heatmap), got {candidates}")
         candidates = sorted(candidates)
+    if args.cv_dir:  # heatmaps of another run (or checkpoint) than the predictions they are scored with
+        check_made_from_run(args.cam_dir, args.cv_dir, getattr(args, "checkpoint", "best"))
     datalist = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
     args.folds, args.seed, args.val_fraction = resolve_cv_folds(args.cv_dir, args.folds, args.seed, args.val_fraction)
     if args.split:

@@ -137,7 +137,10 @@ def run_train_cv(args: argparse.Namespace) -> int:
     which = overrides.get("eval_checkpoint", "best")
     test_name = report_name("test", which)
     settings = {k: v for k, v in overrides.items() if k != "eval_checkpoint"}
-    record = {"bundle": str(args.bundle), "folds": int(args.folds), "dataset_dir": str(Path(args.dataset_dir).resolve()),
+    from hemwsl.data.datalist import resolve_dataset_dir
+
+    record = {"bundle": str(args.bundle), "folds": int(args.folds),
+              "dataset_dir": str(resolve_dataset_dir(args.dataset_dir)),
               "settings": settings}
     check_cv_run(args.out, record)
     out = Path(args.out)

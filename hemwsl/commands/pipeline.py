@@ -458,9 +458,12 @@ def run_pipeline(args: argparse.Namespace) -> int:
     cv = out / "classifier"
     which = getattr(args, "checkpoint", "best")
     layer = _check_pipeline_options(args)
+    from hemwsl.data.datalist import resolve_dataset_dir
+
     # the run record (more U-Net folds later are a resume, not another run)
     check_run_record(out / "pipeline_run.json", {
-        "dataset_dir": str(Path(args.dataset_dir).resolve()), "folds": int(args.folds), "methods": list(args.methods),
+        "dataset_dir": str(resolve_dataset_dir(args.dataset_dir)), "folds": int(args.folds),
+        "methods": list(args.methods),
         "layer": args.layer, "set": list(args.set), "unet_set": list(args.unet_set), "checkpoint": which,
     }, "a pipeline run")
     extra = ["eval_checkpoint=last"] if which == "last" else []

@@ -42,9 +42,15 @@ def run_package(args: argparse.Namespace) -> int:
     from hemwsl.errors import HemwslInputError
     from hemwsl.predict import ModelPackage, pack_model
 
+    from hemwsl.engines.runs import check_outside_run
+
     dup = sorted({k for k in (args.folds or []) if args.folds.count(k) > 1})
     if dup:
         raise HemwslInputError(f"--folds: fold(s) {dup} given twice (each fold is one member)")
+    if args.seg_cv_dir:
+        check_outside_run(args.out, args.seg_cv_dir, run_name="--seg-cv-dir", what="seg-cv run")
+    else:
+        check_outside_run(args.out, args.cv_dir)
     if args.seg_cv_dir:
         from hemwsl.predict_unet import SEG_MODEL_KIND, pack_segmentation
 

@@ -44,7 +44,8 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hu-reference", type=float, default=None, metavar="HU",
                    help="the scan model's prior features on HU shifted so that each scan's brain reads this value "
                         "(give the masks' own, as `hemwsl benchmark --hu-reference`; default: the HU as stored)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates of the CIs (default: 2000)")
+    p.add_argument("--n-boot", type=int, default=2000,
+                   help="bootstrap replicates of the 95%% CIs, at least 10 (default: 2000)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
 
@@ -55,8 +56,9 @@ def run_quantify(args: argparse.Namespace) -> int:
     from hemwsl.errors import HemwslInputError
     from hemwsl.quantify import run_quantify as quantify
 
-    if args.n_boot < 1:
-        raise HemwslInputError(f"--n-boot must be >= 1, got {args.n_boot}")
+    from hemwsl.metrics.classification import check_n_boot
+
+    check_n_boot(args.n_boot)
     from hemwsl.thresholds import check_hu_reference
 
     check_hu_reference(args.hu_reference, "--hu-reference")

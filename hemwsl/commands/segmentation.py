@@ -89,8 +89,10 @@ def run_seg_cv(args: argparse.Namespace) -> int:
     bad = [k for k in folds if not 0 <= k < args.folds]
     if bad:
         raise HemwslInputError(f"--only: fold(s) {bad} not in [0, {args.folds - 1}]")
+    from hemwsl.data.datalist import resolve_dataset_dir
+
     record = {"bundle": str(args.bundle), "folds": int(args.folds), "settings": parse_overrides(args.set),
-              "dataset_dir": str(Path(args.dataset_dir).resolve()) if args.dataset_dir else None,
+              "dataset_dir": str(resolve_dataset_dir(args.dataset_dir)) if args.dataset_dir else None,
               "datalist": _fingerprint(args.datalist), "eval_datalist": _fingerprint(args.eval_datalist)}
     check_cv_run(args.out, record, command="seg-cv", file=SEG_RUN)
     if getattr(args, "gate_cv_dir", None):  # before any training: the gate's predictions of every fold exist

@@ -20,6 +20,7 @@ generic folder of image/mask pairs matched by file name with an optional slice-l
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import warnings
@@ -41,6 +42,7 @@ __all__ = [
     "ctich_datalist",
     "generic_datalist",
     "build_datalist",
+    "resolve_dataset_dir",
     "datalist_stats",
     "validate_datalist",
     "save_datalist",
@@ -194,6 +196,10 @@ def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]
         raise HemwslInputError(f"{csv_path}: cannot read as CSV ({type(err).__name__}: {err})") from err
     if not header:
         raise HemwslInputError(f"{csv_path}: empty CSV (no header line)")
+    dup = [h for i, h in enumerate(header) if h and h in header[:i]]
+    if dup:  # csv.DictReader would keep the last column of a name and silently drop the others
+        raise HemwslInputError(f"{csv_path}: header line: column(s) {sorted(set(dup))} appear more than once; "
+                               "each column name must be unique")
     for line, row in rows:
         if None in row:
             raise HemwslInputError(f"{csv_path}: line {line}: more fields than the header has")
@@ -482,6 +488,26 @@ def generic_datalist(
 LAYOUTS: dict[str, Callable[..., list[dict]]] = {"ct-ich": ctich_datalist, "generic": generic_datalist}
 
 
+def resolve_dataset_dir(root: str | os.PathLike, what: str = "--dataset-dir") -> Path:
+    """``root`` as an absolute path with its symlinks resolved (what run records keep); a symlink loop, which
+    pathlib reports as a bare ``RuntimeError``/``OSError``, is one line naming the path and ``what``. A path that
+    does not exist is returned as it is (the layout's builder names it)."""
+    loop = HemwslInputError(f"{root}: a symlink loop, not a folder ({what})")
+    try:
+        os.stat(root)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise loop from None
+    try:
+        return Path(root).resolve()
+    except RuntimeError:  # Python < 3.13: "Symlink loop from ..."
+        raise loop from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise loop from None
+        raise HemwslInputError(f"{root}: cannot resolve the path ({what}): {err.strerror or err}") from None
+
+
 def build_datalist(layout: str, root: str | os.PathLike, **kw) -> list[dict]:
     """Build a datalist with the builder registered for ``layout`` in :data:`LAYOUTS`.
 
@@ -490,6 +516,7 @@ def build_datalist(layout: str, root: str | os.PathLike, **kw) -> list[dict]:
     """
     if layout not in LAYOUTS:
         raise HemwslInputError(f"unknown layout {layout!r}; accepted values: {', '.join(LAYOUTS)}")
+    resolve_dataset_dir(root, "dataset folder")
     return LAYOUTS[layout](root, **kw)
 
 

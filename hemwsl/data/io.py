@@ -32,6 +32,7 @@ __all__ = [
     "is_nifti",
     "volume_stem",
     "check_volumes",
+    "check_affine",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -96,6 +97,19 @@ def _load_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(arr), affine
 
 
+def check_affine(affine: np.ndarray, path: str | os.PathLike) -> None:
+    """A volume's voxel-to-world matrix must be finite and invertible (each voxel spacing > 0): a singular one (e.g. a
+    zero z column of a broken header) would give zero volumes in mL. One line naming ``path``."""
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        raise HemwslInputError(f"{path}: the voxel-to-world affine is not a finite 4 x 4 matrix")
+    spacing = np.sqrt((a[:3, :3] ** 2).sum(axis=0))
+    if not (spacing > 0).all() or abs(np.linalg.det(a[:3, :3])) <= 1e-6 * float(np.prod(spacing)):
+        raise HemwslInputError(f"{path}: singular voxel-to-world affine (voxel spacing "
+                               f"{tuple(round(float(s), 4) for s in spacing)}); the file's orientation header is "
+                               "broken (qform/sform)")
+
+
 def load_volume(path: str | os.PathLike, *, kind: str = "image", dtype=np.float32) -> Volume:
     """Read a 3D volume and check it.
 
@@ -116,9 +130,13 @@ def load_volume(path: str | os.PathLike, *, kind: str = "image", dtype=np.float3
         arr, affine = _load_nifti(p)
     else:
         raise HemwslInputError(f"{p}: unsupported file type (expected .nii, .nii.gz or a DICOM folder)")
+    if arr.dtype.kind not in "biuf":  # complex (numpy would drop the imaginary part with a warning), RGB, ...
+        what = "complex" if arr.dtype.kind == "c" else "non-numeric"
+        raise HemwslInputError(f"{p}: {what} voxel values (dtype {arr.dtype}); a CT or mask holds real numbers")
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
     if arr.ndim != 3:
         raise HemwslInputError(f"{p}: expected a 3D volume, got {arr.ndim}D with shape {tuple(arr.shape)}")
+    check_affine(affine, p)
     if kind == "image":
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             n = int((~np.isfinite(arr)).sum())

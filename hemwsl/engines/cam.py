@@ -68,6 +68,10 @@ def check_cam_request(methods: Sequence[str], layers: Sequence[str] | None = Non
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
         raise HemwslInputError(f"unknown method(s) {unknown}; accepted values: {', '.join(list_methods())}")
+    if layers is not None:
+        blank = [n for n in layers if not isinstance(n, str) or not n.strip()]
+        if blank:  # e.g. --layers '': the whole model, found only at the first volume otherwise
+            raise HemwslInputError(f"layers: empty target layer name {blank[0]!r}; give module paths such as layer4")
     if layers and network is not None:
         from hemwsl.networks.registry import get_target_layers
 

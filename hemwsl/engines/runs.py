@@ -16,7 +16,7 @@ from pathlib import Path
 from hemwsl.errors import HemwslInputError
 
 __all__ = ["SETTINGS", "SEG_RUN", "CHECKPOINTS", "checkpoint_file", "report_name", "cv_settings", "resolve_cv_folds", "fold_checkpoint", "fold_predictions",
-           "check_checkpoint_marker", "read_predictions_csv"]
+           "check_checkpoint_marker", "check_outside_run", "read_predictions_csv"]
 
 SETTINGS = "cv_settings.json"
 SEG_RUN = "seg_cv_run.json"
@@ -94,6 +94,17 @@ def fold_predictions(cv_dir: str | Path, k: int, which: str = "best") -> Path:
         hint = " (run `hemwsl train-cv ... --set eval_checkpoint=last`)" if which == "last" else ""
         raise HemwslInputError(f"{f}: test predictions of fold {k} ({which} checkpoint) not found{hint}")
     return f
+
+
+def check_outside_run(out: str | Path, run_dir: str | Path, out_name: str = "--out", run_name: str = "--cv-dir",
+                      what: str = "train-cv run") -> None:
+    """An output folder must not be a run folder or inside it (its files would be written among the run's, and
+    later steps would take them for the run's): one line naming both, before anything is written."""
+    o, r = Path(out).resolve(), Path(run_dir).resolve()
+    if o == r or r in o.parents:
+        where = "is" if o == r else "is inside"
+        raise HemwslInputError(f"{out_name} {out} {where} the {what} {run_dir} ({run_name}); give an output folder "
+                               "outside it")
 
 
 def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, what: str,

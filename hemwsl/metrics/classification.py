@@ -40,6 +40,8 @@ __all__ = [
     "multilabel_report",
     "topk_mean_sd",
     "bootstrap_ci",
+    "check_n_boot",
+    "MIN_N_BOOT",
     "paired_auroc_difference",
     "compute_average_precision_multi",
     "AveragePrecisionMetric",
@@ -487,6 +489,19 @@ def paired_auroc_difference(y_true: Any, score_a: Any, score_b: Any, groups: Any
     p = min(1.0, max(2.0 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)), 1.0 / diffs.size))
     return {"auroc_a": auroc_a, "auroc_b": auroc_b, "diff": auroc_a - auroc_b, "ci": (float(low), float(high)),
             "p": float(p), "n_boot": int(diffs.size)}
+
+
+#: The fewest bootstrap replicates a command accepts for its 95% CIs: with fewer, the 2.5% and 97.5% quantiles are
+#: the extreme replicates or a single one (``--n-boot 1`` gave a "CI" that did not even hold the estimate).
+MIN_N_BOOT = 10
+
+
+def check_n_boot(n_boot: Any, name: str = "--n-boot") -> int:
+    """``n_boot`` as an int of at least :data:`MIN_N_BOOT` bootstrap replicates; else one line naming ``name``."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < MIN_N_BOOT:
+        raise HemwslInputError(f"{name} must be >= {MIN_N_BOOT} (bootstrap replicates of the 95% CIs; 1000 or more "
+                               f"for reported numbers), got {n_boot!r}")
+    return int(n_boot)
 
 
 def bootstrap_ci(

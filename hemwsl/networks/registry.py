@@ -599,12 +599,14 @@ def get_target_layers(model: nn.Module, names: list[str] | tuple[str, ...] | Non
     if names is None:
         names = target_layer_names(model)
     out: dict[str, nn.Module] = {}
+    accepted = getattr(model, "hemwsl_target_layers", None)
+    hint = f"; the model's target layers are: {', '.join(accepted)}" if accepted else ""
     for n in names:
+        if not isinstance(n, str) or not n.strip():  # get_submodule('') is the whole model, not a layer
+            raise HemwslInputError(f"target layer {n!r}: an empty layer name{hint}")
         try:
             out[n] = model.get_submodule(n)
         except AttributeError:
-            accepted = getattr(model, "hemwsl_target_layers", None)
-            hint = f"; the model's target layers are: {', '.join(accepted)}" if accepted else ""
             raise HemwslInputError(f"target layer {n!r} not found in {type(model).__name__}{hint}") from None
     return out
 
