@@ -146,14 +146,32 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
     return recipe, per_fold
 
 
-def _scan_calls(quant: Path) -> dict[int, dict]:
+def _scan_calls(quant: Path, recipe: Mapping | None = None) -> dict[int, dict]:
+    """Each fold's scan call (and thin-component rule) a ``hemwsl quantify`` report chose on its selection patients;
+    a chosen scan model comes with its fitted coefficients, and its features must be computed as the report did
+    (the same HU calibration as ``recipe``'s)."""
     f = quant / "summary.json"
     if not f.is_file():
         raise HemwslInputError(f"{f}: not found (give the folder of a `hemwsl quantify` report)")
-    choices = json.loads(f.read_text()).get("choices") or {}
-    return {int(k): {"aggregation": v["aggregation"], "threshold": float(v["threshold"]),
-                     **({"min_slices": int(v["min_slices"])} if "min_slices" in v else {})}
-            for k, v in choices.items()}
+    summary = json.loads(f.read_text())
+    choices = summary.get("choices") or {}
+    out = {}
+    for k, v in choices.items():
+        call = {"aggregation": v["aggregation"], "threshold": float(v["threshold"]),
+                **({"min_slices": int(v["min_slices"])} if "min_slices" in v else {})}
+        if v["aggregation"] == "model":
+            if "model" not in v:
+                raise HemwslInputError(f"{f}: fold {k} chose the scan model, but the report does not hold it (made by "
+                                       "an earlier hemwsl: rerun `hemwsl quantify`)")
+            theirs = (summary.get("settings") or {}).get("hu_reference")
+            mine = (recipe or {}).get("hu_reference")
+            if theirs != mine:
+                raise HemwslInputError(f"{f}: its scan model saw HU calibrated to {theirs} (hu_reference), the mask "
+                                       f"recipe to {mine}; give a quantify report made with the recipe's --hu-reference")
+            call["model"] = v["model"]
+            call["source"] = f"scan model of quantify report {quant.name}, fold {k}"
+        out[int(k)] = call
+    return out
 
 
 def _selection_scan_call(cv: Path, k: int, checkpoint: str, min_sensitivity: float = 0.9,
@@ -328,7 +346,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     if scan_call == "auto":  # the scan model when the training scans are at hand: it calls scans best (docs/predict.md)
         scan_call = "model" if dataset_dir is not None else "select"
     if quantify_dir is not None:
-        calls = _scan_calls(Path(quantify_dir))
+        calls = _scan_calls(Path(quantify_dir), recipe)
     elif scan_call == "model":
         if dataset_dir is None:
             raise HemwslInputError("--scan-call model needs --dataset-dir (the scan model learns from the training scans)")

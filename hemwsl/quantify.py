@@ -289,6 +289,8 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         rule = min(min_slices, key=errors.__getitem__)  # the smallest value among equals
         choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": auc, "calibration": cals[rule],
                       "min_slices": rule, "selection_mae_by_min_slices": {str(n): e for n, e in errors.items()}}
+        if best == "model":  # the fitted model itself, so that `hemwsl package --quantify-dir` packs what was chosen
+            choices[k]["model"] = model.to_dict()
     for r in rows.values():
         c = choices.get(r["fold"])
         if c is None:

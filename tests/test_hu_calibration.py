@@ -136,3 +136,32 @@ def test_bad_hu_reference_is_one_line(command, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "hu-reference" in err[0].replace("hu_reference", "hu-reference")
+
+
+def test_package_takes_the_scan_model_a_quantify_report_chose(tmp_path):
+    """A quantify report whose fold chose the scan model holds the fitted model; the package packs that model (with
+    the report's threshold and rule), and refuses a report whose HU calibration is not the recipe's."""
+    from hemwsl.scanmodel import SCAN_FEATURES, fit_scan_model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, len(SCAN_FEATURES)))
+    y = (x[:, 0] + 0.5 * rng.normal(size=40) > 0).astype(int)
+    model = fit_scan_model(x, y, 0.9)
+    cv = _fake_cv(tmp_path / "cv")
+    quant = tmp_path / "quant"
+    quant.mkdir()
+    summary = {"settings": {"hu_reference": None},
+               "choices": {"0": {"aggregation": "model", "threshold": 0.3, "min_slices": 4, "model": model.to_dict()}}}
+    (quant / "summary.json").write_text(json.dumps(summary))
+    pkg = ModelPackage.load(pack_model(cv, tmp_path / "pkg", quantify_dir=quant))
+    m = pkg.members[0]
+    assert m["scan_aggregation"] == "model" and m["scan_threshold"] == 0.3 and m["min_slices"] == 4
+    assert m["scan_model"] == model.to_dict()
+    summary["settings"]["hu_reference"] = 37.0
+    (quant / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(HemwslInputError, match="hu_reference"):
+        pack_model(cv, tmp_path / "pkg2", quantify_dir=quant)
+    del summary["choices"]["0"]["model"]
+    (quant / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(HemwslInputError, match="does not hold it"):
+        pack_model(cv, tmp_path / "pkg3", quantify_dir=quant)
