@@ -133,14 +133,18 @@ def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, wha
     atomic_write_text(marker, json.dumps(record, indent=1) + "\n")
 
 
-def read_predictions_csv(path: str | os.PathLike) -> dict:
+def read_predictions_csv(path: str | os.PathLike, labels: bool = True) -> dict:
     """Read a predictions CSV (``fold<k>/predictions_<part>.csv``, written by
-    :meth:`hemwsl.engines.handlers.PredictionCollector.to_csv`) -> dict of arrays."""
+    :meth:`hemwsl.engines.handlers.PredictionCollector.to_csv`) -> dict of arrays.
+
+    ``labels=False`` also reads a file without ``label_*`` columns (probabilities only; ``label`` is then
+    ``(N, 0)``). Every problem is one :class:`HemwslInputError` naming the file (and the line)."""
     import csv
 
     import numpy as np
 
-    expected = "patient, slice, label_<output>..., prob_<output>..."
+    expected = ("patient, slice, label_<output>..., prob_<output>..." if labels
+                else "patient, slice and prob_any (label_* optional)")
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -150,18 +154,19 @@ def read_predictions_csv(path: str | os.PathLike) -> dict:
         raise HemwslInputError(f"{path}: cannot read as a predictions CSV ({type(err).__name__}: {err})") from err
     label_cols = [c for c in header if c.startswith("label_")]
     prob_cols = [c for c in header if c.startswith("prob_")]
-    if "patient" not in header or "slice" not in header or not label_cols or not prob_cols:
+    if "patient" not in header or "slice" not in header or (labels and not label_cols) or not prob_cols:
         raise HemwslInputError(f"{path}: not a predictions CSV (expected columns {expected}; "
                                f"found {', '.join(header)[:80] or 'none'})")
     if not rows:
-        return {"patient": np.array([]), "slice": np.array([]), "label": np.zeros((0, 1)), "prob": np.zeros((0, 1))}
+        return {"patient": np.array([]), "slice": np.array([]), "label": np.zeros((0, len(label_cols))),
+                "prob": np.zeros((0, len(prob_cols)))}
     try:
         return {
             "patient": np.array([r["patient"] for r in rows]),
             "slice": np.array([int(r["slice"]) for r in rows]),
-            "label": np.array([[float(r[c]) for c in label_cols] for r in rows]),
+            "label": np.array([[float(r[c]) for c in label_cols] for r in rows]).reshape(len(rows), len(label_cols)),
             "prob": np.array([[float(r[c]) for c in prob_cols] for r in rows]),
-            "names": [c[len("label_") :] for c in label_cols],
+            "names": [c[len("label_") :] for c in label_cols] if label_cols else [c[len("prob_") :] for c in prob_cols],
         }
     except (TypeError, ValueError) as err:  # a short row (None) or a value that is not a number
         line = next(i + 2 for i, r in enumerate(rows) if not _numeric_row(r, ["slice", *label_cols, *prob_cols]))

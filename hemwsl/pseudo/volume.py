@@ -146,24 +146,10 @@ def read_slice_probabilities(csv_path: str | os.PathLike) -> dict[str, np.ndarra
     (columns ``patient, slice, ..., prob_any``); slices missing from the CSV are NaN."""
     from hemwsl.engines.runs import read_predictions_csv
 
-    import csv
-
     p = Path(csv_path)
     if not p.is_file():
         raise HemwslInputError(f"{p}: predictions CSV not found")
-    try:
-        with open(p, newline="") as f:
-            header = next(csv.reader(f), [])
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise HemwslInputError(f"{p}: cannot read as a predictions CSV ({type(err).__name__}: {err})") from err
-    if "patient" not in header or "slice" not in header or not any(c.startswith("prob_") for c in header):
-        shown = ", ".join(header[:6]) + (", ..." if len(header) > 6 else "") if header else "none"
-        raise HemwslInputError(f"{p}: not a predictions CSV (expected the columns patient, slice and prob_any, as "
-                               f"train-cv writes fold<k>/predictions_test.csv; found columns: {shown})")
-    try:
-        pred = read_predictions_csv(p)
-    except (KeyError, ValueError) as err:
-        raise HemwslInputError(f"{p}: not a predictions CSV (patient, slice, prob_* columns): {err}") from err
+    pred = read_predictions_csv(p, labels=False)
     out: dict[str, np.ndarray] = {}
     if len(pred["patient"]) == 0:
         return out
