@@ -44,7 +44,7 @@ from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.metrics.volume import drop_thin_components
 
 __all__ = ["MODEL_FILE", "MODEL_KIND", "ModelPackage", "Predictor", "pack_model", "resolve_bundle_settings",
-           "load_ct", "check_head_ct", "DEFAULT_RECIPE", "find_scans", "LoadScand", "PredictWorkflow"]
+           "load_ct", "check_head_ct", "check_ct_geometry", "DEFAULT_RECIPE", "find_scans", "LoadScand", "PredictWorkflow"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,56 @@ def resolve_bundle_settings(overrides: Mapping[str, Any], bundle: str = "ich_cla
 def _read_csv(path: Path) -> list[dict[str, str]]:
     import csv
 
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise HemwslInputError(f"{path}: cannot read as CSV ({type(err).__name__}: {err})") from err
+
+
+def _read_report_json(f: Path, what: str) -> dict:
+    """A report's JSON object (``summary.json`` of quantify, ``config.json`` of benchmark): one line naming the file
+    when it is not readable JSON or not an object."""
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HemwslInputError(f"{f}: corrupt {what} ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict):
+        raise HemwslInputError(f"{f}: corrupt {what} (a JSON object expected, got a {type(data).__name__})")
+    return data
+
+
+def _probability(value: Any) -> bool:
+    """A finite number in [0, 1] (not a boolean)."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float)) and bool(np.isfinite(value))
+            and 0.0 <= value <= 1.0)
+
+
+def _check_scan_call(where: str, aggregation: Any, threshold: Any, min_slices: Any = None, model: Any = None) -> None:
+    """A fold's scan call (aggregation, threshold, thin-component rule, scan model): one line starting ``where``."""
+    from hemwsl.quantify import SCAN_CALLS
+
+    if aggregation not in SCAN_CALLS:
+        raise HemwslInputError(f"{where}: unknown scan aggregation {aggregation!r}; accepted values: "
+                               f"{', '.join(SCAN_CALLS)}")
+    if not _probability(threshold):
+        raise HemwslInputError(f"{where}: scan threshold must be a probability in [0, 1], got {threshold!r}")
+    if min_slices is not None and (isinstance(min_slices, bool) or not isinstance(min_slices, int) or min_slices < 1):
+        raise HemwslInputError(f"{where}: min_slices must be an integer >= 1, got {min_slices!r}")
+    if aggregation == "model" and model is not None:
+        from hemwsl.scanmodel import SCAN_FEATURES, ScanModel
+
+        try:
+            m = ScanModel.from_dict(model)
+            ok = all(getattr(m, k).shape == (len(SCAN_FEATURES),) and np.all(np.isfinite(getattr(m, k)))
+                     for k in ("mean", "scale", "coef")) and np.isfinite(m.intercept)
+        except HemwslInputError as err:
+            raise HemwslInputError(f"{where}: {err}") from None
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise HemwslInputError(f"{where}: corrupt scan model ({type(err).__name__}: {err})") from None
+        if not ok:
+            raise HemwslInputError(f"{where}: corrupt scan model (its mean, scale and coef must be "
+                                   f"{len(SCAN_FEATURES)} finite numbers each)")
 
 
 def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[str] | None = None
@@ -99,9 +147,30 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
     for name in ("choices.csv", "thresholds.csv", "config.json"):
         if not (bench / name).is_file():
             raise HemwslInputError(f"{bench / name}: not found (give the folder of a `hemwsl benchmark` report)")
-    config = json.loads((bench / "config.json").read_text())
-    choices = [r for r in _read_csv(bench / "choices.csv") if r["method"] not in ("-", "")
-               and (not methods or r["method"] in methods)]
+    config = _read_report_json(bench / "config.json", "benchmark config")
+    cf = bench / "choices.csv"
+    rows_read = _read_csv(cf)
+    need = ("fold", "method", "layer", "threshold", "selection_dice")
+    if rows_read and any(c not in rows_read[0] for c in need):
+        raise HemwslInputError(f"{cf}: not a benchmark choices table (columns {', '.join(need)} expected)")
+    seen: dict[tuple[int, str], int] = {}
+    for i, r in enumerate(rows_read):
+        if r["method"] in ("-", "", None):
+            continue
+        try:
+            fold = int(r["fold"])
+            dice = float(r["selection_dice"])
+        except (TypeError, ValueError):
+            raise HemwslInputError(f"{cf}: line {i + 2}: fold {r.get('fold')!r} / selection_dice "
+                                   f"{r.get('selection_dice')!r} are not numbers") from None
+        if not np.isfinite(dice):
+            raise HemwslInputError(f"{cf}: line {i + 2}: fold {fold}: selection_dice {r['selection_dice']!r} is not a "
+                                   "finite number")
+        if (fold, r["method"]) in seen:
+            raise HemwslInputError(f"{cf}: line {i + 2}: a second choice of {r['method']} for fold {fold} (line "
+                                   f"{seen[fold, r['method']] + 2})")
+        seen[fold, r["method"]] = i
+    choices = [r for r in rows_read if r["method"] not in ("-", "", None) and (not methods or r["method"] in methods)]
     if not choices:
         which = f" among {list(methods)}" if methods else ""
         raise HemwslInputError(f"{bench / 'choices.csv'}: no heatmap method{which} was chosen in this report")
@@ -111,6 +180,8 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
         by_method.setdefault(r["method"], []).append(float(r["selection_dice"]))
     method = max(by_method, key=lambda m: np.mean(by_method[m]))
     thresholds = _read_csv(bench / "thresholds.csv")
+    from hemwsl.benchmark.specs import parse_threshold_spec
+
     per_fold: dict[int, dict] = {}
     spec_text = None
     for k in folds:
@@ -118,13 +189,30 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
         if not rows:
             raise HemwslInputError(f"{bench / 'choices.csv'}: no choice of {method} for fold {k}")
         r = max(rows, key=lambda r: float(r["selection_dice"]))
+        where = f"{cf}: fold {k} ({method})"
+        if not (r.get("layer") or "").strip():
+            raise HemwslInputError(f"{where}: an empty layer name")
+        try:
+            parse_threshold_spec(r["threshold"] or "")
+        except HemwslInputError as err:
+            raise HemwslInputError(f"{where}: {err}") from None
         spec_text = spec_text or r["threshold"]
         value = None
         for t in thresholds:
-            if (int(t["fold"]), t["method"], t["layer"], t["threshold"]) == (k, method, r["layer"], r["threshold"]):
-                value = float(t["value"])
+            try:
+                key = (int(t["fold"]), t["method"], t["layer"], t["threshold"])
+            except (KeyError, TypeError, ValueError):
+                raise HemwslInputError(f"{bench / 'thresholds.csv'}: not a benchmark thresholds table (a fold that "
+                                       f"is not a number: {t.get('fold')!r})") from None
+            if key == (k, method, r["layer"], r["threshold"]):
+                try:
+                    value = float(t["value"])
+                except (TypeError, ValueError):
+                    value = float("nan")
+                if not np.isfinite(value):
+                    raise HemwslInputError(f"{bench / 'thresholds.csv'}: fold {k} ({method}, {r['layer']}): threshold "
+                                           f"value {t.get('value')!r} is not a finite number")
         per_fold[k] = {"layer": r["layer"], "threshold": r["threshold"], "cam_threshold": value}
-    from hemwsl.benchmark.specs import parse_threshold_spec
 
     spec = parse_threshold_spec(spec_text)
     if spec.base != spec.text:  # a post-processing grid: the chosen spec names its own
@@ -133,32 +221,86 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
         spec_text = spec.base
     else:  # one post-processing for the whole report
         post = {k: config[k] for k in ("hu_range", "brain_erosion", "min_size", "grow") if k in config}
+    try:
+        hu_range = [float(v) for v in post.get("hu_range", DEFAULT_RECIPE["hu_range"])]
+        ints = {k: int(post.get(k, DEFAULT_RECIPE[k])) for k in ("brain_erosion", "min_size", "grow")}
+        slice_threshold = float(config.get("prob_threshold", 0.5))
+        ref = config.get("hu_reference")
+        ref = None if ref is None else float(ref)
+    except (TypeError, ValueError) as err:
+        raise HemwslInputError(f"{bench / 'config.json'}: corrupt benchmark config (post-processing: "
+                               f"{type(err).__name__}: {err})") from None
+    if len(hu_range) != 2 or not all(np.isfinite(hu_range)) or hu_range[0] > hu_range[1] or min(ints.values()) < 0 \
+            or not 0.0 <= slice_threshold <= 1.0:
+        raise HemwslInputError(f"{bench / 'config.json'}: corrupt benchmark config (hu_range {hu_range}, "
+                               f"{ints}, prob_threshold {slice_threshold})")
     recipe = {
         "method": method, "layer": None, "threshold": spec_text,
-        "hu_range": [float(v) for v in post.get("hu_range", DEFAULT_RECIPE["hu_range"])],
-        "brain_erosion": int(post.get("brain_erosion", DEFAULT_RECIPE["brain_erosion"])),
-        "min_size": int(post.get("min_size", DEFAULT_RECIPE["min_size"])),
-        "grow": int(post.get("grow", 0)),
-        "slice_threshold": float(config.get("prob_threshold", 0.5)),
-        **({"hu_reference": float(config["hu_reference"])} if config.get("hu_reference") is not None else {}),
+        "hu_range": hu_range, **ints, "slice_threshold": slice_threshold,
+        **({"hu_reference": ref} if ref is not None else {}),
         "source": f"benchmark report {bench.name}: {method} {spec_text}, chosen per fold on its selection patients",
     }
     return recipe, per_fold
 
 
-def _scan_calls(quant: Path, recipe: Mapping | None = None) -> dict[int, dict]:
+def _check_layers(where: Path, per_fold: Mapping[int, Mapping], settings: Mapping) -> None:
+    """Each fold's chosen heatmap layer exists in the packed network (else predict would refuse the package later)."""
+    from hemwsl.networks import build_network, get_network_spec
+    from hemwsl.networks.registry import target_layer_names
+
+    backbone = settings.get("backbone")
+    if not backbone:
+        return
+    accepted = target_layer_names(backbone)
+    odd = {k: v["layer"] for k, v in per_fold.items() if v.get("layer") and v["layer"] not in accepted}
+    if not odd:
+        return
+    net = None
+    if get_network_spec(backbone).family != "lse_heatmap":  # another module path may still be a valid layer
+        try:
+            with torch.device("meta"):
+                net = build_network(backbone, in_channels=int(settings.get("in_channels") or 3),
+                                    num_classes=int(settings.get("num_classes") or 1),
+                                    options=settings.get("network_options") or None)
+        except Exception:  # noqa: BLE001  (the layer is then judged by the registry's names alone)
+            net = None
+    for k, layer in sorted(odd.items()):
+        try:
+            if net is None:
+                raise AttributeError(layer)
+            net.get_submodule(layer)
+        except AttributeError:
+            raise HemwslInputError(f"{where}: fold {k}: layer {layer!r} is not in {backbone} (its target layers: "
+                                   f"{', '.join(accepted)})") from None
+
+
+def _scan_calls(quant: Path, recipe: Mapping | None = None, members: Sequence[int] | None = None) -> dict[int, dict]:
     """Each fold's scan call (and thin-component rule) a ``hemwsl quantify`` report chose on its selection patients;
     a chosen scan model comes with its fitted coefficients, and its features must be computed as the report did
-    (the same HU calibration as ``recipe``'s)."""
+    (the same HU calibration as ``recipe``'s). Each of ``members`` must have a choice; every value is checked (one
+    line naming ``summary.json`` and the fold)."""
     f = quant / "summary.json"
     if not f.is_file():
         raise HemwslInputError(f"{f}: not found (give the folder of a `hemwsl quantify` report)")
-    summary = json.loads(f.read_text())
-    choices = summary.get("choices") or {}
+    summary = _read_report_json(f, "quantify report")
+    choices = summary.get("choices")
+    if not isinstance(choices, dict) or not choices:
+        raise HemwslInputError(f"{f}: corrupt quantify report (no per-fold 'choices' mapping)")
     out = {}
     for k, v in choices.items():
+        where = f"{f}: fold {k}"
+        try:
+            fold = int(k)
+        except (TypeError, ValueError):
+            raise HemwslInputError(f"{f}: corrupt quantify report (fold {k!r} is not a number)") from None
+        if not isinstance(v, dict):
+            raise HemwslInputError(f"{where}: corrupt choice (a mapping expected, got {v!r})")
+        if members is not None and fold not in members:
+            continue
+        _check_scan_call(where, v.get("aggregation"), v.get("threshold"), v.get("min_slices"),
+                         v.get("model") if v.get("aggregation") == "model" else None)
         call = {"aggregation": v["aggregation"], "threshold": float(v["threshold"]),
-                **({"min_slices": int(v["min_slices"])} if "min_slices" in v else {})}
+                **({"min_slices": int(v["min_slices"])} if v.get("min_slices") is not None else {})}
         if v["aggregation"] == "model":
             if "model" not in v:
                 raise HemwslInputError(f"{f}: fold {k} chose the scan model, but the report does not hold it (made by "
@@ -170,7 +312,11 @@ def _scan_calls(quant: Path, recipe: Mapping | None = None) -> dict[int, dict]:
                                        f"recipe to {mine}; give a quantify report made with the recipe's --hu-reference")
             call["model"] = v["model"]
             call["source"] = f"scan model of quantify report {quant.name}, fold {k}"
-        out[int(k)] = call
+        out[fold] = call
+    lost = [k for k in (members or []) if k not in out]
+    if lost:
+        raise HemwslInputError(f"{f}: no scan call chosen for fold(s) {lost} (the report's folds: "
+                               f"{sorted(int(k) for k in choices)}); give the quantify report of this run")
     return out
 
 
@@ -338,6 +484,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     recipe, per_fold = dict(DEFAULT_RECIPE), {}
     if benchmark_dir is not None:
         recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members, methods)
+        _check_layers(Path(benchmark_dir) / "choices.csv", per_fold, settings)
     for key, value in (post_processing or {}).items():
         if key not in ("hu_range", "brain_erosion", "min_size", "grow", "slice_threshold", "min_slices", "hu_reference"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
@@ -346,7 +493,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     if scan_call == "auto":  # the scan model when the training scans are at hand: it calls scans best (docs/predict.md)
         scan_call = "model" if dataset_dir is not None else "select"
     if quantify_dir is not None:
-        calls = _scan_calls(Path(quantify_dir), recipe)
+        calls = _scan_calls(Path(quantify_dir), recipe, members)
     elif scan_call == "model":
         if dataset_dir is None:
             raise HemwslInputError("--scan-call model needs --dataset-dir (the scan model learns from the training scans)")
@@ -411,6 +558,13 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
         raise bad("'members' must be a list of entries with their 'weights' file")
     if kind != MODEL_KIND:
         return
+    for m in members:
+        if "scan_aggregation" in m or "scan_threshold" in m:
+            try:
+                _check_scan_call(f"member fold{m.get('fold')}", m.get("scan_aggregation"), m.get("scan_threshold"),
+                                 m.get("min_slices"))
+            except HemwslInputError as err:
+                raise bad(str(err)) from None
     r = meta["recipe"]
     if "threshold" in r:
         from hemwsl.benchmark.specs import parse_threshold_spec
@@ -554,6 +708,7 @@ def check_inputs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike)
         return
     for path in paths:
         volume, _ = load_ct(path)
+        check_ct_geometry(volume.spacing, volume.array.shape, str(path))
         check_ct_values(volume.array, str(path))
 
 
@@ -584,6 +739,32 @@ def check_ct_values(hu: np.ndarray, path: str) -> None:
     if hi - lo < 50 or lo < -1100 or hi > 4000:
         raise HemwslInputError(f"{path}: values from {lo:.4g} to {hi:.4g} (1st-99th percentile) do not look like "
                                "CT in Hounsfield units")
+
+
+#: Plausible voxel sizes of a head CT in mm: in-plane, slice distance; and the smallest in-plane field of view (mm)
+#: and size (pixels) :func:`check_ct_geometry` accepts (small enough for the project's synthetic phantoms).
+CT_PIXEL_MM = (0.1, 5.0)
+CT_SLICE_MM = (0.3, 20.0)
+CT_MIN_FOV_MM = 20.0
+CT_MIN_PIXELS = 16
+
+
+def check_ct_geometry(spacing: Sequence[float], shape: Sequence[int], path: str) -> None:
+    """One-line errors for a voxel grid no head CT has (a wrong header: the volume in mL would be off by orders of
+    magnitude): in-plane spacing outside :data:`CT_PIXEL_MM`, slice distance outside :data:`CT_SLICE_MM`, or an
+    in-plane field of view under :data:`CT_MIN_FOV_MM` mm or :data:`CT_MIN_PIXELS` pixels."""
+    sx, sy, sz = (float(v) for v in tuple(spacing)[:3])
+    for name, value, (lo, hi) in (("in-plane spacing", sx, CT_PIXEL_MM), ("in-plane spacing", sy, CT_PIXEL_MM),
+                                  ("slice distance", sz, CT_SLICE_MM)):
+        if not lo <= value <= hi:
+            raise HemwslInputError(f"{path}: voxel spacing {sx:g} x {sy:g} x {sz:g} mm: the {name} {value:g} mm is "
+                                   f"outside {lo:g}-{hi:g} mm of a head CT (a wrong header?)")
+    nx, ny = int(shape[0]), int(shape[1])
+    fov = min(nx * sx, ny * sy)
+    if min(nx, ny) < CT_MIN_PIXELS or fov < CT_MIN_FOV_MM:
+        raise HemwslInputError(f"{path}: an in-plane field of view of {nx} x {ny} pixels ({nx * sx:.3g} x {ny * sy:.3g} "
+                               f"mm) is too small for a head CT (at least {CT_MIN_PIXELS} pixels and "
+                               f"{CT_MIN_FOV_MM:g} mm a side)")
 
 
 def check_head_ct(hu: np.ndarray, brain: np.ndarray, path: str) -> None:
@@ -708,7 +889,10 @@ class Predictor:
 
             for net, m in zip(self.networks, self.members):
                 layer = m.get("layer") or r.get("layer")
-                self.engines.append(CAMEngine(net, [r["method"]], layers=[layer]))
+                try:
+                    self.engines.append(CAMEngine(net, [r["method"]], layers=[layer]))
+                except HemwslInputError as err:  # a layer edited into the description: name the package
+                    raise HemwslInputError(f"{pkg.root / MODEL_FILE}: member fold{m.get('fold')}: {err}") from None
 
     # ----------------------------------------------------------------- steps
     def _inputs(self, hu: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -819,6 +1003,7 @@ class Predictor:
         from hemwsl.thresholds.intensity import calibrate_hu
 
         t0 = time.perf_counter()
+        check_ct_geometry(spacing, hu.shape, path)
         x, brain = self._inputs(hu)
         check_head_ct(hu, brain, path)
         eroded = _erode(brain, int(self.package.recipe["brain_erosion"]))
@@ -956,6 +1141,9 @@ def find_scans(folder: str | os.PathLike, as_items: bool = False) -> list:
     ``as_items``, as data items ``{"image": path}``."""
     root = Path(folder)
     if not root.is_dir():
+        if root.exists():
+            raise HemwslInputError(f"{root}: a file, not a folder of scans (give the folder that holds the NIfTI files "
+                                   "or DICOM series folders)")
         raise HemwslInputError(f"{root}: input folder not found")
     scans = [str(p) for p in sorted(root.iterdir()) if p.is_file() and p.name.endswith((".nii", ".nii.gz"))]
     scans += [str(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]

@@ -54,35 +54,84 @@ logger = logging.getLogger(__name__)
 SCAN_CALLS: tuple[str, ...] = SCAN_AGGREGATIONS + ("model",)
 
 
-def scan_probabilities(prediction_csvs: Sequence[str | os.PathLike], output: str = "any") -> dict[str, np.ndarray]:
-    """``{patient: slice probabilities in slice order}`` from prediction CSVs of the classifier bundle (each
-    patient in one file, e.g. the out-of-fold ``predictions_test[_last].csv`` of every fold)."""
+def _prediction_files(prediction_csvs: Any, name: str = "prediction_csvs") -> list:
+    """A list of CSV paths: one path (a ``str`` or path) stands for itself (it is not iterated per character)."""
+    if isinstance(prediction_csvs, (str, os.PathLike)):
+        return [prediction_csvs]
+    if isinstance(prediction_csvs, Mapping) or not isinstance(prediction_csvs, Sequence):
+        raise HemwslInputError(f"{name} must be a list of predictions CSV paths, got {type(prediction_csvs).__name__}")
+    bad = [f for f in prediction_csvs if not isinstance(f, (str, os.PathLike))]
+    if bad:
+        raise HemwslInputError(f"{name} must be a list of predictions CSV paths, got {bad[0]!r} among them")
+    return list(prediction_csvs)
+
+
+def read_scan_probabilities(prediction_csvs: Sequence[str | os.PathLike] | str | os.PathLike, output: str = "any"
+                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
+    """``({patient: probabilities}, {patient: slice indices}, {patient: its CSV})``, both arrays in slice order, as
+    :func:`scan_probabilities` checks them."""
     from hemwsl.engines.runs import read_predictions_csv
 
     out: dict[str, np.ndarray] = {}
-    for f in prediction_csvs:
+    slices: dict[str, np.ndarray] = {}
+    source: dict[str, str] = {}
+    files = _prediction_files(prediction_csvs)
+    if not files:
+        raise HemwslInputError("prediction_csvs: no predictions CSV given")
+    for f in files:
         if not Path(f).is_file():
             raise HemwslInputError(f"{f}: predictions CSV not found")
         d = read_predictions_csv(f)
         if not len(d["patient"]):
-            continue
+            raise HemwslInputError(f"{f}: no prediction rows (a header only)")
         names = d.get("names", ["any"])
         if output not in names:
             raise HemwslInputError(f"{f}: no output {output!r} (outputs: {', '.join(names)})")
         col = names.index(output)
+        prob = d["prob"]
+        bad = np.flatnonzero(~np.all(np.isfinite(prob) & (prob >= 0.0) & (prob <= 1.0), axis=1))
+        if bad.size:
+            i = int(bad[0])
+            raise HemwslInputError(f"{f}: line {i + 2}: probability {prob[i][~((prob[i] >= 0) & (prob[i] <= 1))][0]:g} "
+                                   f"(patient {d['patient'][i]}, slice {d['slice'][i]}) is not in [0, 1]"
+                                   + (f" ({bad.size} such rows)" if bad.size > 1 else ""))
+        if (d["slice"] < 0).any():
+            i = int(np.flatnonzero(d["slice"] < 0)[0])
+            raise HemwslInputError(f"{f}: line {i + 2}: negative slice index {d['slice'][i]} (patient {d['patient'][i]})")
+        seen: dict[tuple[str, int], int] = {}
+        for i, key in enumerate(zip(d["patient"].tolist(), d["slice"].tolist())):
+            if key in seen:
+                raise HemwslInputError(f"{f}: line {i + 2}: patient {key[0]} slice {key[1]} repeats line {seen[key] + 2}")
+            seen[key] = i
         for pat in dict.fromkeys(d["patient"].tolist()):
             if pat in out:
                 raise HemwslInputError(f"{f}: patient {pat} is also in an earlier predictions file")
             sel = d["patient"] == pat
             order = np.argsort(d["slice"][sel])
             out[str(pat)] = d["prob"][sel][order, col]
-    return out
+            slices[str(pat)] = d["slice"][sel][order]
+            source[str(pat)] = str(f)
+    return out, slices, source
+
+
+def scan_probabilities(prediction_csvs: Sequence[str | os.PathLike] | str | os.PathLike, output: str = "any"
+                       ) -> dict[str, np.ndarray]:
+    """``{patient: slice probabilities in slice order}`` from prediction CSVs of the classifier bundle (each
+    patient in one file, e.g. the out-of-fold ``predictions_test[_last].csv`` of every fold; one path is a list of
+    one). Each CSV must hold rows, probabilities in [0, 1] and each (patient, slice) once: else one line naming the
+    CSV and the line."""
+    return read_scan_probabilities(prediction_csvs, output)[0]
 
 
 def fit_calibration(pred_ml: Sequence[float], true_ml: Sequence[float]) -> tuple[float, float]:
-    """Least-squares line ``true = a * pred + b`` (``(1, 0)`` with fewer than 3 scans or no spread)."""
-    p = np.asarray(pred_ml, dtype=np.float64)
-    t = np.asarray(true_ml, dtype=np.float64)
+    """Least-squares line ``true = a * pred + b`` (``(1, 0)``, no recalibration, with fewer than 3 scans, none
+    included, or no spread). Volumes of unequal length or not finite are refused."""
+    p = np.asarray(pred_ml, dtype=np.float64).ravel()
+    t = np.asarray(true_ml, dtype=np.float64).ravel()
+    if p.shape != t.shape:
+        raise HemwslInputError(f"fit_calibration: {p.size} predicted and {t.size} true volumes")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(t))):
+        raise HemwslInputError("fit_calibration: volumes must be finite numbers (mL)")
     if p.size < 3 or p.std() == 0:
         return 1.0, 0.0
     a, b = np.polyfit(p, t, 1)
@@ -106,13 +155,14 @@ def _scan_features(entries: Mapping[str, Mapping], probs: Mapping[str, np.ndarra
     return out
 
 
-def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,), grid: Sequence[int] | None = None
-             ) -> tuple[dict[int, float], dict[int, float], tuple[float, float, float]]:
+def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,), grid: Sequence[int] | None = None,
+             affine: np.ndarray | None = None) -> tuple[dict[int, float], dict[int, float], tuple[float, float, float]]:
     """``({min_slices: mL}, {min_slices: ABC/2 mL}, spacing)`` of a binary mask NIfTI, for each rule that drops the
     3D components spanning fewer slices (:func:`hemwsl.metrics.volume.drop_thin_components`; 1 keeps all).
 
     ``grid``: the shape of the patient's CT; given (a predicted mask), the mask must have it and hold 0 and 1
-    only (a CT volume or a mask of another grid would be counted in mL without any error)."""
+    only (a CT volume or a mask of another grid would be counted in mL without any error); ``affine``: the CT's
+    voxel-to-world affine, which the mask's must match (another voxel size would count other mL)."""
     import nibabel as nib
 
     from hemwsl.metrics.agreement import abc2_volume_ml
@@ -133,6 +183,11 @@ def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,), grid: Se
         if tuple(m.shape) != tuple(int(n) for n in grid):
             raise HemwslInputError(f"{p}: mask shape {tuple(m.shape)} does not match its CT's {tuple(grid)} "
                                    "(predicted masks must be on the CT grid)")
+        if affine is not None and not np.allclose(img.affine, affine, rtol=1e-4, atol=1e-2):
+            zooms = tuple(round(float(z), 4) for z in img.header.get_zooms()[:3])
+            ct = tuple(round(float(v), 4) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+            raise HemwslInputError(f"{p}: the mask's voxel grid (affine; voxel size {zooms} mm) differs from its CT's "
+                                   f"(voxel size {ct} mm): predicted masks must be written on the CT grid")
         odd = values[(values != 0) & (values != 1)]
         if odd.size:
             raise HemwslInputError(f"{p}: a predicted mask must hold 0 and 1 only, found {odd.flat[0].item():g} "
@@ -143,8 +198,8 @@ def _volumes(path: str | os.PathLike, min_slices: Sequence[int] = (1,), grid: Se
             sp)
 
 
-def _ct_shape(image: str | os.PathLike) -> tuple[int, ...] | None:
-    """The shape of a CT (its NIfTI header; a DICOM series folder: ``None``, not checked)."""
+def _ct_grid(image: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """The shape and affine of a CT (its NIfTI header; a DICOM series folder: ``None``, not checked)."""
     import nibabel as nib
 
     from hemwsl.data.io import is_nifti
@@ -152,10 +207,17 @@ def _ct_shape(image: str | os.PathLike) -> tuple[int, ...] | None:
     if not is_nifti(image) or not Path(image).is_file():
         return None
     try:
-        shape = tuple(int(n) for n in nib.load(str(image)).shape)
+        img = nib.load(str(image))
+        shape = tuple(int(n) for n in img.shape)
     except Exception as err:
         raise HemwslInputError(f"{image}: cannot read as NIfTI ({type(err).__name__}: {err})") from err
-    return tuple(n for n in shape if n != 1) if len(shape) > 3 else shape
+    return (tuple(n for n in shape if n != 1) if len(shape) > 3 else shape), np.asarray(img.affine)
+
+
+def _ct_shape(image: str | os.PathLike) -> tuple[int, ...] | None:
+    """The shape of a CT (its NIfTI header; a DICOM series folder: ``None``, not checked)."""
+    grid = _ct_grid(image)
+    return None if grid is None else grid[0]
 
 
 def _mask_file(masks: Path, patient: str) -> Path:
@@ -171,6 +233,29 @@ def _mask_file(masks: Path, patient: str) -> Path:
     return found[0] if found else f
 
 
+def _no_positive_selection(k: int, n: int) -> str:
+    return (f"folds: the {n} selection patient(s) of fold {k} hold no scan with hemorrhage: cannot choose its scan "
+            "threshold (choose other selection patients: `hemwsl quantify --select rest`, or a larger --val-fraction)")
+
+
+def _check_selection_labels(entries: Mapping[str, Mapping], test_fold: Mapping[str, int],
+                            selection: Mapping[int, Any]) -> None:
+    """Every fold's selection patients hold a positive scan (by their slice labels, when the datalist has them:
+    before any mask is read); a patient in no test fold is named."""
+    from hemwsl.constants import SLICE_LABELS
+
+    outside = sorted(p for p in entries if p not in test_fold)
+    if outside:
+        raise HemwslInputError(f"folds: patient(s) {', '.join(outside[:5])}{' ...' if len(outside) > 5 else ''} "
+                               "in no test fold")
+    if not all(e.get(SLICE_LABELS) is not None for e in entries.values()):
+        return
+    for k in sorted(set(test_fold.values())):
+        sel = [p for p in selection.get(k, ()) if p in entries]
+        if not any(np.any(entries[p][SLICE_LABELS]) for p in sel):
+            raise HemwslInputError(_no_positive_selection(k, len(sel)))
+
+
 def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, prediction_csvs: Sequence[str | os.PathLike],
                  out_dir: str | os.PathLike, folds: tuple[Mapping[str, int], Mapping[int, set[str]]], *,
                  aggregations: Sequence[str] = SCAN_AGGREGATIONS, min_sensitivity: float = 0.9,
@@ -182,7 +267,8 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         datalist: the dataset (entries with ``patient`` and ``label``, the true mask).
         masks_dir: predicted masks ``<patient>.nii.gz`` on the CT grid (e.g. ``hemwsl pseudo`` output), directly
             or in ``fold<k>/`` subfolders (e.g. a row of ``hemwsl ablation``'s ``pseudo/``).
-        prediction_csvs: out-of-fold slice predictions of every patient.
+        prediction_csvs: out-of-fold slice predictions of every patient (a list of CSVs; one path: a list of one).
+            Each patient's rows must cover the slices of its scan once each, with probabilities in [0, 1].
         out_dir: report folder (``per_patient.csv``, ``summary.md``, ``summary.json``, PNG figures).
         folds: ``({patient: test fold}, {fold: selection patients})`` (:func:`hemwsl.benchmark.cv_folds`).
             With ``select="rest"`` (as the benchmark) a fold chooses on every patient outside its test
@@ -195,7 +281,8 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         calibrate: also fit ``true = a * pred + b`` on each fold's positive selection patients.
         min_slices: candidate rules for the predicted masks: 3D components spanning fewer slices are dropped
             (1 keeps all); with several, each fold's selection patients choose the one with the smallest mean
-            absolute error of their (scan-called) mL.
+            absolute error of their (scan-called) mL. One integer is the list of it; a value above every scan's
+            slice count is refused (it would drop every mask).
         n_boot: bootstrap replicates of the CIs.
         seed: bootstrap seed.
         figures: write the scatter and Bland-Altman PNGs.
@@ -210,23 +297,60 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     from hemwsl.metrics.classification import bootstrap_ci, compute_auroc
     from hemwsl.thresholds.intensity import check_hu_reference
 
+    if isinstance(aggregations, str):
+        aggregations = [aggregations]
     for a in aggregations:
         check_choice("scan aggregation", a, SCAN_CALLS)
     if not aggregations:
         raise HemwslInputError("no scan aggregation given")
+    if isinstance(min_slices, (int, np.integer)) and not isinstance(min_slices, bool):
+        min_slices = [min_slices]  # one rule
+    if isinstance(min_slices, (str, bytes, Mapping)) or not isinstance(min_slices, (Sequence, set, np.ndarray)) or any(
+            isinstance(n, bool) or not isinstance(n, (int, np.integer)) for n in min_slices):
+        raise HemwslInputError(f"min_slices must be an integer >= 1 or a list of them, got {min_slices!r}")
     min_slices = sorted({int(n) for n in min_slices})
     if not min_slices or min_slices[0] < 1:
         raise HemwslInputError(f"min_slices: give values >= 1, got {min_slices}")
+    if not datalist:
+        raise HemwslInputError("datalist: no patients (an empty datalist)")
+    if not (isinstance(folds, (tuple, list)) and len(folds) == 2 and isinstance(folds[0], Mapping)
+            and isinstance(folds[1], Mapping)):
+        raise HemwslInputError("folds must be ({patient: test fold}, {fold: selection patients}), as "
+                               "hemwsl.benchmark.cv_folds returns")
     test_fold, selection = folds
-    probs = scan_probabilities(prediction_csvs)
+    csvs = _prediction_files(prediction_csvs)
+    probs, slice_index, source = read_scan_probabilities(csvs)
     masks = Path(masks_dir)
     if not masks.is_dir():
-        raise HemwslInputError(f"{masks}: masks folder not found")
+        what = "a file, not the masks folder" if masks.exists() else "masks folder not found"
+        raise HemwslInputError(f"{masks}: {what} (give the folder of predicted masks <patient>.nii.gz)")
     entries = {str(e[PATIENT]): e for e in datalist}
     missing = sorted(p for p in entries if p not in probs)
     if missing:
+        where = ", ".join(str(f) for f in csvs[:3]) + (" ..." if len(csvs) > 3 else "")
         raise HemwslInputError(f"no slice predictions for patient(s) {', '.join(missing[:5])}"
-                               f"{' ...' if len(missing) > 5 else ''}")
+                               f"{' ...' if len(missing) > 5 else ''} in {where}")
+    extra = sorted(p for p in probs if p not in entries)
+    if extra:
+        logger.warning("predictions of %d patient(s) not in the datalist ignored (e.g. %s in %s)", len(extra),
+                       extra[0], source[extra[0]])
+    grids = {pat: _ct_grid(e[IMAGE]) for pat, e in entries.items()}
+    for pat, g in grids.items():  # each scan's slices once each, before any mask is read
+        if g is None or len(g[0]) != 3:
+            continue
+        z, have = g[0][2], slice_index[pat]
+        if have.size and have[-1] >= z:
+            raise HemwslInputError(f"{source[pat]}: patient {pat}: slice {int(have[-1])} is outside its scan's {z} "
+                                   f"slices (0 to {z - 1})")
+        if have.size != z:
+            lost = sorted(set(range(z)) - set(int(v) for v in have))
+            raise HemwslInputError(f"{source[pat]}: patient {pat}: no prediction for slice(s) "
+                                   f"{', '.join(map(str, lost[:5]))}{' ...' if len(lost) > 5 else ''} of its {z}")
+    depths = [g[0][2] for g in grids.values() if g is not None and len(g[0]) == 3]
+    if depths and min_slices[-1] > max(depths):
+        raise HemwslInputError(f"min_slices {min_slices[-1]} exceeds the slices of every scan (at most {max(depths)}): "
+                               "it would drop every predicted component")
+    _check_selection_labels(entries, test_fold, selection)
     mask_files = {pat: _mask_file(masks, pat) for pat in entries}
     if entries and not any(f.is_file() for f in mask_files.values()):
         raise HemwslInputError(f"{masks}: no predicted mask <patient>.nii.gz (or fold<k>/<patient>.nii.gz) for any "
@@ -240,8 +364,9 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         true_ml, true_abc = true_ml[1], true_abc[1]
         f = mask_files[pat]
         zero = {n: 0.0 for n in min_slices}
-        grid = _ct_shape(e[IMAGE])
-        pred_ml, pred_abc, _ = _volumes(f, min_slices, grid=grid) if f.is_file() else (zero, zero, sp)
+        grid = grids[pat]
+        pred_ml, pred_abc, _ = (_volumes(f, min_slices, grid=grid[0] if grid else None,
+                                         affine=grid[1] if grid else None) if f.is_file() else (zero, zero, sp))
         if not f.is_file():
             no_mask.append(pat)
             logger.warning("%s: no predicted mask in %s; counted as 0 mL", pat, masks)
@@ -263,8 +388,10 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     # per fold: aggregation (AUROC), threshold (sensitivity), optional calibration, on selection patients only
     choices = {}
     for k in sorted(set(test_fold.values())):
-        sel = [rows[p] for p in sorted(selection[k]) if p in rows]  # sorted: a set's order changes per process
+        sel = [rows[p] for p in sorted(selection.get(k, ())) if p in rows]  # sorted: a set's order changes per process
         y = np.array([r["label"] for r in sel])
+        if not y.any():
+            raise HemwslInputError(_no_positive_selection(k, len(sel)))
         scores = {a: [r[f"score_{a}"] for r in sel] for a in aggregations if a != "model"}
         if "model" in aggregations:  # trained on the selection patients; compared on its cross-fitted scores
             from hemwsl.scanmodel import fit_scan_model

@@ -36,9 +36,20 @@ def scan_score(probs: Sequence[float], how: str = "max", slice_threshold: float 
     divided by 3 and capped at 1 (a bleed usually spans several adjacent slices).
     """
     check_choice("scan aggregation", how, SCAN_AGGREGATIONS)
-    p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), 0.0, 1.0)
+    try:
+        p = np.asarray(probs, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise HemwslInputError(f"slice probabilities must be numbers, got {probs!r}"[:200]) from None
     if p.size == 0:
         raise HemwslInputError("a scan without slice probabilities")
+    bad = ~(np.isfinite(p) & (p >= -1e-6) & (p <= 1 + 1e-6))  # float round-off is clipped, other values refused
+    if bad.any():
+        raise HemwslInputError(f"slice probabilities must be in [0, 1], got {p[bad][0]:g} at slice "
+                               f"{int(np.flatnonzero(bad)[0])}")
+    if isinstance(slice_threshold, bool) or not isinstance(slice_threshold, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= slice_threshold <= 1.0:
+        raise HemwslInputError(f"slice_threshold must be a probability in [0, 1], got {slice_threshold!r}")
+    p = np.clip(p, 0.0, 1.0)
     if how == "max":
         return float(p.max())
     if how == "top3":
@@ -116,7 +127,13 @@ def scan_features(probs: Sequence[float], hu: np.ndarray, brain: np.ndarray, spa
     if hu.ndim != 3 or brain.shape != hu.shape or p.size != hu.shape[2]:
         raise HemwslInputError(f"scan features need (X, Y, Z) hu and brain of one shape and Z probabilities; got "
                                f"{hu.shape}, {brain.shape}, {p.size}")
-    sx, sy, sz = (float(s) for s in spacing)
+    sp = np.asarray(spacing if spacing is not None else (), dtype=object).ravel()
+    try:
+        sx, sy, sz = (float(s) for s in sp) if sp.size == 3 else (np.nan,) * 3
+    except (TypeError, ValueError):
+        sx = sy = sz = np.nan
+    if not all(np.isfinite(v) and v > 0 for v in (sx, sy, sz)):
+        raise HemwslInputError(f"scan features: spacing must be 3 positive voxel sizes in mm (x, y, z), got {spacing!r}")
     voxel_ml = sx * sy * sz / 1000.0
     total = largest = 0.0
     hu_sum = edge_sum = 0.0
@@ -206,7 +223,15 @@ def fit_scan_model(x: np.ndarray, y: Sequence[int], min_sensitivity: float = 0.9
 
 
     x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y).astype(int)
+    y = np.asarray(y)
+    if x.ndim != 2 or x.shape[1] != len(SCAN_FEATURES) or y.ndim != 1 or len(x) != len(y):
+        raise HemwslInputError(f"scan model: features must be (N, {len(SCAN_FEATURES)}) with N labels, "
+                               f"got {x.shape} and {y.shape}")
+    if not np.all(np.isfinite(x)):
+        raise HemwslInputError(f"scan model: {int((~np.isfinite(x)).sum())} NaN/inf feature value(s)")
+    if not np.isin(y, (0, 1)).all():
+        raise HemwslInputError("scan model: labels must be 0 or 1")
+    y = y.astype(int)
     counts = np.bincount(y, minlength=2)
     if counts.min() < 2:
         raise HemwslInputError(f"scan model: needs at least 2 scans with and 2 without hemorrhage to choose its "

@@ -130,6 +130,9 @@ def run_train_cv(args: argparse.Namespace) -> int:
         from hemwsl.engines.classifier import TRAIN_SETTINGS, check_train_settings
 
         check_train_settings(**{k: v for k, v in overrides.items() if k in TRAIN_SETTINGS})
+    from hemwsl.engines.bundle import check_bundle_settings
+
+    check_bundle_settings(args.bundle, overrides)  # the bundle's own first check (network_options...), before any file
     check_cache_dir(getattr(args, "cache_dir", None))
 
     # the settings later steps (cam-cv, benchmark) need to rebuild the same networks and inputs

@@ -77,6 +77,9 @@ def run_seg_cv(args: argparse.Namespace) -> int:
         raise HemwslInputError("give --dataset-dir (true masks), --datalist and/or --eval-datalist")
     overrides = parse_overrides(args.set)
     check_override_keys(overrides, args.bundle)
+    from hemwsl.engines.bundle import check_bundle_settings
+
+    check_bundle_settings(args.bundle, overrides)  # patch_size, samples_per_volume...: before the run record is written
     check_cache_dir(args.cache_dir)
     gate_threshold = getattr(args, "gate_threshold", 0.5)
     if not 0.0 <= gate_threshold <= 1.0:

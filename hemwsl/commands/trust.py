@@ -101,6 +101,8 @@ def run_trust(args: argparse.Namespace) -> int:
     from hemwsl.commands.benchmark import apply_run_settings
 
     apply_run_settings(args)
+    if args.steps is not None and args.steps < 0:  # the option's own name (TrustConfig names its field n_steps)
+        raise HemwslInputError(f"--steps must be an int >= 0 (0: no curves), got {args.steps}")
     # every option before any work or file (trust_run.json records them; a rerun with others is refused)
     config = TrustConfig(
         patch_size=args.patch_size, n_subsets=args.subsets, subset_fraction=args.subset_fraction,

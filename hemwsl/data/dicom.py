@@ -10,6 +10,7 @@ tests' and the demo's synthetic DICOM input).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from hemwsl.errors import HemwslInputError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DicomSeries", "list_series", "read_dicom_series", "write_dicom_series", "write_dicom_seg",
            "affine_from_datasets", "volume_from_frames", "frames_from_volume"]
@@ -86,13 +89,38 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
     if not series:
         raise HemwslInputError(f"{root}: no DICOM image series found")
     if series_uid is None:
-        series_uid = list_series(root)[0]["uid"]
+        rows = list_series(root)
+        series_uid = rows[0]["uid"]
+        cts = [r for r in rows if r["modality"] == rows[0]["modality"]]
+        if len(cts) > 1:
+            if cts[1]["n"] == cts[0]["n"]:
+                tied = [r["uid"] for r in cts if r["n"] == cts[0]["n"]]
+                raise HemwslInputError(f"{root}: {len(tied)} {cts[0]['modality'] or 'image'} series of {cts[0]['n']} "
+                                       f"slices each ({', '.join(tied)}): which one is the scan? Give a folder of one "
+                                       "series")
+            logger.warning("%s: %d %s series; reading %s (%d slices, the most), by the rule of list_series", root,
+                           len(cts), cts[0]["modality"] or "image", series_uid, cts[0]["n"])
     elif series_uid not in series:
         raise HemwslInputError(f"{root}: series {series_uid} not found; series here: {', '.join(series)}")
     items = series[series_uid]
     if len(items) < 3:
         raise HemwslInputError(f"{root}: series {series_uid} has {len(items)} slice(s); a CT volume needs at least 3")
-    iop = np.asarray(items[0][1].ImageOrientationPatient, dtype=np.float64)
+    try:
+        iop = np.asarray(items[0][1].ImageOrientationPatient, dtype=np.float64)
+    except (TypeError, ValueError):
+        iop = np.full(6, np.nan)
+    if iop.shape != (6,) or not np.all(np.isfinite(iop)) or abs(np.linalg.norm(iop[:3]) - 1) > 1e-3 \
+            or abs(np.linalg.norm(iop[3:]) - 1) > 1e-3 or abs(float(iop[:3] @ iop[3:])) > 1e-3:
+        raise HemwslInputError(f"{items[0][0]}: ImageOrientationPatient {[round(float(v), 4) for v in iop]} is not two "
+                               f"orthogonal unit vectors (row, column) (series {series_uid} of {root})")
+    for f, ds in items:
+        try:
+            ps = [float(v) for v in ds.PixelSpacing]
+        except (AttributeError, TypeError, ValueError):
+            ps = []
+        if len(ps) != 2 or not all(np.isfinite(v) and v > 0 for v in ps):
+            raise HemwslInputError(f"{f}: PixelSpacing {ds.get('PixelSpacing')} must be two positive numbers in mm "
+                                   f"(series {series_uid} of {root})")
     if any(not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=np.float64), iop, atol=1e-4)
            for _, ds in items):
         raise HemwslInputError(f"{root}: slices of series {series_uid} have different orientations")
@@ -123,6 +151,12 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
         datasets.append(ds)
     if len({p.shape for p in planes}) != 1:
         raise HemwslInputError(f"{root}: slices of series {series_uid} have different sizes")
+    if all("RescaleIntercept" not in ds for ds in datasets):
+        lo, hi = float(min(p.min() for p in planes)), float(np.percentile(np.stack(planes), 99))
+        if lo >= 0 and hi > 900:  # air at 0, brain near 1064: stored values that needed the missing rescale
+            raise HemwslInputError(f"{root}: series {series_uid} has no RescaleIntercept and values {lo:g} to {hi:g} "
+                                   "(1st value, 99th percentile) that look like stored values, not Hounsfield units "
+                                   "(air should be near -1000): add the scanner's RescaleIntercept (often -1024)")
     return DicomSeries(volume_from_frames(np.stack(planes), datasets, str(root)), datasets, series_uid)
 
 

@@ -54,6 +54,29 @@ def config_files(bundle: str | os.PathLike, names: Sequence[str]) -> list[str]:
     return files
 
 
+def check_bundle_settings(bundle: str | os.PathLike, overrides: dict, configs: Sequence[str] = ("train",)) -> None:
+    """Evaluate the settings check a bundle runs first (its ``initialize``'s first expression, when it is a
+    ``check_*`` call) on ``overrides``, before a command writes anything: a bad setting is the same one line as
+    under ``python -m monai.bundle run``, but before any run record or fold folder exists."""
+    from monai.bundle import ConfigParser
+
+    from hemwsl.errors import input_error_message
+
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle, configs))
+    parser.update(dict(overrides))
+    first = (parser.get("initialize") or [None])[0]
+    if not isinstance(first, str) or ".check_" not in first:
+        return
+    try:
+        parser.get_parsed_content("initialize#0")
+    except Exception as err:
+        message = input_error_message(err)
+        if message is None:
+            raise
+        raise HemwslInputError(message) from None
+
+
 def _logging_file(config_root: Path) -> str | bool | None:
     """A bundle's ``logging.conf`` when it runs on its own; ``False`` (MONAI leaves the logging alone) under a hemwsl
     command, whose console and run log (:mod:`hemwsl.logs`) it would otherwise replace."""

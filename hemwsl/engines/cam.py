@@ -105,8 +105,9 @@ def run_cam(
         datalist: entries with ``image`` (and ``patient``); labels are not needed. Or the parts of a fold
             (:func:`hemwsl.engines.classifier.fold_datalists`) with ``part`` naming the one to explain.
         output_dir: root of ``<method>/<layer>/<patient>.nii.gz``.
-        methods: names from :func:`hemwsl.cam.list_methods` (CAM and attribution methods).
-        layers: module paths; default the network's registered target layers.
+        methods: names from :func:`hemwsl.cam.list_methods` (CAM and attribution methods); one name (a string)
+            is the list of it.
+        layers: module paths (one string: the list of it); default the network's registered target layers.
         windows, num_slices, spatial_size, skull_strip, window_on_device: the classifier's input
             settings (as in its bundle).
         batch_size: slices per engine call.
@@ -129,6 +130,12 @@ def run_cam(
     from hemwsl.cam import CAMEngine, save_heatmaps
     from hemwsl.transforms.batch import BatchWindows
 
+    if isinstance(methods, str):  # one method (e.g. `--cam_methods gradcam` of the bundle): not one per character
+        methods = [methods]
+    if isinstance(layers, str):
+        layers = [layers]
+    if not isinstance(gate_with_probability, bool):
+        raise HemwslInputError(f"gate_with_probability must be true or false, got {gate_with_probability!r}")
     check_cam_request(methods, layers, grid=grid, part=part)
     if isinstance(datalist, Mapping):  # the parts of a fold
         part = part or "test"

@@ -68,7 +68,7 @@ def output_names(num_classes: int) -> list[str]:
 
 #: The training settings of the classifier bundle that :func:`check_train_settings` checks (``--set`` keys).
 TRAIN_SETTINGS = ("epochs", "learning_rate", "batch_size", "val_fraction", "samples_per_epoch", "val_interval",
-                  "weight_decay", "windows", "skull_strip", "seed")
+                  "weight_decay", "windows", "skull_strip", "seed", "pos_weight", "aug_prob")
 
 
 def _int_setting(name: str, value: Any, minimum: int) -> int:
@@ -88,12 +88,18 @@ def _number_setting(name: str, value: Any) -> float:
 
 def check_train_settings(epochs: Any = 20, learning_rate: Any = 1e-3, batch_size: Any = 16, val_fraction: Any = 0.15,
                          samples_per_epoch: Any = None, val_interval: Any = 1, weight_decay: Any = 0.0,
-                         windows: Any = ("brain",), skull_strip: Any = False, seed: Any = None) -> None:
+                         windows: Any = ("brain",), skull_strip: Any = False, seed: Any = None,
+                         backbone: Any = None, network_options: Any = None, in_channels: Any = None,
+                         num_classes: Any = 1, pos_weight: Any = 1.0, aug_prob: Any = 0.5) -> None:
     """Check the classifier bundle's training settings once, before any data is read or folder written: one
     line naming the setting (``epochs=0`` or ``epochs=two`` would otherwise fail deep inside ignite, a negative
     ``learning_rate`` inside the optimiser, ``batch_size=0`` inside the data loader). Called first by the
     bundle's ``initialize`` (``configs/train.yaml``), by ``hemwsl demo``, and usable on ``--set`` overrides:
     ``check_train_settings(**{k: v for k, v in overrides.items() if k in TRAIN_SETTINGS})``.
+
+    ``network_options`` (given with ``backbone``) are checked by building the network on the meta device (no
+    memory, no weights): an unknown option or a value of the wrong type is one line naming ``network_options`` and
+    the option, before any fold folder is made.
 
     Raises:
         HemwslInputError: naming the first bad setting and its value.
@@ -119,6 +125,14 @@ def check_train_settings(epochs: Any = 20, learning_rate: Any = 1e-3, batch_size
     MultiWindow(windows)  # unknown names and bad pairs: one line naming windows[i]
     if not isinstance(skull_strip, (bool, np.bool_)):
         raise HemwslInputError(f"skull_strip must be true or false, got {skull_strip!r}")
+    if _number_setting("pos_weight", pos_weight) <= 0:
+        raise HemwslInputError(f"pos_weight must be > 0 (the BCE weight of positive slices), got {pos_weight!r}")
+    if not 0.0 <= _number_setting("aug_prob", aug_prob) <= 1.0:
+        raise HemwslInputError(f"aug_prob must be in [0, 1], got {aug_prob!r}")
+    if network_options is not None or backbone is not None:
+        from hemwsl.networks.registry import check_network_options
+
+        check_network_options(backbone, network_options, in_channels=in_channels, num_classes=num_classes)
 
 
 def trained_checkpoint(ckpt_dir: str | os.PathLike, which: str = "best") -> str:

@@ -60,12 +60,13 @@ SUMMARY_METRICS: tuple[str, ...] = ("dice", "rvd", "tpr", "hd95", "assd", "surfa
 
 # --------------------------------------------------------------------------------------------- datalists
 def check_unet_settings(patch_size: Any, features: Sequence[int] = (16, 32, 64, 128, 256), z_stride_from: int = 2,
-                        **train: Any) -> None:
+                        samples_per_volume: Any = 1, pos: Any = 1.0, neg: Any = 1.0, **train: Any) -> None:
     """Check the U-Net bundle's settings once, before any data is read or folder written (``configs/train.yaml``'s
     ``initialize``): ``patch_size`` must be 3 positive sizes, multiples of what the network's levels halve (a
     wrong one would otherwise fail inside the data loader's padding); ``train`` (``epochs``, ``learning_rate``,
     ``batch_size``, ``val_fraction``, ``windows``, ``skull_strip``...) as
-    :func:`hemwsl.engines.classifier.check_train_settings`.
+    :func:`hemwsl.engines.classifier.check_train_settings`; ``samples_per_volume`` an integer >= 1, ``pos`` and
+    ``neg`` (the crop's foreground / background ratio) numbers >= 0, not both 0.
 
     Raises:
         HemwslInputError: naming the first bad setting and its value.
@@ -79,6 +80,15 @@ def check_unet_settings(patch_size: Any, features: Sequence[int] = (16, 32, 64, 
     if not ok or any(int(p) % d for p, d in zip(patch_size, div)):
         raise HemwslInputError(f"patch_size must be 3 sizes (x, y, z) that are multiples of {list(div)} for "
                                f"{len(features)} levels (z_stride_from={z_stride_from}), got {patch_size!r}")
+    from hemwsl.engines.classifier import _int_setting, _number_setting
+
+    _int_setting("samples_per_volume", samples_per_volume, 1)
+    for name, value in (("pos", pos), ("neg", neg)):
+        if _number_setting(name, value) < 0:
+            raise HemwslInputError(f"{name} must be >= 0 (the crop's foreground : background ratio), got {value!r}")
+    if float(pos) + float(neg) <= 0:
+        raise HemwslInputError(f"pos and neg must not both be 0 (the crop's foreground : background ratio), got "
+                               f"{pos!r} and {neg!r}")
     check_train_settings(**train)
 
 

@@ -97,6 +97,12 @@ def agreement_by_size(true_ml: Any, pred_ml: Any, strata: Sequence[tuple[str, fl
                       **kwargs: Any) -> dict[str, dict[str, float]]:
     """:func:`volume_agreement` overall (``"all"``) and per true-volume stratum (scans with a true volume of
     0 fall in the first stratum); a stratum without scans is left out."""
+    for i, st in enumerate(strata):
+        ok = isinstance(st, (tuple, list)) and len(st) == 3 and all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and not np.isnan(v)
+            for v in st[1:])
+        if not ok or not st[1] < st[2]:
+            raise HemwslInputError(f"strata[{i}] must be (name, low mL, high mL) with low < high, got {st!r}")
     t, p = _pair(true_ml, pred_ml)
     out = {"all": volume_agreement(t, p, **kwargs)}
     for name, lo, hi in strata:

@@ -470,6 +470,9 @@ def paired_auroc_difference(y_true: Any, score_a: Any, score_b: Any, groups: Any
         ``{"auroc_a", "auroc_b", "diff", "ci": (low, high), "p": two-sided bootstrap p-value, "n_boot"}``; ``p`` is
         twice the smaller share of replicates on either side of 0 (at least ``1 / n_boot``).
     """
+    n_boot = check_n_boot(n_boot, "n_boot")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0.0 < alpha < 1.0:
+        raise HemwslInputError(f"alpha must be in (0, 1), got {alpha!r}")
     y, a = _binary_inputs(y_true, score_a)
     _, b = _binary_inputs(y_true, score_b)
     if len(a) != len(b):

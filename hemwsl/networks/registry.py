@@ -92,6 +92,7 @@ from hemwsl.networks.resnet import RESNET_HEAD, RESNET_STEM, RESNET_TARGET_LAYER
 from hemwsl.networks.utils import adapt_stem_weight, check_dropout, check_positive_int
 
 __all__ = [
+    "check_network_options",
     "NetworkSpec",
     "PretrainedReport",
     "NETWORKS",
@@ -352,6 +353,51 @@ def build_network(
     if pretrained_path is not None:
         load_pretrained_weights(model, pretrained_path, name=spec.name)
     return model
+
+
+def check_network_options(backbone: Any, options: Any, in_channels: Any = None, num_classes: Any = 1) -> None:
+    """Check a bundle's ``network_options`` for ``backbone`` before any training: a mapping whose keys the network's
+    constructor takes, with values of the right type (the network is built on the meta device: no memory, no
+    weights). ``backbone`` ``None``: only the mapping is checked.
+
+    Raises:
+        HemwslInputError: one line naming ``network_options`` and the option at fault (or the backbone).
+    """
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise HemwslInputError(f"network_options must be a mapping of constructor options, got {options!r}")
+    bad_keys = [k for k in options if not isinstance(k, str)]
+    if bad_keys:
+        raise HemwslInputError(f"network_options: option names must be strings, got {bad_keys[0]!r}")
+    if backbone is None:
+        return
+    get_network_spec(backbone)  # an unknown backbone: one line listing the names
+    if not options:  # nothing beyond the defaults to check
+        return
+    for key in ("weights", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path"):
+        if key in options:
+            raise HemwslInputError(f"network_options: {key}= is not accepted: hemwsl never downloads weights; use "
+                                   "pretrained_path")
+
+    def named(err: BaseException) -> str:
+        text = " ".join(str(err).split())
+        for k in options:
+            if f"'{k}'" in text or text.startswith(f"{k} ") or f" {k} " in f" {text} ":
+                return f"network_options: option {k!r} = {options[k]!r} is not accepted by {backbone} ({text})"
+        return f"network_options {dict(options)!r}: not accepted by {backbone} ({text})"
+
+    kwargs = {"in_channels": int(in_channels) if in_channels is not None else 3,
+              "num_classes": int(num_classes) if num_classes is not None else 1, "options": dict(options)}
+    # the LSE network probes its encoder with a forward pass: built for real (on the CPU, without weights)
+    device = "cpu" if get_network_spec(backbone).family == "lse_heatmap" else "meta"
+    try:
+        with torch.device(device):
+            build_network(backbone, **kwargs)
+    except HemwslInputError as err:
+        raise HemwslInputError(named(err)) from None
+    except (TypeError, ValueError, AttributeError, KeyError, RuntimeError, AssertionError) as err:
+        raise HemwslInputError(named(err)) from None
 
 
 def build_slice_sequence_net(backbone: str, in_channels: int = 3, num_classes: int = 1, dropout: float = 0.0,

@@ -62,10 +62,24 @@ def calibrate_hu(hu: np.ndarray, brain: np.ndarray, reference: float | None = BR
     loses the blood of the paler ones. Shifted this way, the range means the same tissue in every scan: 50 HU is
     the brain's HU + 13. The shift is 0 when ``reference`` is ``None`` or no brain is found. Only the intensity
     prior sees the shifted HU; the networks' inputs are unchanged.
+
+    Raises:
+        HemwslInputError: ``reference`` is not a brain HU (:func:`check_hu_reference`), or (with a reference) the CT
+            is empty or holds NaN/inf voxels (its brain HU would be undefined).
     """
+    if reference is not None and (isinstance(reference, bool)
+                                  or not isinstance(reference, (int, float, np.integer, np.floating))):
+        raise HemwslInputError(f"reference must be a number of HU (e.g. {BRAIN_REFERENCE_HU:g}) or None, got "
+                               f"{reference!r}")
+    reference = check_hu_reference(reference, "reference")
     hu = np.asarray(hu, dtype=np.float32)
     if reference is None:
         return hu, 0.0
+    if hu.size == 0:
+        raise HemwslInputError(f"calibrate_hu: an empty CT (shape {hu.shape})")
+    bad = int(hu.size - np.count_nonzero(np.isfinite(hu)))
+    if bad:
+        raise HemwslInputError(f"calibrate_hu: the CT holds {bad} NaN/inf voxel(s)")
     ref = brain_reference_hu(hu, brain)
     if ref is None:
         return hu, 0.0
