@@ -114,6 +114,25 @@ def read_scan_probabilities(prediction_csvs: Sequence[str | os.PathLike] | str |
     return out, slices, source
 
 
+def _match_patient_spellings(probs: dict, slice_index: dict, source: dict, entries: Mapping[str, Any]) -> None:
+    """Predictions of a numeric patient id spelt without the dataset's zero padding (``3`` for ``003``) are the
+    dataset patient's (as the pseudo-label reader matches them); the same patient spelt both ways in the
+    predictions is one line naming the file."""
+    by_number = {}
+    for q in entries:
+        if q.isdigit():
+            by_number.setdefault(int(q), []).append(q)
+    for p in [p for p in probs if p not in entries and p.isdigit()]:
+        qs = by_number.get(int(p), [])
+        if len(qs) != 1:
+            continue
+        q = qs[0]
+        if q in probs:
+            raise HemwslInputError(f"{source[p]}: patient {q} is written both {p!r} and {q!r} in the predictions; "
+                                   "use one spelling")
+        probs[q], slice_index[q], source[q] = probs.pop(p), slice_index.pop(p), source.pop(p)
+
+
 def scan_probabilities(prediction_csvs: Sequence[str | os.PathLike] | str | os.PathLike, output: str = "any"
                        ) -> dict[str, np.ndarray]:
     """``{patient: slice probabilities in slice order}`` from prediction CSVs of the classifier bundle (each
@@ -325,6 +344,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
         what = "a file, not the masks folder" if masks.exists() else "masks folder not found"
         raise HemwslInputError(f"{masks}: {what} (give the folder of predicted masks <patient>.nii.gz)")
     entries = {str(e[PATIENT]): e for e in datalist}
+    _match_patient_spellings(probs, slice_index, source, entries)
     missing = sorted(p for p in entries if p not in probs)
     if missing:
         where = ", ".join(str(f) for f in csvs[:3]) + (" ..." if len(csvs) > 3 else "")

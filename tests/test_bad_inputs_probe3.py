@@ -19,6 +19,7 @@ import pytest
 from tests import test_bad_inputs as shared
 from tests import test_bad_inputs_data as runs
 from tests.test_bad_inputs import _first
+from hemwsl.cli import main
 from tests.test_bad_inputs_data import _parser, one_line, raises_named
 
 data = shared.data  # 4 phantoms (48 x 48 x 6) in the CT-ICH layout, and <data>/../dl.json
@@ -422,3 +423,18 @@ def test_R_dcm_two_series_of_equal_size_refused(data, tmp_path, model, work, cap
     raises_named(lambda: read_dicom_series(folder), f"{folder}: 2 CT series of 6 slices each")
     one_line(["predict", "--model", model, "--no-figures", "--input", folder, "--out", work / "p"],
              "which one is the scan?", capsys, work)
+
+
+def test_Q09_patient_spelt_without_padding(data, predictions, tmp_path, work, capsys):
+    """A numeric patient written ``3`` for the dataset's ``003`` is that patient; written both ways in the same
+    predictions it is one line naming the CSV."""
+    lines = predictions.read_text().splitlines()
+    pat = lines[1].split(",")[0]
+    assert pat.isdigit() and pat != str(int(pat))
+    mixed = _edit_csv(predictions, tmp_path / "mixed.csv",
+                      lambda ls: [ls[0], ls[1].replace(pat + ",", str(int(pat)) + ",", 1), *ls[2:]])
+    one_line(_quantify(data, data / "masks", [mixed], work), f"{mixed}: patient {pat} is written both", capsys, work)
+    unpadded = _edit_csv(predictions, tmp_path / "unpadded.csv",
+                         lambda ls: [ls[0], *[(str(int(pat)) + ln[len(pat):]) if ln.startswith(pat + ",") else ln
+                                              for ln in ls[1:]]])
+    assert main([str(a) for a in _quantify(data, data / "masks", [unpadded], tmp_path / "ok")]) == 0
