@@ -577,7 +577,7 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
         except HemwslInputError as err:
             raise bad(f"recipe {err}") from None
     for key in ("slice_threshold",):
-        if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float)) or not 0 <= r[key] <= 1):
+        if key in r and not _probability(r[key]):
             raise bad(f"recipe {key} must be a probability in [0, 1], got {r[key]!r}")
     for key in ("brain_erosion", "min_size", "grow"):
         if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float))
@@ -592,9 +592,7 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
         from hemwsl.thresholds.intensity import check_hu_reference
 
         try:
-            check_hu_reference(None if isinstance(ref, bool) else ref)
-            if isinstance(ref, bool):
-                raise HemwslInputError("a boolean")
+            check_hu_reference(ref)
         except HemwslInputError:
             raise bad(f"recipe hu_reference must be a brain HU between -100 and 200, got {ref!r}") from None
 

@@ -233,12 +233,6 @@ def _ct_grid(image: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray] | N
     return (tuple(n for n in shape if n != 1) if len(shape) > 3 else shape), np.asarray(img.affine)
 
 
-def _ct_shape(image: str | os.PathLike) -> tuple[int, ...] | None:
-    """The shape of a CT (its NIfTI header; a DICOM series folder: ``None``, not checked)."""
-    grid = _ct_grid(image)
-    return None if grid is None else grid[0]
-
-
 def _mask_file(masks: Path, patient: str) -> Path:
     """``<masks>/<patient>.nii.gz``, else the one ``<masks>/fold<k>/<patient>.nii.gz`` (the per-fold folders of
     ``hemwsl ablation``'s pseudo-labels); the direct path (absent) when there is neither."""
@@ -330,6 +324,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     min_slices = sorted({int(n) for n in min_slices})
     if not min_slices or min_slices[0] < 1:
         raise HemwslInputError(f"min_slices: give values >= 1, got {min_slices}")
+    hu_reference = check_hu_reference(hu_reference)
     if not datalist:
         raise HemwslInputError("datalist: no patients (an empty datalist)")
     if not (isinstance(folds, (tuple, list)) and len(folds) == 2 and isinstance(folds[0], Mapping)
@@ -403,7 +398,6 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
             if not aggregations:
                 raise HemwslInputError("the scan model needs at least 2 scans with and 2 without hemorrhage among "
                                        "every fold's selection patients; give other --aggregations")
-    hu_reference = check_hu_reference(hu_reference)
     features = _scan_features(entries, probs, hu_reference) if "model" in aggregations else {}
     # per fold: aggregation (AUROC), threshold (sensitivity), optional calibration, on selection patients only
     choices = {}

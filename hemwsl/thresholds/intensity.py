@@ -41,9 +41,12 @@ def brain_reference_hu(hu: np.ndarray, brain: np.ndarray) -> float | None:
 
 
 def check_hu_reference(value: Any, name: str = "hu_reference") -> float | None:
-    """``value`` as a float (``None`` stays ``None``: no calibration), or one line naming ``name``."""
+    """``value`` as a float (``None`` stays ``None``: no calibration), or one line naming ``name``; a boolean is not a
+    number of HU."""
     if value is None:
         return None
+    if isinstance(value, (bool, np.bool_)):
+        raise HemwslInputError(f"{name} must be a number of HU (e.g. {BRAIN_REFERENCE_HU:g}), got {value!r}")
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -67,8 +70,7 @@ def calibrate_hu(hu: np.ndarray, brain: np.ndarray, reference: float | None = BR
         HemwslInputError: ``reference`` is not a brain HU (:func:`check_hu_reference`), or (with a reference) the CT
             is empty or holds NaN/inf voxels (its brain HU would be undefined).
     """
-    if reference is not None and (isinstance(reference, bool)
-                                  or not isinstance(reference, (int, float, np.integer, np.floating))):
+    if reference is not None and not isinstance(reference, (int, float, np.integer, np.floating)):
         raise HemwslInputError(f"reference must be a number of HU (e.g. {BRAIN_REFERENCE_HU:g}) or None, got "
                                f"{reference!r}")
     reference = check_hu_reference(reference, "reference")

@@ -337,7 +337,7 @@ def test_calibrate_hu_hand_values():
     assert calibrate_hu(hu, brain, None)[1] == 0.0
     assert calibrate_hu(hu, np.zeros_like(brain))[1] == 0.0 and brain_reference_hu(hu, np.zeros_like(brain)) is None
     assert BRAIN_REFERENCE_HU == 37.0 and check_hu_reference("37") == 37.0 and check_hu_reference(None) is None
-    for bad in ("abc", float("nan"), 1e4):
+    for bad in ("abc", float("nan"), 1e4, True):
         with pytest.raises(HemwslInputError, match="hu_reference"):
             check_hu_reference(bad)
     with pytest.raises(HemwslInputError, match="shape"):
