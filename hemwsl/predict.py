@@ -42,6 +42,7 @@ import torch
 
 from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.metrics.volume import drop_thin_components
+from hemwsl.thresholds.intensity import check_hu_reference, same_hu_reference
 
 __all__ = ["MODEL_FILE", "MODEL_KIND", "ModelPackage", "Predictor", "pack_model", "resolve_bundle_settings",
            "load_ct", "check_head_ct", "check_ct_geometry", "DEFAULT_RECIPE", "find_scans", "LoadScand", "PredictWorkflow"]
@@ -225,9 +226,10 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
         hu_range = [float(v) for v in post.get("hu_range", DEFAULT_RECIPE["hu_range"])]
         ints = {k: int(post.get(k, DEFAULT_RECIPE[k])) for k in ("brain_erosion", "min_size", "grow")}
         slice_threshold = float(config.get("prob_threshold", 0.5))
-        ref = config.get("hu_reference")
-        ref = None if ref is None else float(ref)
-    except (TypeError, ValueError) as err:
+        ref = check_hu_reference(config.get("hu_reference"))
+        if isinstance(ref, tuple):
+            ref = list(ref)  # as JSON keeps it
+    except (TypeError, ValueError, HemwslInputError) as err:
         raise HemwslInputError(f"{bench / 'config.json'}: corrupt benchmark config (post-processing: "
                                f"{type(err).__name__}: {err})") from None
     if len(hu_range) != 2 or not all(np.isfinite(hu_range)) or hu_range[0] > hu_range[1] or min(ints.values()) < 0 \
@@ -307,7 +309,7 @@ def _scan_calls(quant: Path, recipe: Mapping | None = None, members: Sequence[in
                                        "an earlier hemwsl: rerun `hemwsl quantify`)")
             theirs = (summary.get("settings") or {}).get("hu_reference")
             mine = (recipe or {}).get("hu_reference")
-            if theirs != mine:
+            if not same_hu_reference(theirs, mine):
                 raise HemwslInputError(f"{f}: its scan model saw HU calibrated to {theirs} (hu_reference), the mask "
                                        f"recipe to {mine}; give a quantify report made with the recipe's --hu-reference")
             call["model"] = v["model"]
@@ -589,12 +591,11 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
         raise bad(f"recipe hu_range must be [low, high] with low <= high, got {hu!r}")
     ref = r.get("hu_reference")
     if ref is not None:
-        from hemwsl.thresholds.intensity import check_hu_reference
-
         try:
             check_hu_reference(ref)
         except HemwslInputError:
-            raise bad(f"recipe hu_reference must be a brain HU between -100 and 200, got {ref!r}") from None
+            raise bad(f"recipe hu_reference must be a brain HU between -100 and 200, or a band [low, high] of two, "
+                      f"got {ref!r}") from None
 
 
 @dataclass

@@ -478,7 +478,8 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
                "choices": {str(k): v for k, v in choices.items()},
                "settings": {"aggregations": list(aggregations), "min_sensitivity": min_sensitivity,
                             "calibrate": calibrate, "min_slices": min_slices, "masks_dir": str(masks),
-                            "n_boot": n_boot, "hu_reference": hu_reference}}
+                            "n_boot": n_boot,
+                            "hu_reference": list(hu_reference) if isinstance(hu_reference, tuple) else hu_reference}}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()

@@ -699,7 +699,7 @@ def run_benchmark(
     if grows != [0]:  # stored only when used, so report folders of earlier versions still resume
         config["grow"] = grows[0] if len(grows) == 1 else grows
     if hu_reference is not None:  # likewise
-        config["hu_reference"] = hu_reference
+        config["hu_reference"] = list(hu_reference) if isinstance(hu_reference, tuple) else hu_reference
     cfg_file = out / "config.json"
     if cfg_file.exists() and json.loads(cfg_file.read_text()) != config:
         raise HemwslInputError(f"{out} holds a benchmark run with other settings ({cfg_file}); use another folder")

@@ -246,6 +246,13 @@ def _calibration_text(out: Path) -> str:
     ref = json.loads(cfg.read_text()).get("hu_reference") if cfg.is_file() else None
     if ref is None:
         return ""
+    from hemwsl.thresholds.intensity import check_hu_reference
+
+    ref = check_hu_reference(ref)
+    if isinstance(ref, tuple):
+        return (f" HU calibrated per scan: each scan whose brain (median of the skull strip's 0-80 HU voxels) reads "
+                f"outside {ref[0]:g}-{ref[1]:g} HU shifted to the nearer end before the prior's range and the growth "
+                f"apply; the others as stored.")
     return (f" HU calibrated per scan: each scan shifted so that its brain (median of the skull strip's 0-80 HU "
             f"voxels) reads {ref:g} HU before the prior's range and the growth apply.")
 

@@ -252,10 +252,12 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grow", type=int, nargs="+", default=[0],
                    help="grow each mask by this many pixels into 40-100 HU inside the brain, the edge of a bleed the "
                         "prior's range misses (default: 0); several values: chosen per fold on the selection patients")
-    p.add_argument("--hu-reference", type=float, default=None, metavar="HU",
+    p.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU",
                    help="shift each scan's HU so that its brain (median of the skull strip's 0-80 HU voxels) reads this "
                         "value before the prior's range applies, e.g. 37: scanners differ by several HU and a fixed "
-                        "range otherwise takes in the cortex of denser scans (default: the HU as stored)")
+                        "range otherwise takes in the cortex of denser scans. Two values LOW HIGH: a band, each brain "
+                        "outside it shifted to the nearer end, the others left as stored (-100 37: lower the denser "
+                        "scans only). Default: the HU as stored")
     p.add_argument("--candidates", type=float, nargs="+", default=None,
                    help="thresholds of the min-max normalised heatmap that `search` chooses from, each in [0, 1) "
                         "(default: 0.05 to 0.95 in steps of 0.05)")
@@ -292,6 +294,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from hemwsl.metrics.classification import check_n_boot
 
     check_n_boot(args.n_boot)
+    from hemwsl.thresholds.intensity import check_hu_reference
+
+    args.hu_reference = check_hu_reference(getattr(args, "hu_reference", None), "--hu-reference")
     if not 0.0 <= args.prob_threshold <= 1.0:
         raise HemwslInputError(f"--prob-threshold must be a probability in [0, 1], got {args.prob_threshold}")
     candidates = getattr(args, "candidates", None)

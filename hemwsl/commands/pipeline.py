@@ -27,6 +27,7 @@ import json
 from pathlib import Path
 
 from hemwsl.commands.benchmark import add_checkpoint_argument
+from hemwsl.thresholds.intensity import hu_reference_text
 
 __all__ = ["add_ablation_arguments", "run_ablation", "add_pipeline_arguments", "run_pipeline"]
 
@@ -173,7 +174,7 @@ def _filtered_prior_pseudo_labels(args: argparse.Namespace, parts: dict, setting
                 args.method, args.layer, kw["threshold"], skull_strip=True, brain_erosion=spec.erosion, progress=False,
                 hu_reference=kw["hu_reference"],
                 cache_dir=root / "component_filter" / "features" / re.sub(
-                    r"[^A-Za-z0-9.-]+", "_", spec.text + ("" if kw["hu_reference"] is None else f"_cal{kw['hu_reference']:g}")))
+                    r"[^A-Za-z0-9.-]+", "_", spec.text + ("" if kw["hu_reference"] is None else f"_cal{hu_reference_text(kw['hu_reference'])}")))
         except OneClassError as err:
             print(f"component filter of fold {k}: {err}; row left out", flush=True)
             return None

@@ -58,9 +58,10 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
                      help="HU range of --threshold-strategy intensity (default: 45 90)")
     cam.add_argument("--brain-erosion", type=int, default=0,
                      help="with --skull-strip: erode the brain mask the labels are restricted to (pixels)")
-    cam.add_argument("--hu-reference", type=float, default=None, metavar="HU",
-                     help="with --skull-strip: shift each scan's HU so that its brain reads this value before the "
-                          "intensity prior applies, e.g. 37 (as `hemwsl benchmark --hu-reference`)")
+    cam.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU",
+                     help="with --skull-strip: shift each scan's HU so that its brain reads this value (or into this "
+                          "band LOW HIGH) before the intensity prior applies, e.g. 37 (as `hemwsl benchmark "
+                          "--hu-reference`)")
     cam.add_argument("--component-filter", action="store_true",
                      help="drop the region's components that a classifier trained on slice labels only (of the "
                           "fold's training and validation patients, or of --filter-datalist) scores below "
@@ -201,7 +202,7 @@ def run_pseudo(args: argparse.Namespace) -> int:
     if getattr(args, "hu_reference", None) is not None:
         from hemwsl.thresholds import check_hu_reference
 
-        check_hu_reference(args.hu_reference, "--hu-reference")
+        args.hu_reference = check_hu_reference(args.hu_reference, "--hu-reference")
         if not args.skull_strip:
             raise HemwslInputError("--hu-reference needs --skull-strip (the brain's HU is measured inside the brain mask)")
     if args.component_threshold is None:

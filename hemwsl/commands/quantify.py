@@ -41,9 +41,10 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-slices", type=int, nargs="+", default=[1],
                    help="drop the predicted masks' 3D components spanning fewer slices (default: 1, keep all); several "
                         "values: each fold's selection patients choose the one with the smallest mL error")
-    p.add_argument("--hu-reference", type=float, default=None, metavar="HU",
-                   help="the scan model's prior features on HU shifted so that each scan's brain reads this value "
-                        "(give the masks' own, as `hemwsl benchmark --hu-reference`; default: the HU as stored)")
+    p.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU",
+                   help="the scan model's prior features on HU shifted so that each scan's brain reads this value, or "
+                        "into this band LOW HIGH (give the masks' own, as `hemwsl benchmark --hu-reference`; default: "
+                        "the HU as stored)")
     p.add_argument("--n-boot", type=int, default=2000,
                    help="bootstrap replicates of the 95%% CIs, at least 10 (default: 2000)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -61,7 +62,7 @@ def run_quantify(args: argparse.Namespace) -> int:
     check_n_boot(args.n_boot)
     from hemwsl.thresholds import check_hu_reference
 
-    check_hu_reference(args.hu_reference, "--hu-reference")
+    args.hu_reference = check_hu_reference(args.hu_reference, "--hu-reference")
     if args.min_sensitivity is not None and not 0.0 <= args.min_sensitivity <= 1.0:
         raise HemwslInputError(f"--min-sensitivity must be in [0, 1], got {args.min_sensitivity}")
     datalist = build_datalist(args.layout, args.dataset_dir) if args.dataset_dir else load_datalist(args.datalist)

@@ -539,7 +539,7 @@ def make_pseudo_labels(
     if hu_reference is not None:  # likewise
         if not skull_strip:
             raise HemwslInputError("hu_reference needs skull_strip (the brain's HU is measured inside the brain mask)")
-        params["hu_reference"] = hu_reference
+        params["hu_reference"] = list(hu_reference) if isinstance(hu_reference, tuple) else hu_reference
     if component_filter is not None:
         if not component_filter_rule:
             raise HemwslInputError("component_filter_rule: say how the component filter was trained")

@@ -37,7 +37,8 @@ from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.thresholds.base import NORMALISATIONS, REGIONS, ThresholdStrategy, apply_threshold, normalise_map
 from hemwsl.thresholds.fixed import FixedThreshold
 from hemwsl.thresholds.intensity import (BLOOD_HU_RANGE, BRAIN_REFERENCE_HU, IntensityPrior, brain_reference_hu,
-                                         calibrate_hu, check_hu_reference)
+                                         calibrate_hu, check_hu_reference, hu_reference_text,
+                                         same_hu_reference)
 from hemwsl.thresholds.otsu import OtsuThreshold
 from hemwsl.thresholds.percentile import PercentileThreshold
 from hemwsl.thresholds.postprocess import remove_small_components, restrict_to_mask
@@ -65,6 +66,8 @@ __all__ = [
     "brain_reference_hu",
     "calibrate_hu",
     "check_hu_reference",
+    "hu_reference_text",
+    "same_hu_reference",
     "NORMALISATIONS",
     "REGIONS",
     "SEARCH_METRICS",

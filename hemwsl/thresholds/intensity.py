@@ -11,7 +11,7 @@ from hemwsl.thresholds.base import ThresholdStrategy
 from hemwsl.thresholds.fixed import FixedThreshold
 
 __all__ = ["BLOOD_HU_RANGE", "BRAIN_REFERENCE_HU", "IntensityPrior", "brain_reference_hu", "calibrate_hu",
-           "check_hu_reference", "touched_components"]
+           "check_hu_reference", "hu_reference_text", "same_hu_reference", "touched_components"]
 
 #: Default hyperdense (acute) blood range in HU, inclusive: clotted blood is about 50-90 HU, above grey
 #: matter (~35-45 HU) and below calcification and bone.
@@ -40,11 +40,7 @@ def brain_reference_hu(hu: np.ndarray, brain: np.ndarray) -> float | None:
     return float(np.median(v))
 
 
-def check_hu_reference(value: Any, name: str = "hu_reference") -> float | None:
-    """``value`` as a float (``None`` stays ``None``: no calibration), or one line naming ``name``; a boolean is not a
-    number of HU."""
-    if value is None:
-        return None
+def _one_hu(value: Any, name: str) -> float:
     if isinstance(value, (bool, np.bool_)):
         raise HemwslInputError(f"{name} must be a number of HU (e.g. {BRAIN_REFERENCE_HU:g}), got {value!r}")
     try:
@@ -56,9 +52,54 @@ def check_hu_reference(value: Any, name: str = "hu_reference") -> float | None:
     return out
 
 
-def calibrate_hu(hu: np.ndarray, brain: np.ndarray, reference: float | None = BRAIN_REFERENCE_HU
+def check_hu_reference(value: Any, name: str = "hu_reference") -> float | tuple[float, float] | None:
+    """``value`` as the calibration :func:`calibrate_hu` takes, or one line naming ``name``.
+
+    ``None`` stays ``None`` (no calibration); a number (or a one-element list, as a command line gives it) is the
+    brain HU every scan is shifted to; two numbers ``[low, high]`` (``low <= high``) are a band the brain is shifted
+    into: a scan whose brain reads below ``low`` is raised to ``low``, one above ``high`` lowered to ``high``, and
+    one in between left as stored (``[-100, 37]`` lowers the denser scans only). A band of equal ends is that
+    number. A boolean is not a number of HU.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        values = list(np.asarray(value, dtype=object).ravel()) if isinstance(value, np.ndarray) else list(value)
+        if len(values) not in (1, 2):
+            raise HemwslInputError(f"{name} must be one brain HU or a band of two (low high), got {len(values)} "
+                                   f"values: {value!r}")
+        ends = [_one_hu(v, name) for v in values]
+        if len(ends) == 1 or ends[0] == ends[1]:
+            return ends[0]
+        if ends[0] > ends[1]:
+            raise HemwslInputError(f"{name} band must be low <= high, got {value!r}")
+        return (ends[0], ends[1])
+    return _one_hu(value, name)
+
+
+def hu_reference_text(reference: float | tuple[float, float] | None) -> str:
+    """``reference`` (:func:`check_hu_reference`) for a report or a file name: ``37``, ``-100..37``, ``none``."""
+    reference = check_hu_reference(reference)
+    if reference is None:
+        return "none"
+    if isinstance(reference, tuple):
+        return f"{reference[0]:g}..{reference[1]:g}"
+    return f"{reference:g}"
+
+
+def same_hu_reference(a: Any, b: Any) -> bool:
+    """Whether two recorded calibrations (a number, a band as a list or a tuple, or ``None``) are the same."""
+    return check_hu_reference(a) == check_hu_reference(b)
+
+
+def calibrate_hu(hu: np.ndarray, brain: np.ndarray, reference: Any = BRAIN_REFERENCE_HU
                  ) -> tuple[np.ndarray, float]:
     """``(hu - shift, shift)``: the scan shifted so that its brain reads ``reference`` HU (:func:`brain_reference_hu`).
+
+    ``reference`` may also be a band ``(low, high)`` (:func:`check_hu_reference`): the brain is shifted into it, to
+    the nearer end, and a scan whose brain already reads inside it is left as stored. ``(-100, 37)`` lowers the
+    denser scans only: their cortex is what a fixed range wrongly takes in, while a paler scan's blood is paler too
+    and raising it can bring its cortex up into the range.
 
     Scanners and protocols differ by several HU: on CT-ICH the brain's median runs from 24 to 41 HU between scans.
     A fixed blood range (50-90 HU) then takes in the grey matter of the denser scans, along the whole cortex, and
@@ -70,9 +111,10 @@ def calibrate_hu(hu: np.ndarray, brain: np.ndarray, reference: float | None = BR
         HemwslInputError: ``reference`` is not a brain HU (:func:`check_hu_reference`), or (with a reference) the CT
             is empty or holds NaN/inf voxels (its brain HU would be undefined).
     """
-    if reference is not None and not isinstance(reference, (int, float, np.integer, np.floating)):
-        raise HemwslInputError(f"reference must be a number of HU (e.g. {BRAIN_REFERENCE_HU:g}) or None, got "
-                               f"{reference!r}")
+    if reference is not None and not isinstance(reference, (int, float, np.integer, np.floating, list, tuple,
+                                                            np.ndarray)):
+        raise HemwslInputError(f"reference must be a number of HU (e.g. {BRAIN_REFERENCE_HU:g}), a band of two or "
+                               f"None, got {reference!r}")
     reference = check_hu_reference(reference, "reference")
     hu = np.asarray(hu, dtype=np.float32)
     if reference is None:
@@ -85,7 +127,8 @@ def calibrate_hu(hu: np.ndarray, brain: np.ndarray, reference: float | None = BR
     ref = brain_reference_hu(hu, brain)
     if ref is None:
         return hu, 0.0
-    shift = ref - float(reference)
+    target = float(np.clip(ref, *reference)) if isinstance(reference, tuple) else float(reference)
+    shift = ref - target
     return (hu - np.float32(shift)).astype(np.float32, copy=False), shift
 
 
