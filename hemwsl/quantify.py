@@ -118,15 +118,12 @@ def _match_patient_spellings(probs: dict, slice_index: dict, source: dict, entri
     """Predictions of a numeric patient id spelt without the dataset's zero padding (``3`` for ``003``) are the
     dataset patient's (as the pseudo-label reader matches them); the same patient spelt both ways in the
     predictions is one line naming the file."""
-    by_number = {}
-    for q in entries:
-        if q.isdigit():
-            by_number.setdefault(int(q), []).append(q)
-    for p in [p for p in probs if p not in entries and p.isdigit()]:
-        qs = by_number.get(int(p), [])
-        if len(qs) != 1:
+    from hemwsl.data.datalist import match_patient
+
+    for p in [p for p in probs if p not in entries]:
+        q = match_patient(p, entries)
+        if q is None:
             continue
-        q = qs[0]
         if q in probs:
             raise HemwslInputError(f"{source[p]}: patient {q} is written both {p!r} and {q!r} in the predictions; "
                                    "use one spelling")

@@ -24,6 +24,7 @@ import errno
 import json
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +49,7 @@ __all__ = [
     "save_datalist",
     "load_datalist",
     "mask_slice_labels",
+    "match_patient",
 ]
 
 NUM_SLICES = "num_slices"
@@ -65,6 +67,20 @@ def _id_key(value: str):
     """Key used to match patient ids: numbers match regardless of zero padding ("049" == "49")."""
     value = str(value).strip()
     return int(value) if value.isdigit() else value
+
+
+def match_patient(name: str, names: Iterable[str]) -> str | None:
+    """The spelling of patient ``name`` among ``names``: ``name`` itself, else the one numeric name of the same
+    number (``"003"`` for ``"3"``: files and CSVs of one dataset pad patient numbers differently); ``None`` when
+    there is none, or when several spellings of that number are there."""
+    names = names if isinstance(names, (set, frozenset, dict)) else set(names)
+    if name in names:
+        return name
+    key = _id_key(name)
+    if not isinstance(key, int):
+        return None
+    same = [n for n in names if _id_key(n) == key]
+    return same[0] if len(same) == 1 else None
 
 
 def _is_dicom_dir(path: Path) -> bool:

@@ -165,13 +165,12 @@ def read_slice_probabilities(csv_path: str | os.PathLike) -> dict[str, np.ndarra
 
 
 def _lookup(probs: Mapping[str, np.ndarray], stem: str, source: str) -> np.ndarray:
-    if stem in probs:
-        return probs[stem]
-    if stem.isdigit():
-        for key, v in probs.items():
-            if key.isdigit() and int(key) == int(stem):
-                return v
-    raise HemwslInputError(f"{source}: no predictions for patient {stem!r}")
+    from hemwsl.data.datalist import match_patient
+
+    key = match_patient(stem, probs)
+    if key is None:
+        raise HemwslInputError(f"{source}: no predictions for patient {stem!r}")
+    return probs[key]
 
 
 _BRAIN_CACHE: OrderedDict[tuple, tuple[np.ndarray, tuple[int, ...]]] = OrderedDict()

@@ -481,3 +481,14 @@ def test_no_warnings_on_clean_data(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ctich_datalist(root)
+
+
+def test_match_patient_spellings():
+    from hemwsl.data.datalist import match_patient
+
+    assert match_patient("003", ["003", "3"]) == "003"          # itself first
+    assert match_patient("3", ["003", "010"]) == "003"          # zero padding differs
+    assert match_patient("03", {"3": 1, "4": 2}) == "3"
+    assert match_patient("3", ["003", "0003"]) is None           # two spellings of patient 3: no guess
+    assert match_patient("p3", ["p03", "3"]) is None              # only numbers are matched by value
+    assert match_patient("7", ["003"]) is None
