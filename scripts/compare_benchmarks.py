@@ -24,6 +24,7 @@ import numpy as np
 
 from hemwsl.benchmark.summary import paired_test, per_patient, read_rows
 from hemwsl.errors import HemwslInputError
+from hemwsl.reports.text import emit, run_script
 
 
 def chosen_rows(report: Path, method: str) -> list[dict]:
@@ -52,17 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="lse_heatmap", help="the method whose validated row is compared ('-': the prior)")
     p.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = p.parse_args(argv)
-    try:
-        if len(args.reports) < 2:
-            raise HemwslInputError("--reports: give at least two report folders")
-        runs = {}
-        for rep in args.reports:
-            rows = chosen_rows(Path(rep), args.method)
-            slices = [r["dice"] for r in rows if r["level"] == "slice" and not math.isnan(r["dice"])]
-            runs[rep] = (per_patient(rows), volume_per_patient(rows), float(np.mean(slices)), len(slices))
-    except HemwslInputError as err:
-        print(f"compare_benchmarks: error: {err}", file=sys.stderr)
-        return 2
+    if len(args.reports) < 2:
+        raise HemwslInputError("--reports: give at least two report folders")
+    runs = {}
+    for rep in args.reports:
+        rows = chosen_rows(Path(rep), args.method)
+        slices = [r["dice"] for r in rows if r["level"] == "slice" and not math.isnan(r["dice"])]
+        runs[rep] = (per_patient(rows), volume_per_patient(rows), float(np.mean(slices)), len(slices))
     ref_slice, ref_vol = runs[args.reports[0]][:2]
     lines = [f"Validated row of `{args.method}`; reference: `{args.reports[0]}`.", "",
              "| report | Dice per slice | volume Dice | patient mean per-slice Dice: diff vs ref | Wilcoxon p | "
@@ -75,12 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             a, b = paired_test(sl, ref_slice), paired_test(vol, ref_vol)
             row += [f"{a['mean_diff']:+.3f}", f"{a['p']:.4f}", f"{b['mean_diff']:+.3f}", f"{b['p']:.4f}"]
         lines.append("| " + " | ".join(row) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit("\n".join(lines) + "\n", args.out)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -23,6 +23,7 @@ from hemwsl.engines.runs import fold_predictions, read_predictions_csv, resolve_
 from hemwsl.errors import HemwslInputError
 from hemwsl.metrics.classification import (bootstrap_ci, compute_auroc, compute_average_precision,
                                            paired_auroc_difference)
+from hemwsl.reports.text import emit, run_script
 
 
 def load_run(cv_dir: str, checkpoint: str) -> dict:
@@ -82,16 +83,9 @@ def main(argv=None) -> int:
             t = ttest_rel(f_auc, per_fold[0]).pvalue
             lines.append(f"| {name} | {r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}] | {r['p']:.4f} "
                          f"| {int((f_auc > per_fold[0]).sum())} / {len(folds)} | {t:.4f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit("\n".join(lines) + "\n", args.out)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except HemwslInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_script(main))

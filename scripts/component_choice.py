@@ -42,7 +42,6 @@ def _minmax_slices(a: np.ndarray) -> np.ndarray:
 
 def patient_table(entry, cam_dir: Path, method: str, layers: list[str], probs: np.ndarray, cache: Path) -> dict:
     """Components of the validated prior of one patient: features, slice, label ids, true overlap."""
-    import nibabel as nib
     from scipy import ndimage
 
     from hemwsl.benchmark.runner import load_heatmap
@@ -282,4 +281,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hemwsl.reports.text import run_script
+
+    sys.exit(run_script(main))

@@ -107,4 +107,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hemwsl.reports.text import run_script
+
+    sys.exit(run_script(main))
