@@ -247,8 +247,7 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
 
 def _check_layers(where: Path, per_fold: Mapping[int, Mapping], settings: Mapping) -> None:
     """Each fold's chosen heatmap layer exists in the packed network (else predict would refuse the package later)."""
-    from hemwsl.networks import build_network, get_network_spec
-    from hemwsl.networks.registry import target_layer_names
+    from hemwsl.networks.registry import network_skeleton, target_layer_names
 
     backbone = settings.get("backbone")
     if not backbone:
@@ -257,15 +256,11 @@ def _check_layers(where: Path, per_fold: Mapping[int, Mapping], settings: Mappin
     odd = {k: v["layer"] for k, v in per_fold.items() if v.get("layer") and v["layer"] not in accepted}
     if not odd:
         return
-    net = None
-    if get_network_spec(backbone).family != "lse_heatmap":  # another module path may still be a valid layer
-        try:
-            with torch.device("meta"):
-                net = build_network(backbone, in_channels=int(settings.get("in_channels") or 3),
-                                    num_classes=int(settings.get("num_classes") or 1),
-                                    options=settings.get("network_options") or None)
-        except Exception:  # noqa: BLE001  (the layer is then judged by the registry's names alone)
-            net = None
+    try:  # another module path may still be a valid layer
+        net = network_skeleton(backbone, settings.get("in_channels") or 3, settings.get("num_classes") or 1,
+                               settings.get("network_options"))
+    except Exception:  # noqa: BLE001  (the layer is then judged by the registry's names alone)
+        net = None
     for k, layer in sorted(odd.items()):
         try:
             if net is None:

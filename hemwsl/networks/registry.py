@@ -93,6 +93,7 @@ from hemwsl.networks.utils import adapt_stem_weight, check_dropout, check_positi
 
 __all__ = [
     "check_network_options",
+    "network_skeleton",
     "NetworkSpec",
     "PretrainedReport",
     "NETWORKS",
@@ -355,6 +356,18 @@ def build_network(
     return model
 
 
+def network_skeleton(backbone: str, in_channels: Any = None, num_classes: Any = 1,
+                     options: Mapping[str, Any] | None = None) -> nn.Module:
+    """``backbone`` built without weights, to check its options and module names: on the meta device (no memory),
+    or, for the LSE heatmap network, whose constructor probes its encoder with a forward pass, on the CPU. The
+    constructor's own errors pass through."""
+    device = "cpu" if get_network_spec(backbone).family == "lse_heatmap" else "meta"
+    with torch.device(device):
+        return build_network(backbone, in_channels=int(in_channels) if in_channels is not None else 3,
+                             num_classes=int(num_classes) if num_classes is not None else 1,
+                             options=dict(options) if options else None)
+
+
 def check_network_options(backbone: Any, options: Any, in_channels: Any = None, num_classes: Any = 1) -> None:
     """Check a bundle's ``network_options`` for ``backbone`` before any training: a mapping whose keys the network's
     constructor takes, with values of the right type (the network is built on the meta device: no memory, no
@@ -387,13 +400,8 @@ def check_network_options(backbone: Any, options: Any, in_channels: Any = None, 
                 return f"network_options: option {k!r} = {options[k]!r} is not accepted by {backbone} ({text})"
         return f"network_options {dict(options)!r}: not accepted by {backbone} ({text})"
 
-    kwargs = {"in_channels": int(in_channels) if in_channels is not None else 3,
-              "num_classes": int(num_classes) if num_classes is not None else 1, "options": dict(options)}
-    # the LSE network probes its encoder with a forward pass: built for real (on the CPU, without weights)
-    device = "cpu" if get_network_spec(backbone).family == "lse_heatmap" else "meta"
     try:
-        with torch.device(device):
-            build_network(backbone, **kwargs)
+        network_skeleton(backbone, in_channels, num_classes, options)
     except HemwslInputError as err:
         raise HemwslInputError(named(err)) from None
     except (TypeError, ValueError, AttributeError, KeyError, RuntimeError, AssertionError) as err:
