@@ -16,7 +16,6 @@ from __future__ import annotations
 from hemwsl.cam.base import (
     INPUT_LAYER,
     NORMALIZERS,
-    CAMEngine,
     CAMMethod,
     Capture,
     ClassTarget,
@@ -32,6 +31,7 @@ from hemwsl.cam.base import (
     resolve_targets,
     upsample,
 )
+from hemwsl.cam.engine import CAMEngine
 from hemwsl.cam.registry import CAM_METHODS, get_method, list_methods, register_method
 from hemwsl.cam.suffix import SuffixRunner
 from hemwsl.cam.volume import explain_volume, heatmap_path, resized_affine, save_heatmaps, volume_done

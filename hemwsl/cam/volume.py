@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hemwsl.cam.base import CAMEngine, TargetSpec, get_normalizer, normalize_per_slice, upsample
+from hemwsl.cam.base import TargetSpec, get_normalizer, normalize_per_slice, upsample
+from hemwsl.cam.engine import CAMEngine
 from hemwsl.constants import IMAGE, PATIENT, SLICE_INDEX
 from hemwsl.errors import HemwslInputError
 

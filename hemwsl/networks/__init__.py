@@ -20,6 +20,7 @@ from hemwsl.networks.registry import (
     target_layer_names,
 )
 from hemwsl.networks.utils import adapt_stem_weight
+from hemwsl.networks import lse as _lse  # noqa: F401,E402  (registers the lse_<backbone> networks)
 
 __all__ = [
     "FAMILIES",

@@ -40,6 +40,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,18 @@ from monai.networks.blocks import ChannelSELayer
 from torch import Tensor, nn
 
 from hemwsl.errors import HemwslInputError, check_choice
+from hemwsl.networks.registry import (
+    LSE_PREFIX,
+    NETWORKS,
+    NetworkSpec,
+    _read_state_dict,
+    build_network,
+    classifier_head,
+    get_network_spec,
+    load_pretrained_weights,
+    register_network,
+    resolve_pretrained_path,
+)
 
 __all__ = [
     "ENCODER_PLANS",
@@ -63,6 +76,7 @@ __all__ = [
     "LSEHeatmapLoss",
     "encoder_plan",
     "build_lse_heatmap_net",
+    "REF_LSE",
     "lse_subtype_masks",
     "subtype_volumes_ml",
 ]
@@ -107,8 +121,6 @@ def encoder_plan(backbone: str, model: nn.Module, in_channels: int) -> tuple[lis
     32), found by running a 64 x 64 probe through the sequence; and those four outputs' channels.
     (ResNet: ``layer1..4``; DenseNet: ``denseblock1..3``, ``relu5``; EfficientNetV2-S: ``features.2, .3,
     .5, .7``; timm EfficientNetV2-B0 / Lite: ``blocks.1, .2, .4``, ``bn2``.)"""
-    from hemwsl.networks.registry import get_network_spec
-
     spec = get_network_spec(backbone)
     key = f"{spec.family}/{spec.implementation}"
     if key not in ENCODER_PLANS:
@@ -276,8 +288,6 @@ class LSEHeatmapNet(nn.Module):
         super().__init__()
         if not isinstance(se_gate, bool):
             raise HemwslInputError(f"se_gate must be true or false, got {se_gate!r}")
-        from hemwsl.networks.registry import build_network, classifier_head
-
         self.backbone = backbone
         self.encoder = build_network(backbone, in_channels=in_channels, num_classes=num_classes, **backbone_kwargs)
         self._sequence, self._stages, widths = encoder_plan(backbone, self.encoder, in_channels)
@@ -361,8 +371,6 @@ class LSEHeatmapNet(nn.Module):
         """Initialise the encoder from a checkpoint of the plain backbone (a classifier trained by
         ``bundles/ich_classifier``, Chen & Kuo's first stage, or other local weights of that backbone);
         its classifier head is ignored."""
-        from hemwsl.networks.registry import classifier_head, load_pretrained_weights
-
         linear = classifier_head(self.backbone)[1]
         report = load_pretrained_weights(self.encoder, path, name=self.backbone, ignore_prefixes=(linear + ".",))
         logger.info("%s: encoder of the LSE heatmap network initialised (%d tensors)", path, len(report.loaded))
@@ -370,8 +378,6 @@ class LSEHeatmapNet(nn.Module):
 
 def _is_full_checkpoint(path: Path) -> bool:
     """Whether a weights file holds a whole LSE heatmap network (its decoder levels), not only a backbone."""
-    from hemwsl.networks.registry import _read_state_dict
-
     return any(k.startswith("levels.") for k in _read_state_dict(path))
 
 
@@ -397,8 +403,6 @@ def build_lse_heatmap_net(backbone: str, in_channels: int = 3, num_classes: int 
                         decoder_channels=decoder_channels, se_reduction=se_reduction, dropout=dropout,
                         form=lse_form, se_gate=se_gate, **kwargs)
     if pretrained_path is not None:
-        from hemwsl.networks.registry import resolve_pretrained_path
-
         path = resolve_pretrained_path(backbone, pretrained_path)
         if _is_full_checkpoint(path):
             from hemwsl.networks.checkpoint import load_weights
@@ -578,3 +582,27 @@ def subtype_volumes_ml(labels: Any, spacing: Sequence[float], names: Sequence[st
     out = {name: float((lab == k + 1).sum()) * voxel_ml for k, name in enumerate(names)}
     out["any"] = float((lab > 0).sum()) * voxel_ml
     return out
+
+
+REF_LSE = "Chen & Kuo 2026, U-shaped network with Log-Sum-Exp pooling for weakly supervised ICH heatmaps"
+
+
+def _register() -> None:
+    """``lse_<backbone>`` for every plain backbone of the registry (``hemwsl.networks`` imports this module)."""
+    for base in [s for s in list(NETWORKS.values()) if s.family not in ("lse_heatmap", "slice_sequence")]:
+        if LSE_PREFIX + base.name in NETWORKS:
+            continue
+        register_network(NetworkSpec(
+            name=LSE_PREFIX + base.name,
+            family="lse_heatmap",
+            builder=partial(build_lse_heatmap_net, base.name),
+            target_layers=LSE_LEVEL_LAYERS,
+            head=("levels.0.pool", "levels.0.classifier"),
+            gap_linear_head=False,
+            reference=REF_LSE + "; encoder: " + base.reference,
+            stem="encoder." + base.stem,
+            implementation=base.implementation,
+        ))
+
+
+_register()

@@ -93,6 +93,7 @@ from hemwsl.networks.utils import adapt_stem_weight, check_dropout, check_positi
 
 __all__ = [
     "check_network_options",
+    "register_network",
     "network_skeleton",
     "NetworkSpec",
     "PretrainedReport",
@@ -115,7 +116,6 @@ REF_RESNET = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016
 REF_DENSENET = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017"
 REF_EFFNETV2 = "Tan & Le, EfficientNetV2: Smaller Models and Faster Training, ICML 2021"
 REF_EFFNET = "Tan & Le, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks, ICML 2019 (Lite variants)"
-REF_LSE = "Chen & Kuo 2026, U-shaped network with Log-Sum-Exp pooling for weakly supervised ICH heatmaps"
 REF_SEQ = "Ramananda & Sundaresan 2023, ResNet-LSTM class activation maps for weakly supervised ICH segmentation"
 
 FAMILIES: tuple[str, ...] = ("efficientnet_v2", "efficientnet_lite", "resnet", "densenet", "lse_heatmap", "slice_sequence")
@@ -232,24 +232,9 @@ def _make_registry() -> dict[str, NetworkSpec]:
                 state_dict_adapter=remap_densenet_state_dict,
             )
         )
-    from hemwsl.networks.lse import LSE_LEVEL_LAYERS, build_lse_heatmap_net
     from hemwsl.networks.sequence import SEQ_PREFIX
 
     bases = list(specs)
-    for base in bases:
-        specs.append(
-            NetworkSpec(
-                name=LSE_PREFIX + base.name,
-                family="lse_heatmap",
-                builder=partial(build_lse_heatmap_net, base.name),
-                target_layers=LSE_LEVEL_LAYERS,
-                head=("levels.0.pool", "levels.0.classifier"),
-                gap_linear_head=False,
-                reference=REF_LSE + "; encoder: " + base.reference,
-                stem="encoder." + base.stem,
-                implementation=base.implementation,
-            )
-        )
     for base in bases:
         specs.append(
             NetworkSpec(
@@ -283,7 +268,25 @@ def list_networks(family: str | None = None) -> list[str]:
     """
     if family is not None:
         check_choice("network family", family, FAMILIES)
-    return [n for n, s in NETWORKS.items() if family is None or s.family == family]
+    names = [n for n, s in NETWORKS.items() if family is None or s.family == family]
+    # the plain backbones first, then the networks built on them (each family's module registers its own)
+    return sorted(names, key=lambda n: _COMPOSITE_ORDER.get(NETWORKS[n].family, 0))
+
+
+_COMPOSITE_ORDER = {"lse_heatmap": 1, "slice_sequence": 2}
+
+
+def register_network(spec: NetworkSpec) -> NetworkSpec:
+    """Add ``spec`` to :data:`NETWORKS` and return it: how a network family of its own module registers its names
+    (:mod:`hemwsl.networks.lse` registers ``lse_<backbone>`` for every backbone; ``hemwsl.networks`` imports it).
+    A name registered already, or an unknown family, is one line."""
+    if not isinstance(spec, NetworkSpec):
+        raise HemwslInputError(f"register_network takes a NetworkSpec, got {type(spec).__name__}")
+    check_choice("network family", spec.family, FAMILIES)
+    if spec.name in NETWORKS and NETWORKS[spec.name] is not spec:
+        raise HemwslInputError(f"network {spec.name!r} is registered already")
+    NETWORKS[spec.name] = spec
+    return spec
 
 
 def get_network_spec(name: str) -> NetworkSpec:
