@@ -77,8 +77,9 @@ def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cv-dir", required=True, help="output folder of `hemwsl train-cv` (fold<k>/models/model.pt)")
     p.add_argument("--out", required=True, help="heatmap folder <method>/<layer>/<patient>.nii.gz (shared by folds)")
     p.add_argument("--folds", type=int, default=None, help="number of folds of the train-cv run (default: as it recorded)")
-    p.add_argument("--methods", nargs="+", default=["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam",
-                                                   "eigencam", "ablationcam"], help="CAM/attribution methods")
+    from hemwsl.engines.cv import CAM_CV_METHODS
+
+    p.add_argument("--methods", nargs="+", default=list(CAM_CV_METHODS), help="CAM/attribution methods")
     p.add_argument("--layers", nargs="*", default=None, help="target layers (default: the network's registered ones)")
     p.add_argument("--part", default="test", choices=["train", "val", "test"],
                    help="which part of each fold to explain (default: test)")
@@ -92,72 +93,19 @@ def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cam_cv_settings(cv_dir: str, pairs: list[str]) -> dict:
-    """The classifier settings of cam-cv: the run's ``cv_settings.json`` and ``--set``; a ``--set`` value that
-    contradicts what the run trained with (recorded, or the bundle's default for a network or input setting) is
-    one line naming the key (heatmaps of a network fed other inputs than it was trained on are wrong without any
-    error). Without a settings file, ``--set`` gives the settings."""
-    from hemwsl.commands.classifier import parse_overrides
-    from hemwsl.errors import HemwslInputError
+    """The classifier settings of cam-cv from the run and ``--set`` pairs (:func:`hemwsl.engines.cv._cam_cv_settings`)."""
+    from hemwsl.engines.cv import _cam_cv_settings as settings, parse_overrides
 
-    overrides = parse_overrides(pairs)
-    f = Path(cv_dir) / SETTINGS
-    if not f.is_file() or not overrides:
-        return {**cv_settings(cv_dir), **overrides}
-    from hemwsl.predict import resolve_bundle_settings
-
-    recorded = cv_settings(cv_dir)
-    resolved = resolve_bundle_settings(recorded)
-    for key, value in overrides.items():
-        if key in recorded:
-            have = recorded[key]
-        elif key in resolved:
-            have = resolved[key]
-        else:
-            continue  # not a setting of the trained network or its inputs (e.g. batch_size, device)
-        if json.loads(json.dumps(value)) != json.loads(json.dumps(have)):
-            raise HemwslInputError(f"--set {key}={json.dumps(value)} contradicts the train-cv run {cv_dir} ({f}: "
-                                   f"{key} = {json.dumps(have)}); leave it out")
-    return {**recorded, **overrides}
-
-
-def _check_cam_cv_inputs(args: argparse.Namespace, settings: dict) -> None:
-    """Everything cam-cv is asked for, before the first file is written: methods, layers (on the run's network,
-    built without weights), grid, part, cache folder and the dataset."""
-    from hemwsl.commands.classifier import check_cache_dir
-    from hemwsl.data.datalist import build_datalist
-    from hemwsl.engines.cam import check_cam_request, layer_network
-
-    network = None
-    if args.layers:
-        from hemwsl.predict import resolve_bundle_settings
-
-        network = layer_network(resolve_bundle_settings(settings))
-    check_cam_request(list(args.methods), args.layers or None, grid=args.grid, part=args.part, network=network)
-    check_cache_dir(getattr(args, "cache_dir", None))
-    build_datalist(settings.get("layout", "ct-ich"), args.dataset_dir)  # a bad dataset is named now
+    return settings(cv_dir, parse_overrides(pairs))
 
 
 def run_cam_cv(args: argparse.Namespace) -> int:
-    from hemwsl.engines.bundle import run_cam_bundle
-    from hemwsl.engines.runs import check_outside_run
+    """``hemwsl cam-cv``: :func:`hemwsl.engines.cv.cam_cv` with the command's arguments."""
+    from hemwsl.engines.cv import cam_cv, parse_overrides
 
-    check_outside_run(args.out, args.cv_dir)
-    settings = _cam_cv_settings(args.cv_dir, args.set)
-    args.folds = resolve_cv_folds(args.cv_dir, args.folds)[0]
-    which = getattr(args, "checkpoint", "best")
-    ckpts = [fold_checkpoint(args.cv_dir, k, which) for k in range(args.folds)]
-    _check_cam_cv_inputs(args, settings)
-    check_checkpoint_marker(args.out, args.cv_dir, which, "heatmaps",
-                            settings={**settings, "grid": args.grid, "folds": args.folds})
-    for k, ckpt in enumerate(ckpts):
-        kw = {**settings, "dataset_dir": args.dataset_dir, "output_dir": str(args.cv_dir), "n_folds": args.folds,
-              "fold": k, "checkpoint": str(ckpt), "cam_dir": str(args.out), "cam_part": args.part,
-              "cam_methods": list(args.methods), "cam_layers": args.layers or None, "cam_grid": args.grid}
-        if getattr(args, "cache_dir", None):
-            kw["cache_dir"] = str(args.cache_dir)
-        run_cam_bundle(**kw)
-        print(f"fold {k}: heatmaps of its {args.part} patients in {args.out}", flush=True)
-    return 0
+    return cam_cv(args.dataset_dir, args.cv_dir, args.out, folds=args.folds, methods=args.methods,
+                  layers=args.layers, part=args.part, grid=args.grid, overrides=parse_overrides(args.set),
+                  checkpoint=getattr(args, "checkpoint", "best"), cache_dir=getattr(args, "cache_dir", None))
 
 
 def _same_weights(a: Path, b: Path, which: str) -> bool | None:

@@ -450,8 +450,8 @@ def _check_pipeline_options(args: argparse.Namespace) -> str:
 
 def run_pipeline(args: argparse.Namespace) -> int:
     from hemwsl.engines.runs import cv_settings
-    from hemwsl.commands.benchmark import run_benchmark, run_cam_cv
-    from hemwsl.commands.classifier import run_train_cv
+    from hemwsl.commands.benchmark import run_benchmark
+    from hemwsl.engines.cv import cam_cv, parse_overrides, train_cv
 
     from hemwsl.data.io import check_run_record
 
@@ -467,13 +467,10 @@ def run_pipeline(args: argparse.Namespace) -> int:
         "methods": list(args.methods),
         "layer": args.layer, "set": list(args.set), "unet_set": list(args.unet_set), "checkpoint": which,
     }, "a pipeline run")
-    extra = ["eval_checkpoint=last"] if which == "last" else []
-    run_train_cv(argparse.Namespace(dataset_dir=args.dataset_dir, out=str(cv), folds=args.folds, only=None,
-                                    bundle="ich_classifier", cache_dir=args.cache_dir, cache_procs=2,
-                                    set=list(args.set) + extra))
-    run_cam_cv(argparse.Namespace(dataset_dir=args.dataset_dir, cv_dir=str(cv), out=str(out / "cam"),
-                                  folds=args.folds, methods=args.methods, layers=None, part="test", grid="input", set=[],
-                                  checkpoint=which, cache_dir=args.cache_dir))
+    extra = {"eval_checkpoint": "last"} if which == "last" else {}
+    train_cv(args.dataset_dir, cv, args.folds, {**parse_overrides(args.set), **extra}, cache_dir=args.cache_dir)
+    cam_cv(args.dataset_dir, cv, out / "cam", folds=args.folds, methods=args.methods, checkpoint=which,
+           cache_dir=args.cache_dir)
     from hemwsl.constants import BENCHMARK_THRESHOLDS
 
     run_benchmark(argparse.Namespace(dataset_dir=args.dataset_dir, datalist=None, layout="ct-ich",

@@ -40,7 +40,7 @@ def add_self_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_self_train(args: argparse.Namespace) -> int:
     from hemwsl.engines.runs import cv_settings, fold_checkpoint, resolve_cv_folds
-    from hemwsl.commands.classifier import parse_overrides, run_train_cv
+    from hemwsl.engines.cv import parse_overrides, train_cv
     from hemwsl.commands.pipeline import heatmap_choices
     from hemwsl.data.datalist import build_datalist
     from hemwsl.engines.bundle import run_cam_bundle
@@ -78,6 +78,4 @@ def run_self_train(args: argparse.Namespace) -> int:
         print(f"fold {k}: self-training targets of its {len(train)} training patients", flush=True)
     fine = {**settings, "pretrained_path": str(cv_dir / "fold{fold}" / "models" / Path(ckpts[0]).name),
             "pseudo_masks": str(out / "targets" / "fold{fold}"), "lse_pixel": float(args.pixel_weight), **overrides}
-    pairs = [f"{key}={json.dumps(value)}" for key, value in fine.items()]
-    return run_train_cv(argparse.Namespace(dataset_dir=args.dataset_dir, out=str(out), folds=folds, only=None,
-                                           bundle="ich_classifier", cache_dir=args.cache_dir, cache_procs=2, set=pairs))
+    return train_cv(args.dataset_dir, out, folds, json.loads(json.dumps(fine)), cache_dir=args.cache_dir)
