@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hemwsl.engines.bundle import SETTING_KEYS, resolve_bundle_settings  # noqa: F401  (re-exported)
 from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.metrics.volume import drop_thin_components
 from hemwsl.thresholds.intensity import check_hu_reference, same_hu_reference
@@ -53,10 +54,6 @@ MODEL_FILE = "hemwsl_model.json"
 MODEL_KIND = "hemwsl-slice-ensemble"
 FORMAT_VERSION = 1
 
-#: The classifier settings a package records (resolved from the bundle's ``train.yaml`` and the run's overrides).
-SETTING_KEYS = ("backbone", "network_options", "in_channels", "num_classes", "dropout", "windows", "num_slices",
-                "spatial_size", "skull_strip", "tta", "n_folds", "seed", "val_fraction", "layout")
-
 #: Mask recipe without a benchmark report: the hyperdense prior alone on the positive slices, with the
 #: post-processing the real-data benchmark validated for it (docs/benchmark.md).
 DEFAULT_RECIPE: dict[str, Any] = {
@@ -66,26 +63,6 @@ DEFAULT_RECIPE: dict[str, Any] = {
 
 
 # ------------------------------------------------------------------------------------------- settings
-def resolve_bundle_settings(overrides: Mapping[str, Any], bundle: str = "ich_classifier") -> dict[str, Any]:
-    """The classifier settings of :data:`SETTING_KEYS` as the bundle resolves them with ``overrides``."""
-    from monai.bundle import ConfigParser
-
-    from hemwsl.engines.bundle import config_files
-
-    parser = ConfigParser()
-    parser.read_config(config_files(bundle, ["train"]))
-    parser.update(dict(overrides))
-    out = {}
-    for key in SETTING_KEYS:
-        value = parser.get_parsed_content(key) if key in parser else None
-        if isinstance(value, tuple):
-            value = list(value)
-        out[key] = value
-    out["windows"] = [list(w) if isinstance(w, (list, tuple)) else w for w in out["windows"]]
-    out["network_options"] = dict(out["network_options"] or {})
-    return json.loads(json.dumps(out))  # plain JSON types
-
-
 def _read_csv(path: Path) -> list[dict[str, str]]:
     import csv
 

@@ -12,12 +12,13 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "run_cam_bundle", "FoldBusyError", "fold_lock", "train_evaluate_fold", "validate_metadata", "check_bundle"]
+__all__ = ["SETTING_KEYS", "resolve_bundle_settings", "BUNDLES_DIR", "bundle_dir", "config_files", "run_bundle", "run_cam_bundle", "FoldBusyError", "fold_lock", "train_evaluate_fold", "validate_metadata", "check_bundle"]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
 
@@ -27,6 +28,11 @@ _REQUIRED_META = (
     "task", "description", "authors", "copyright", "network_data_format",
 )
 _REQUIRED_TENSOR = ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range")
+
+
+#: The classifier settings a package records (resolved from the bundle's ``train.yaml`` and the run's overrides).
+SETTING_KEYS = ("backbone", "network_options", "in_channels", "num_classes", "dropout", "windows", "num_slices",
+                "spatial_size", "skull_strip", "tta", "n_folds", "seed", "val_fraction", "layout")
 
 
 def bundle_dir(name_or_path: str | os.PathLike) -> Path:
@@ -75,6 +81,25 @@ def check_bundle_settings(bundle: str | os.PathLike, overrides: dict, configs: S
         if message is None:
             raise
         raise HemwslInputError(message) from None
+
+
+def resolve_bundle_settings(overrides: Mapping[str, Any], bundle: str = "ich_classifier") -> dict[str, Any]:
+    """The classifier settings of :data:`SETTING_KEYS` as the bundle resolves them with ``overrides`` (what a
+    model package records, and what cam-cv checks ``--set`` values against)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle, ["train"]))
+    parser.update(dict(overrides))
+    out = {}
+    for key in SETTING_KEYS:
+        value = parser.get_parsed_content(key) if key in parser else None
+        if isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    out["windows"] = [list(w) if isinstance(w, (list, tuple)) else w for w in out["windows"]]
+    out["network_options"] = dict(out["network_options"] or {})
+    return json.loads(json.dumps(out))  # plain JSON types
 
 
 def _logging_file(config_root: Path) -> str | bool | None:

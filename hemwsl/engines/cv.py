@@ -249,7 +249,7 @@ def _cam_cv_settings(cv_dir: str | os.PathLike, overrides: Mapping[str, Any] | N
     f = Path(cv_dir) / SETTINGS
     if not f.is_file() or not overrides:
         return {**cv_settings(cv_dir), **overrides}
-    from hemwsl.predict import resolve_bundle_settings
+    from hemwsl.engines.bundle import resolve_bundle_settings
 
     recorded = cv_settings(cv_dir)
     resolved = resolve_bundle_settings(recorded)
@@ -275,7 +275,7 @@ def _check_cam_cv_inputs(dataset_dir, methods: Sequence[str], layers: Sequence[s
 
     network = None
     if layers:
-        from hemwsl.predict import resolve_bundle_settings
+        from hemwsl.engines.bundle import resolve_bundle_settings
 
         network = layer_network(resolve_bundle_settings(settings))
     check_cam_request(list(methods), layers or None, grid=grid, part=part, network=network)
