@@ -30,7 +30,8 @@ class Command:
 
 class StoreOnce(argparse.Action):
     """``store`` that refuses the option given twice (argparse keeps the last value silently: ``--folds 2 --folds 3``
-    would make 3 folds without a word)."""
+    would make 3 folds without a word, ``--hu-reference 37 --hu-reference 40`` calibrate to 40): one line
+    ``<prog>: error: argument <option>: given more than once ...``, exit status 2."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -38,8 +39,9 @@ class StoreOnce(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         if self._namespace is namespace:
-            raise argparse.ArgumentError(self, f"given more than once ({getattr(namespace, self.dest)!r}, then "
-                                               f"{values!r}); give it once")
+            name = "/".join(self.option_strings) or self.dest
+            parser.exit(2, f"{parser.prog}: error: argument {name}: given more than once "
+                           f"({getattr(namespace, self.dest)!r}, then {values!r}); give it once\n")
         self._namespace = namespace
         setattr(namespace, self.dest, values)
 
@@ -170,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"{err.filename}: a file is where a folder must be (give another output path)"
         elif message is None and isinstance(err, PermissionError) and err.filename:
             message = f"{err.filename}: permission denied"
+        elif message is None and isinstance(err, OSError) and err.filename:  # e.g. a symlink loop or a folder that
+            # cannot be made (/proc/x) on the way to an output file
+            message = " ".join(f"{err.filename}: {err.strerror or err}".split())
         if message is None:
             raise
         print(f"hemwsl {cmd.name}: error: {message}", file=sys.stderr)

@@ -76,13 +76,9 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def _read_report_json(f: Path, what: str) -> dict:
     """A report's JSON object (``summary.json`` of quantify, ``config.json`` of benchmark): one line naming the file
     when it is not readable JSON or not an object."""
-    try:
-        data = json.loads(f.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise HemwslInputError(f"{f}: corrupt {what} ({type(err).__name__}: {err})") from None
-    if not isinstance(data, dict):
-        raise HemwslInputError(f"{f}: corrupt {what} (a JSON object expected, got a {type(data).__name__})")
-    return data
+    from hemwsl.data.io import read_json_file
+
+    return read_json_file(f, what)
 
 
 def _probability(value: Any) -> bool:
@@ -199,16 +195,19 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
         spec_text = spec.base
     else:  # one post-processing for the whole report
         post = {k: config[k] for k in ("hu_range", "brain_erosion", "min_size", "grow") if k in config}
-    try:
-        hu_range = [float(v) for v in post.get("hu_range", DEFAULT_RECIPE["hu_range"])]
-        ints = {k: int(post.get(k, DEFAULT_RECIPE[k])) for k in ("brain_erosion", "min_size", "grow")}
-        slice_threshold = float(config.get("prob_threshold", 0.5))
+    from hemwsl.data.io import check_value
+
+    try:  # the values as they are: a string "12" is no HU range, 2.7 no erosion in pixels (no coercion)
+        hu_range = check_value(post.get("hu_range", DEFAULT_RECIPE["hu_range"]), "hu_range", "numbers", length=2)
+        ints = {k: check_value(post.get(k, DEFAULT_RECIPE[k]), k, "int", minimum=0)
+                for k in ("brain_erosion", "min_size", "grow")}
+        slice_threshold = check_value(config.get("prob_threshold", 0.5), "prob_threshold", "number", minimum=0.0,
+                                      maximum=1.0)
         ref = check_hu_reference(config.get("hu_reference"))
         if isinstance(ref, tuple):
             ref = list(ref)  # as JSON keeps it
-    except (TypeError, ValueError, HemwslInputError) as err:
-        raise HemwslInputError(f"{bench / 'config.json'}: corrupt benchmark config (post-processing: "
-                               f"{type(err).__name__}: {err})") from None
+    except HemwslInputError as err:
+        raise HemwslInputError(f"{bench / 'config.json'}: corrupt benchmark config (post-processing: {err})") from None
     if len(hu_range) != 2 or not all(np.isfinite(hu_range)) or hu_range[0] > hu_range[1] or min(ints.values()) < 0 \
             or not 0.0 <= slice_threshold <= 1.0:
         raise HemwslInputError(f"{bench / 'config.json'}: corrupt benchmark config (hu_range {hu_range}, "
@@ -220,6 +219,10 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
         "source": f"benchmark report {bench.name}: {method} {spec_text}, chosen per fold on its selection patients",
     }
     return recipe, per_fold
+
+
+#: The post-processing keys of a recipe, and the fields of a threshold spec that hold them.
+_POST_KEYS: dict[str, str] = {"hu_range": "hu_range", "brain_erosion": "erosion", "min_size": "min_size", "grow": "grow"}
 
 
 def _check_layers(where: Path, per_fold: Mapping[int, Mapping], settings: Mapping) -> None:
@@ -285,6 +288,9 @@ def _scan_calls(quant: Path, recipe: Mapping | None = None, members: Sequence[in
                 raise HemwslInputError(f"{f}: its scan model saw HU calibrated to {theirs} (hu_reference), the mask "
                                        f"recipe to {mine}; give a quantify report made with the recipe's --hu-reference")
             call["model"] = v["model"]
+            from hemwsl.scanmodel import SCAN_FEATURE_PRIOR
+
+            call["features"] = dict(SCAN_FEATURE_PRIOR)  # as hemwsl quantify computed them
             call["source"] = f"scan model of quantify report {quant.name}, fold {k}"
         out[fold] = call
     lost = [k for k in (members or []) if k not in out]
@@ -369,6 +375,9 @@ def _scan_models(cv: Path, members: Sequence[int], checkpoint: str, dataset_dir:
         train = sorted(p for p in feats if p not in test)
         model = fit_scan_model(np.stack([feats[p] for p in train]), [labels[p] for p in train], min_sensitivity)
         out[k] = {"aggregation": "model", "threshold": model.threshold, "model": model.to_dict(),
+                  "features": {"slice_threshold": float(recipe["slice_threshold"]),
+                               "hu_range": [float(v) for v in recipe["hu_range"]],
+                               "brain_erosion": int(recipe["brain_erosion"]), "min_size": int(recipe["min_size"])},
                   "source": f"scan model trained on the {len(train)} scans outside fold {k}'s test part "
                             f"(out-of-fold probabilities), sensitivity >= {min_sensitivity}"}
     return out
@@ -389,14 +398,30 @@ def pack_member_weights(root: Path, fold: int, checkpoint: str | os.PathLike) ->
     import io
 
     from hemwsl.data.io import atomic_write_bytes
+    from hemwsl.networks.checkpoint import read_state_dict
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
+    state = read_state_dict(checkpoint)  # an empty or unreadable file is one line naming it
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(root / f"fold{fold}.pt", buf.getvalue())
     return {"weights": f"fold{fold}.pt", "source": str(checkpoint), "sha1": hashlib.sha1(buf.getvalue()).hexdigest()}
+
+
+def check_member_weights(checkpoint: str | os.PathLike, settings: Mapping) -> None:
+    """The weights of a fold fit the network the package records (``settings``: backbone, channels, classes, network
+    options): loaded into that network built without weights (:func:`hemwsl.networks.registry.network_skeleton`),
+    so a package is never written around weights of another network (predict would refuse it only later). One line
+    naming the file."""
+    from hemwsl.networks.checkpoint import mismatch_error, read_state_dict
+    from hemwsl.networks.registry import network_skeleton
+
+    state = read_state_dict(checkpoint)
+    net = network_skeleton(settings["backbone"], settings.get("in_channels"), settings.get("num_classes") or 1,
+                           settings.get("network_options"))
+    try:  # keys and shapes are compared; assign: the skeleton's meta tensors are replaced, not copied into
+        net.load_state_dict(state, assign=True)
+    except RuntimeError as err:
+        raise HemwslInputError(mismatch_error(checkpoint, net, state)) from err
 
 
 def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str = "best",
@@ -455,6 +480,12 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     if not members:
         raise HemwslInputError(f"{cv}: no fold<k>/ folders (train it with `hemwsl train-cv`)")
     ckpts = {k: fold_checkpoint(cv, k, checkpoint) for k in members}
+    from hemwsl.engines.runs import check_recorded_settings
+
+    check_recorded_settings(settings, f"{cv}: settings", required=("backbone", "in_channels", "num_classes",
+                                                                  "windows", "num_slices"))
+    for ckpt in ckpts.values():  # every member's weights fit the recorded network, before anything is written
+        check_member_weights(ckpt, settings)
     recipe, per_fold = dict(DEFAULT_RECIPE), {}
     if benchmark_dir is not None:
         recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members, methods)
@@ -463,6 +494,9 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
         if key not in ("hu_range", "brain_erosion", "min_size", "grow", "slice_threshold", "min_slices", "hu_reference"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
         recipe[key] = value
+    fixed = sorted(k for k in (post_processing or {}) if k in _POST_KEYS)
+    if fixed:  # fixed for every member, over the post-processing each fold's selection patients chose
+        recipe["fixed_post_processing"] = fixed
     check_choice("scan_call", scan_call, ("auto", "model", "select", "none"))
     if scan_call == "auto":  # the scan model when the training scans are at hand: it calls scans best (docs/predict.md)
         scan_call = "model" if dataset_dir is not None else "select"
@@ -496,6 +530,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
                             "scan_aggregation": call["aggregation"], "scan_threshold": call["threshold"],
                             "scan_call_source": call.get("source", "quantify report" if calls else "default"),
                             **({"scan_model": call["model"]} if "model" in call else {}),
+                            **({"scan_features": call["features"]} if "features" in call else {}),
                             # the quantify report's rule, unless the user fixed one for the whole package
                             **({"min_slices": call["min_slices"]}
                                if "min_slices" in call and "min_slices" not in (post_processing or {}) else {}),
@@ -530,8 +565,27 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
     members = meta["members"]
     if not isinstance(members, list) or not all(isinstance(m, dict) and isinstance(m.get("weights"), str) for m in members):
         raise bad("'members' must be a list of entries with their 'weights' file")
+    for m in members:  # a member's weights are a file of the package folder (the package moves as one folder)
+        w = Path(m["weights"])
+        if w.is_absolute() or ".." in w.parts or not m["weights"].strip():
+            raise bad(f"member fold{m.get('fold')}: weights must be a file inside the package folder, got "
+                      f"{m['weights']!r}")
     if kind != MODEL_KIND:
         return
+    from hemwsl.engines.runs import check_recorded_settings
+
+    try:
+        check_recorded_settings(meta["settings"], "settings",
+                                required=("backbone", "in_channels", "num_classes", "windows", "num_slices"))
+    except HemwslInputError as err:
+        raise bad(str(err)) from None
+    for m in members:
+        where = f"member fold{m.get('fold')}"
+        if m.get("layer") is not None and (not isinstance(m["layer"], str) or not m["layer"].strip()):
+            raise bad(f"{where}: layer must be a layer name, got {m['layer']!r}")
+        if m.get("cam_threshold") is not None and not _probability(m["cam_threshold"]):
+            raise bad(f"{where}: cam_threshold must be a number in [0, 1] (a threshold of the min-max heatmap), got "
+                      f"{m['cam_threshold']!r}")
     for m in members:
         if "scan_aggregation" in m or "scan_threshold" in m:
             try:
@@ -559,7 +613,8 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
             raise bad(f"recipe {key} must be an integer >= 0, got {r[key]!r}")
     hu = r.get("hu_range")
     if hu is not None and (not isinstance(hu, list) or len(hu) != 2
-                           or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hu) or hu[0] > hu[1]):
+                           or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                                      for v in hu) or hu[0] > hu[1]):
         raise bad(f"recipe hu_range must be [low, high] with low <= high, got {hu!r}")
     ref = r.get("hu_reference")
     if ref is not None:
@@ -587,14 +642,16 @@ class ModelPackage:
             raise HemwslInputError(f"{p}: model not found")
         if f.name != MODEL_FILE or not f.is_file():
             raise HemwslInputError(f"{p}: not a hemwsl model package (no {MODEL_FILE}; make one with `hemwsl package`)")
-        try:
-            meta = json.loads(f.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise HemwslInputError(f"{f}: corrupt model description ({err})") from err
+        from hemwsl.data.io import read_json_file
+
+        meta = read_json_file(f, "model description", expect=None)
         if not isinstance(meta, dict) or meta.get("kind") != kind:
             other = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
             raise HemwslInputError(f"{f}: a model of another kind ({other!r}); expected {kind!r}")
-        if int(meta.get("format", 0)) > FORMAT_VERSION:
+        fmt = meta.get("format", 0)
+        if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 0:
+            raise HemwslInputError(f"{f}: corrupt model description (format must be an integer >= 0, got {fmt!r})")
+        if fmt > FORMAT_VERSION:
             raise HemwslInputError(f"{f}: format {meta.get('format')} is newer than this hemwsl reads ({FORMAT_VERSION})")
         for key in ("settings", "recipe", "members"):
             if key not in meta:
@@ -854,6 +911,7 @@ class Predictor:
                             erosion=int(r["brain_erosion"]), min_size=int(r["min_size"]), grow=int(r.get("grow", 0)))
         if self.spec.needs_heatmap and not r.get("method"):
             raise HemwslInputError(f"{pkg.root}: recipe {r['threshold']!r} needs a heatmap method")
+        self.member_specs = [self._member_spec(m) for m in self.members]
         self.engines = []
         if r.get("method"):
             from hemwsl.cam import CAMEngine
@@ -864,6 +922,28 @@ class Predictor:
                     self.engines.append(CAMEngine(net, [r["method"]], layers=[layer]))
                 except HemwslInputError as err:  # a layer edited into the description: name the package
                     raise HemwslInputError(f"{pkg.root / MODEL_FILE}: member fold{m.get('fold')}: {err}") from None
+
+    def _member_spec(self, member: Mapping):
+        """The threshold and post-processing of ``member``: those its fold's selection patients chose when its
+        benchmark choice names its own (a post-processing grid: ``priorcomp+search[e4,hu55-90,min50,g1]``), else the
+        recipe's; a key fixed for every member when packing (``fixed_post_processing``) stays the recipe's."""
+        from dataclasses import replace
+
+        from hemwsl.benchmark.specs import parse_threshold_spec
+
+        text = member.get("threshold")
+        if not text:
+            return self.spec
+        try:
+            own = parse_threshold_spec(text)
+        except HemwslInputError as err:
+            raise HemwslInputError(f"{self.package.root / MODEL_FILE}: member fold{member.get('fold')}: {err}") from None
+        if own.base == own.text:  # no post-processing of its own
+            return self.spec
+        fixed = set(self.package.recipe.get("fixed_post_processing") or ())
+        values = {"hu_range": tuple(float(v) for v in own.hu_range), "erosion": int(own.erosion),
+                  "min_size": int(own.min_size), "grow": int(own.grow)}
+        return replace(self.spec, **{f: values[f] for key, f in _POST_KEYS.items() if key not in fixed})
 
     # ----------------------------------------------------------------- steps
     def _inputs(self, hu: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -936,7 +1016,7 @@ class Predictor:
 
     def _member_mask(self, member: Mapping, probs: np.ndarray, heat: np.ndarray | None, hu: np.ndarray,
                      brain: np.ndarray, whole_brain: np.ndarray | None = None,
-                     spacing: Sequence[float] | None = None) -> tuple[np.ndarray, bool, float]:
+                     spacing: Sequence[float] | None = None, spec=None) -> tuple[np.ndarray, bool, float]:
         from hemwsl.quantify import scan_score
 
         r = self.package.recipe
@@ -945,8 +1025,12 @@ class Predictor:
 
             if whole_brain is None or spacing is None:
                 raise HemwslInputError("a scan model needs the brain mask and the spacing")
-            x = scan_features(probs[:, 0], hu, whole_brain, spacing, slice_threshold=float(r["slice_threshold"]),
-                              hu_range=r["hu_range"], brain_erosion=int(r["brain_erosion"]), min_size=int(r["min_size"]))
+            # the prior the model was fitted on (recorded with it; packages of earlier versions: the recipe's)
+            fs = member.get("scan_features") or {"slice_threshold": r["slice_threshold"], "hu_range": r["hu_range"],
+                                                 "brain_erosion": r["brain_erosion"], "min_size": r["min_size"]}
+            x = scan_features(probs[:, 0], hu, whole_brain, spacing, slice_threshold=float(fs["slice_threshold"]),
+                              hu_range=[float(v) for v in fs["hu_range"]], brain_erosion=int(fs["brain_erosion"]),
+                              min_size=int(fs["min_size"]))
             score = float(ScanModel.from_dict(member["scan_model"]).probability(x)[0])
         else:
             score = scan_score(probs[:, 0], member.get("scan_aggregation", "max"), float(r["slice_threshold"]))
@@ -957,7 +1041,8 @@ class Predictor:
         zs = [z for z in range(hu.shape[2]) if probs[z, 0] >= float(r["slice_threshold"])]
         if not zs:
             return mask, True, score
-        strategy = self.spec.strategy(member.get("cam_threshold") if self.spec.needs_fit else None)
+        spec = spec or self.spec
+        strategy = spec.strategy(member.get("cam_threshold") if spec.needs_fit else None)
         slab_hu = np.moveaxis(hu[:, :, zs], -1, 0)
         slab_brain = np.moveaxis(brain[:, :, zs], -1, 0)
         slab_heat = np.moveaxis(heat[:, :, zs], -1, 0) if heat is not None else None
@@ -977,7 +1062,7 @@ class Predictor:
         check_ct_geometry(spacing, hu.shape, path)
         x, brain = self._inputs(hu)
         check_head_ct(hu, brain, path)
-        eroded = _erode(brain, int(self.package.recipe["brain_erosion"]))
+        eroded = {}  # the brain eroded as each member's post-processing asks, once per erosion
         # the prior (and the scan model's features) see the HU calibrated as the recipe's benchmark did; the
         # networks see the HU as stored
         hu_prior = calibrate_hu(hu, brain, self.package.recipe.get("hu_reference"))[0]
@@ -989,7 +1074,10 @@ class Predictor:
             else:
                 p = self._probabilities(net, x)
                 h = self._heatmap(self.engines[i], x, hu.shape) if self.engines else None
-            mk, call, score = self._member_mask(m, p, h, hu_prior, eroded, brain, spacing)
+            spec = self.member_specs[i]
+            if spec.erosion not in eroded:
+                eroded[spec.erosion] = _erode(brain, int(spec.erosion))
+            mk, call, score = self._member_mask(m, p, h, hu_prior, eroded[spec.erosion], brain, spacing, spec)
             probs.append(p), heats.append(h), masks.append(mk), calls.append(call), scores.append(score)
         n = len(self.members)
         votes = np.sum(masks, axis=0)

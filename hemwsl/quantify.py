@@ -237,6 +237,10 @@ def _mask_file(masks: Path, patient: str) -> Path:
     if f.is_file():
         return f
     found = sorted(masks.glob(f"fold*/{patient}.nii.gz"))
+    odd = [p for p in [f, *found] if (p.exists() or p.is_symlink()) and not p.is_file()]
+    if odd:  # a folder (or a broken link) where the mask should be: not a patient without a mask (0 mL)
+        raise HemwslInputError(f"{odd[0]}: not a mask file ({'a folder' if odd[0].is_dir() else 'unreadable'}); give "
+                               f"the predicted mask of patient {patient} as <patient>.nii.gz")
     if len(found) > 1:
         raise HemwslInputError(f"{masks}: patient {patient} has masks in several fold folders "
                                f"({', '.join(str(p.parent.name) for p in found)})")

@@ -20,7 +20,7 @@ import numpy as np
 
 from hemwsl.errors import HemwslInputError, check_choice
 
-__all__ = ["SCAN_AGGREGATIONS", "SCAN_FEATURES", "scan_score", "choose_scan_threshold", "choose_scan_call", "scan_features",
+__all__ = ["SCAN_AGGREGATIONS", "SCAN_FEATURES", "SCAN_FEATURE_PRIOR", "scan_score", "choose_scan_threshold", "choose_scan_call", "scan_features",
            "ScanModel", "fit_scan_model"]
 
 #: Scan-level aggregations of slice probabilities.
@@ -94,6 +94,11 @@ def choose_scan_call(scores: Mapping[str, Sequence[float]], labels: Sequence[int
     aucs = {a: compute_auroc(labels, np.asarray(scores[a], dtype=np.float64)) for a in names}
     best = max(names, key=lambda a: (np.nan_to_num(aucs[a], nan=-1.0), -names.index(a)))
     return best, choose_scan_threshold(scores[best], labels, min_sensitivity), aucs[best]
+
+#: The prior :func:`scan_features` measures by default (``hemwsl quantify`` fits its scan models on these; a model
+#: package records them with each scan model, so that ``hemwsl predict`` computes the same features).
+SCAN_FEATURE_PRIOR: dict[str, object] = {"slice_threshold": 0.5, "hu_range": [50.0, 90.0], "brain_erosion": 4,
+                                         "min_size": 50}
 
 #: Columns of :func:`scan_features`.
 SCAN_FEATURES: tuple[str, ...] = (

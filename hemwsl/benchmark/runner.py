@@ -36,7 +36,7 @@ import torch
 
 from hemwsl.benchmark.specs import DEFAULT_CANDIDATES, DEFAULT_GRID, ThresholdSpec, expand_post_grid, post_grid
 from hemwsl.constants import IMAGE, LABEL, PATIENT
-from hemwsl.data.io import atomic_write_text
+from hemwsl.data.io import atomic_write_text, read_json_file
 from hemwsl.benchmark.tables import rows_to_csv as _rows_to_csv
 from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.metrics.classification import check_n_boot
@@ -572,6 +572,35 @@ def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
 
 
+def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a resumed ``selection/<patient>.npz``; ``None`` (a warning naming it) when it cannot be read
+    (empty, cut short by a kill, not an npz file): the caller makes it again."""
+    import zipfile
+
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, AttributeError) as err:
+        logger.warning("%s: unreadable threshold-search statistics (%s: %s); made again", path, type(err).__name__,
+                       err)
+        return None
+
+
+def _finished_rows(path: Path) -> bool:
+    """Whether a resumed ``per_case/<patient>.csv`` holds a finished patient's rows (every scored patient has at
+    least its volume rows, every value readable); one without rows or with an unreadable value (a kill, an edit) is
+    scored again, a warning naming it."""
+    from hemwsl.benchmark.summary import read_rows
+
+    try:
+        if read_rows(path):
+            return True
+        logger.warning("%s: no rows; the patient is scored again", path)
+    except HemwslInputError as err:
+        logger.warning("%s; the patient is scored again", err)
+    return False
+
+
 # --------------------------------------------------------------------------------------------- driver
 def run_benchmark(
     datalist: Sequence[Mapping],
@@ -684,6 +713,14 @@ def run_benchmark(
     if unknown:
         raise HemwslInputError(f"fold patients {unknown[:5]} are not in the datalist")
     predicted = _predicted_slices(predictions, prob_threshold)
+    if keys:  # every heatmap scored is readable (its header: cheap), before the first output
+        from hemwsl.cam import heatmap_path
+        from hemwsl.data.io import check_nifti_header
+
+        for p in sorted(set(test_fold) | set().union(*selection.values())):
+            for key in keys:
+                if (f := heatmap_path(cam_dir, p, key)).is_file():
+                    check_nifti_header(f)
     config = {"cam_dir": str(cam_dir.resolve()), "keys": [list(k) for k in keys], "thresholds": [s.text for s in specs],
               "candidates": [float(c) for c in candidates], "slices": slices, "prob_threshold": prob_threshold,
               "distance_metrics": distance_metrics, "select_metric": select_metric,
@@ -701,7 +738,8 @@ def run_benchmark(
     if hu_reference is not None:  # likewise
         config["hu_reference"] = list(hu_reference) if isinstance(hu_reference, tuple) else hu_reference
     cfg_file = out / "config.json"
-    if cfg_file.exists() and json.loads(cfg_file.read_text()) != config:
+    if (cfg_file.exists() or cfg_file.is_symlink()) \
+            and read_json_file(cfg_file, "benchmark settings record") != config:
         raise HemwslInputError(f"{out} holds a benchmark run with other settings ({cfg_file}); use another folder")
     atomic_write_text(cfg_file, json.dumps(config, indent=1) + "\n")
 
@@ -729,10 +767,10 @@ def run_benchmark(
     if any(s.needs_fit for s in specs):
         for p in tqdm(needed, desc="threshold search", disable=not progress):
             f = out / "selection" / f"{p}.npz"
-            if not f.exists():
+            stats[p] = _load_npz(f) if f.exists() else None
+            if stats[p] is None:  # not made yet, or unreadable (a kill while it was written): made (again)
                 _save_npz(f, _selection_stats(patient_data(p, keep=True), cam_dir, keys, specs, candidates))
-            with np.load(f) as z:
-                stats[p] = {k: z[k] for k in z.files}
+                stats[p] = _load_npz(f)
     chosen: dict[tuple[int, str, str, str], float] = {}
     choice_rows = []
     for k, sel in sorted(selection.items()):
@@ -758,7 +796,7 @@ def run_benchmark(
     jobs += [(p, k, "selection") for k, sel in sorted(selection.items()) for p in sorted(sel) if p not in test_fold]
     for p, k, part in tqdm(jobs, desc="scoring", disable=not progress):
         f = out / "per_case" / f"{p}.csv"
-        if f.exists():
+        if f.exists() and _finished_rows(f):
             continue
         rows = _patient_rows(patient_data(p), k, cam_dir, keys, specs, chosen, distance_metrics, part)
         atomic_write_text(f, rows_to_csv(rows))

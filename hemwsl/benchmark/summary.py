@@ -38,20 +38,29 @@ SLICE_AGG = ("dice", "iou", "box_dice", "box_iou", "hit", "pointing")
 
 # --------------------------------------------------------------------------------------------- rows
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Read ``per_case.csv`` (numbers parsed, ``nan`` kept)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    """Read ``per_case.csv`` (numbers parsed, ``nan`` kept); an unreadable file, or a value that is not a number, is
+    one :class:`~hemwsl.errors.HemwslInputError` naming the file (and the line and column)."""
+    from hemwsl.errors import HemwslInputError
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise HemwslInputError(f"{path}: cannot read as a benchmark rows CSV ({type(err).__name__}: {err})") from None
     ints, text = {"fold", "tp", "fp", "fn"}, {"level", "part", "patient", "method", "layer", "threshold"}
-    for r in rows:
+    for i, r in enumerate(rows):
         for k, v in r.items():
             if k in text:
                 continue
-            if v == "":
-                r[k] = None if k in ("slice", "threshold_value") else math.nan
-            elif k in ints or k == "slice":
-                r[k] = int(float(v))
-            else:
-                r[k] = float(v)
+            try:
+                if v == "":
+                    r[k] = None if k in ("slice", "threshold_value") else math.nan
+                elif k in ints or k == "slice":
+                    r[k] = int(float(v))
+                else:
+                    r[k] = float(v)
+            except (TypeError, ValueError, OverflowError):  # a short row (None), a word, inf as an integer
+                raise HemwslInputError(f"{path}: line {i + 2}: column {k!r} holds {v!r}, not a number") from None
     return rows
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from hemwsl.cli import StoreOnce
 from hemwsl.engines.runs import (  # noqa: F401  (the run layout, re-exported for existing callers)
     SETTINGS,
     check_checkpoint_marker,
@@ -127,28 +128,30 @@ def check_made_from_run(folder: str | Path, cv_dir: str | Path, which: str = "be
     settings or folds, other weights, another checkpoint) scored with this run's predictions would be wrong without
     any error. One line naming both runs; a folder without the record (made by a bundle, or by hand) is not checked.
     A run that was moved or copied (another path, the same settings and weights) is accepted."""
+    from hemwsl.data.io import read_json_file, record_value
+    from hemwsl.engines.runs import check_recorded_settings
     from hemwsl.errors import HemwslInputError
 
     marker = Path(folder) / "cam_checkpoint.json"
-    if not marker.is_file():
+    if not (marker.exists() or marker.is_symlink()):
         return
-    try:
-        rec = json.loads(marker.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HemwslInputError(f"{marker}: not valid JSON ({err})") from None
-    if not isinstance(rec, dict):
-        raise HemwslInputError(f"{marker}: not a record of the run that made {what}")
+    rec = read_json_file(marker, f"record of the run that made the {what}")
     seen = rec.get("checkpoint", "best")
     if seen != which:
         raise HemwslInputError(f"{option} {folder}: {what} of the {seen} checkpoints ({marker}), not of --checkpoint "
                                f"{which}")
     diffs: list[str] = []
     made, mine = rec.get("cv_dir"), Path(cv_dir).resolve()
+    if made is not None and not isinstance(made, str):
+        raise HemwslInputError(f"{marker}: cv_dir must be the path of a train-cv run, got {made!r}")
     if made and Path(made) != mine:
-        if isinstance(rec.get("settings"), dict):
+        if rec.get("settings") is not None:
+            record_value(rec, "settings", marker, "dict")
+            record_value(rec["settings"], "folds", f"{marker}: settings", "int", default=None, minimum=2)
             from hemwsl.predict import SETTING_KEYS, resolve_bundle_settings
 
-            theirs = {k: v for k, v in rec["settings"].items() if k not in ("grid", "folds")}
+            theirs = check_recorded_settings({k: v for k, v in rec["settings"].items() if k not in ("grid", "folds")},
+                                             f"{marker}: settings")
             a, b = resolve_bundle_settings(theirs), resolve_bundle_settings(cv_settings(mine))
             diffs += [f"{k} {json.dumps(a[k])} -> {json.dumps(b[k])}" for k in SETTING_KEYS
                       if k != "n_folds" and a.get(k) != b.get(k)]
@@ -200,7 +203,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grow", type=int, nargs="+", default=[0],
                    help="grow each mask by this many pixels into 40-100 HU inside the brain, the edge of a bleed the "
                         "prior's range misses (default: 0); several values: chosen per fold on the selection patients")
-    p.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU",
+    p.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU", action=StoreOnce,
                    help="shift each scan's HU so that its brain (median of the skull strip's 0-80 HU voxels) reads this "
                         "value before the prior's range applies, e.g. 37: scanners differ by several HU and a fixed "
                         "range otherwise takes in the cortex of denser scans. Two values LOW HIGH: a band, each brain "

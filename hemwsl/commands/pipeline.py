@@ -96,31 +96,59 @@ def _has_predictions(cv_dir: Path, k: int, which: str) -> bool:
 
 def prior_choices(benchmark_dir: str | Path, folds: int) -> dict:
     """Per fold, the heatmap-free prior spec (:class:`~hemwsl.benchmark.specs.ThresholdSpec`, with its erosion,
-    HU range and component size) the benchmark's selection patients chose (its ``choices.csv``)."""
-    import csv
-
+    HU range and component size) the benchmark's selection patients chose (its ``choices.csv``); a row that cannot
+    be read is one line naming the file and the line."""
     from hemwsl.benchmark.specs import parse_threshold_spec
     from hemwsl.errors import HemwslInputError
+    from hemwsl.predict import _read_csv
 
     f = Path(benchmark_dir) / "choices.csv"
     if not f.is_file():
         raise HemwslInputError(f"{f}: not found (run `hemwsl benchmark` with a prior threshold first)")
-    with open(f, newline="") as fh:
-        chosen = {int(r["fold"]): parse_threshold_spec(r["threshold"]) for r in csv.DictReader(fh) if r["method"] == "-"}
+    rows = _read_csv(f)
+    _check_choice_columns(f, rows, ("fold", "method", "threshold"))
+    chosen = {}
+    for i, r in enumerate(rows):
+        if r["method"] != "-":
+            continue
+        try:
+            fold = int(r["fold"])
+        except (TypeError, ValueError):
+            raise HemwslInputError(f"{f}: line {i + 2}: fold {r['fold']!r} is not a number") from None
+        try:
+            chosen[fold] = parse_threshold_spec(r["threshold"] or "")
+        except HemwslInputError as err:
+            raise HemwslInputError(f"{f}: line {i + 2}: {err}") from None
     missing = [k for k in range(folds) if k not in chosen]
     if missing:
         raise HemwslInputError(f"{f}: no prior row chosen for fold(s) {missing} (benchmark a `prior` threshold)")
     return chosen
 
 
-def benchmark_hu_reference(benchmark_dir: str | Path | None) -> float | None:
-    """The HU calibration (``hu_reference``) a benchmark report was made with, ``None`` when it had none."""
-    import json
+def _check_choice_columns(f: Path, rows: list[dict], need: tuple[str, ...]) -> None:
+    """A benchmark ``choices.csv`` read by :func:`hemwsl.predict._read_csv` has the columns ``need`` (one line naming
+    the file and the missing ones)."""
+    from hemwsl.errors import HemwslInputError
+
+    missing = [c for c in need if rows and c not in rows[0]]
+    if missing:
+        raise HemwslInputError(f"{f}: not a benchmark choices table (no column(s) {', '.join(missing)}; columns "
+                               f"{', '.join(need)} expected)")
+
+
+def benchmark_hu_reference(benchmark_dir: str | Path | None) -> float | list | None:
+    """The HU calibration (``hu_reference``) a benchmark report was made with, ``None`` when it had none; an
+    unreadable ``config.json`` or a value that is no HU calibration is one line naming the file."""
+    from hemwsl.data.io import read_json_file
+    from hemwsl.thresholds.intensity import check_hu_reference
 
     if not benchmark_dir:
         return None
     f = Path(benchmark_dir) / "config.json"
-    return json.loads(f.read_text()).get("hu_reference") if f.is_file() else None
+    if not (f.exists() or f.is_symlink()):
+        return None
+    ref = check_hu_reference(read_json_file(f, "benchmark config").get("hu_reference"), f"{f}: hu_reference")
+    return list(ref) if isinstance(ref, tuple) else ref
 
 
 def _prior_kwargs(args: argparse.Namespace, settings: dict, k: int, spec) -> dict:
@@ -194,8 +222,11 @@ def heatmap_choices(benchmark_dir: str | Path, folds: int, method: str) -> dict 
     from hemwsl.predict import _read_csv, _recipe_from_benchmark
 
     bench = Path(benchmark_dir)
-    if (bench / "choices.csv").is_file() and not any(r["method"] == method for r in _read_csv(bench / "choices.csv")):
-        return None
+    if (bench / "choices.csv").is_file():
+        rows = _read_csv(bench / "choices.csv")
+        _check_choice_columns(bench / "choices.csv", rows, ("fold", "method", "layer", "threshold", "selection_dice"))
+        if not any(r["method"] == method for r in rows):
+            return None
     _, per_fold = _recipe_from_benchmark(bench, list(range(folds)), methods=[method])
     out = {}
     for k, c in per_fold.items():
@@ -251,7 +282,11 @@ def _check_ablation_options(args: argparse.Namespace, kinds: set) -> None:
                                f"got {args.threshold}")
     if not 0.0 <= args.prob_threshold <= 1.0:
         raise HemwslInputError(f"--prob-threshold must be a probability in [0, 1], got {args.prob_threshold}")
-    check_override_keys(parse_overrides(args.set), "ich_unet3d")
+    overrides = parse_overrides(args.set)
+    check_override_keys(overrides, "ich_unet3d")
+    from hemwsl.engines.bundle import check_bundle_settings
+
+    check_bundle_settings("ich_unet3d", overrides)  # the U-Net's values too, before any pseudo-label is made
     check_cache_dir(args.cache_dir)
 
 
@@ -305,6 +340,7 @@ def run_ablation(args: argparse.Namespace) -> int:
         choices = prior_choices(args.benchmark_dir, args.folds)
     if getattr(args, "benchmark_dir", None) and "heatmap" in kinds:
         heatmap_chosen = heatmap_choices(args.benchmark_dir, args.folds, args.method)
+    benchmark_hu_reference(getattr(args, "benchmark_dir", None))  # its config.json is read (checked) before any file
     check_checkpoint_marker(out, cv_dir, which, "pseudo-labels")
     per_row: dict[str, dict[str, float]] = {}
     diagnostics: dict[str, dict[str, float]] = {}

@@ -44,6 +44,9 @@ def run_package(args: argparse.Namespace) -> int:
 
     from hemwsl.engines.runs import check_outside_run
 
+    if args.folds is not None and not args.folds:
+        raise HemwslInputError("--folds: give the fold numbers to pack (e.g. --folds 0 1), or leave the option out to "
+                               "pack every fold")
     dup = sorted({k for k in (args.folds or []) if args.folds.count(k) > 1})
     if dup:
         raise HemwslInputError(f"--folds: fold(s) {dup} given twice (each fold is one member)")

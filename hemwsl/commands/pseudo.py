@@ -20,6 +20,8 @@ __all__ = ["add_pseudo_arguments", "run_pseudo"]
 
 def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``hemwsl pseudo``."""
+    from hemwsl.cli import StoreOnce
+
     src = p.add_argument_group("volumes")
     src.add_argument("--datalist", default=None, help="datalist JSON (from `hemwsl datalist`)")
     src.add_argument("--dataset-dir", default=None, help="dataset folder, instead of --datalist")
@@ -58,7 +60,7 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
                      help="HU range of --threshold-strategy intensity (default: 45 90)")
     cam.add_argument("--brain-erosion", type=int, default=0,
                      help="with --skull-strip: erode the brain mask the labels are restricted to (pixels)")
-    cam.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU",
+    cam.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU", action=StoreOnce,
                      help="with --skull-strip: shift each scan's HU so that its brain reads this value (or into this "
                           "band LOW HIGH) before the intensity prior applies, e.g. 37 (as `hemwsl benchmark "
                           "--hu-reference`)")
@@ -147,10 +149,17 @@ def _prob_threshold(value: str, report: str | None) -> tuple[float, str | None]:
         pass
     if value not in ("f1_max", "youden"):
         raise HemwslInputError(f"--prob-threshold {value!r}: give a number, f1_max or youden")
-    if not report or not Path(report).is_file():
-        raise HemwslInputError(f"--prob-threshold {value} needs --val-report (report_val.json); got {report!r}")
+    if not report:
+        raise HemwslInputError(f"--prob-threshold {value} needs --val-report (report_val.json)")
+    if not Path(report).is_file():
+        what = "a folder" if Path(report).is_dir() else "not found"
+        raise HemwslInputError(f"--val-report {report}: {what}; give the report_val.json file of the classifier's fold "
+                               f"(for --prob-threshold {value})")
+    from hemwsl.data.io import read_json_file
+
+    rep = read_json_file(report, "classifier validation report (--val-report)")
     try:
-        return float(json.loads(Path(report).read_text())["any"][value]["threshold"]), value
+        return float(rep["any"][value]["threshold"]), value
     except (KeyError, TypeError, ValueError) as err:
         raise HemwslInputError(f"{report}: no 'any' -> {value!r} -> 'threshold' in it ({err})") from err
 
@@ -213,6 +222,14 @@ def run_pseudo(args: argparse.Namespace) -> int:
             and not 0.0 <= args.threshold < 1.0:
         raise HemwslInputError(f"--threshold {args.threshold:g}: a threshold of the per-slice min-max heatmap must be "
                                "in [0, 1)")
+    if args.threshold_strategy == "percentile" and args.threshold is not None and not 0.0 <= args.threshold <= 100.0:
+        raise HemwslInputError(f"--threshold {args.threshold:g}: the percentile of --threshold-strategy percentile "
+                               "must be in [0, 100]")
+    if args.batch_size < 1:
+        raise HemwslInputError(f"--batch-size must be >= 1 (slices per forward pass), got {args.batch_size}")
+    from hemwsl.predict import resolve_device
+
+    resolve_device(args.device, "--device")  # before a checkpoint is loaded onto it
     prob_threshold, rule = _prob_threshold(args.prob_threshold, args.val_report)
     if not 0.0 <= prob_threshold <= 1.0:
         raise HemwslInputError(f"--prob-threshold must be a probability in [0, 1], got {prob_threshold:g}")

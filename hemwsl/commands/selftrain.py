@@ -40,7 +40,7 @@ def add_self_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_self_train(args: argparse.Namespace) -> int:
     from hemwsl.engines.runs import cv_settings, fold_checkpoint, resolve_cv_folds
-    from hemwsl.engines.cv import parse_overrides, train_cv
+    from hemwsl.engines.cv import check_train_overrides, parse_overrides, train_cv
     from hemwsl.commands.pipeline import heatmap_choices
     from hemwsl.data.datalist import build_datalist
     from hemwsl.engines.bundle import run_cam_bundle
@@ -48,8 +48,9 @@ def run_self_train(args: argparse.Namespace) -> int:
     from hemwsl.errors import HemwslInputError
     from hemwsl.pseudo.selftrain import self_training_targets
 
-    if not args.pixel_weight > 0:
-        raise HemwslInputError(f"--pixel-weight must be > 0 (the weight of the self-training term), got {args.pixel_weight}")
+    if not 0 < args.pixel_weight < float("inf"):
+        raise HemwslInputError(f"--pixel-weight must be > 0 and finite (the weight of the self-training term), got "
+                               f"{args.pixel_weight}")
     cv_dir, out = Path(args.cv_dir), Path(args.out)
     if out.resolve() == cv_dir.resolve():
         raise HemwslInputError(f"--out {out}: give a new folder, not the --cv-dir run it starts from")
@@ -64,6 +65,9 @@ def run_self_train(args: argparse.Namespace) -> int:
     if chosen is None:
         raise HemwslInputError(f"{args.benchmark_dir}: the report has no row of {args.method!r}")
     overrides = parse_overrides(args.set)
+    fine = {**settings, "pretrained_path": str(cv_dir / "fold{fold}" / "models" / Path(ckpts[0]).name),
+            "pseudo_masks": str(out / "targets" / "fold{fold}"), "lse_pixel": float(args.pixel_weight), **overrides}
+    check_train_overrides(fine)  # the fine-tuning's settings before any heatmap or target is made
     datalist = build_datalist(settings.get("layout", "ct-ich"), args.dataset_dir)
     seed, val_fraction = settings.get("seed", 0), settings.get("val_fraction", 0.15)
     for k in range(folds):
@@ -76,6 +80,4 @@ def run_self_train(args: argparse.Namespace) -> int:
         self_training_targets(train, cam_dir, args.method, c["layer"], c["spec"].strategy(c["value"], per_sample=False),
                               out / "targets" / f"fold{k}", brain_erosion=c["spec"].erosion)
         print(f"fold {k}: self-training targets of its {len(train)} training patients", flush=True)
-    fine = {**settings, "pretrained_path": str(cv_dir / "fold{fold}" / "models" / Path(ckpts[0]).name),
-            "pseudo_masks": str(out / "targets" / "fold{fold}"), "lse_pixel": float(args.pixel_weight), **overrides}
     return train_cv(args.dataset_dir, out, folds, json.loads(json.dumps(fine)), cache_dir=args.cache_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 __all__ = ["add_trust_arguments", "run_trust"]
 
@@ -125,6 +126,18 @@ def run_trust(args: argparse.Namespace) -> int:
     check_method_options(methods, options, name="--method-options")
     for g in args.groups:
         check_choice("--groups value", g, ("volume", *SUBTYPES))
+    for option, value in (("--batch-size", args.batch_size), ("--perturbation-batch", args.perturbation_batch)):
+        if value < 1:
+            raise HemwslInputError(f"{option} must be >= 1, got {value}")
+    if args.threads < 0:
+        raise HemwslInputError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+    others = sorted(set(re.findall(r"\{[^{}]*\}", args.model)) - {"{fold}"})
+    if others:
+        raise HemwslInputError(f"--model {args.model}: only the {{fold}} placeholder is replaced (by each fold's "
+                               f"number), found {', '.join(others)}")
+    from hemwsl.predict import resolve_device
+
+    device = resolve_device(args.device, "--device")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.datalist:
@@ -141,7 +154,6 @@ def run_trust(args: argparse.Namespace) -> int:
             raise HemwslInputError(f"--patients: {', '.join(unknown)} not in {where} (its patients: "
                                    f"{', '.join(sorted(known)[:10])}{', ...' if len(known) > 10 else ''})")
     in_channels = len(args.windows) * args.num_slices
-    device = torch.device(args.device)
 
     def load(path: str) -> torch.nn.Module:
         net = build_network(args.backbone, in_channels=in_channels, num_classes=args.num_classes)
@@ -161,7 +173,7 @@ def run_trust(args: argparse.Namespace) -> int:
             if k is None:
                 raise HemwslInputError(f"patient {entry[PATIENT]} is in no fold's test part")
             if k not in nets:
-                nets[k] = load(args.model.format(fold=k))
+                nets[k] = load(args.model.replace("{fold}", str(k)))
             return f"fold{k}", nets[k]
     else:
         net = load(args.model)
@@ -175,7 +187,7 @@ def run_trust(args: argparse.Namespace) -> int:
     from hemwsl.data.io import file_sha1
 
     if "{fold}" in args.model:
-        files = [args.model.format(fold=k) for k in range(args.folds)]
+        files = [args.model.replace("{fold}", str(k)) for k in range(args.folds)]
     else:
         files = [args.model]
     models = {"model": args.model, "backbone": args.backbone, "num_classes": args.num_classes,

@@ -26,6 +26,10 @@ __all__ = [
     "file_sha1",
     "record_diff",
     "check_run_record",
+    "read_json_file",
+    "check_nifti_header",
+    "check_value",
+    "record_value",
     "atomic_write_text",
     "atomic_write_bytes",
     "NIFTI_SUFFIXES",
@@ -81,6 +85,18 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as err:  # nibabel.filebasedimages.ImageFileError and friends
         raise HemwslInputError(f"{path}: cannot read as NIfTI ({type(err).__name__}: {err})") from err
     return arr, np.asarray(img.affine, dtype=np.float64)
+
+
+def check_nifti_header(path: str | os.PathLike) -> None:
+    """Read only the header of the NIfTI file ``path`` (cheap: no voxel data): a file that is no NIfTI (an image of
+    another format renamed, an empty file) is one :class:`HemwslInputError` naming it, before any costly step that
+    would read it later. A file cut short after its header is found by the full read (:func:`load_volume`)."""
+    import nibabel as nib
+
+    try:
+        nib.load(str(path)).header  # noqa: B018  (nibabel reads the header when the image is made)
+    except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError, zlib.error...
+        raise HemwslInputError(f"{path}: cannot read as NIfTI ({type(err).__name__}: {err})") from None
 
 
 def _load_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -230,19 +246,135 @@ def record_diff(old: Any, new: Any, prefix: str = "", width: int | None = None) 
     return [f"{prefix[:-1]} {a[:width]} -> {b[:width]}"]
 
 
+_JSON_TYPES = {dict: "a JSON object", list: "a JSON list", str: "a string", bool: "true or false",
+               int: "an integer", float: "a number"}
+
+
+def _json_type(value: Any) -> str:
+    """How a JSON value's type is named in messages (``a JSON object``, ``a JSON list``, ``null``...)."""
+    if value is None:
+        return "null"
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def read_json_file(path: str | os.PathLike, what: str, expect: type | tuple[type, ...] | None = dict) -> Any:
+    """The content of the JSON file ``path`` (a run record, a settings file, a report's ``config.json``...): every
+    way it can be unreadable is one :class:`HemwslInputError` naming the file and ``what`` it should be: missing,
+    a folder, unreadable (``OSError``: a symlink loop, permissions), not UTF-8 text, not valid JSON, or (``expect``)
+    of another top-level type than a JSON object (``dict``, the default) or list. ``expect=None``: any JSON value."""
+    import json
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise HemwslInputError(f"{p}: a folder, not the {what} file") from None
+    except FileNotFoundError:
+        raise HemwslInputError(f"{p}: {what} not found") from None
+    except UnicodeDecodeError as err:
+        raise HemwslInputError(f"{p}: corrupt {what} (not UTF-8 text: {err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise HemwslInputError(f"{p}: cannot read the {what} ({err.strerror or err})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HemwslInputError(f"{p}: corrupt {what} (not valid JSON: {err})") from None
+    if expect is not None and not isinstance(data, expect):
+        kinds = expect if isinstance(expect, tuple) else (expect,)
+        wanted = " or ".join(_JSON_TYPES.get(k, k.__name__) for k in kinds)
+        raise HemwslInputError(f"{p}: corrupt {what} ({wanted} expected, got {_json_type(data)})")
+    return data
+
+
+def check_value(value: Any, name: str, kind: str = "number", *, minimum: float | None = None,
+                maximum: float | None = None, length: int | None = None, where: str | os.PathLike | None = None
+                ) -> Any:
+    """``value`` checked against what ``name`` must be, returned in its plain type; else one
+    :class:`HemwslInputError` ``"<where>: <name> must be <what>, got <value>"`` (``where``: the file or option the value
+    comes from, left out when ``None``).
+
+    ``kind``: ``"int"`` (an integral number, not a boolean; returned as ``int``), ``"number"`` (finite, not a
+    boolean; ``float``), ``"bool"``, ``"str"`` (non-empty), ``"dict"``, ``"list"``, ``"numbers"`` (a list of finite
+    numbers, ``length`` of them when given; a list of ``float``). ``minimum`` / ``maximum``: inclusive bounds of a
+    number (of each number of ``"numbers"``)."""
+    import math
+
+    def is_number(v: Any) -> bool:
+        return (not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, float, np.integer, np.floating))
+                and math.isfinite(float(v)))
+
+    def in_range(v: float) -> bool:
+        return (minimum is None or v >= minimum) and (maximum is None or v <= maximum)
+
+    bounds = ""
+    if minimum is not None and maximum is not None:
+        bounds = f" in [{minimum:g}, {maximum:g}]"
+    elif minimum is not None:
+        bounds = f" >= {minimum:g}"
+    elif maximum is not None:
+        bounds = f" <= {maximum:g}"
+    ok, out = False, value
+    if kind == "int":
+        what = f"an integer{bounds}"
+        ok = is_number(value) and float(value).is_integer() and in_range(float(value))
+        out = int(value) if ok else value
+    elif kind == "number":
+        what = f"a finite number{bounds}"
+        ok = is_number(value) and in_range(float(value))
+        out = float(value) if ok else value
+    elif kind == "bool":
+        what, ok = "true or false", isinstance(value, (bool, np.bool_))
+        out = bool(value) if ok else value
+    elif kind == "str":
+        what, ok = "a non-empty string", isinstance(value, str) and bool(value.strip())
+    elif kind == "dict":
+        what, ok = "a JSON object {key: value}", isinstance(value, dict)
+    elif kind == "list":
+        what, ok = "a list", isinstance(value, list)
+    elif kind == "numbers":
+        what = f"a list of {length if length is not None else ''} finite numbers{bounds}".replace("of  ", "of ")
+        ok = (isinstance(value, (list, tuple)) and (length is None or len(value) == length)
+              and all(is_number(v) and in_range(float(v)) for v in value))
+        out = [float(v) for v in value] if ok else value
+    else:
+        raise HemwslInputError(f"check_value: unknown kind {kind!r}")
+    if not ok:
+        prefix = f"{where}: " if where is not None else ""
+        raise HemwslInputError(f"{prefix}{name} must be {what}, got {value!r}")
+    return out
+
+
+_REQUIRED = object()
+
+
+def record_value(record: Any, key: str, where: str | os.PathLike, kind: str = "number", *, default: Any = _REQUIRED,
+                 **bounds: Any) -> Any:
+    """``record[key]`` of a JSON record read from the file ``where``, checked by :func:`check_value` (``bounds``:
+    its ``minimum`` / ``maximum`` / ``length``): a missing key is ``default`` when one is given (``None`` is kept as
+    ``default`` too), else one :class:`HemwslInputError` naming the file and the key."""
+    if not isinstance(record, dict):
+        raise HemwslInputError(f"{where}: a JSON object expected, got {_json_type(record)}")
+    if key not in record or (record[key] is None and default is not _REQUIRED):
+        if default is _REQUIRED:
+            raise HemwslInputError(f"{where}: no {key!r} entry")
+        return default
+    return check_value(record[key], key, kind, where=where, **bounds)
+
+
 def check_run_record(path: str | os.PathLike, record: dict, what: str) -> None:
     """The resume rule of a run folder: ``path`` (a JSON file) holds the settings that made the folder's results.
     Absent: ``record`` is written (atomically). Present and equal: nothing to do. Present and different: a
-    one-line :class:`HemwslInputError` naming ``what`` and each difference, so results of two settings never mix."""
+    one-line :class:`HemwslInputError` naming ``what`` and each difference, so results of two settings never mix.
+    An unreadable record (not UTF-8, not JSON, not an object, a folder) is one line naming it."""
     import json
 
     p = Path(path)
     record = json.loads(json.dumps(record, default=str))
-    if p.is_file():
+    if p.exists():
         try:
-            old = json.loads(p.read_text())
-        except json.JSONDecodeError:
-            raise HemwslInputError(f"{p}: unreadable run record; use another folder") from None
+            old = read_json_file(p, "run record")
+        except HemwslInputError as err:
+            raise HemwslInputError(f"{err}; use another folder") from None
         if old != record:
             diff = record_diff(old, record, width=60)
             more = f"; {len(diff) - 4} more" if len(diff) > 4 else ""

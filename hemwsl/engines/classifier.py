@@ -68,7 +68,8 @@ def output_names(num_classes: int) -> list[str]:
 
 #: The training settings of the classifier bundle that :func:`check_train_settings` checks (``--set`` keys).
 TRAIN_SETTINGS = ("epochs", "learning_rate", "batch_size", "val_fraction", "samples_per_epoch", "val_interval",
-                  "weight_decay", "windows", "skull_strip", "seed", "pos_weight", "aug_prob")
+                  "weight_decay", "windows", "skull_strip", "seed", "pos_weight", "aug_prob", "patience", "multilabel",
+                  "tta", "augment", "sample_augment", "window_on_device", "lse_pixel", "lse_consistency", "lse_area")
 
 
 def _int_setting(name: str, value: Any, minimum: int) -> int:
@@ -90,12 +91,20 @@ def check_train_settings(epochs: Any = 20, learning_rate: Any = 1e-3, batch_size
                          samples_per_epoch: Any = None, val_interval: Any = 1, weight_decay: Any = 0.0,
                          windows: Any = ("brain",), skull_strip: Any = False, seed: Any = None,
                          backbone: Any = None, network_options: Any = None, in_channels: Any = None,
-                         num_classes: Any = 1, pos_weight: Any = 1.0, aug_prob: Any = 0.5) -> None:
+                         num_classes: Any = 1, pos_weight: Any = 1.0, aug_prob: Any = 0.5, patience: Any = 8,
+                         multilabel: Any = False, tta: Any = False, augment: Any = True, sample_augment: Any = False,
+                         window_on_device: Any = False, lse_pixel: Any = 0.0, lse_consistency: Any = 1.0,
+                         lse_area: Any = 0.0) -> None:
     """Check the classifier bundle's training settings once, before any data is read or folder written: one
     line naming the setting (``epochs=0`` or ``epochs=two`` would otherwise fail deep inside ignite, a negative
     ``learning_rate`` inside the optimiser, ``batch_size=0`` inside the data loader). Called first by the
     bundle's ``initialize`` (``configs/train.yaml``), by ``hemwsl demo``, and usable on ``--set`` overrides:
     ``check_train_settings(**{k: v for k, v in overrides.items() if k in TRAIN_SETTINGS})``.
+
+    The switches (``skull_strip``, ``multilabel``, ``tta``, ``augment``, ``sample_augment``, ``window_on_device``)
+    must be booleans (a string such as ``maybe`` is truthy: ``multilabel=maybe`` would train six outputs),
+    ``patience`` an integer >= 1 and the LSE loss weights (``lse_pixel``, ``lse_consistency``, ``lse_area``) finite
+    numbers >= 0.
 
     ``network_options`` (given with ``backbone``) are checked by building the network on the meta device (no
     memory, no weights): an unknown option or a value of the wrong type is one line naming ``network_options`` and
@@ -123,8 +132,14 @@ def check_train_settings(epochs: Any = 20, learning_rate: Any = 1e-3, batch_size
     from hemwsl.transforms.array import MultiWindow
 
     MultiWindow(windows)  # unknown names and bad pairs: one line naming windows[i]
-    if not isinstance(skull_strip, (bool, np.bool_)):
-        raise HemwslInputError(f"skull_strip must be true or false, got {skull_strip!r}")
+    for name, value in (("skull_strip", skull_strip), ("multilabel", multilabel), ("tta", tta), ("augment", augment),
+                        ("sample_augment", sample_augment), ("window_on_device", window_on_device)):
+        if not isinstance(value, (bool, np.bool_)):  # a string such as 'maybe' would be taken for true
+            raise HemwslInputError(f"{name} must be true or false, got {value!r}")
+    _int_setting("patience", patience, 1)  # validations without improvement before training stops
+    for name, value in (("lse_pixel", lse_pixel), ("lse_consistency", lse_consistency), ("lse_area", lse_area)):
+        if _number_setting(name, value) < 0:
+            raise HemwslInputError(f"{name} must be a number >= 0 (a loss weight; 0 = off), got {value!r}")
     if _number_setting("pos_weight", pos_weight) <= 0:
         raise HemwslInputError(f"pos_weight must be > 0 (the BCE weight of positive slices), got {pos_weight!r}")
     if not 0.0 <= _number_setting("aug_prob", aug_prob) <= 1.0:
@@ -518,6 +533,7 @@ def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test"
     (:func:`hemwsl.metrics.classification.bootstrap_ci`, 2,000 resamples of the patients, seed 0). Writes ``cv_summary.json`` and ``cv_summary.md``
     (``cv_summary_last.*`` for ``name="test_last"``, ``cv_summary_<name>.*`` for other names).
     """
+    from hemwsl.data.io import read_json_file
     from hemwsl.engines.runs import read_predictions_csv
     from hemwsl.metrics.classification import bootstrap_ci, compute_auroc, compute_average_precision
 
@@ -527,16 +543,25 @@ def summarize_cv(output_dir: str | os.PathLike, n_folds: int, name: str = "test"
         rep_path = out / f"fold{k}" / f"report_{name}.json"
         if not rep_path.exists():
             raise HemwslInputError(f"{rep_path}: missing; run the evaluation of fold {k} first")
-        rep = json.loads(rep_path.read_text())["any"]
+        rep = read_json_file(rep_path, f"evaluation report of fold {k}")
         hist_path = out / f"fold{k}" / "history.json"
-        hist = json.loads(hist_path.read_text())["summary"] if hist_path.exists() else {}
-        rows.append({
-            "fold": k, "n": rep["n"], "n_positive": rep["n_positive"], "auroc": rep["auroc"], "ap": rep["ap"],
-            "f1_at_0.5": rep["at_threshold"]["0.5"]["f1"],
-            "f1_at_val_f1max": (rep["f1_max"]["prf"] or {}).get("f1", float("nan")),
-            "val_f1_top5_mean": hist.get("f1_topk_mean", float("nan")),
-            "val_f1_top5_sd": hist.get("f1_topk_sd", float("nan")),
-        })
+        hist = read_json_file(hist_path, f"training history of fold {k}").get("summary") if hist_path.exists() else {}
+        if not isinstance(hist or {}, dict):
+            raise HemwslInputError(f"{hist_path}: corrupt training history of fold {k} ('summary' must be a JSON "
+                                   f"object, got {hist!r})")
+        try:
+            any_ = rep["any"]
+            rows.append({
+                "fold": k, "n": any_["n"], "n_positive": any_["n_positive"], "auroc": float(any_["auroc"]),
+                "ap": float(any_["ap"]), "f1_at_0.5": float(any_["at_threshold"]["0.5"]["f1"]),
+                "f1_at_val_f1max": float((any_["f1_max"]["prf"] or {}).get("f1", float("nan"))),
+                "val_f1_top5_mean": (hist or {}).get("f1_topk_mean", float("nan")),
+                "val_f1_top5_sd": (hist or {}).get("f1_topk_sd", float("nan")),
+            })
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise HemwslInputError(f"{rep_path}: not the evaluation report of fold {k} ({type(err).__name__}: {err}; "
+                                   "'any' -> n, n_positive, auroc, ap, at_threshold, f1_max expected); remove it to "
+                                   "evaluate the fold again") from None
         pred = read_predictions_csv(out / f"fold{k}" / f"predictions_{name}.csv")
         ys.append(pred["label"][:, 0])
         ps.append(pred["prob"][:, 0])

@@ -25,7 +25,7 @@ from hemwsl.engines.runs import (
 from hemwsl.errors import input_error_message
 
 __all__ = ["CAM_CV_METHODS", "CV_RUN", "train_cv", "cam_cv", "run_cv_fold", "parse_overrides", "check_override_keys",
-           "check_cv_run", "check_cache_dir"]
+           "check_train_overrides", "check_cv_run", "check_cache_dir"]
 
 #: The methods ``cam_cv`` runs by default (``hemwsl cam-cv --methods``).
 CAM_CV_METHODS: tuple[str, ...] = ("gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "eigencam", "ablationcam")
@@ -40,6 +40,9 @@ def parse_overrides(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise HemwslInputError(f"--set expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
+        if key in out:  # the last value would win without a word
+            raise HemwslInputError(f"--set {key}: given more than once ({key}={json.dumps(out[key])}, then {pair}); "
+                                   "give each setting once")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -59,17 +62,62 @@ def check_override_keys(overrides: dict, bundle: str, configs: tuple[str, ...] =
     from hemwsl.engines.bundle import config_files
     from hemwsl.errors import HemwslInputError
 
-    known: set[str] = set()
+    config: dict = {}
     for f in config_files(bundle, [c for c in configs]):
         text = Path(f).read_text()
-        known |= set((json.loads(text) if f.endswith(".json") else yaml.safe_load(text)) or {})
-    known |= {"eval_checkpoint"}
+        config.update((json.loads(text) if f.endswith(".json") else yaml.safe_load(text)) or {})
+    known = set(config) | {"eval_checkpoint"}
     for key in overrides:
         root = str(key).split("#")[0]
         if root not in known:
             close = difflib.get_close_matches(root, sorted(known), n=3)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise HemwslInputError(f"{option} {key}: not a setting of bundle {bundle}{hint}")
+        _check_override_path(str(key), config, option)
+
+
+def _check_override_path(key: str, config: dict, option: str) -> None:
+    """An ``a#b#c`` key sets entry ``c`` of the mapping (or list) at ``a#b``, as MONAI's ``ConfigParser`` does: every
+    part but the last must be an entry of a mapping or an index of a list, and the last one's parent a mapping or a
+    list (with the index in range). Anything else (``epochs#x``: a number has no entries) is one line naming the
+    key, not a ``ValueError`` of MONAI's."""
+    from hemwsl.errors import HemwslInputError
+
+    parts = key.split("#")
+    node: Any = config.get(parts[0])
+    for i, part in enumerate(parts[1:], 1):
+        where = "#".join(parts[:i])
+        last = i == len(parts) - 1
+        if isinstance(node, dict):
+            if last:
+                return
+            if part not in node:
+                raise HemwslInputError(f"{option} {key}: {where} has no entry {part!r}")
+            node = node[part]
+        elif isinstance(node, list):
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                raise HemwslInputError(f"{option} {key}: {where} is a list of {len(node)}; {part!r} is not an index "
+                                       "of it")
+            node = node[int(part)]
+        else:
+            raise HemwslInputError(f"{option} {key}: {where} is {json.dumps(node, default=str)}, not a mapping or a "
+                                   f"list; it has no entry {part!r}")
+
+
+def check_train_overrides(overrides: Mapping[str, Any], bundle: str = "ich_classifier", option: str = "--set") -> None:
+    """The bundle settings of a training run, before anything is read or written (:func:`train_cv` and the commands
+    that end in one, e.g. ``hemwsl self-train``, before their own costly steps): every key a setting of the bundle
+    (:func:`check_override_keys`), the classifier's training settings (``check_train_settings``) and the bundle's
+    own first check (``network_options``...)."""
+    from hemwsl.engines.bundle import bundle_dir, check_bundle_settings
+
+    overrides = dict(overrides)
+    check_override_keys(overrides, bundle, option=option)
+    if bundle_dir(bundle).name == "ich_classifier":  # the settings' values, before any volume is read
+        from hemwsl.engines.classifier import TRAIN_SETTINGS, check_train_settings
+
+        check_train_settings(**{k: v for k, v in overrides.items() if k in TRAIN_SETTINGS})
+    check_bundle_settings(bundle, overrides)
 
 
 def run_cv_fold(bundle: str, fold_dir: Path, fold: int, done_file: str, **overrides) -> bool:
@@ -95,14 +143,15 @@ def check_cv_run(out: str | Path, record: dict, command: str = "train-cv", file:
     """Refuse to resume a cross-validation folder with other settings: folds, bundle, dataset or any ``--set``
     value (a resumed run would mix folds of two recipes, or skip them as done). The record is ``<out>/<file>``;
     ``train-cv`` folders of earlier versions, with only ``cv_settings.json``, are checked on the settings alone."""
+    from hemwsl.data.io import read_json_file
     from hemwsl.errors import HemwslInputError
 
     root = Path(out)
     f = root / file
-    if f.is_file():
-        old = json.loads(f.read_text())
-    elif file == CV_RUN and (root / "cv_settings.json").is_file():
-        old = {"settings": json.loads((root / "cv_settings.json").read_text())}
+    if f.exists() or f.is_symlink():
+        old = read_json_file(f, f"{command} run record")
+    elif file == CV_RUN and ((root / SETTINGS).exists() or (root / SETTINGS).is_symlink()):
+        old = {"settings": read_json_file(root / SETTINGS, f"{command} settings record")}
         record = {"settings": record["settings"]}
     else:
         return
@@ -142,17 +191,11 @@ def train_cv(dataset_dir: str | os.PathLike, out: str | os.PathLike, folds: int 
     bad = [k for k in (only or []) if not 0 <= k < folds]
     if bad:
         raise HemwslInputError(f"--only: fold(s) {bad} not in [0, {folds - 1}]")
+    if isinstance(cache_procs, bool) or not isinstance(cache_procs, int) or cache_procs < 1:
+        raise HemwslInputError(f"--cache-procs must be an integer >= 1 (processes filling the disk cache; 1: this "
+                               f"process), got {cache_procs!r}")
     overrides = dict(overrides or {})
-    check_override_keys(overrides, bundle)
-    from hemwsl.engines.bundle import bundle_dir
-
-    if bundle_dir(bundle).name == "ich_classifier":  # the settings' values, before any volume is read
-        from hemwsl.engines.classifier import TRAIN_SETTINGS, check_train_settings
-
-        check_train_settings(**{k: v for k, v in overrides.items() if k in TRAIN_SETTINGS})
-    from hemwsl.engines.bundle import check_bundle_settings
-
-    check_bundle_settings(bundle, overrides)  # the bundle's own first check (network_options...), before any file
+    check_train_overrides(overrides, bundle)  # keys, values and the bundle's own first check, before any file
     check_cache_dir(cache_dir)
 
     # the settings later steps (cam-cv, benchmark) need to rebuild the same networks and inputs

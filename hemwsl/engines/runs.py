@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from hemwsl.errors import HemwslInputError
 
 __all__ = ["SETTINGS", "SEG_RUN", "CHECKPOINTS", "checkpoint_file", "report_name", "cv_settings", "resolve_cv_folds", "fold_checkpoint", "fold_predictions",
-           "check_checkpoint_marker", "check_outside_run", "read_predictions_csv"]
+           "check_checkpoint_marker", "check_outside_run", "read_predictions_csv", "check_recorded_settings"]
 
 SETTINGS = "cv_settings.json"
 SEG_RUN = "seg_cv_run.json"
@@ -39,33 +40,104 @@ def report_name(part: str, which: str = "best") -> str:
     return part if which == "best" else f"{part}_{which}"
 
 
+def check_recorded_settings(settings: Any, where: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
+    """The classifier settings a run or package recorded (``cv_settings.json``, a package's ``settings``): the network
+    and input settings later steps rebuild the network from must have their types and ranges (a hand edit such as
+    ``windows: 5`` or ``backbone: 5`` would otherwise fail inside the bundle's expressions, or name no file). One
+    :class:`HemwslInputError` ``"<where>: ..."`` naming the key; ``required``: keys that must be present. Other keys
+    (training settings, paths) are left to the bundle's own checks. Returns ``settings``."""
+    from hemwsl.data.io import record_value
+
+    if not isinstance(settings, dict):
+        raise HemwslInputError(f"{where}: a JSON object of settings expected, got {type(settings).__name__}")
+    for key in required:
+        if settings.get(key) is None:
+            raise HemwslInputError(f"{where}: no {key!r} entry")
+
+    def named(fn, *a, **kw):  # a check of another module, its message prefixed with the file
+        try:
+            return fn(*a, **kw)
+        except HemwslInputError as err:
+            raise HemwslInputError(f"{where}: {err}") from None
+
+    s = settings
+    if s.get("backbone") is not None:
+        from hemwsl.networks.registry import get_network_spec
+
+        record_value(s, "backbone", where, "str")
+        named(get_network_spec, s["backbone"])
+    if s.get("network_options") is not None:
+        record_value(s, "network_options", where, "dict")
+    for key in ("in_channels", "num_classes"):
+        record_value(s, key, where, "int", default=None, minimum=1)
+    record_value(s, "num_slices", where, "int", default=None, minimum=1)
+    if s.get("num_slices") is not None and int(s["num_slices"]) % 2 == 0:
+        raise HemwslInputError(f"{where}: num_slices must be a positive odd number, got {s['num_slices']!r}")
+    if s.get("windows") is not None:
+        from hemwsl.transforms.array import MultiWindow
+
+        if not isinstance(s["windows"], list) or not s["windows"]:
+            raise HemwslInputError(f"{where}: windows must be a non-empty list of window names or (level, width) "
+                                   f"pairs, got {s['windows']!r}")
+        named(MultiWindow, s["windows"])
+    if s.get("spatial_size") is not None:
+        record_value(s, "spatial_size", where, "numbers", length=2, minimum=8)
+        if not all(float(v).is_integer() for v in s["spatial_size"]):
+            raise HemwslInputError(f"{where}: spatial_size must be two ints >= 8 or null, got {s['spatial_size']!r}")
+    for key in ("skull_strip", "multilabel", "tta"):
+        record_value(s, key, where, "bool", default=None)
+    record_value(s, "dropout", where, "number", default=None, minimum=0.0)
+    if s.get("dropout") is not None and not float(s["dropout"]) < 1.0:
+        raise HemwslInputError(f"{where}: dropout must be in [0, 1), got {s['dropout']!r}")
+    record_value(s, "seed", where, "int", default=None, minimum=0)
+    if record_value(s, "val_fraction", where, "number", default=None, minimum=0.0) is not None \
+            and not float(s["val_fraction"]) < 1.0:
+        raise HemwslInputError(f"{where}: val_fraction must be in [0, 1), got {s['val_fraction']!r}")
+    record_value(s, "n_folds", where, "int", default=None, minimum=2)
+    if s.get("layout") is not None:
+        from hemwsl.data.datalist import LAYOUTS
+        from hemwsl.errors import check_choice
+
+        named(check_choice, "layout", s["layout"], LAYOUTS)
+    if s.get("backbone") is not None and s.get("network_options"):
+        from hemwsl.networks.registry import check_network_options
+
+        named(check_network_options, s["backbone"], s["network_options"], in_channels=s.get("in_channels"),
+              num_classes=s.get("num_classes") or 1)
+    return settings
+
+
 def cv_settings(cv_dir: str | Path) -> dict:
-    """The bundle overrides a ``train-cv`` run used (``<cv_dir>/cv_settings.json``; empty when absent)."""
+    """The bundle overrides a ``train-cv`` run used (``<cv_dir>/cv_settings.json``; empty when absent), its network
+    and input settings checked (:func:`check_recorded_settings`): an unreadable or hand-broken file is one line
+    naming it."""
+    from hemwsl.data.io import read_json_file
 
     f = Path(cv_dir) / SETTINGS
-    if not f.exists():
+    if not (f.exists() or f.is_symlink()):
         return {}
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as err:
-        raise HemwslInputError(f"{f}: not valid JSON ({err})") from err
+    return check_recorded_settings(read_json_file(f, "train-cv settings record"), f)
 
 
 def resolve_cv_folds(cv_dir: str | Path | None, folds: int | None = None, seed: int | None = None,
                      val_fraction: float | None = None) -> tuple[int, int, float]:
     """``(folds, seed, val_fraction)`` of a ``train-cv`` run: what its ``cv_run.json`` recorded, unless given;
     a given value that contradicts the record is one line naming both (outputs scored on other folds would be
-    wrong without any error). Without a record: the given values, else 5 / 0 / 0.15 (the bundle's defaults)."""
+    wrong without any error). Without a record: the given values, else 5 / 0 / 0.15 (the bundle's defaults).
+    A record that is unreadable, or whose folds (an integer >= 2), settings (an object), seed or validation
+    fraction are of the wrong type, is one line naming it."""
+    from hemwsl.data.io import read_json_file, record_value
 
     rec = {}
     f = Path(cv_dir) / "cv_run.json" if cv_dir else None
-    if f is not None and f.is_file():
-        try:
-            r = json.loads(f.read_text())
-        except json.JSONDecodeError as err:
-            raise HemwslInputError(f"{f}: not valid JSON ({err})") from err
-        s = r.get("settings", {})
-        rec = {"folds": int(r["folds"]), "seed": int(s.get("seed", 0)), "val_fraction": float(s.get("val_fraction", 0.15))}
+    if f is not None and (f.exists() or f.is_symlink()):
+        r = read_json_file(f, "train-cv run record")
+        s = record_value(r, "settings", f, "dict", default={})
+        rec = {"folds": record_value(r, "folds", f, "int", minimum=2),
+               "seed": record_value(s, "seed", f"{f}: settings", "int", default=0, minimum=0),
+               "val_fraction": record_value(s, "val_fraction", f"{f}: settings", "number", default=0.15, minimum=0.0)}
+        if not rec["val_fraction"] < 1.0:
+            raise HemwslInputError(f"{f}: settings: val_fraction must be in [0, 1), got {rec['val_fraction']!r}")
     out = {}
     for key, given, default in (("folds", folds, 5), ("seed", seed, 0), ("val_fraction", val_fraction, 0.15)):
         if given is not None and key in rec and given != rec[key]:
@@ -100,7 +172,9 @@ def check_outside_run(out: str | Path, run_dir: str | Path, out_name: str = "--o
                       what: str = "train-cv run") -> None:
     """An output folder must not be a run folder or inside it (its files would be written among the run's, and
     later steps would take them for the run's): one line naming both, before anything is written."""
-    o, r = Path(out).resolve(), Path(run_dir).resolve()
+    from hemwsl.data.datalist import resolve_dataset_dir
+
+    o, r = resolve_dataset_dir(out, out_name), resolve_dataset_dir(run_dir, run_name)  # a symlink loop: one line
     if o == r or r in o.parents:
         where = "is" if o == r else "is inside"
         raise HemwslInputError(f"{out_name} {out} {where} the {what} {run_dir} ({run_name}); give an output folder "
@@ -118,8 +192,10 @@ def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, wha
     marker = Path(out) / "cam_checkpoint.json"
     record = {"cv_dir": str(Path(cv_dir).resolve()), "checkpoint": which,
               **({"settings": json.loads(json.dumps(settings))} if settings is not None else {})}
-    if marker.is_file():
-        old = json.loads(marker.read_text())
+    if marker.exists() or marker.is_symlink():
+        from hemwsl.data.io import read_json_file
+
+        old = read_json_file(marker, f"record of the run that made the {what}")
         seen = old.get("checkpoint", "best")
         if seen != which:
             raise HemwslInputError(f"{out}: holds {what} of the {seen} checkpoints ({marker}); "
@@ -152,6 +228,10 @@ def read_predictions_csv(path: str | os.PathLike, labels: bool = True) -> dict:
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise HemwslInputError(f"{path}: cannot read as a predictions CSV ({type(err).__name__}: {err})") from err
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:  # csv.DictReader would keep the last of them without a word
+        raise HemwslInputError(f"{path}: column(s) {', '.join(dup)} given more than once in the header; a predictions "
+                               "CSV has each column once")
     label_cols = [c for c in header if c.startswith("label_")]
     prob_cols = [c for c in header if c.startswith("prob_")]
     if "patient" not in header or "slice" not in header or (labels and not label_cols) or not prob_cols:
@@ -161,7 +241,7 @@ def read_predictions_csv(path: str | os.PathLike, labels: bool = True) -> dict:
         return {"patient": np.array([]), "slice": np.array([]), "label": np.zeros((0, len(label_cols))),
                 "prob": np.zeros((0, len(prob_cols)))}
     try:
-        return {
+        out = {
             "patient": np.array([r["patient"] for r in rows]),
             "slice": np.array([int(r["slice"]) for r in rows]),
             "label": np.array([[float(r[c]) for c in label_cols] for r in rows]).reshape(len(rows), len(label_cols)),
@@ -171,6 +251,12 @@ def read_predictions_csv(path: str | os.PathLike, labels: bool = True) -> dict:
     except (TypeError, ValueError) as err:  # a short row (None) or a value that is not a number
         line = next(i + 2 for i, r in enumerate(rows) if not _numeric_row(r, ["slice", *label_cols, *prob_cols]))
         raise HemwslInputError(f"{path}: line {line}: not a predictions row ({expected})") from err
+    bad = ~np.isin(out["label"], (0.0, 1.0)).all(axis=1)
+    if bad.any():  # slice labels are binary (0/1 per output)
+        i = int(np.argmax(bad))
+        values = ", ".join(f"{c} {rows[i][c]}" for c in label_cols)
+        raise HemwslInputError(f"{path}: line {i + 2}: labels must be 0 or 1, got {values}")
+    return out
 
 
 def _numeric_row(row: dict, columns: list[str]) -> bool:

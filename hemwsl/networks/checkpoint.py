@@ -10,7 +10,7 @@ import torch
 
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["load_weights", "read_error", "mismatch_error"]
+__all__ = ["load_weights", "read_state_dict", "read_error", "mismatch_error"]
 
 
 def read_error(path: str | os.PathLike, err: BaseException, what: str = "checkpoint") -> str:
@@ -42,9 +42,10 @@ def mismatch_error(path: str | os.PathLike, network: torch.nn.Module, state: Map
             f"({'; '.join(parts) or 'incompatible state dict'}; trained with another backbone or settings?)")
 
 
-def load_weights(network: torch.nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a checkpoint written by the training bundle (a state dict, or ``{"model": state_dict}``) into
-    ``network`` and return it on ``device`` in eval mode."""
+def read_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu") -> Mapping:
+    """The state dict of a checkpoint written by the training bundle (a state dict, or ``{"model": state_dict}``),
+    on ``device``; a missing, empty or unreadable file, or one holding something else, is one
+    :class:`HemwslInputError` naming it."""
     p = Path(path)
     if not p.is_file():
         raise HemwslInputError(f"{p}: checkpoint not found")
@@ -56,6 +57,14 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, device: str 
         state = state["model"]
     if not isinstance(state, Mapping):
         raise HemwslInputError(f"{p}: checkpoint holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a checkpoint written by the training bundle (a state dict, or ``{"model": state_dict}``) into
+    ``network`` and return it on ``device`` in eval mode."""
+    p = Path(path)
+    state = read_state_dict(p, device)
     try:
         network.load_state_dict(state)
     except RuntimeError as err:

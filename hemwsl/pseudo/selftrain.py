@@ -85,7 +85,7 @@ def self_training_targets(entries: Sequence[Mapping], cam_dir: str | os.PathLike
     settings is kept; other settings in the folder are refused). Entries need their slice labels."""
     from tqdm import tqdm
 
-    from hemwsl.data.io import atomic_write_text, save_nifti
+    from hemwsl.data.io import atomic_write_text, read_json_file, save_nifti
     from hemwsl.pseudo.volume import _entry_stem, _heatmap_file
 
     out = Path(out_dir)
@@ -93,7 +93,8 @@ def self_training_targets(entries: Sequence[Mapping], cam_dir: str | os.PathLike
     params = {"cam_dir": str(Path(cam_dir).resolve()), "method": method, "layer": layer, "strategy": repr(strategy),
               "brain_erosion": int(brain_erosion), "unknown_hu": list(UNKNOWN_HU)}
     record = out / "self_training_params.json"
-    if record.is_file() and json.loads(record.read_text()) != params:
+    if (record.exists() or record.is_symlink()) \
+            and read_json_file(record, "self-training settings record", expect=None) != params:
         raise HemwslInputError(f"{out} holds self-training targets made with other settings ({record}); "
                                "use another folder")
     atomic_write_text(record, json.dumps(params, indent=1) + "\n")

@@ -441,7 +441,28 @@ def _heatmap_file(cam_dir: str | os.PathLike, stem: str, method: str, layer: str
     if not cam_path.is_file():
         raise HemwslInputError(
             f"{cam_path}: heatmap of patient {stem} not found (run the CAM step for {method}/{layer})")
+    from hemwsl.data.io import check_nifti_header
+
+    check_nifti_header(cam_path)  # a file that is no NIfTI is named now, before earlier patients are written
     return cam_path
+
+
+def _done_record(done: Path) -> dict | None:
+    """The record of a volume an earlier call finished (``.done/<patient>.json``: its voxels per slice and spacing),
+    or ``None`` when it is unreadable or incomplete (a kill while it was written, an edit): that volume is then made
+    again, a warning naming the file (finished work is kept, corrupt state never used)."""
+    from hemwsl.data.io import read_json_file, record_value
+
+    try:
+        info = read_json_file(done, "record of a finished pseudo-label volume")
+        voxels = record_value(info, "voxels", done, "list")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in voxels):
+            raise HemwslInputError(f"{done}: voxels must be counts (integers >= 0) per slice, got {voxels!r}")
+        record_value(info, "spacing", done, "numbers", length=3, minimum=0.0)
+    except HemwslInputError as err:
+        logger.warning("%s; the volume is made again", err)
+        return None
+    return info
 
 
 def _params_record(**kw: Any) -> dict:
@@ -548,8 +569,10 @@ def make_pseudo_labels(
     if csvs is not None:  # which predictions (best or last checkpoint), not which fold's file
         params["predictions"] = sorted({Path(c).name for c in csvs})
     params_path = out / "pseudo_params.json"
-    if params_path.exists():
-        old = json.loads(params_path.read_text())
+    if params_path.exists() or params_path.is_symlink():
+        from hemwsl.data.io import read_json_file
+
+        old = read_json_file(params_path, "pseudo-label settings record")
         if "predictions" in params and "predictions" not in old:  # a folder made before this was recorded
             old["predictions"] = params["predictions"]
         if old != params:
@@ -577,9 +600,8 @@ def make_pseudo_labels(
     for entry, stem, cam_path in tqdm(jobs, desc="pseudo-labels", disable=not progress):
         mask_path = out / f"{stem}.nii.gz"
         done = out / ".done" / f"{stem}.json"
-        if done.exists() and mask_path.exists():
-            info = json.loads(done.read_text())
-        else:
+        info = _done_record(done) if done.exists() and mask_path.exists() else None
+        if info is None:
             p = None if probs is None else _lookup(probs, stem, source)
             mask, affine, info = pseudo_label_volume(
                 entry[IMAGE], cam_path, network, probabilities=p, mode=mode, threshold=strategy, context=context,

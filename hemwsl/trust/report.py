@@ -50,7 +50,7 @@ from hemwsl.constants import (
     SUBTYPE_LABELS,
     SUBTYPES,
 )
-from hemwsl.data.io import atomic_write_text, check_run_record
+from hemwsl.data.io import atomic_write_text, check_run_record, check_value, read_json_file
 from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.trust.regions import REGIONS
 
@@ -350,6 +350,8 @@ def run_trust_report(
 
     config = config or TrustConfig()
     check_trust_config(config)
+    for name, value in (("batch_size", batch_size), ("perturbation_batch", perturbation_batch)):
+        check_value(value, name, "int", minimum=1)
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
         raise HemwslInputError(f"unknown method(s) {unknown}; accepted values: {', '.join(list_methods())}")
@@ -376,12 +378,8 @@ def run_trust_report(
     for entry in tqdm(datalist, desc="volumes", disable=not progress):
         patient = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
         path = out / "per_case" / f"{patient}.json"
-        if path.exists():
-            try:
-                if json.loads(path.read_text()).get("config_key") == ckey:
-                    continue
-            except json.JSONDecodeError:
-                pass
+        if path.exists() and _finished(path, ckey):
+            continue
         if config.slices == "positive" and entry.get(SLICE_LABELS) is not None and not any(entry[SLICE_LABELS]):
             continue
         name, net = network_for(entry) if not isinstance(network_for, nn.Module) else ("model", network_for)
@@ -406,15 +404,34 @@ def run_trust_report(
 # --------------------------------------------------------------------------------------------------
 
 
+def _per_case_result(path: Path) -> dict:
+    """A ``per_case/<patient>.json`` result: an object with its ``patient``, ``rows`` (a list of objects) and
+    ``info`` (an object); anything else is one :class:`HemwslInputError` naming the file."""
+    res = read_json_file(path, "per-case trust result")
+    if not isinstance(res.get("patient"), str) or not isinstance(res.get("info"), dict) \
+            or not isinstance(res.get("rows"), list) or not all(isinstance(r, dict) for r in res["rows"]):
+        raise HemwslInputError(f"{path}: corrupt per-case trust result ('patient' (a string), 'rows' (a list of "
+                               "objects) and 'info' (an object) expected)")
+    return res
+
+
+def _finished(path: Path, ckey: str) -> bool:
+    """Whether ``path`` holds the finished result of this configuration (``ckey``); an unreadable or incomplete one
+    (a kill, an edit) is made again, a warning naming it."""
+    try:
+        return _per_case_result(path).get("config_key") == ckey
+    except HemwslInputError as err:
+        logger.warning("%s; the patient is explained again", err)
+        return False
+
+
 def read_rows(output_dir: str | os.PathLike) -> tuple[list[dict], dict[str, dict]]:
-    """Rows and per-patient info of all ``per_case/*.json`` files of a report folder."""
+    """Rows and per-patient info of all ``per_case/*.json`` files of a report folder (a corrupt one is one line
+    naming it)."""
     rows: list[dict] = []
     infos: dict[str, dict] = {}
     for p in sorted((Path(output_dir) / "per_case").glob("*.json")):
-        try:
-            res = json.loads(p.read_text())
-        except json.JSONDecodeError as err:
-            raise HemwslInputError(f"{p}: unreadable per-case result ({err})") from err
+        res = _per_case_result(p)
         rows += res["rows"]
         infos[res["patient"]] = dict(res["info"], seconds=res.get("seconds", float("nan")))
     return rows, infos
