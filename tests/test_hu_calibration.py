@@ -93,10 +93,9 @@ def _fake_cv(root: Path) -> Path:
     return root
 
 
-def test_package_carries_the_benchmarks_calibration_and_predict_applies_it(scans, tmp_path):
-    paths, p = scans
-    cv = _fake_cv(tmp_path / "cv")
-    bench = tmp_path / "bench"
+def _prior_report(bench: Path, hu_reference) -> Path:
+    """A one-fold benchmark report that chose the prior (e2, 50-90 HU, components >= 5 px), calibrated to
+    ``hu_reference``."""
     bench.mkdir()
     spec = "prior[e2,hu50-90,min5]"
     (bench / "choices.csv").write_text(f"fold,method,layer,threshold,selection_dice\n0,gradcam,layer4,\"{spec}\",0.4\n"
@@ -104,7 +103,14 @@ def test_package_carries_the_benchmarks_calibration_and_predict_applies_it(scans
     (bench / "thresholds.csv").write_text("fold,method,layer,threshold,value,selection_dice,selection_patients,"
                                           "selection_slices,selection_metric\n")
     (bench / "config.json").write_text(json.dumps({"prob_threshold": 0.5, "hu_range": [50.0, 90.0], "brain_erosion": 2,
-                                                   "min_size": 5, "hu_reference": 37.0}))
+                                                   "min_size": 5, "hu_reference": hu_reference}))
+    return bench
+
+
+def test_package_carries_the_benchmarks_calibration_and_predict_applies_it(scans, tmp_path):
+    paths, p = scans
+    cv = _fake_cv(tmp_path / "cv")
+    bench = _prior_report(tmp_path / "bench", 37.0)
     post = {"slice_threshold": 0.0}  # every slice positive: the mask is the prior itself
     cal = ModelPackage.load(pack_model(cv, tmp_path / "pkg", benchmark_dir=bench, scan_call="none",
                                        post_processing=post))
@@ -257,16 +263,8 @@ def test_package_and_predict_with_a_band(scans, tmp_path):
     denser scan gets the original's mask; a quantify report with the same band (as JSON gives it) is accepted."""
     paths, p = scans
     cv = _fake_cv(tmp_path / "cv")
-    bench = tmp_path / "bench"
-    bench.mkdir()
-    spec = "prior[e2,hu50-90,min5]"
-    (bench / "choices.csv").write_text(f"fold,method,layer,threshold,selection_dice\n0,gradcam,layer4,\"{spec}\",0.4\n"
-                                       f"0,-,-,\"{spec}\",0.4\n")
-    (bench / "thresholds.csv").write_text("fold,method,layer,threshold,value,selection_dice,selection_patients,"
-                                          "selection_slices,selection_metric\n")
     ref = _brain_hu_of(paths["orig"])
-    (bench / "config.json").write_text(json.dumps({"prob_threshold": 0.5, "hu_range": [50.0, 90.0], "brain_erosion": 2,
-                                                   "min_size": 5, "hu_reference": [-100.0, ref]}))
+    bench = _prior_report(tmp_path / "bench", [-100.0, ref])
     post = {"slice_threshold": 0.0}
     pkg = ModelPackage.load(pack_model(cv, tmp_path / "pkg", benchmark_dir=bench, scan_call="none",
                                        post_processing=post))

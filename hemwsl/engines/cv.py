@@ -340,10 +340,9 @@ def cam_cv(dataset_dir: str | os.PathLike, cv_dir: str | os.PathLike, out: str |
     check_outside_run(out, cv_dir)
     settings = _cam_cv_settings(cv_dir, overrides)
     folds = resolve_cv_folds(cv_dir, folds)[0]
-    which = checkpoint
-    ckpts = [fold_checkpoint(cv_dir, k, which) for k in range(folds)]
+    ckpts = [fold_checkpoint(cv_dir, k, checkpoint) for k in range(folds)]
     _check_cam_cv_inputs(dataset_dir, methods, layers, part, grid, cache_dir, settings)
-    check_checkpoint_marker(out, cv_dir, which, "heatmaps",
+    check_checkpoint_marker(out, cv_dir, checkpoint, "heatmaps",
                             settings={**settings, "grid": grid, "folds": folds})
     for k, ckpt in enumerate(ckpts):
         kw = {**settings, "dataset_dir": str(dataset_dir), "output_dir": str(cv_dir), "n_folds": folds,
