@@ -68,8 +68,8 @@ def output_names(num_classes: int) -> list[str]:
 
 #: The training settings of the classifier bundle that :func:`check_train_settings` checks (``--set`` keys).
 TRAIN_SETTINGS = ("epochs", "learning_rate", "batch_size", "val_fraction", "samples_per_epoch", "val_interval",
-                  "weight_decay", "windows", "skull_strip", "seed", "pos_weight", "aug_prob", "patience", "multilabel",
-                  "tta", "augment", "sample_augment", "window_on_device", "lse_pixel", "lse_consistency", "lse_area")
+                  "weight_decay", "windows", "skull_strip", "seed", "train_seed", "pos_weight", "aug_prob", "patience",
+                  "multilabel", "tta", "augment", "sample_augment", "window_on_device", "lse_pixel", "lse_consistency", "lse_area")
 
 
 def _int_setting(name: str, value: Any, minimum: int) -> int:
@@ -90,7 +90,8 @@ def _number_setting(name: str, value: Any) -> float:
 def check_train_settings(epochs: Any = 20, learning_rate: Any = 1e-3, batch_size: Any = 16, val_fraction: Any = 0.15,
                          samples_per_epoch: Any = None, val_interval: Any = 1, weight_decay: Any = 0.0,
                          windows: Any = ("brain",), skull_strip: Any = False, seed: Any = None,
-                         backbone: Any = None, network_options: Any = None, in_channels: Any = None,
+                         train_seed: Any = None, backbone: Any = None, network_options: Any = None,
+                         in_channels: Any = None,
                          num_classes: Any = 1, pos_weight: Any = 1.0, aug_prob: Any = 0.5, patience: Any = 8,
                          multilabel: Any = False, tta: Any = False, augment: Any = True, sample_augment: Any = False,
                          window_on_device: Any = False, lse_pixel: Any = 0.0, lse_consistency: Any = 1.0,
@@ -116,6 +117,8 @@ def check_train_settings(epochs: Any = 20, learning_rate: Any = 1e-3, batch_size
     _int_setting("epochs", epochs, 1)
     if seed is not None and not 0 <= _int_setting("seed", seed, 0) < 2 ** 32:
         raise HemwslInputError(f"seed must be in [0, 2**32), got {seed!r}")
+    if train_seed is not None and not 0 <= _int_setting("train_seed", train_seed, 0) < 2 ** 32:
+        raise HemwslInputError(f"train_seed must be in [0, 2**32), got {train_seed!r}")
     if _number_setting("learning_rate", learning_rate) <= 0:
         raise HemwslInputError(f"learning_rate must be > 0, got {learning_rate!r}")
     _int_setting("batch_size", batch_size, 1)
