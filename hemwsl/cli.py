@@ -104,6 +104,8 @@ COMMANDS: dict[str, Command] = {
                 "hemwsl.commands.classifier", _add_train_cv),
         Command("cam-cv", "heatmaps of every fold's test patients from that fold's classifier (out of fold)",
                 "hemwsl.commands.benchmark", "add_cam_cv_arguments"),
+        Command("cam-ensemble", "the mean of several cam-cv folders' heatmaps (e.g. seeds of one recipe), same folds",
+                "hemwsl.commands.benchmark", "add_cam_ensemble_arguments"),
         Command("pseudo", "pseudo-label volumes from CAM heatmaps (threshold, K-means, differential prediction)",
                 "hemwsl.commands.pseudo", "add_pseudo_arguments"),
         Command("self-train", "fine-tune an LSE heatmap network on the confident pixels of its own validated recipe",

@@ -16,8 +16,9 @@ from hemwsl.engines.runs import (  # noqa: F401  (the run layout, re-exported fo
     resolve_cv_folds,
 )
 
-__all__ = ["resolve_cv_folds", "add_run_settings_argument", "apply_run_settings", "add_cam_cv_arguments", "add_benchmark_arguments", "run_cam_cv", "run_benchmark", "cv_settings",
-           "check_made_from_run", "fold_checkpoint", "fold_predictions", "check_checkpoint_marker",
+__all__ = ["resolve_cv_folds", "add_run_settings_argument", "apply_run_settings", "add_cam_cv_arguments",
+           "add_cam_ensemble_arguments", "run_cam_ensemble", "add_benchmark_arguments", "run_cam_cv", "run_benchmark",
+           "cv_settings", "check_made_from_run", "fold_checkpoint", "fold_predictions", "check_checkpoint_marker",
            "add_checkpoint_argument"]
 
 #: Classifier settings a command can take from a train-cv run: argparse dest -> (bundle key, default without a run).
@@ -93,6 +94,31 @@ def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
     add_checkpoint_argument(p)
 
 
+def add_cam_ensemble_arguments(p: argparse.ArgumentParser) -> None:
+    from hemwsl.cam.ensemble import ENSEMBLE_NORMALISATIONS
+
+    p.add_argument("--cam-dirs", nargs="+", required=True,
+                   help="two or more cam-cv folders of runs on the same folds (e.g. one recipe trained with several "
+                        "train_seed values)")
+    p.add_argument("--out", required=True, help="folder of the mean heatmaps <method>/<layer>/<patient>.nii.gz")
+    p.add_argument("--methods", nargs="+", default=None, help="only these methods (default: those of every member)")
+    p.add_argument("--layers", nargs="+", default=None, help="only these layers (default: those of every member)")
+    p.add_argument("--normalise", default="slice", choices=ENSEMBLE_NORMALISATIONS,
+                   help="each member's map before the mean: slice (min-max per axial slice, as the benchmark scales "
+                        "maps; default), volume (divided by the volume's maximum) or none (the stored values)")
+
+
+def run_cam_ensemble(args: argparse.Namespace) -> int:
+    """``hemwsl cam-ensemble``: :func:`hemwsl.cam.ensemble.ensemble_heatmaps` with the command's arguments."""
+    from hemwsl.cam.ensemble import ensemble_heatmaps
+
+    done = ensemble_heatmaps(args.cam_dirs, args.out, methods=args.methods, layers=args.layers,
+                             normalise=args.normalise)
+    print(f"mean of {len(args.cam_dirs)} members: {len(done['pairs'])} (method, layer) pairs x {done['patients']} "
+          f"patients in {args.out} ({done['written']} written now)", flush=True)
+    return 0
+
+
 def _cam_cv_settings(cv_dir: str, pairs: list[str]) -> dict:
     """The classifier settings of cam-cv from the run and ``--set`` pairs (:func:`hemwsl.engines.cv._cam_cv_settings`)."""
     from hemwsl.engines.cv import _cam_cv_settings as settings, parse_overrides
@@ -140,6 +166,14 @@ def check_made_from_run(folder: str | Path, cv_dir: str | Path, which: str = "be
     if seen != which:
         raise HemwslInputError(f"{option} {folder}: {what} of the {seen} checkpoints ({marker}), not of --checkpoint "
                                f"{which}")
+    if "members" in rec:  # a `hemwsl cam-ensemble` folder: the folds of any member's run are the ensemble's
+        members = record_value(rec, "members", marker, "list")
+        runs = [m.get("cv_dir") for m in members if isinstance(m, dict)]
+        mine = Path(cv_dir).resolve()
+        if not any(isinstance(r, str) and (Path(r) == mine or _same_weights(Path(r), mine, which)) for r in runs):
+            raise HemwslInputError(f"{option} {folder}: {what} of an ensemble of the train-cv runs "
+                                   f"{', '.join(map(str, runs))} ({marker}), not of --cv-dir {cv_dir}; give one of them")
+        return
     diffs: list[str] = []
     made, mine = rec.get("cv_dir"), Path(cv_dir).resolve()
     if made is not None and not isinstance(made, str):

@@ -1,0 +1,214 @@
+"""Ensembles of heatmap folders: the mean of several runs' out-of-fold heatmaps (``hemwsl cam-ensemble``).
+
+Two trainings of one recipe that differ only in ``train_seed`` (the same folds) give heatmaps that differ by
+more than many levers do (docs/heatmap_network.md, sixth round); their mean is the usual way to take that
+variance out, as a seed ensemble of classifiers averages probabilities. Each member is a ``cam-cv`` folder
+(``<method>/<layer>/<patient>.nii.gz`` with its ``cam_checkpoint.json``); every member must hold every heatmap
+of the chosen (method, layer) pairs, on the same grid and affine, from the same checkpoint and folds, so the
+mean of a patient's maps only mixes networks that never saw that patient.
+
+Each member's map is normalised first (``normalise``): ``slice`` (default) scales every axial slice to [0, 1]
+(min-max, as the benchmark does before a threshold), so each member counts equally in what is thresholded;
+``volume`` divides by the volume's maximum; ``none`` averages the stored values (e.g. the LSE network's
+probabilities, like averaging the members' outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from hemwsl.errors import HemwslInputError
+
+__all__ = ["ENSEMBLE_NORMALISATIONS", "ensemble_heatmaps", "ensemble_members"]
+
+#: How each member's map is scaled before the mean.
+ENSEMBLE_NORMALISATIONS = ("slice", "volume", "none")
+_MARKER = "cam_checkpoint.json"
+
+
+def _member_record(cam_dir: Path) -> dict:
+    from hemwsl.data.io import read_json_file
+
+    marker = cam_dir / _MARKER
+    if not cam_dir.is_dir():
+        raise HemwslInputError(f"--cam-dirs {cam_dir}: not a folder")
+    if not marker.is_file():
+        raise HemwslInputError(f"--cam-dirs {cam_dir}: no {_MARKER} (a `hemwsl cam-cv` folder records the run, the "
+                               "checkpoint and the folds its heatmaps come from; a mean of unknown maps is refused)")
+    rec = read_json_file(marker, "record of the run that made the heatmaps")
+    if "members" in rec:
+        raise HemwslInputError(f"--cam-dirs {cam_dir}: an ensemble already ({marker}); give its members instead")
+    return rec
+
+
+def _pairs(cam_dir: Path) -> set[tuple[str, str]]:
+    return {(m.name, layer.name) for m in cam_dir.iterdir() if m.is_dir()
+            for layer in m.iterdir() if layer.is_dir() and any(layer.glob("*.nii.gz"))}
+
+
+def ensemble_members(cam_dirs: Sequence[str | os.PathLike], methods: Sequence[str] | None = None,
+                     layers: Sequence[str] | None = None) -> tuple[list[dict], list[tuple[str, str]], list[str]]:
+    """Check the members of an ensemble before anything is written: ``(records, pairs, stems)``.
+
+    Every member is a ``cam-cv`` folder with its record; all share the checkpoint, the folds and the grid; every
+    (method, layer) pair kept (those of ``methods`` and ``layers``, default: those every member has) is in every
+    member with the same patients. One line naming the member and what differs otherwise."""
+    dirs = [Path(d) for d in cam_dirs]
+    if len(dirs) < 2:
+        raise HemwslInputError(f"--cam-dirs: an ensemble needs at least two heatmap folders, got {len(dirs)}")
+    resolved = [d.resolve() for d in dirs]
+    dup = [str(d) for i, d in enumerate(dirs) if resolved[i] in resolved[:i]]
+    if dup:
+        raise HemwslInputError(f"--cam-dirs: {dup[0]} given more than once; each member once")
+    records = [_member_record(d) for d in dirs]
+    first = records[0]
+    for d, rec in zip(dirs[1:], records[1:]):
+        for key in ("checkpoint",):
+            if rec.get(key, "best") != first.get(key, "best"):
+                raise HemwslInputError(f"--cam-dirs {d}: heatmaps of the {rec.get(key, 'best')} checkpoints, {dirs[0]}'s"
+                                       f" of the {first.get(key, 'best')} ones; members share one checkpoint")
+        a, b = first.get("settings") or {}, rec.get("settings") or {}
+        for key in ("folds", "grid", "spatial_size", "seed", "val_fraction", "n_folds"):
+            if key in a and key in b and a[key] != b[key]:
+                raise HemwslInputError(f"--cam-dirs {d}: {key} {json.dumps(b[key])}, {dirs[0]}'s {json.dumps(a[key])}; "
+                                       "members share the folds and the heatmap grid")
+    have = [_pairs(d) for d in dirs]
+    pairs = sorted(set.intersection(*have))
+    if methods:
+        pairs = [p for p in pairs if p[0] in methods]
+        for m in methods:
+            for d, h in zip(dirs, have):
+                if not any(p[0] == m for p in h):
+                    raise HemwslInputError(f"--methods {m}: no heatmaps of it in {d}")
+    if layers:
+        pairs = [p for p in pairs if p[1] in layers]
+        for layer in layers:
+            for d, h in zip(dirs, have):
+                if not any(p[1] == layer and (not methods or p[0] in methods) for p in h):
+                    raise HemwslInputError(f"--layers {layer}: no heatmaps of it in {d}")
+    if not pairs:
+        raise HemwslInputError(f"--cam-dirs: no (method, layer) heatmaps that every member holds "
+                               f"({', '.join(f'{d}: {len(h)}' for d, h in zip(dirs, have))})")
+    stems: list[str] | None = None
+    for method, layer in pairs:
+        per = [sorted(p.name[:-len(".nii.gz")] for p in (d / method / layer).glob("*.nii.gz")) for d in dirs]
+        for d, s in zip(dirs[1:], per[1:]):
+            if s != per[0]:
+                miss = sorted(set(per[0]) ^ set(s))
+                raise HemwslInputError(f"--cam-dirs {d}: {method}/{layer} holds {len(s)} patients, {dirs[0]} "
+                                       f"{len(per[0])} (differ: {', '.join(miss[:5])}); finish each member's cam-cv "
+                                       "on the same patients first")
+        if stems is None:
+            stems = per[0]
+    return records, pairs, list(stems or [])
+
+
+def _header(path: Path):
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        return tuple(img.shape), np.asarray(img.affine)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
+        raise HemwslInputError(f"{path}: cannot read as a heatmap ({type(err).__name__}: {err})") from err
+
+
+def _check_grids(dirs: list[Path], pairs, stems) -> None:
+    """Every member's map of a patient on the same grid (shape and affine), from the headers, before any write."""
+    from hemwsl.cam.volume import heatmap_path
+
+    for key in pairs:
+        for stem in stems:
+            ref = heatmap_path(dirs[0], stem, key)
+            shape, affine = _header(ref)
+            for d in dirs[1:]:
+                path = heatmap_path(d, stem, key)
+                s, a = _header(path)
+                if s != shape:
+                    raise HemwslInputError(f"{path}: shape {s}, {ref} {shape}; members share the heatmap grid")
+                if not np.allclose(a, affine, atol=1e-3):
+                    raise HemwslInputError(f"{path}: another affine than {ref}; members share the heatmap grid")
+
+
+def _normalised(arr: np.ndarray, mode: str) -> np.ndarray:
+    from hemwsl.cam.base import normalize_per_slice, normalize_per_volume
+
+    if mode == "slice":
+        return np.asarray(normalize_per_slice(arr, mode="minmax", dims=(0, 1)), dtype=np.float32)
+    if mode == "volume":
+        return np.asarray(normalize_per_volume(arr, mode="max"), dtype=np.float32)
+    return arr.astype(np.float32)
+
+
+def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                      methods: Sequence[str] | None = None, layers: Sequence[str] | None = None,
+                      normalise: str = "slice") -> dict:
+    """Write the mean of the members' heatmaps, one NIfTI per (method, layer, patient) in ``out``, with the
+    members' affine; resumable (a finished file is kept) and refused when ``out`` holds another ensemble.
+
+    Returns ``{"pairs": [...], "patients": n, "written": n_files}``. ``out/cam_checkpoint.json`` records the
+    members (their records included) and the normalisation; ``hemwsl benchmark`` accepts it with ``--cv-dir``
+    set to any member's train-cv run (the folds are theirs)."""
+    import nibabel as nib
+
+    from hemwsl.cam.volume import heatmap_path, save_heatmaps
+    from hemwsl.data.io import atomic_write_text, read_json_file
+
+    if normalise not in ENSEMBLE_NORMALISATIONS:
+        raise HemwslInputError(f"--normalise {normalise!r}: one of {', '.join(ENSEMBLE_NORMALISATIONS)}")
+    dirs = [Path(d) for d in cam_dirs]
+    out = Path(out)
+    for d in dirs:
+        if out.resolve() == d.resolve() or d.resolve() in out.resolve().parents:
+            raise HemwslInputError(f"--out {out}: inside the member {d}; give a folder of its own")
+    records, pairs, stems = ensemble_members(dirs, methods, layers)
+    _check_grids(dirs, pairs, stems)
+    record = {"checkpoint": records[0].get("checkpoint", "best"), "normalise": normalise,
+              "members": [{"cam_dir": str(d.resolve()), **rec} for d, rec in zip(dirs, records)]}
+    record = json.loads(json.dumps(record))
+    marker = out / _MARKER
+    if marker.exists():
+        old = read_json_file(marker, "record of the ensemble")
+        keep = ("checkpoint", "normalise")
+        diffs = [f"{k} {json.dumps(old.get(k))} -> {json.dumps(record[k])}" for k in keep if old.get(k) != record[k]]
+        if [m.get("cam_dir") for m in old.get("members", [])] != [m["cam_dir"] for m in record["members"]]:
+            diffs.append("other members")
+        if diffs:
+            raise HemwslInputError(f"--out {out}: holds another ensemble ({'; '.join(diffs)}); use another folder")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, json.dumps(record, indent=1) + "\n")
+    written = 0
+    for stem in stems:
+        todo = [k for k in pairs if not heatmap_path(out, stem, k).is_file()]
+        maps, affine = {}, None
+        for key in todo:
+            arrays = []
+            for d in dirs:
+                path = heatmap_path(d, stem, key)
+                try:
+                    img = nib.load(str(path))
+                    arr = np.asarray(img.get_fdata(dtype=np.float32))
+                except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
+                    raise HemwslInputError(f"{path}: cannot read as a heatmap ({type(err).__name__}: {err})") from err
+                if arr.ndim != 3 or not np.isfinite(arr).all():
+                    raise HemwslInputError(f"{path}: a heatmap is a finite 3D array, got shape {arr.shape}")
+                if arrays and arr.shape != arrays[0].shape:
+                    raise HemwslInputError(f"{path}: shape {arr.shape}, {heatmap_path(dirs[0], stem, key)} "
+                                           f"{arrays[0].shape}; members share the heatmap grid")
+                if affine is None:
+                    affine = img.affine
+                elif not np.allclose(img.affine, affine, atol=1e-3):
+                    raise HemwslInputError(f"{path}: another affine than {heatmap_path(dirs[0], stem, key)}; "
+                                           "members share the heatmap grid")
+                arrays.append(_normalised(arr, normalise))
+            maps[key] = np.mean(arrays, axis=0)
+        if maps:
+            save_heatmaps(maps, affine, out, stem)
+            written += len(maps)
+    return {"pairs": [list(p) for p in pairs], "patients": len(stems), "written": written}

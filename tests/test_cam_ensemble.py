@@ -1,0 +1,175 @@
+"""``hemwsl cam-ensemble``: the mean of several cam-cv folders' heatmaps, checked members, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from hemwsl.cam.ensemble import ensemble_heatmaps, ensemble_members
+from hemwsl.cam.volume import heatmap_path
+from hemwsl.cli import main
+from hemwsl.errors import HemwslInputError
+
+KEY = ("lse_heatmap", "levels.2.conv")
+
+
+def _member(root: Path, maps: dict, cv_dir: Path | str = "/runs/a", checkpoint: str = "last", folds: int = 5,
+            affine=None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cam_checkpoint.json").write_text(json.dumps(
+        {"cv_dir": str(cv_dir), "checkpoint": checkpoint, "settings": {"grid": "input", "folds": folds}}))
+    for stem, arr in maps.items():
+        p = heatmap_path(root, stem, KEY)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.asarray(arr, np.float32), np.diag([2.0, 2.0, 5.0, 1.0]) if affine is None
+                                 else affine), str(p))
+    return root
+
+
+def _load(path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+
+
+def _slice_minmax(a: np.ndarray) -> np.ndarray:
+    lo, hi = a.min(axis=(0, 1), keepdims=True), a.max(axis=(0, 1), keepdims=True)
+    return (a - lo) / (1e-7 + hi - lo)
+
+
+@pytest.fixture()
+def two(tmp_path):
+    rng = np.random.default_rng(0)
+    a = {s: rng.random((6, 5, 3)) for s in ("049", "050")}
+    b = {s: 3.0 * rng.random((6, 5, 3)) + 1.0 for s in ("049", "050")}
+    return a, b, _member(tmp_path / "a", a), _member(tmp_path / "b", b, cv_dir="/runs/b")
+
+
+@pytest.mark.parametrize("mode", ["slice", "volume", "none"])
+def test_mean_of_the_members_by_hand(two, tmp_path, mode):
+    a, b, da, db = two
+    done = ensemble_heatmaps([da, db], tmp_path / "ens", normalise=mode)
+    assert done == {"pairs": [list(KEY)], "patients": 2, "written": 2}
+    for stem in ("049", "050"):
+        got = _load(heatmap_path(tmp_path / "ens", stem, KEY))
+        if mode == "slice":
+            want = (_slice_minmax(a[stem]) + _slice_minmax(b[stem])) / 2
+        elif mode == "volume":
+            want = (a[stem] / a[stem].max() + b[stem] / b[stem].max()) / 2
+        else:
+            want = (a[stem] + b[stem]) / 2
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert np.allclose(nib.load(str(heatmap_path(tmp_path / "ens", stem, KEY))).affine, np.diag([2, 2, 5, 1.0]))
+    rec = json.loads((tmp_path / "ens" / "cam_checkpoint.json").read_text())
+    assert rec["checkpoint"] == "last" and rec["normalise"] == mode
+    assert [m["cv_dir"] for m in rec["members"]] == ["/runs/a", "/runs/b"]
+    # resumed: nothing rewritten; another normalisation into the same folder is refused
+    assert ensemble_heatmaps([da, db], tmp_path / "ens", normalise=mode)["written"] == 0
+    other = "none" if mode != "none" else "slice"
+    with pytest.raises(HemwslInputError, match="holds another ensemble"):
+        ensemble_heatmaps([da, db], tmp_path / "ens", normalise=other)
+    with pytest.raises(HemwslInputError, match="holds another ensemble .*other members"):
+        ensemble_heatmaps([db, da], tmp_path / "ens", normalise=mode)
+
+
+def test_a_partly_written_ensemble_is_finished(two, tmp_path):
+    _, _, da, db = two
+    out = tmp_path / "ens"
+    ensemble_heatmaps([da, db], out)
+    keep = heatmap_path(out, "049", KEY)
+    gone = heatmap_path(out, "050", KEY)
+    mtime = keep.stat().st_mtime_ns
+    gone.unlink()
+    assert ensemble_heatmaps([da, db], out)["written"] == 1
+    assert keep.stat().st_mtime_ns == mtime and gone.is_file()
+
+
+def test_members_are_checked_before_anything_is_written(two, tmp_path):
+    a, b, da, db = two
+    out = tmp_path / "ens"
+    cases = [
+        ([da], "at least two"),
+        ([da, tmp_path / "a" / "."], "more than once"),
+        ([da, tmp_path / "nothing"], "not a folder"),
+        ([da, _member(tmp_path / "c", b, checkpoint="best")], "best checkpoints"),
+        ([da, _member(tmp_path / "d", b, folds=4)], "folds 4"),
+        ([da, _member(tmp_path / "e", {"049": b["049"]})], "holds 1 patients"),
+        ([da, _member(tmp_path / "f", {s: np.zeros((6, 5, 4)) for s in b})], "shape"),
+        ([da, _member(tmp_path / "g", b, affine=np.eye(4))], "another affine"),
+    ]
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h" / "lse_heatmap").mkdir()
+    cases.append(([da, tmp_path / "h"], "no cam_checkpoint.json"))
+    for members, named in cases:
+        with pytest.raises(HemwslInputError, match=named):
+            ensemble_heatmaps(members, out)
+        assert not out.exists(), named
+    with pytest.raises(HemwslInputError, match="--methods gradcam"):
+        ensemble_members([da, db], methods=["gradcam"])
+    with pytest.raises(HemwslInputError, match="--layers levels.0.conv"):
+        ensemble_members([da, db], layers=["levels.0.conv"])
+    with pytest.raises(HemwslInputError, match="inside the member"):
+        ensemble_heatmaps([da, db], da / "ens")
+    with pytest.raises(HemwslInputError, match="--normalise"):
+        ensemble_heatmaps([da, db], tmp_path / "x", normalise="max")
+    ensemble_heatmaps([da, db], tmp_path / "ens2")
+    with pytest.raises(HemwslInputError, match="an ensemble already"):
+        ensemble_heatmaps([tmp_path / "ens2", da], tmp_path / "ens3")
+
+
+def test_benchmark_takes_the_ensemble_with_a_members_run(two, tmp_path):
+    from hemwsl.commands.benchmark import check_made_from_run
+
+    _, _, da, db = two
+    runs = tmp_path / "runs"
+    ra, rb, rc = (runs / n for n in "abc")
+    for r in (ra, rb, rc):
+        r.mkdir(parents=True)
+    _member(da, {}, cv_dir=ra.resolve())
+    _member(db, {}, cv_dir=rb.resolve())
+    ensemble_heatmaps([da, db], tmp_path / "ens")
+    check_made_from_run(tmp_path / "ens", ra, "last")
+    check_made_from_run(tmp_path / "ens", rb, "last")
+    with pytest.raises(HemwslInputError, match="an ensemble of the train-cv runs .* not of --cv-dir"):
+        check_made_from_run(tmp_path / "ens", rc, "last")
+    with pytest.raises(HemwslInputError, match="last checkpoints"):
+        check_made_from_run(tmp_path / "ens", ra, "best")
+
+
+def test_cli_writes_the_ensemble_and_refuses_in_one_line(two, tmp_path, capsys):
+    _, _, da, db = two
+    assert main(["cam-ensemble", "--cam-dirs", str(da), str(db), "--out", str(tmp_path / "ens")]) == 0
+    assert "mean of 2 members: 1 (method, layer) pairs x 2 patients" in capsys.readouterr().out
+    assert main(["cam-ensemble", "--cam-dirs", str(da), "--out", str(tmp_path / "ens")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "at least two" in err[0]
+
+
+def test_an_ensemble_is_scored_by_the_benchmark(synthetic_root, tmp_path):
+    """Two noisy copies of the true masks as members; their mean is scored by `hemwsl benchmark` and is
+    closer to the masks than either member (the noise of the members is independent)."""
+    from hemwsl.data.datalist import build_datalist
+
+    rng = np.random.default_rng(1)
+    members = {}
+    for name in ("a", "b"):
+        maps = {}
+        for e in build_datalist("ct-ich", synthetic_root):
+            img = nib.load(e["label"])
+            mask = np.asarray(img.get_fdata()) > 0
+            maps[e["patient"]] = mask + rng.normal(0, 0.4, mask.shape)
+        members[name] = _member(tmp_path / name, maps, cv_dir=tmp_path / "nowhere", checkpoint="best",
+                                affine=img.affine)
+    ensemble_heatmaps(list(members.values()), tmp_path / "ens")
+    dice = {}
+    for name, cam in (*members.items(), ("ens", tmp_path / "ens")):
+        out = tmp_path / f"bench_{name}"
+        assert main(["benchmark", "--dataset-dir", str(synthetic_root), "--cam-dir", str(cam), "--out", str(out),
+                     "--folds", "2", "--thresholds", "fixed:0.5", "--no-figures", "--n-boot", "50"]) == 0
+        import csv
+
+        with open(out / "summary.csv") as f:
+            dice[name] = [float(r["dice"]) for r in csv.DictReader(f) if r["method"] == KEY[0]][0]
+    assert dice["ens"] > max(dice["a"], dice["b"]), dice
