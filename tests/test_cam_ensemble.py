@@ -51,7 +51,8 @@ def two(tmp_path):
 def test_mean_of_the_members_by_hand(two, tmp_path, mode):
     a, b, da, db = two
     done = ensemble_heatmaps([da, db], tmp_path / "ens", normalise=mode)
-    assert done == {"pairs": [list(KEY)], "patients": 2, "written": 2}
+    assert done == {"pairs": [list(KEY)], "patients": 2, "written": 2, "predictions": None,
+                    "no_predictions": "the train-cv run /runs/a is not here"}
     for stem in ("049", "050"):
         got = _load(heatmap_path(tmp_path / "ens", stem, KEY))
         if mode == "slice":
@@ -173,3 +174,44 @@ def test_an_ensemble_is_scored_by_the_benchmark(synthetic_root, tmp_path):
         with open(out / "summary.csv") as f:
             dice[name] = [float(r["dice"]) for r in csv.DictReader(f) if r["method"] == KEY[0]][0]
     assert dice["ens"] > max(dice["a"], dice["b"]), dice
+
+
+def _run(root: Path, probs: dict, which: str = "last", folds: int = 2) -> Path:
+    """A train-cv folder with only its out-of-fold predictions: fold k tests patients probs[k]."""
+    for k in range(folds):
+        f = root / f"fold{k}" / ("predictions_test_last.csv" if which == "last" else "predictions_test.csv")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["patient,slice,label_any,prob_any"] + [f"{p},{z},{int(v > 0.5)},{v}" for p, zs in probs[k].items()
+                                                        for z, v in enumerate(zs)]
+        f.write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_the_members_slice_probabilities_are_averaged(tmp_path, capsys):
+    import csv
+
+    from hemwsl.cam.ensemble import ensemble_predictions
+
+    ra = _run(tmp_path / "ra", {0: {"049": [0.1, 0.9]}, 1: {"050": [0.2, 0.6, 0.7]}})
+    rb = _run(tmp_path / "rb", {0: {"049": [0.3, 0.7]}, 1: {"050": [0.4, 0.8, 0.9]}})
+    rb_labels = _run(tmp_path / "rc", {0: {"049": [0.3, 0.2]}, 1: {"050": [0.4, 0.8, 0.9]}})
+    rd = _run(tmp_path / "rd", {0: {"049": [0.3, 0.7]}, 1: {"050": [0.4, 0.8]}})
+    f = ensemble_predictions([ra, rb], tmp_path / "p.csv", folds=2, which="last")
+    with open(f) as fh:
+        rows = [(r["patient"], int(r["slice"]), int(r["label_any"]), float(r["prob_any"])) for r in csv.DictReader(fh)]
+    assert rows == [("049", 0, 0, 0.2), ("049", 1, 1, 0.8), ("050", 0, 0, 0.3), ("050", 1, 1, 0.7), ("050", 2, 1, 0.8)]
+    with pytest.raises(HemwslInputError, match="labels differ"):
+        ensemble_predictions([ra, rb_labels], tmp_path / "q.csv", folds=2, which="last")
+    with pytest.raises(HemwslInputError, match="other slices"):
+        ensemble_predictions([ra, rd], tmp_path / "q.csv", folds=2, which="last")
+    with pytest.raises(HemwslInputError, match="not found"):
+        ensemble_predictions([ra, rb], tmp_path / "q.csv", folds=2, which="best")
+    assert not (tmp_path / "q.csv").exists()
+    # through cam-ensemble: members whose records name these runs give the ensemble's predictions beside its maps
+    rng = np.random.default_rng(0)
+    maps = {s: rng.random((6, 5, 3)) for s in ("049", "050")}
+    da = _member(tmp_path / "a", maps, cv_dir=ra.resolve(), folds=2)
+    db = _member(tmp_path / "b", maps, cv_dir=rb.resolve(), folds=2)
+    done = ensemble_heatmaps([da, db], tmp_path / "ens")
+    assert done["predictions"] == str(tmp_path / "ens" / "predictions_test.csv")
+    assert (tmp_path / "ens" / "predictions_test.csv").read_text() == f.read_text()

@@ -11,6 +11,10 @@ Each member's map is normalised first (``normalise``): ``slice`` (default) scale
 (min-max, as the benchmark does before a threshold), so each member counts equally in what is thresholded;
 ``volume`` divides by the volume's maximum; ``none`` averages the stored values (e.g. the LSE network's
 probabilities, like averaging the members' outputs).
+
+The members' slice probabilities are averaged too (:func:`ensemble_predictions`): every fold's out-of-fold
+``predictions_test[_last].csv`` of each member's train-cv run, into ``<out>/predictions_test.csv``, the
+ensemble's slice calls for ``--predictions`` of ``hemwsl benchmark`` and ``hemwsl quantify``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ import numpy as np
 
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["ENSEMBLE_NORMALISATIONS", "ensemble_heatmaps", "ensemble_members"]
+__all__ = ["ENSEMBLE_NORMALISATIONS", "ENSEMBLE_PREDICTIONS", "ensemble_heatmaps", "ensemble_members",
+           "ensemble_predictions"]
 
 #: How each member's map is scaled before the mean.
 ENSEMBLE_NORMALISATIONS = ("slice", "volume", "none")
 _MARKER = "cam_checkpoint.json"
+#: The ensemble's out-of-fold slice probabilities (the members' mean), for ``--predictions`` of ``hemwsl benchmark``,
+#: ``quantify`` and the PR/ROC figures.
+ENSEMBLE_PREDICTIONS = "predictions_test.csv"
 
 
 def _member_record(cam_dir: Path) -> dict:
@@ -211,4 +219,78 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
         if maps:
             save_heatmaps(maps, affine, out, stem)
             written += len(maps)
-    return {"pairs": [list(p) for p in pairs], "patients": len(stems), "written": written}
+    runs = [rec.get("cv_dir") for rec in records]
+    folds = [(rec.get("settings") or {}).get("folds") for rec in records]
+    predictions, why = None, _predictions_missing(runs, folds[0], record["checkpoint"])
+    if why is None:
+        predictions = str(ensemble_predictions(runs, out / ENSEMBLE_PREDICTIONS, folds[0], record["checkpoint"]))
+    return {"pairs": [list(p) for p in pairs], "patients": len(stems), "written": written,
+            "predictions": predictions, **({"no_predictions": why} if why else {})}
+
+
+def _predictions_missing(runs: list, folds, which: str) -> str | None:
+    """Why the members' slice probabilities cannot be averaged (``None``: they can)."""
+    from hemwsl.engines.runs import fold_predictions
+
+    if not isinstance(folds, int) or isinstance(folds, bool):
+        return "the members do not record their folds"
+    for r in runs:
+        if not isinstance(r, str) or not Path(r).is_dir():
+            return f"the train-cv run {r} is not here"
+        for k in range(folds):
+            try:
+                fold_predictions(r, k, which)
+            except HemwslInputError as err:
+                return str(err)
+    return None
+
+
+def ensemble_predictions(cv_dirs: Sequence[str | os.PathLike], out_csv: str | os.PathLike, folds: int,
+                         which: str = "best") -> Path:
+    """The mean of several train-cv runs' out-of-fold slice probabilities, every fold's test part in one CSV
+    (``patient, slice, label_<output>..., prob_<output>...``, written atomically). The runs must cover the same
+    slices with the same labels and outputs (runs on the same folds of the same data); one line naming the file and
+    what differs otherwise."""
+    import csv
+    import io
+
+    from hemwsl.data.io import atomic_write_text
+    from hemwsl.engines.runs import fold_predictions, read_predictions_csv
+
+    if len(cv_dirs) < 2:
+        raise HemwslInputError(f"an ensemble of predictions needs at least two train-cv runs, got {len(cv_dirs)}")
+    merged: dict[tuple[str, int], list] = {}
+    names = None
+    for k in range(int(folds)):
+        ref = None
+        for d in cv_dirs:
+            f = fold_predictions(d, k, which)
+            p = read_predictions_csv(f)
+            rows = {(str(a), int(b)): i for i, (a, b) in enumerate(zip(p["patient"], p["slice"]))}
+            if len(rows) != len(p["patient"]):
+                raise HemwslInputError(f"{f}: a (patient, slice) row given more than once")
+            if ref is None:
+                ref, ref_file, names = (p, rows), f, p["names"] if names is None else names
+            if p["names"] != names:
+                raise HemwslInputError(f"{f}: outputs {', '.join(p['names'])}, {ref_file} {', '.join(names)}; "
+                                       "members share the outputs")
+            if set(rows) != set(ref[1]):
+                diff = sorted(set(rows) ^ set(ref[1]))[:3]
+                raise HemwslInputError(f"{f}: other slices than {ref_file} (e.g. {diff}); members share the folds")
+            for key, i in rows.items():
+                j = ref[1][key]
+                if not np.array_equal(p["label"][i], ref[0]["label"][j]):
+                    raise HemwslInputError(f"{f}: patient {key[0]} slice {key[1]}: labels differ from {ref_file}")
+                if key in merged and d == cv_dirs[0]:
+                    raise HemwslInputError(f"{f}: patient {key[0]} slice {key[1]} also in another fold's test part")
+                merged.setdefault(key, [p["label"][i], []])[1].append(p["prob"][i])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["patient", "slice", *(f"label_{n}" for n in names), *(f"prob_{n}" for n in names)])
+    for (patient, z), (label, probs) in sorted(merged.items()):
+        mean = np.mean(probs, axis=0)
+        w.writerow([patient, z, *(int(v) for v in label), *(f"{v:.6f}" for v in mean)])
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_csv, buf.getvalue())
+    return out_csv
