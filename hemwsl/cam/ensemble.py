@@ -78,8 +78,8 @@ def ensemble_members(cam_dirs: Sequence[str | os.PathLike], methods: Sequence[st
     for d, rec in zip(dirs[1:], records[1:]):
         for key in ("checkpoint",):
             if rec.get(key, "best") != first.get(key, "best"):
-                raise HemwslInputError(f"--cam-dirs {d}: heatmaps of the {rec.get(key, 'best')} checkpoints, {dirs[0]}'s"
-                                       f" of the {first.get(key, 'best')} ones; members share one checkpoint")
+                raise HemwslInputError(f"--cam-dirs {d}: heatmaps of the {rec.get(key, 'best')} checkpoints, "
+                                       f"{dirs[0]}'s of the {first.get(key, 'best')} ones; members share one checkpoint")
         a, b = first.get("settings") or {}, rec.get("settings") or {}
         for key in ("folds", "grid", "spatial_size", "seed", "val_fraction", "n_folds"):
             if key in a and key in b and a[key] != b[key]:

@@ -91,6 +91,7 @@ def explain_volume(
     depth: int | None = None,
     normalize: str | Callable[..., Any] | None = None,
     return_probabilities: bool = False,
+    flip_tta: bool = False,
 ) -> dict[Key, np.ndarray] | tuple[dict[Key, np.ndarray], np.ndarray]:
     """Explain every slice of one volume and stack the maps into ``(X, Y, Z)`` heatmaps.
 
@@ -111,6 +112,10 @@ def explain_volume(
         normalize: ``None`` (raw maps), ``"slice"``, ``"volume"``, ``"none"`` or a callable applied to
             each ``(X, Y, Z)`` heatmap (``"slice"`` normalises each axial slice).
         return_probabilities: also return the ``(Z,)`` ``sigmoid(score)`` per slice (NaN where not served).
+        flip_tta: test-time augmentation by the in-plane flip: every batch is explained as served and flipped
+            along its last axis; the flipped maps are flipped back and the two averaged (as are the two
+            probabilities; the gate uses the mean). Twice the engine's time; a network trained with flips
+            (the classifier bundle's ``augment``) gives a map that no longer depends on which way the head lies.
 
     Returns:
         ``{(method, layer): float32 (X, Y, Z) array}`` (and the probabilities when asked).
@@ -120,6 +125,8 @@ def explain_volume(
     total = int(slices.shape[0]) if isinstance(slices, (Tensor, np.ndarray)) else len(slices)
     if total == 0:
         raise HemwslInputError("no slices to explain")
+    if not isinstance(flip_tta, bool):
+        raise HemwslInputError(f"flip_tta must be true or false, got {flip_tta!r}")
     norm_fn: Callable[..., Any] | None = None
     if normalize == "slice":  # axial slices of an (X, Y, Z) volume
         norm_fn = lambda vol: normalize_per_slice(vol, dims=(0, 1))  # noqa: E731
@@ -137,8 +144,13 @@ def explain_volume(
     for images, index in _batches(slices, batch_size):
         positions = list(range(position, position + len(index)))
         position += len(index)
-        maps = engine(images, _slice_targets(targets, positions, total))
+        batch_targets = _slice_targets(targets, positions, total)
+        maps = engine(images, batch_targets)
         p = torch.sigmoid(engine.last_scores.float())
+        if flip_tta:
+            flipped = engine(images.flip(-1), batch_targets)
+            p = (p + torch.sigmoid(engine.last_scores.float())) / 2
+            maps = {key: (m.float() + flipped[key].float().flip(-1)) / 2 for key, m in maps.items()}
         if shape is None:
             shape = (int(images.shape[-2]), int(images.shape[-1]))
         for key, m in maps.items():

@@ -97,6 +97,7 @@ def run_cam(
     grid: str = "ct",
     cache_dir: str | os.PathLike | None = None,
     part: str | None = None,
+    flip_tta: bool = False,
 ) -> list[Path]:
     """Write the heatmap volumes of every entry of ``datalist``; returns the written (or found) files.
 
@@ -122,6 +123,8 @@ def run_cam(
         cache_dir: the disk cache of preprocessed volumes the classifier was trained with (``train-cv
             --cache-dir``): each volume is then read back instead of skull stripped and resized again.
         part: with ``datalist`` the parts of a fold: which of :data:`CAM_PARTS` to explain (default ``test``).
+        flip_tta: each map the mean of the slice's and its in-plane flip's (flipped back), see
+            :func:`hemwsl.cam.explain_volume`; a volume done without it is not taken as done with it.
 
     The NIfTI files of a volume are compressed and written by a background thread while the next volume is
     explained (gzip releases the GIL); a volume's ``.done`` marker is written after its files, so an interrupted
@@ -136,6 +139,8 @@ def run_cam(
         layers = [layers]
     if not isinstance(gate_with_probability, bool):
         raise HemwslInputError(f"gate_with_probability must be true or false, got {gate_with_probability!r}")
+    if not isinstance(flip_tta, bool):
+        raise HemwslInputError(f"flip_tta must be true or false, got {flip_tta!r}")
     check_cam_request(methods, layers, grid=grid, part=part)
     if isinstance(datalist, Mapping):  # the parts of a fold
         part = part or "test"
@@ -161,7 +166,7 @@ def run_cam(
                                   windows=windows, spatial_size=spatial_size, skull_strip=skull_strip,
                                   window_on_device=window_on_device, batch_size=batch_size, device=device,
                                   gate_with_probability=gate_with_probability, grid=grid, cache_dir=cache_dir,
-                                  progress=progress)
+                                  progress=progress, flip_tta=flip_tta)
         written = [p for item in per_volume for p in (item.result() if isinstance(item, Future) else item)]
     finally:
         writer.shutdown(wait=True)  # files being written are finished (atomically) even when a volume failed
@@ -170,7 +175,7 @@ def run_cam(
 
 def _explain_all(datalist, out: Path, methods, layers, engine, win, write, writer, *, num_slices, windows,
                  spatial_size, skull_strip, window_on_device, batch_size, device, gate_with_probability, grid,
-                 cache_dir, progress) -> list:
+                 cache_dir, progress, flip_tta=False) -> list:
     """The volumes of ``datalist`` through the engine; each volume's maps go to ``write`` on the ``writer`` thread
     (at most one volume waits, so memory stays bounded). Returns, in datalist order, each volume's files (found
     done) or the future of its writing."""
@@ -183,7 +188,9 @@ def _explain_all(datalist, out: Path, methods, layers, engine, win, write, write
     items: list = []
     # a volume is done for THIS set of methods and layers (another set, e.g. a method added later into
     # the same folder, is computed again)
-    run_key = hashlib.sha1(json.dumps([sorted(methods), sorted(layers or [])]).encode()).hexdigest()[:10]
+    # (and for flip_tta, a run with it)
+    request = [sorted(methods), sorted(layers or [])] + (["flip_tta"] if flip_tta else [])
+    run_key = hashlib.sha1(json.dumps(request).encode()).hexdigest()[:10]
     for entry in tqdm(datalist, desc="volumes", disable=not progress):
         stem = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])
         marker = out / ".done" / f"{stem}.{run_key}"
@@ -199,7 +206,7 @@ def _explain_all(datalist, out: Path, methods, layers, engine, win, write, write
             stack = win(stack)
         maps = explain_volume(engine, stack.to(device), batch_size=batch_size,
                               gate_with_probability=gate_with_probability,
-                              grid_shape=header.shape[:2] if grid == "ct" else None)
+                              grid_shape=header.shape[:2] if grid == "ct" else None, flip_tta=flip_tta)
         affine = header.affine
         if grid == "input":
             affine = resized_affine(affine, header.shape[:2], stack.shape[-2:])
