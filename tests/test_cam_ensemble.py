@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from hemwsl.cam.ensemble import ensemble_heatmaps, ensemble_members
+from hemwsl.engines.ensemble import ensemble_heatmaps, ensemble_members
 from hemwsl.cam.volume import heatmap_path
 from hemwsl.cli import main
 from hemwsl.errors import HemwslInputError
@@ -190,7 +190,7 @@ def _run(root: Path, probs: dict, which: str = "last", folds: int = 2) -> Path:
 def test_the_members_slice_probabilities_are_averaged(tmp_path, capsys):
     import csv
 
-    from hemwsl.cam.ensemble import ensemble_predictions
+    from hemwsl.engines.ensemble import ensemble_predictions
 
     ra = _run(tmp_path / "ra", {0: {"049": [0.1, 0.9]}, 1: {"050": [0.2, 0.6, 0.7]}})
     rb = _run(tmp_path / "rb", {0: {"049": [0.3, 0.7]}, 1: {"050": [0.4, 0.8, 0.9]}})

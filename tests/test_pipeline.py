@@ -122,9 +122,7 @@ def test_pipeline_end_to_end(tmp_path, capsys):
 
 def test_filtered_prior_row_left_out_when_one_class(tmp_path, monkeypatch, capsys):
     """Training patients whose components all lie on slices of one label give no filter: the row is left out."""
-    import argparse
-
-    import hemwsl.commands.pipeline as pipeline
+    import hemwsl.experiments.ablation as ablation
     import hemwsl.pseudo.volume as volume
     from hemwsl.benchmark.specs import parse_threshold_spec
     from hemwsl.pseudo.components import OneClassError
@@ -137,9 +135,9 @@ def test_filtered_prior_row_left_out_when_one_class(tmp_path, monkeypatch, capsy
     for k in range(2):  # the out-of-fold predictions the rows read
         (cv / f"fold{k}").mkdir(parents=True)
         (cv / f"fold{k}" / "predictions_test.csv").write_text("patient,slice,label_any,prob_any\n")
-    args = argparse.Namespace(benchmark_dir="unused", folds=2, cam_dir="unused", method="gradcam", layer="l",
-                              prob_threshold=0.5, cv_dir=str(cv))
+    config = ablation.AblationConfig(dataset_dir="unused", out=str(tmp_path), benchmark_dir="unused", folds=2,
+                                     cam_dir="unused", method="gradcam", layer="l", prob_threshold=0.5, cv_dir=str(cv))
     parts = {k: {"train": [], "val": [], "test": []} for k in range(2)}
     choices = {k: parse_threshold_spec("prior[e4,hu50-90,min50]") for k in range(2)}
-    assert pipeline._filtered_prior_pseudo_labels(args, parts, {}, tmp_path, choices) is None
+    assert ablation._filtered_prior_pseudo_labels(config, parts, {}, tmp_path, choices) is None
     assert "row left out" in capsys.readouterr().out

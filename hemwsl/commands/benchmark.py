@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from hemwsl.cli import StoreOnce
+from hemwsl.experiments.benchmark import BenchmarkConfig, check_made_from_run  # noqa: F401  (re-exported)
 from hemwsl.engines.runs import (  # noqa: F401  (the run layout, re-exported for existing callers)
     SETTINGS,
     check_checkpoint_marker,
@@ -18,6 +19,7 @@ from hemwsl.engines.runs import (  # noqa: F401  (the run layout, re-exported fo
 
 __all__ = ["resolve_cv_folds", "add_run_settings_argument", "apply_run_settings", "add_cam_cv_arguments",
            "add_cam_ensemble_arguments", "run_cam_ensemble", "add_benchmark_arguments", "run_cam_cv", "run_benchmark",
+           "benchmark_config",
            "cv_settings", "check_made_from_run", "fold_checkpoint", "fold_predictions", "check_checkpoint_marker",
            "add_checkpoint_argument"]
 
@@ -91,11 +93,13 @@ def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
                         "instead of skull stripped and resized again")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="classifier settings, when the train-cv run has no cv_settings.json")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="each map the mean of the slice's and its in-plane flip's (flipped back): twice the time")
     add_checkpoint_argument(p)
 
 
 def add_cam_ensemble_arguments(p: argparse.ArgumentParser) -> None:
-    from hemwsl.cam.ensemble import ENSEMBLE_NORMALISATIONS
+    from hemwsl.engines.ensemble import ENSEMBLE_NORMALISATIONS
 
     p.add_argument("--cam-dirs", nargs="+", required=True,
                    help="two or more cam-cv folders of runs on the same folds (e.g. one recipe trained with several "
@@ -109,13 +113,18 @@ def add_cam_ensemble_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cam_ensemble(args: argparse.Namespace) -> int:
-    """``hemwsl cam-ensemble``: :func:`hemwsl.cam.ensemble.ensemble_heatmaps` with the command's arguments."""
-    from hemwsl.cam.ensemble import ensemble_heatmaps
+    """``hemwsl cam-ensemble``: :func:`hemwsl.engines.ensemble.ensemble_heatmaps` with the command's arguments."""
+    from hemwsl.engines.ensemble import ensemble_heatmaps
 
     done = ensemble_heatmaps(args.cam_dirs, args.out, methods=args.methods, layers=args.layers,
                              normalise=args.normalise)
     print(f"mean of {len(args.cam_dirs)} members: {len(done['pairs'])} (method, layer) pairs x {done['patients']} "
           f"patients in {args.out} ({done['written']} written now)", flush=True)
+    if done["predictions"]:
+        print(f"the members' mean slice probabilities: {done['predictions']} (--predictions of benchmark, quantify)",
+              flush=True)
+    else:
+        print(f"no mean slice probabilities: {done['no_predictions']}", flush=True)
     return 0
 
 
@@ -132,72 +141,8 @@ def run_cam_cv(args: argparse.Namespace) -> int:
 
     return cam_cv(args.dataset_dir, args.cv_dir, args.out, folds=args.folds, methods=args.methods,
                   layers=args.layers, part=args.part, grid=args.grid, overrides=parse_overrides(args.set),
-                  checkpoint=getattr(args, "checkpoint", "best"), cache_dir=getattr(args, "cache_dir", None))
-
-
-def _same_weights(a: Path, b: Path, which: str) -> bool | None:
-    """Whether fold 0's ``which`` checkpoint is the same file content in runs ``a`` and ``b`` (``None``: one of them
-    is missing, nothing to compare)."""
-    from hemwsl.data.io import file_sha1
-    from hemwsl.engines.runs import checkpoint_file
-
-    fa, fb = (Path(checkpoint_file(r / "fold0" / "models", which)) for r in (a, b))
-    if not (fa.is_file() and fb.is_file()):
-        return None
-    return fa.stat().st_size == fb.stat().st_size and file_sha1(fa) == file_sha1(fb)
-
-
-def check_made_from_run(folder: str | Path, cv_dir: str | Path, which: str = "best", what: str = "heatmaps",
-                        option: str = "--cam-dir") -> None:
-    """``folder`` (e.g. a ``--cam-dir``) holds outputs of the train-cv run ``cv_dir`` with checkpoint ``which``, as
-    its ``cam_checkpoint.json`` (written by :func:`check_checkpoint_marker`) records: outputs of another run (other
-    settings or folds, other weights, another checkpoint) scored with this run's predictions would be wrong without
-    any error. One line naming both runs; a folder without the record (made by a bundle, or by hand) is not checked.
-    A run that was moved or copied (another path, the same settings and weights) is accepted."""
-    from hemwsl.data.io import read_json_file, record_value
-    from hemwsl.engines.runs import check_recorded_settings
-    from hemwsl.errors import HemwslInputError
-
-    marker = Path(folder) / "cam_checkpoint.json"
-    if not (marker.exists() or marker.is_symlink()):
-        return
-    rec = read_json_file(marker, f"record of the run that made the {what}")
-    seen = rec.get("checkpoint", "best")
-    if seen != which:
-        raise HemwslInputError(f"{option} {folder}: {what} of the {seen} checkpoints ({marker}), not of --checkpoint "
-                               f"{which}")
-    if "members" in rec:  # a `hemwsl cam-ensemble` folder: the folds of any member's run are the ensemble's
-        members = record_value(rec, "members", marker, "list")
-        runs = [m.get("cv_dir") for m in members if isinstance(m, dict)]
-        mine = Path(cv_dir).resolve()
-        if not any(isinstance(r, str) and (Path(r) == mine or _same_weights(Path(r), mine, which)) for r in runs):
-            raise HemwslInputError(f"{option} {folder}: {what} of an ensemble of the train-cv runs "
-                                   f"{', '.join(map(str, runs))} ({marker}), not of --cv-dir {cv_dir}; give one of them")
-        return
-    diffs: list[str] = []
-    made, mine = rec.get("cv_dir"), Path(cv_dir).resolve()
-    if made is not None and not isinstance(made, str):
-        raise HemwslInputError(f"{marker}: cv_dir must be the path of a train-cv run, got {made!r}")
-    if made and Path(made) != mine:
-        if rec.get("settings") is not None:
-            record_value(rec, "settings", marker, "dict")
-            record_value(rec["settings"], "folds", f"{marker}: settings", "int", default=None, minimum=2)
-            from hemwsl.predict import SETTING_KEYS, resolve_bundle_settings
-
-            theirs = check_recorded_settings({k: v for k, v in rec["settings"].items() if k not in ("grid", "folds")},
-                                             f"{marker}: settings")
-            a, b = resolve_bundle_settings(theirs), resolve_bundle_settings(cv_settings(mine))
-            diffs += [f"{k} {json.dumps(a[k])} -> {json.dumps(b[k])}" for k in SETTING_KEYS
-                      if k != "n_folds" and a.get(k) != b.get(k)]
-            if "folds" in rec["settings"] and (mine / "cv_run.json").is_file():
-                folds = resolve_cv_folds(mine)[0]
-                if int(rec["settings"]["folds"]) != folds:
-                    diffs.append(f"folds {rec['settings']['folds']} -> {folds}")
-        if not diffs and _same_weights(Path(made), mine, which) is False:
-            diffs.append(f"fold 0's {which} weights differ")
-    if diffs:
-        raise HemwslInputError(f"{option} {folder}: {what} made from the train-cv run {made} ({marker}), not from "
-                               f"--cv-dir {cv_dir} ({'; '.join(diffs[:4])}); give the run they were made from")
+                  checkpoint=getattr(args, "checkpoint", "best"), cache_dir=getattr(args, "cache_dir", None),
+                  flip_tta=bool(getattr(args, "flip_tta", False)))
 
 
 def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
@@ -254,61 +199,29 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
 
 
-def _predictions(files: list[str]):
-    import numpy as np
+def benchmark_config(args: argparse.Namespace) -> BenchmarkConfig:
+    """The :class:`~hemwsl.experiments.benchmark.BenchmarkConfig` of ``hemwsl benchmark``'s arguments."""
 
-    from hemwsl.engines.runs import read_predictions_csv
-    from hemwsl.errors import HemwslInputError
+    def seq(value):
+        return None if value is None else tuple(value)
 
-    parts = []
-    for f in files:
-        if not Path(f).is_file():
-            raise HemwslInputError(f"{f}: predictions CSV not found")
-        parts.append(read_predictions_csv(f))
-    if not parts:
-        return None
-    return {k: np.concatenate([p[k] for p in parts]) for k in ("patient", "slice", "label", "prob")}
+    return BenchmarkConfig(
+        cam_dir=args.cam_dir, out=args.out, dataset_dir=args.dataset_dir, datalist=args.datalist, layout=args.layout,
+        methods=seq(args.methods), layers=seq(args.layers), thresholds=tuple(args.thresholds), split=args.split,
+        folds=args.folds, seed=args.seed, val_fraction=args.val_fraction, select=args.select, slices=args.slices,
+        cv_dir=args.cv_dir, predictions=tuple(args.predictions), checkpoint=getattr(args, "checkpoint", "best"),
+        prob_threshold=args.prob_threshold,
+        hu_range=None if args.hu_range is None else tuple(tuple(r) for r in args.hu_range),
+        brain_erosion=tuple(args.brain_erosion), min_size=tuple(args.min_size), grow=tuple(args.grow),
+        hu_reference=seq(getattr(args, "hu_reference", None)), candidates=seq(getattr(args, "candidates", None)),
+        select_metric=args.select_metric, distance_metrics=args.distance_metrics, n_boot=args.n_boot,
+        figures=not args.no_figures)
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    from hemwsl.benchmark import cv_folds, run_benchmark as run, split_folds
-    from hemwsl.data.datalist import build_datalist, load_datalist
-    from hemwsl.data.splits import load_split
-    from hemwsl.errors import HemwslInputError
+    """``hemwsl benchmark``: :func:`hemwsl.experiments.benchmark.run_benchmark_experiment` with the command's
+    arguments."""
+    from hemwsl.experiments.benchmark import run_benchmark_experiment
 
-    from hemwsl.metrics.classification import check_n_boot
-
-    check_n_boot(args.n_boot)
-    from hemwsl.thresholds.intensity import check_hu_reference
-
-    args.hu_reference = check_hu_reference(getattr(args, "hu_reference", None), "--hu-reference")
-    if not 0.0 <= args.prob_threshold <= 1.0:
-        raise HemwslInputError(f"--prob-threshold must be a probability in [0, 1], got {args.prob_threshold}")
-    candidates = getattr(args, "candidates", None)
-    if candidates is not None:
-        bad = [c for c in candidates if not 0.0 <= c < 1.0]
-        if bad or len(set(candidates)) != len(candidates):
-            raise HemwslInputError(f"--candidates must be distinct values in [0, 1) (thresholds of the min-max "
-                                   f"normalised heatmap), got {candidates}")
-        candidates = sorted(candidates)
-    if args.cv_dir:  # heatmaps of another run (or checkpoint) than the predictions they are scored with
-        check_made_from_run(args.cam_dir, args.cv_dir, getattr(args, "checkpoint", "best"))
-    datalist = load_datalist(args.datalist) if args.datalist else build_datalist(args.layout, args.dataset_dir)
-    args.folds, args.seed, args.val_fraction = resolve_cv_folds(args.cv_dir, args.folds, args.seed, args.val_fraction)
-    if args.split:
-        folds = split_folds(load_split(args.split))
-    else:
-        folds = cv_folds(datalist, n_folds=args.folds, seed=args.seed, val_fraction=args.val_fraction,
-                         select=args.select)
-    files = list(args.predictions)
-    if args.cv_dir:
-        which = getattr(args, "checkpoint", "best")
-        files += [str(fold_predictions(args.cv_dir, k, which)) for k in range(args.folds)]
-    out = run(datalist, args.cam_dir, args.out, methods=args.methods, layers=args.layers, thresholds=args.thresholds,
-              folds=folds, slices=args.slices, predictions=_predictions(files), prob_threshold=args.prob_threshold,
-              distance_metrics=args.distance_metrics, n_boot=args.n_boot, figures=not args.no_figures,
-              hu_range=args.hu_range or [45.0, 90.0], brain_erosion=args.brain_erosion, min_size=args.min_size,
-              grow=args.grow, hu_reference=getattr(args, "hu_reference", None), select_metric=args.select_metric,
-              **({} if candidates is None else {"candidates": candidates}))
-    print((Path(out) / "summary.md").read_text().split("\n## Threshold")[0])
+    run_benchmark_experiment(benchmark_config(args))
     return 0

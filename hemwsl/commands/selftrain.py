@@ -41,7 +41,7 @@ def add_self_train_arguments(p: argparse.ArgumentParser) -> None:
 def run_self_train(args: argparse.Namespace) -> int:
     from hemwsl.engines.runs import cv_settings, fold_checkpoint, resolve_cv_folds
     from hemwsl.engines.cv import check_train_overrides, parse_overrides, train_cv
-    from hemwsl.commands.pipeline import heatmap_choices
+    from hemwsl.experiments.ablation import heatmap_choices
     from hemwsl.data.datalist import build_datalist
     from hemwsl.engines.bundle import run_cam_bundle
     from hemwsl.engines.classifier import fold_datalists, is_heatmap_network
