@@ -108,6 +108,30 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     rows_json = json.loads((tmp_path / "abl_rows" / "ablation.json").read_text())["rows"]
     assert list(rows_json) == ["heatmap, validated benchmark recipe"]
     assert sorted(p.name for p in (tmp_path / "abl_rows" / "pseudo").iterdir()) == ["heatmap"]
+    # --predictions: one CSV of every patient's slice probabilities (e.g. cam-ensemble's) for the slice calls
+    lines = [(cv / f"fold{k}" / "predictions_test_last.csv").read_text().strip().splitlines() for k in range(2)]
+    header = lines[0][0].split(",")
+    every = [",".join(v if h != "prob_any" else "1.0" for h, v in zip(header, row.split(",")))
+             for part in lines for row in part[1:]]
+    calls = tmp_path / "all_positive.csv"
+    calls.write_text("\n".join([lines[0][0], *every]) + "\n")
+    abl = ["ablation", "--dataset-dir", str(data), "--cv-dir", str(cv), "--cam-dir", str(cam_last), "--folds", "2",
+           "--layer", "layer4", "--rows", "heatmap", "--benchmark-dir", str(out / "benchmark"), "--checkpoint", "last"]
+    assert main([*abl, "--out", str(tmp_path / "abl_pred"), "--unet-folds", "--predictions", str(calls)]) == 0
+    params = json.loads((tmp_path / "abl_pred" / "pseudo" / "heatmap" / "fold0" / "pseudo_params.json").read_text())
+    assert params["predictions"] == ["all_positive.csv"]
+    capsys.readouterr()
+    assert main([*abl, "--out", str(tmp_path / "abl_rows"), "--unet-folds", "--predictions", str(calls)]) == 2
+    assert "holds pseudo-labels made on the slice calls of the --cv-dir run" in capsys.readouterr().err
+    assert main([*abl, "--out", str(tmp_path / "abl_pred"), "--unet-folds"]) == 2
+    assert "all_positive.csv, not of the --cv-dir run" in capsys.readouterr().err
+    assert main([*abl, "--out", str(tmp_path / "abl_pred2"), "--predictions", str(calls)]) == 2
+    assert "give --unet-folds without folds" in capsys.readouterr().err
+    calls.write_text("\n".join([lines[0][0], *every[1:]][:3]) + "\n")
+    assert main([*abl, "--out", str(tmp_path / "abl_pred2"), "--unet-folds", "--predictions", str(calls)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no slice probabilities of patient(s)" in err[0]
+    assert not (tmp_path / "abl_pred2").exists()
     capsys.readouterr()
     assert main(["ablation", "--dataset-dir", str(data), "--cv-dir", str(cv), "--cam-dir", str(cam_last), "--out",
                  str(tmp_path / "abl_rows2"), "--folds", "2", "--layer", "layer4", "--rows", "prior",

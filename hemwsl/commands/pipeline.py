@@ -61,6 +61,10 @@ def add_ablation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", required=True, help="CAM layer of the pseudo-labels (e.g. the benchmark's best)")
     p.add_argument("--threshold", type=float, default=0.7, help="CAM threshold on min-max maps (default: 0.7)")
     p.add_argument("--prob-threshold", type=float, default=0.5, help="slices labelled from this probability")
+    p.add_argument("--predictions", default=None,
+                   help="one predictions CSV of every patient's out-of-fold slice probabilities (e.g. cam-ensemble's "
+                        "predictions_test.csv) for the prior and heatmap rows' slice calls, instead of --cv-dir's "
+                        "(with --unet-folds and no folds)")
     p.add_argument("--cache-dir", default=None, help="disk cache of the U-Net's preprocessed volumes")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="U-Net bundle overrides")
     add_checkpoint_argument(p)
@@ -79,7 +83,8 @@ def ablation_config(args: argparse.Namespace) -> AblationConfig:
         folds=args.folds, unet_folds=None if args.unet_folds is None else tuple(args.unet_folds), method=args.method,
         threshold=args.threshold, prob_threshold=args.prob_threshold, cache_dir=args.cache_dir,
         overrides=tuple(args.set), checkpoint=getattr(args, "checkpoint", "best"),
-        rows=tuple(getattr(args, "rows", None) or ROW_KINDS), benchmark_dir=getattr(args, "benchmark_dir", None))
+        rows=tuple(getattr(args, "rows", None) or ROW_KINDS), benchmark_dir=getattr(args, "benchmark_dir", None),
+        predictions=getattr(args, "predictions", None))
 
 
 def run_ablation(args: argparse.Namespace) -> int:

@@ -67,6 +67,10 @@ class AblationConfig:
         rows: pseudo-label rows to make (and their U-Nets), of :data:`ROW_KINDS`; ``prior``, ``prior_filtered`` and
             ``heatmap`` need ``benchmark_dir``; ``true`` is the fully supervised U-Net.
         benchmark_dir: a ``hemwsl benchmark`` report of the same folds (its per-fold choices).
+        predictions: one predictions CSV with every patient's out-of-fold slice probabilities (e.g. the members'
+            mean that ``hemwsl cam-ensemble`` writes), for the slice calls of the prior and heatmap rows instead of
+            the ``cv_dir`` run's ``fold<k>/predictions_test[_last].csv``; not with U-Net folds (their gate takes the
+            run's calls).
     """
 
     dataset_dir: str | os.PathLike
@@ -84,6 +88,7 @@ class AblationConfig:
     checkpoint: str = "best"
     rows: tuple[str, ...] = ROW_KINDS
     benchmark_dir: str | os.PathLike | None = None
+    predictions: str | os.PathLike | None = None
 
 
 def _fold_network(cv_dir: Path, k: int, settings: dict, which: str = "best"):
@@ -175,7 +180,7 @@ def _prior_kwargs(config: AblationConfig, settings: dict, k: int, spec) -> dict:
     return dict(mode="cam", hu_reference=benchmark_hu_reference(config.benchmark_dir),
                 threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size, grow=spec.grow),
                 prob_threshold=config.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
-                predictions_csv=str(fold_predictions(config.cv_dir, k, config.checkpoint)),
+                predictions_csv=str(config.predictions or fold_predictions(config.cv_dir, k, config.checkpoint)),
                 windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),
                 num_slices=settings.get("num_slices", 3), spatial_size=tuple(settings.get("spatial_size", [256, 256])),
                 progress=False)
@@ -310,6 +315,45 @@ def _check_ablation_options(config: AblationConfig, kinds: set) -> None:
     check_override_keys(overrides, "ich_unet3d")
     check_bundle_settings("ich_unet3d", overrides)  # the U-Net's values too, before any pseudo-label is made
     check_cache_dir(config.cache_dir)
+    if config.predictions is not None:
+        if config.unet_folds is None or config.unet_folds:
+            raise HemwslInputError("--predictions: for the pseudo-label rows only; give --unet-folds without folds "
+                                   "(a U-Net's gate takes the --cv-dir run's slice calls)")
+        if kinds & {"cam", "cam_kmeans"}:
+            raise HemwslInputError("--predictions: for the prior, prior_filtered and heatmap rows (--rows); the cam "
+                                   "rows label slices with the fold's classifier")
+
+
+def _check_predictions(path, entries: list) -> None:
+    """The ``--predictions`` CSV gives a probability for every slice of every patient it will label."""
+    from hemwsl.engines.runs import read_predictions_csv
+    from hemwsl.errors import HemwslInputError
+    from hemwsl.pseudo.volume import _entry_stem
+
+    if not Path(path).is_file():
+        raise HemwslInputError(f"--predictions {path}: not found")
+    pred = read_predictions_csv(path, labels=False)
+    have = {str(p) for p in pred["patient"]}
+    missing = sorted({_entry_stem(e) for e in entries} - have)
+    if missing:
+        raise HemwslInputError(f"--predictions {path}: no slice probabilities of patient(s) {', '.join(missing[:5])}"
+                               f"{' ...' if len(missing) > 5 else ''} (it must cover every test patient)")
+
+
+def _check_same_slice_calls(out: Path, predictions) -> None:
+    """Pseudo-labels made on the run's slice calls and on a ``--predictions`` file never share a folder."""
+    from hemwsl.data.io import read_json_file
+    from hemwsl.errors import HemwslInputError
+
+    marker = Path(out) / "cam_checkpoint.json"
+    if not marker.is_file():
+        return
+    old = (read_json_file(marker, "record of the run that made the pseudo-labels").get("settings") or {})
+    old = old.get("predictions") if isinstance(old, dict) else None
+    new = None if predictions is None else str(Path(predictions).resolve())
+    if old != new:
+        raise HemwslInputError(f"{out}: holds pseudo-labels made on the slice calls of {old or 'the --cv-dir run'}, "
+                               f"not of {new or 'the --cv-dir run'} ({marker}); use another output folder")
 
 
 def _check_heatmaps(config: AblationConfig, entries: list) -> None:
@@ -356,13 +400,15 @@ def run_ablation_experiment(config: AblationConfig) -> int:
     _check_ablation_options(config, kinds)
     for k in range(folds):
         fold_checkpoint(cv_dir, k, which)
-        if config.benchmark_dir:
+        if config.benchmark_dir and config.predictions is None:
             fold_predictions(cv_dir, k, which)
     settings = cv_settings(cv_dir)
     datalist = build_datalist(settings.get("layout", "ct-ich"), config.dataset_dir)
     parts = {k: fold_datalists(datalist, n_folds=folds, fold=k, seed=seed, val_fraction=val_fraction)
              for k in range(folds)}
     tests = {k: v["test"] for k, v in parts.items()}
+    if config.predictions is not None:
+        _check_predictions(config.predictions, [e for k in range(folds) for e in tests[k]])
     if kinds & {"cam", "cam_kmeans", "prior", "prior_filtered"}:
         _check_heatmaps(config, [e for k in range(folds) for e in tests[k]])
     choices = heatmap_chosen = None
@@ -371,7 +417,9 @@ def run_ablation_experiment(config: AblationConfig) -> int:
     if config.benchmark_dir and "heatmap" in kinds:
         heatmap_chosen = heatmap_choices(config.benchmark_dir, folds, config.method)
     benchmark_hu_reference(config.benchmark_dir)  # its config.json is read (checked) before any file
-    check_checkpoint_marker(out, cv_dir, which, "pseudo-labels")
+    _check_same_slice_calls(out, config.predictions)
+    check_checkpoint_marker(out, cv_dir, which, "pseudo-labels", settings=None if config.predictions is None else
+                            {"predictions": str(Path(config.predictions).resolve())})
     per_row: dict[str, dict[str, float]] = {}
     diagnostics: dict[str, dict[str, float]] = {}
     pseudo_lists = {}
