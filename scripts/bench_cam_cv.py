@@ -45,7 +45,7 @@ def main() -> None:
 
     import hemwsl.engines.cam as cam_engine
     from hemwsl.cam import CAMEngine
-    from hemwsl.data import SliceDataset, build_datalist
+    from hemwsl.data import InputSettings, SliceDataset, build_datalist
     from hemwsl.engines.classifier import fold_datalists, load_weights
     from hemwsl.engines.runs import cv_settings, fold_checkpoint
     from hemwsl.networks import build_network, target_layer_names
@@ -60,8 +60,8 @@ def main() -> None:
     net = build_network(s["backbone"], in_channels=len(windows) * k, num_classes=1)
     net = load_weights(net, str(fold_checkpoint(args.cv_dir, args.fold, args.checkpoint)), device="cpu")
     layers = target_layer_names(net)
-    kw = dict(windows=windows, num_slices=k, spatial_size=size, skull_strip=strip, batch_size=args.batch_size,
-              progress=False, grid="input")
+    inputs = InputSettings(windows=windows, num_slices=k, spatial_size=size, skull_strip=strip)
+    kw = dict(inputs=inputs, batch_size=args.batch_size, progress=False, grid="input")
 
     # the floor: forward with autograd + one gradient w.r.t. the layers' activations, on the preprocessed slices
     stacks = []

@@ -41,11 +41,13 @@ elif cfg["stage"] == "loader":
     for i in range(len(ds)):
         ds[i]
 elif cfg["stage"] == "cam":
+    from hemwsl.data.settings import InputSettings
     from hemwsl.engines.cam import run_cam
     from hemwsl.networks import build_network
     net = build_network(cfg["backbone"], in_channels=9, num_classes=1)
-    run_cam(net, [entry], cfg["out"], methods=["gradcam", "layercam"], windows=["brain", "subdural", "blood"],
-            num_slices=3, spatial_size=(cfg["input_size"],) * 2, skull_strip=True, batch_size=cfg["batch_size"],
+    inputs = InputSettings(windows=("brain", "subdural", "blood"), num_slices=3,
+                           spatial_size=(cfg["input_size"],) * 2, skull_strip=True)
+    run_cam(net, [entry], cfg["out"], methods=["gradcam", "layercam"], inputs=inputs, batch_size=cfg["batch_size"],
             progress=False, grid="ct")
 # VmHWM, the peak RSS of this process's own address space (getrusage's ru_maxrss survives exec on Linux and
 # would report the parent's peak)

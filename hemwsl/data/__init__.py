@@ -1,4 +1,5 @@
-"""Data access: checked volume I/O, datalists of CT datasets and patient-level splits."""
+"""Data access: checked volume I/O, datalists of CT datasets, patient-level splits and the classifier's input
+settings."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from hemwsl.data.datalist import (
     validate_datalist,
 )
 from hemwsl.data.io import NIFTI_SUFFIXES, Volume, atomic_write_text, is_nifti, load_pair, load_volume, save_nifti
+from hemwsl.data.settings import CLASSIFIER_INPUT_DEFAULTS, INPUT_SETTING_KEYS, InputSettings
 from hemwsl.data.splits import (
     apply_split,
     fold_split,
@@ -60,6 +62,10 @@ __all__ = [
     "save_datalist",
     "load_datalist",
     "mask_slice_labels",
+    # settings
+    "InputSettings",
+    "INPUT_SETTING_KEYS",
+    "CLASSIFIER_INPUT_DEFAULTS",
     # splits
     "patient_positivity",
     "split_patients",

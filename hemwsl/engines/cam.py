@@ -20,6 +20,7 @@ import torch
 
 from hemwsl.constants import IMAGE, LABEL, PATIENT
 from hemwsl.data.io import atomic_write_text
+from hemwsl.data.settings import InputSettings
 from hemwsl.errors import HemwslInputError
 
 __all__ = ["CAM_PARTS", "CAM_GRIDS", "check_cam_request", "layer_network", "run_cam"]
@@ -85,11 +86,7 @@ def run_cam(
     methods: Sequence[str] = ("gradcam", "gradcampp", "layercam"),
     layers: Sequence[str] | None = None,
     *,
-    windows: Sequence = ("brain",),
-    num_slices: int = 3,
-    spatial_size: Sequence[int] | None = (256, 256),
-    skull_strip: bool = False,
-    window_on_device: bool = False,
+    inputs: InputSettings | None = None,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     gate_with_probability: bool = False,
@@ -109,8 +106,8 @@ def run_cam(
         methods: names from :func:`hemwsl.cam.list_methods` (CAM and attribution methods); one name (a string)
             is the list of it.
         layers: module paths (one string: the list of it); default the network's registered target layers.
-        windows, num_slices, spatial_size, skull_strip, window_on_device: the classifier's input
-            settings (as in its bundle).
+        inputs: the classifier's input settings (as in its bundle: windows, num_slices, spatial_size,
+            skull_strip, window_on_device); default ``InputSettings()`` (the brain window, 3 slices, 256 x 256).
         batch_size: slices per engine call.
         device: where the network runs.
         gate_with_probability: multiply each slice's map by the slice's predicted probability.
@@ -141,6 +138,10 @@ def run_cam(
         raise HemwslInputError(f"gate_with_probability must be true or false, got {gate_with_probability!r}")
     if not isinstance(flip_tta, bool):
         raise HemwslInputError(f"flip_tta must be true or false, got {flip_tta!r}")
+    if inputs is None:
+        inputs = InputSettings()
+    if not isinstance(inputs, InputSettings):
+        raise HemwslInputError(f"inputs must be an InputSettings (hemwsl.data.settings), got {type(inputs).__name__}")
     check_cam_request(methods, layers, grid=grid, part=part)
     if isinstance(datalist, Mapping):  # the parts of a fold
         part = part or "test"
@@ -152,7 +153,7 @@ def run_cam(
     out = Path(output_dir)
     network = network.to(device).eval()
     engine = CAMEngine(network, list(methods), layers=list(layers) if layers else None, skip_inapplicable=True)
-    win = BatchWindows(windows) if window_on_device else None
+    win = BatchWindows(inputs.windows) if inputs.window_on_device else None
     writer = ThreadPoolExecutor(1, thread_name_prefix="hemwsl-heatmap-writer")
 
     def write(maps: dict, affine, stem: str, marker: Path) -> list[Path]:
@@ -162,20 +163,17 @@ def run_cam(
         return paths
 
     try:
-        per_volume = _explain_all(datalist, out, methods, layers, engine, win, write, writer, num_slices=num_slices,
-                                  windows=windows, spatial_size=spatial_size, skull_strip=skull_strip,
-                                  window_on_device=window_on_device, batch_size=batch_size, device=device,
-                                  gate_with_probability=gate_with_probability, grid=grid, cache_dir=cache_dir,
-                                  progress=progress, flip_tta=flip_tta)
+        per_volume = _explain_all(datalist, out, methods, layers, engine, win, write, writer, inputs=inputs,
+                                  batch_size=batch_size, device=device, gate_with_probability=gate_with_probability,
+                                  grid=grid, cache_dir=cache_dir, progress=progress, flip_tta=flip_tta)
         written = [p for item in per_volume for p in (item.result() if isinstance(item, Future) else item)]
     finally:
         writer.shutdown(wait=True)  # files being written are finished (atomically) even when a volume failed
     return written
 
 
-def _explain_all(datalist, out: Path, methods, layers, engine, win, write, writer, *, num_slices, windows,
-                 spatial_size, skull_strip, window_on_device, batch_size, device, gate_with_probability, grid,
-                 cache_dir, progress, flip_tta=False) -> list:
+def _explain_all(datalist, out: Path, methods, layers, engine, win, write, writer, *, inputs: InputSettings,
+                 batch_size, device, gate_with_probability, grid, cache_dir, progress, flip_tta=False) -> list:
     """The volumes of ``datalist`` through the engine; each volume's maps go to ``write`` on the ``writer`` thread
     (at most one volume waits, so memory stays bounded). Returns, in datalist order, each volume's files (found
     done) or the future of its writing."""
@@ -198,9 +196,7 @@ def _explain_all(datalist, out: Path, methods, layers, engine, win, write, write
             items.append([Path(p) for p in marker.read_text().split("\n") if p])
             continue
         header = nib.load(str(entry[IMAGE]))
-        ds = SliceDataset([{IMAGE: entry[IMAGE], LABEL: entry.get(LABEL)}], num_slices=num_slices, windows=windows,
-                          spatial_size=spatial_size, skull_strip=skull_strip, window_on_device=window_on_device,
-                          cache_dir=cache_dir)
+        ds = SliceDataset([{IMAGE: entry[IMAGE], LABEL: entry.get(LABEL)}], **inputs.as_kwargs(), cache_dir=cache_dir)
         stack = torch.stack([ds[i][IMAGE] for i in range(len(ds))])
         if win is not None:
             stack = win(stack)

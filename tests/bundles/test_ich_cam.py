@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from hemwsl.data.settings import InputSettings
 from hemwsl.engines.bundle import run_bundle, validate_metadata
 from hemwsl.errors import HemwslInputError
 
@@ -75,7 +76,8 @@ def test_input_grid_heatmaps_are_world_aligned(synthetic_datalist, tmp_path):
     torch.manual_seed(0)
     net = build_network("resnet10", in_channels=3)
     entry = synthetic_datalist[:1]
-    kw = dict(methods=["gradcam"], layers=["layer4"], windows=["brain"], spatial_size=(32, 32), progress=False)
+    kw = dict(methods=["gradcam"], layers=["layer4"], inputs=InputSettings(windows=["brain"], spatial_size=(32, 32)),
+              progress=False)
     (ct_file,) = run_cam(net, entry, tmp_path / "ct", grid="ct", **kw)
     (in_file,) = run_cam(net, entry, tmp_path / "in", grid="input", **kw)
     ct_img, in_img = nib.load(str(ct_file)), nib.load(str(in_file))
@@ -100,7 +102,8 @@ def test_a_new_method_set_in_the_same_folder_is_computed(synthetic_datalist, tmp
 
     torch.manual_seed(0)
     net = build_network("resnet10", in_channels=3)
-    kw = dict(layers=["layer4"], windows=["brain"], spatial_size=(32, 32), progress=False, grid="input")
+    kw = dict(layers=["layer4"], inputs=InputSettings(windows=["brain"], spatial_size=(32, 32)), progress=False,
+              grid="input")
     first = run_cam(net, synthetic_datalist[:1], tmp_path, methods=["gradcam"], **kw)
     again = run_cam(net, synthetic_datalist[:1], tmp_path, methods=["gradcam"], **kw)
     assert again == first
@@ -119,8 +122,9 @@ def test_cache_and_background_writer_give_the_same_files(synthetic_datalist, tmp
 
     torch.manual_seed(0)
     net = build_network("resnet10", in_channels=3)
-    kw = dict(methods=["gradcam"], layers=["layer4"], windows=["brain"], spatial_size=(32, 32), progress=False,
-              grid="input", skull_strip=True)
+    kw = dict(methods=["gradcam"], layers=["layer4"],
+              inputs=InputSettings(windows=["brain"], spatial_size=(32, 32), skull_strip=True), progress=False,
+              grid="input")
     entries = synthetic_datalist[:3]
     plain = cam_engine.run_cam(net, entries, tmp_path / "plain", **kw)
     cached = cam_engine.run_cam(net, entries, tmp_path / "cached", cache_dir=tmp_path / "cache", **kw)

@@ -56,14 +56,15 @@ def test_run_cam_with_flip_tta_is_its_own_run(synthetic_datalist, tmp_path):
     cam-cv record of such a folder names it, so plain and flipped maps never mix."""
     import nibabel as nib
 
+    from hemwsl.data.settings import InputSettings
     from hemwsl.engines.cam import run_cam
     from hemwsl.engines.runs import check_checkpoint_marker
     from hemwsl.networks import build_network
 
     torch.manual_seed(0)
     net = build_network("resnet10", in_channels=3)
-    kw = dict(methods=["layercam"], layers=["layer4"], windows=["brain"], spatial_size=(32, 32), progress=False,
-              grid="input")
+    kw = dict(methods=["layercam"], layers=["layer4"], inputs=InputSettings(windows=["brain"], spatial_size=(32, 32)),
+              progress=False, grid="input")
     plain = run_cam(net, synthetic_datalist[:1], tmp_path, **kw)
     before = np.asarray(nib.load(str(plain[0])).dataobj)
     tta = run_cam(net, synthetic_datalist[:1], tmp_path, flip_tta=True, **kw)

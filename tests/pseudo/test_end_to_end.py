@@ -27,12 +27,13 @@ def phantoms(tmp_path_factory):
 @pytest.mark.parametrize("mode,context", [("cam_kmeans", True), ("cam", False)])
 def test_phantoms_to_datalist(phantoms, tmp_path, mode, context):
     from hemwsl.data.datalist import DATALIST_KEYS, load_datalist
+    from hemwsl.data.settings import InputSettings
     from hemwsl.engines.cam import run_cam
 
     torch.manual_seed(0)
     net = tiny_cnn(dtype=torch.float32, in_channels=3, width=4)
     run_cam(net, phantoms, tmp_path / "cams", methods=("layercam",), layers=["features"], batch_size=8,
-            progress=False, **SETTINGS)
+            progress=False, inputs=InputSettings(**SETTINGS))
     out = tmp_path / "pseudo"
     result = make_pseudo_labels(net, phantoms, tmp_path / "cams", out, "layercam", "features", mode=mode,
                                 # a random network looks anywhere: threshold at the 80th percentile of the brain's map values
