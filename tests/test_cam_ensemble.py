@@ -17,11 +17,12 @@ from hemwsl.errors import HemwslInputError
 KEY = ("lse_heatmap", "levels.2.conv")
 
 
-def _member(root: Path, maps: dict, cv_dir: Path | str = "/runs/a", checkpoint: str = "last", folds: int = 5,
-            affine=None) -> Path:
+def _member(root: Path, maps: dict, cv_dir: Path | str | None = None, checkpoint: str = "last", folds: int = 5,
+            affine=None, **settings) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "cam_checkpoint.json").write_text(json.dumps(
-        {"cv_dir": str(cv_dir), "checkpoint": checkpoint, "settings": {"grid": "input", "folds": folds}}))
+        {"cv_dir": str(cv_dir or f"/runs/{root.name}"), "checkpoint": checkpoint,
+         "settings": {"grid": "input", "folds": folds, **settings}}))
     for stem, arr in maps.items():
         p = heatmap_path(root, stem, KEY)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +162,7 @@ def test_an_ensemble_is_scored_by_the_benchmark(synthetic_root, tmp_path):
             img = nib.load(e["label"])
             mask = np.asarray(img.get_fdata()) > 0
             maps[e["patient"]] = mask + rng.normal(0, 0.4, mask.shape)
-        members[name] = _member(tmp_path / name, maps, cv_dir=tmp_path / "nowhere", checkpoint="best",
+        members[name] = _member(tmp_path / name, maps, cv_dir=tmp_path / f"nowhere_{name}", checkpoint="best",
                                 affine=img.affine)
     ensemble_heatmaps(list(members.values()), tmp_path / "ens")
     dice = {}
@@ -215,3 +216,36 @@ def test_the_members_slice_probabilities_are_averaged(tmp_path, capsys):
     done = ensemble_heatmaps([da, db], tmp_path / "ens")
     assert done["predictions"] == str(tmp_path / "ens" / "predictions_test.csv")
     assert (tmp_path / "ens" / "predictions_test.csv").read_text() == f.read_text()
+
+
+def test_members_of_one_run_or_of_other_splits_are_refused(two, tmp_path):
+    a, b, da, db = two
+    with pytest.raises(HemwslInputError, match="same train-cv run as"):
+        ensemble_heatmaps([da, _member(tmp_path / "same", b, cv_dir="/runs/a")], tmp_path / "ens")
+    # a seed the other record leaves out is the default 0: another patient split
+    with pytest.raises(HemwslInputError, match="seed 1, .* 0; members share the folds"):
+        ensemble_heatmaps([da, _member(tmp_path / "s1", b, seed=1)], tmp_path / "ens")
+    # the runs' own records of their splits, where the runs are here
+    ra, rb = tmp_path / "ra", tmp_path / "rb"
+    for r, seed in ((ra, 0), (rb, 3)):
+        r.mkdir()
+        (r / "cv_run.json").write_text(json.dumps({"folds": 5, "settings": {"seed": seed}}))
+    with pytest.raises(HemwslInputError, match="splits the patients otherwise .*seed 3 vs 0"):
+        ensemble_heatmaps([_member(tmp_path / "m1", a, cv_dir=ra), _member(tmp_path / "m2", b, cv_dir=rb)],
+                          tmp_path / "ens")
+    assert not (tmp_path / "ens").exists()
+
+
+def test_a_nan_map_and_a_symlink_loop_are_named(two, tmp_path):
+    a, b, da, db = two
+    bad = dict(b)
+    bad["050"] = b["050"].copy()
+    bad["050"][0, 0, 0] = np.nan
+    with pytest.raises(HemwslInputError, match="1 voxels are NaN or infinite"):
+        ensemble_heatmaps([da, _member(tmp_path / "nan", bad)], tmp_path / "ens")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(HemwslInputError, match="a symlink loop"):
+        ensemble_heatmaps([da, loop], tmp_path / "ens2")
+    with pytest.raises(HemwslInputError, match="a symlink loop"):
+        ensemble_heatmaps([da, db], loop)

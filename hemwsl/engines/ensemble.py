@@ -54,6 +54,25 @@ def _member_record(cam_dir: Path) -> dict:
     return rec
 
 
+def _check_same_folds(dirs: list[Path], records: list[dict]) -> None:
+    """The members' train-cv runs (where they are here) split the patients alike: the same folds, seed and
+    validation fraction in their ``cv_run.json``."""
+    from hemwsl.engines.runs import resolve_cv_folds
+
+    seen = None
+    for d, rec in zip(dirs, records):
+        run = rec.get("cv_dir")
+        if not isinstance(run, str) or not (Path(run) / "cv_run.json").is_file():
+            continue
+        split = resolve_cv_folds(run)
+        if seen is not None and split != seen[1]:
+            names = ("folds", "seed", "val_fraction")
+            diff = "; ".join(f"{n} {x} vs {y}" for n, x, y in zip(names, split, seen[1]) if x != y)
+            raise HemwslInputError(f"--cam-dirs {d}: its train-cv run {run} splits the patients otherwise than "
+                                   f"{seen[0]}'s ({diff}); members share the folds")
+        seen = seen or (d, split)
+
+
 def _pairs(cam_dir: Path) -> set[tuple[str, str]]:
     return {(m.name, layer.name) for m in cam_dir.iterdir() if m.is_dir()
             for layer in m.iterdir() if layer.is_dir() and any(layer.glob("*.nii.gz"))}
@@ -69,7 +88,9 @@ def ensemble_members(cam_dirs: Sequence[str | os.PathLike], methods: Sequence[st
     dirs = [Path(d) for d in cam_dirs]
     if len(dirs) < 2:
         raise HemwslInputError(f"--cam-dirs: an ensemble needs at least two heatmap folders, got {len(dirs)}")
-    resolved = [d.resolve() for d in dirs]
+    from hemwsl.data.datalist import resolve_dataset_dir
+
+    resolved = [resolve_dataset_dir(d, "--cam-dirs") for d in dirs]
     dup = [str(d) for i, d in enumerate(dirs) if resolved[i] in resolved[:i]]
     if dup:
         raise HemwslInputError(f"--cam-dirs: {dup[0]} given more than once; each member once")
@@ -79,12 +100,20 @@ def ensemble_members(cam_dirs: Sequence[str | os.PathLike], methods: Sequence[st
         for key in ("checkpoint",):
             if rec.get(key, "best") != first.get(key, "best"):
                 raise HemwslInputError(f"--cam-dirs {d}: heatmaps of the {rec.get(key, 'best')} checkpoints, "
-                                       f"{dirs[0]}'s of the {first.get(key, 'best')} ones; members share one checkpoint")
+                                       f"{dirs[0]}'s of the {first.get(key, 'best')} ones; members share one "
+                                       "checkpoint")
         a, b = first.get("settings") or {}, rec.get("settings") or {}
-        for key in ("folds", "grid", "spatial_size", "seed", "val_fraction", "n_folds"):
-            if key in a and key in b and a[key] != b[key]:
-                raise HemwslInputError(f"--cam-dirs {d}: {key} {json.dumps(b[key])}, {dirs[0]}'s {json.dumps(a[key])}; "
+        # a key one record leaves out has the bundle's default (the patient split of seed 0, val_fraction 0.15)
+        for key, default in (("folds", None), ("grid", "input"), ("spatial_size", None), ("seed", 0),
+                             ("val_fraction", 0.15), ("n_folds", None)):
+            va, vb = a.get(key, default), b.get(key, default)
+            if va is not None and vb is not None and va != vb:
+                raise HemwslInputError(f"--cam-dirs {d}: {key} {json.dumps(vb)}, {dirs[0]}'s {json.dumps(va)}; "
                                        "members share the folds and the heatmap grid")
+        if rec.get("cv_dir") and rec.get("cv_dir") == first.get("cv_dir"):
+            raise HemwslInputError(f"--cam-dirs {d}: heatmaps of the same train-cv run as {dirs[0]} ({rec['cv_dir']}); "
+                                   "an ensemble averages different runs (e.g. train_seed 0, 1, ...)")
+    _check_same_folds(dirs, records)
     have = [_pairs(d) for d in dirs]
     pairs = sorted(set.intersection(*have))
     if methods:
@@ -169,15 +198,20 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
 
     if normalise not in ENSEMBLE_NORMALISATIONS:
         raise HemwslInputError(f"--normalise {normalise!r}: one of {', '.join(ENSEMBLE_NORMALISATIONS)}")
+    from hemwsl.data.datalist import resolve_dataset_dir
+
     dirs = [Path(d) for d in cam_dirs]
     out = Path(out)
+    out_resolved = resolve_dataset_dir(out, "--out")
     for d in dirs:
-        if out.resolve() == d.resolve() or d.resolve() in out.resolve().parents:
+        member = resolve_dataset_dir(d, "--cam-dirs")
+        if out_resolved == member or member in out_resolved.parents:
             raise HemwslInputError(f"--out {out}: inside the member {d}; give a folder of its own")
     records, pairs, stems = ensemble_members(dirs, methods, layers)
     _check_grids(dirs, pairs, stems)
     record = {"checkpoint": records[0].get("checkpoint", "best"), "normalise": normalise,
-              "members": [{"cam_dir": str(d.resolve()), **rec} for d, rec in zip(dirs, records)]}
+              "members": [{"cam_dir": str(resolve_dataset_dir(d, "--cam-dirs")), **rec}
+                          for d, rec in zip(dirs, records)]}
     record = json.loads(json.dumps(record))
     marker = out / _MARKER
     if marker.exists():
@@ -204,8 +238,11 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
                     arr = np.asarray(img.get_fdata(dtype=np.float32))
                 except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
                     raise HemwslInputError(f"{path}: cannot read as a heatmap ({type(err).__name__}: {err})") from err
-                if arr.ndim != 3 or not np.isfinite(arr).all():
-                    raise HemwslInputError(f"{path}: a heatmap is a finite 3D array, got shape {arr.shape}")
+                if arr.ndim != 3:
+                    raise HemwslInputError(f"{path}: a heatmap is a 3D array, got shape {arr.shape}")
+                if not np.isfinite(arr).all():
+                    raise HemwslInputError(f"{path}: {int((~np.isfinite(arr)).sum())} voxels are NaN or infinite; "
+                                           "a heatmap is finite")
                 if arrays and arr.shape != arrays[0].shape:
                     raise HemwslInputError(f"{path}: shape {arr.shape}, {heatmap_path(dirs[0], stem, key)} "
                                            f"{arrays[0].shape}; members share the heatmap grid")
