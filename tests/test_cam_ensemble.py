@@ -249,3 +249,12 @@ def test_a_nan_map_and_a_symlink_loop_are_named(two, tmp_path):
         ensemble_heatmaps([da, loop], tmp_path / "ens2")
     with pytest.raises(HemwslInputError, match="a symlink loop"):
         ensemble_heatmaps([da, db], loop)
+
+
+def test_one_runs_outputs_never_go_into_an_ensemble_folder(two, tmp_path):
+    from hemwsl.engines.runs import check_checkpoint_marker
+
+    _, _, da, db = two
+    ensemble_heatmaps([da, db], tmp_path / "ens")
+    with pytest.raises(HemwslInputError, match="holds an ensemble of heatmaps"):
+        check_checkpoint_marker(tmp_path / "ens", "/runs/a", "last", "heatmaps", settings={"grid": "input"})

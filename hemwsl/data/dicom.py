@@ -40,7 +40,9 @@ class DicomSeries:
     series_uid: str
 
 
-def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Any]]]:
+def _read_headers(folder: Path, unplaced: dict | None = None) -> dict[str, list[tuple[Path, Any]]]:
+    """The image slices of ``folder`` by series. ``unplaced`` (when given) collects, by series, the image files that
+    cannot be placed in a volume: a multi-frame file, or an image without its position or orientation."""
     import pydicom
 
     series: dict[str, list[tuple[Path, Any]]] = defaultdict(list)
@@ -49,7 +51,22 @@ def _read_headers(folder: Path) -> dict[str, list[tuple[Path, Any]]]:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True)
         except Exception:  # not DICOM (a README, a thumbnail...): ignored
             continue
-        if "SeriesInstanceUID" not in ds or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+        if "SeriesInstanceUID" not in ds:
+            continue
+        try:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+        except (TypeError, ValueError):
+            frames = 1
+        image = "Rows" in ds and "Columns" in ds and str(ds.get("Modality", "")) not in ("SEG", "SR", "RTSTRUCT")
+        if frames > 1 and image:
+            if unplaced is not None:
+                unplaced.setdefault(str(ds.SeriesInstanceUID), []).append(
+                    (f, f"a multi-frame image ({frames} frames); hemwsl reads a series of one file per slice"))
+            continue
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            if image and unplaced is not None:
+                unplaced.setdefault(str(ds.SeriesInstanceUID), []).append(
+                    (f, "an image without ImagePositionPatient / ImageOrientationPatient (its place is unknown)"))
             continue  # not an image slice (DICOMDIR, a SEG, a report)
         series[str(ds.SeriesInstanceUID)].append((f, ds))
     return series
@@ -85,8 +102,12 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
     root = Path(folder)
     if not root.is_dir():
         raise HemwslInputError(f"{root}: not a folder (a DICOM series is read from its folder)")
-    series = _read_headers(root)
+    unplaced: dict = {}
+    series = _read_headers(root, unplaced)
     if not series:
+        if unplaced:
+            f, why = next(iter(unplaced.values()))[0]
+            raise HemwslInputError(f"{f}: {why}; no other DICOM image series in {root}")
         raise HemwslInputError(f"{root}: no DICOM image series found")
     if series_uid is None:
         rows = list_series(root)
@@ -103,6 +124,13 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
     elif series_uid not in series:
         raise HemwslInputError(f"{root}: series {series_uid} not found; series here: {', '.join(series)}")
     items = series[series_uid]
+    if series_uid in unplaced:
+        f, why = unplaced[series_uid][0]
+        raise HemwslInputError(f"{f}: {why}, in series {series_uid} of {root}")
+    modality = str(items[0][1].get("Modality", ""))
+    if modality and modality != "CT":
+        raise HemwslInputError(f"{root}: series {series_uid} is modality {modality}, not CT (Hounsfield units); "
+                               "hemwsl reads non-contrast head CT")
     if len(items) < 3:
         raise HemwslInputError(f"{root}: series {series_uid} has {len(items)} slice(s); a CT volume needs at least 3")
     try:
@@ -121,6 +149,11 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
         if len(ps) != 2 or not all(np.isfinite(v) and v > 0 for v in ps):
             raise HemwslInputError(f"{f}: PixelSpacing {ds.get('PixelSpacing')} must be two positive numbers in mm "
                                    f"(series {series_uid} of {root})")
+    ps0 = [float(v) for v in items[0][1].PixelSpacing]
+    for f, ds in items:
+        if not np.allclose([float(v) for v in ds.PixelSpacing], ps0, rtol=1e-4, atol=1e-6):
+            raise HemwslInputError(f"{f}: PixelSpacing {[float(v) for v in ds.PixelSpacing]} mm, other slices of "
+                                   f"series {series_uid} {ps0} mm; a volume has one pixel spacing")
     if any(not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=np.float64), iop, atol=1e-4)
            for _, ds in items):
         raise HemwslInputError(f"{root}: slices of series {series_uid} have different orientations")

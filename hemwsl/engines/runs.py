@@ -196,6 +196,8 @@ def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, wha
         from hemwsl.data.io import read_json_file
 
         old = read_json_file(marker, f"record of the run that made the {what}")
+        if "members" in old:  # a `hemwsl cam-ensemble` folder: its mean maps must not be overwritten by one run's
+            raise HemwslInputError(f"{out}: holds an ensemble of heatmaps ({marker}); use another output folder")
         seen = old.get("checkpoint", "best")
         if seen != which:
             raise HemwslInputError(f"{out}: holds {what} of the {seen} checkpoints ({marker}); "
