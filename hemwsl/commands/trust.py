@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from pathlib import Path
 
 __all__ = ["add_trust_arguments", "run_trust"]
 
@@ -154,6 +155,14 @@ def run_trust(args: argparse.Namespace) -> int:
             raise HemwslInputError(f"--patients: {', '.join(unknown)} not in {where} (its patients: "
                                    f"{', '.join(sorted(known)[:10])}{', ...' if len(known) > 10 else ''})")
     in_channels = len(args.windows) * args.num_slices
+    if getattr(args, "cv_dir", None) and "{fold}" not in args.model:
+        from hemwsl.data.datalist import resolve_dataset_dir
+
+        run = resolve_dataset_dir(args.cv_dir, "--cv-dir")
+        if run in resolve_dataset_dir(args.model, "--model").parents:
+            raise HemwslInputError(f"--model {args.model}: one fold's weights of the --cv-dir run would explain the "
+                                   "patients it trained on; give --model with {fold} (e.g. "
+                                   f"{Path(args.cv_dir) / 'fold{fold}' / 'models' / 'model.pt'})")
 
     def load(path: str) -> torch.nn.Module:
         net = build_network(args.backbone, in_channels=in_channels, num_classes=args.num_classes)
