@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from hemwsl.errors import input_error_message
 
-__all__ = ["COMMANDS", "Command", "StoreOnce", "build_parser", "main"]
+__all__ = ["COMMANDS", "Command", "StoreOnce", "build_parser", "main", "refuse_repeats"]
 
 
 @dataclass(frozen=True)
@@ -28,22 +28,52 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None] | str
 
 
+def _refuse_repeat(action: argparse.Action, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                   values) -> None:
+    """Exit with status 2 and one line if ``action`` already ran in this parse (``namespace``: a new one per parse)."""
+    if getattr(action, "_once_namespace", None) is namespace:
+        name = "/".join(action.option_strings) or action.dest
+        what = "a flag" if action.nargs == 0 else f"{getattr(namespace, action.dest)!r}, then {values!r}"
+        parser.exit(2, f"{parser.prog}: error: argument {name}: given more than once ({what}); give it once\n")
+    action._once_namespace = namespace
+
+
 class StoreOnce(argparse.Action):
     """``store`` that refuses the option given twice (argparse keeps the last value silently: ``--folds 2 --folds 3``
     would make 3 folds without a word, ``--hu-reference 37 --hu-reference 40`` calibrate to 40): one line
     ``<prog>: error: argument <option>: given more than once ...``, exit status 2."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._namespace = None  # the namespace of the parse that set the option (a new one per parse)
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        _refuse_repeat(self, parser, namespace, values)
+        setattr(namespace, self.dest, values)
+
+
+class _OnceMixin:
+    """Mixed into argparse's store-type actions by :func:`refuse_repeats`: a second occurrence exits as
+    :class:`StoreOnce` does."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        if self._namespace is namespace:
-            name = "/".join(self.option_strings) or self.dest
-            parser.exit(2, f"{parser.prog}: error: argument {name}: given more than once "
-                           f"({getattr(namespace, self.dest)!r}, then {values!r}); give it once\n")
-        self._namespace = namespace
-        setattr(namespace, self.dest, values)
+        _refuse_repeat(self, parser, namespace, values)
+        super().__call__(parser, namespace, values, option_string)
+
+
+_ONCE_CLASSES: dict[type, type] = {}
+# the actions that set one value: a repeat silently wins; append/extend (meant to repeat), count (-v -v), help and
+# version are left alone
+_STORE_CLASSES = (argparse._StoreAction, argparse._StoreConstAction, argparse.BooleanOptionalAction)
+
+
+def refuse_repeats(parser: argparse.ArgumentParser) -> None:
+    """Make every store-type option of ``parser`` (store, store with nargs, store_true/false/const) refuse a
+    second occurrence in one command line, as :class:`StoreOnce` does."""
+    for action in parser._actions:
+        cls = type(action)
+        if not action.option_strings or isinstance(action, (StoreOnce, _OnceMixin)) \
+                or not isinstance(action, _STORE_CLASSES):
+            continue
+        if cls not in _ONCE_CLASSES:
+            _ONCE_CLASSES[cls] = type(f"Once{cls.__name__.lstrip('_')}", (_OnceMixin, cls), {})
+        action.__class__ = _ONCE_CLASSES[cls]
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
@@ -151,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         if isinstance(add, str):
             add = getattr(importlib.import_module(cmd.module), add)
         add(p)
+        refuse_repeats(p)  # every option of a subcommand once: argparse would keep the last value silently
     return parser
 
 

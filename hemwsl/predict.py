@@ -636,7 +636,10 @@ class ModelPackage:
     def load(cls, path: str | os.PathLike, kind: str = MODEL_KIND) -> ModelPackage:
         """Read a package of ``kind`` from its folder (or its ``hemwsl_model.json``); one-line errors naming the
         path (a package of another kind, e.g. a U-Net's, included)."""
+        from hemwsl.data.datalist import resolve_dataset_dir
+
         p = Path(path)
+        resolve_dataset_dir(p, "--model")  # a symlink loop is named as one, not as a missing model
         f = p / MODEL_FILE if p.is_dir() else p
         if not p.exists():
             raise HemwslInputError(f"{p}: model not found")
@@ -710,6 +713,10 @@ def resolve_device(device: str | torch.device, name: str = "device") -> torch.de
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise HemwslInputError(f"{name} {device!r}: not a torch device (e.g. cpu, cuda, cuda:0)") from err
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise HemwslInputError(f"{name} {device}: not a device that computes here; use cpu or cuda")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise HemwslInputError(f"{name} {device}: MPS is not available on this machine; use cpu")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise HemwslInputError(f"{name} {device}: CUDA is not available on this machine; use cpu")
@@ -746,7 +753,10 @@ def load_ct(path: str | os.PathLike) -> tuple[Any, list | None]:
     from hemwsl.data.dicom import read_dicom_series
     from hemwsl.data.io import is_nifti, load_volume
 
+    from hemwsl.data.datalist import resolve_dataset_dir
+
     p = Path(path)
+    resolve_dataset_dir(p, "--input")  # a symlink loop is named as one, not as a missing input
     if not p.exists():
         raise HemwslInputError(f"{p}: input not found")
     if p.is_dir():
@@ -834,10 +844,19 @@ def finished_prediction(final: Path, src: Path, fingerprint: str, members: list[
 def partial_folder(out_dir: str | os.PathLike, stem: str):
     """A hidden ``.<stem>.partial`` folder to write a scan's outputs into, renamed to ``<stem>`` when the block
     ends without error and removed when it fails: nothing partly written is left behind."""
+    import errno
+
     final = Path(out_dir) / stem
     part = Path(out_dir) / f".{stem}.partial"
     shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
+    try:
+        part.mkdir(parents=True)
+    except OSError as err:  # name the output folder the user gave, not the hidden one inside it
+        why = {errno.ENOTDIR: "a file is where a folder must be", errno.EEXIST: "a file is where a folder must be",
+               errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.ELOOP: "a symlink loop",
+               errno.EROFS: "a read-only file system", errno.ENOSPC: "no space left"}.get(err.errno)
+        raise HemwslInputError(f"{out_dir}: cannot write the outputs there ({why or err.strerror or err}; --out)"
+                               ) from None
     try:
         yield part
         if final.exists():
@@ -891,6 +910,8 @@ class Predictor:
         pkg = self.package
         by_fold = {int(m["fold"]): m for m in pkg.members}
         if members is not None:
+            if not list(members):
+                raise HemwslInputError("members: give at least one fold number (None: the whole ensemble)")
             dup = sorted({k for k in members if list(members).count(k) > 1})
             if dup:
                 raise HemwslInputError(f"members: fold(s) {dup} given twice (each member counts once in the ensemble)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests import test_bad_inputs as shared
 from tests import test_bad_inputs_data as runs
+from tests.test_bad_inputs import _first
 from tests.test_bad_inputs_probe4 import _trust, only_line
 
 data = shared.data
@@ -17,3 +18,28 @@ def test_trust_refuses_one_folds_weights_of_the_cv_run(two_fold_run, data, work,
     ckpt = two_fold_run / "fold0" / "models" / "model.pt"
     only_line(_trust(data, ckpt, work / "t", "--cv-dir", two_fold_run),
               ["--model", "would explain the patients it trained on", "fold{fold}"], capsys, work / "t")
+
+
+model = runs.model
+
+
+def _predict(model, src, out, *extra) -> list:
+    return ["predict", "--model", model, "--no-figures", "--input", src, "--out", out, *extra]
+
+
+def test_predict_names_the_output_folder_not_its_hidden_part(model, data, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    line = only_line(_predict(model, _first(data), afile), [f"{afile}: cannot write the outputs there",
+                                                          "a file is where a folder must be"], capsys)
+    assert ".partial" not in line
+
+
+def test_predict_names_symlink_loops_and_a_device_that_does_not_compute(model, data, tmp_path, capsys):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    only_line(_predict(model, loop, tmp_path / "o1"), [f"{loop}: a symlink loop", "--input"], capsys, tmp_path / "o1")
+    only_line(_predict(loop, _first(data), tmp_path / "o2"), [f"{loop}: a symlink loop", "--model"], capsys,
+              tmp_path / "o2")
+    only_line(_predict(model, _first(data), tmp_path / "o3", "--device", "meta"),
+              "--device meta: not a device that computes here", capsys, tmp_path / "o3")

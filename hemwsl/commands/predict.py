@@ -105,11 +105,17 @@ def run_predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise HemwslInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.members is not None and not args.members:
+        raise HemwslInputError("--members: give the fold numbers to use (e.g. --members 0 1), or leave the option out "
+                               "to use the whole ensemble")
     from hemwsl.predict_unet import SEG_MODEL_KIND, SegmentationPredictor, package_kind
 
     from hemwsl.predict import check_inputs, resolve_device
 
+    from hemwsl.data.datalist import resolve_dataset_dir
+
     for path in args.input:
+        resolve_dataset_dir(path, "--input")  # a symlink loop is named as one
         if not Path(path).exists():
             raise HemwslInputError(f"{path}: input not found")
     resolve_device(args.device, "--device")

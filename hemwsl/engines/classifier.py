@@ -72,9 +72,19 @@ TRAIN_SETTINGS = ("epochs", "learning_rate", "batch_size", "val_fraction", "samp
                   "multilabel", "tta", "augment", "sample_augment", "window_on_device", "lse_pixel", "lse_consistency", "lse_area")
 
 
+def _finite(value: Any) -> bool:
+    """True for an int of any size (np.isfinite raises on ints beyond 64 bits) and a finite float."""
+    if isinstance(value, (int, np.integer)):
+        return True
+    try:
+        return bool(np.isfinite(value))
+    except (TypeError, OverflowError):
+        return False
+
+
 def _int_setting(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or not float(value).is_integer():
+            or not _finite(value) or not (isinstance(value, (int, np.integer)) or float(value).is_integer()):
         raise HemwslInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise HemwslInputError(f"{name} must be >= {minimum}, got {value!r}")
@@ -82,9 +92,12 @@ def _int_setting(name: str, value: Any, minimum: int) -> int:
 
 
 def _number_setting(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not _finite(value):
         raise HemwslInputError(f"{name} must be a number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range
+        raise HemwslInputError(f"{name} must be a number in the float range, got {value!r}") from None
 
 
 def check_train_settings(epochs: Any = 20, learning_rate: Any = 1e-3, batch_size: Any = 16, val_fraction: Any = 0.15,
