@@ -1,6 +1,8 @@
-"""Fifth bad-input probe, run-level cases: trust with one fold's weights of a --cv-dir run."""
+"""Fifth bad-input probe, run-level cases: trust, predict and seg-cv."""
 
 from __future__ import annotations
+
+import pytest
 
 from tests import test_bad_inputs as shared
 from tests import test_bad_inputs_data as runs
@@ -43,3 +45,15 @@ def test_predict_names_symlink_loops_and_a_device_that_does_not_compute(model, d
               tmp_path / "o2")
     only_line(_predict(model, _first(data), tmp_path / "o3", "--device", "meta"),
               "--device meta: not a device that computes here", capsys, tmp_path / "o3")
+
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("sw_overlap=1", "sw_overlap must be in [0, 1)"),                       # G09: a traceback after fold 0 trained
+    ("sw_batch_size=0", "sw_batch_size must be >= 1"),                      # G20
+    ("threshold=1.5", "threshold must be a probability in (0, 1)"),         # G07: trained, then Dice 0
+    ("resample=cubic", "resample must be bilinear or nearest"),             # G24: after fold 0 started
+])
+def test_seg_cv_checks_its_inference_settings_first(setting, named, data, work, capsys):
+    only_line(["seg-cv", "--dataset-dir", data, "--out", work / "s", "--folds", "2", "--set", setting,
+               "spatial_size=[32,32]", "epochs=1"], named, capsys, work / "s")

@@ -60,13 +60,18 @@ SUMMARY_METRICS: tuple[str, ...] = ("dice", "rvd", "tpr", "hd95", "assd", "surfa
 
 # --------------------------------------------------------------------------------------------- datalists
 def check_unet_settings(patch_size: Any, features: Sequence[int] = (16, 32, 64, 128, 256), z_stride_from: int = 2,
-                        samples_per_volume: Any = 1, pos: Any = 1.0, neg: Any = 1.0, **train: Any) -> None:
+                        samples_per_volume: Any = 1, pos: Any = 1.0, neg: Any = 1.0, sw_batch_size: Any = 4,
+                        sw_overlap: Any = 0.25, threshold: Any = 0.5, resample: Any = "bilinear",
+                        **train: Any) -> None:
     """Check the U-Net bundle's settings once, before any data is read or folder written (``configs/train.yaml``'s
     ``initialize``): ``patch_size`` must be 3 positive sizes, multiples of what the network's levels halve (a
     wrong one would otherwise fail inside the data loader's padding); ``train`` (``epochs``, ``learning_rate``,
     ``batch_size``, ``val_fraction``, ``windows``, ``skull_strip``...) as
     :func:`hemwsl.engines.classifier.check_train_settings`; ``samples_per_volume`` an integer >= 1, ``pos`` and
-    ``neg`` (the crop's foreground / background ratio) numbers >= 0, not both 0.
+    ``neg`` (the crop's foreground / background ratio) numbers >= 0, not both 0; the sliding-window inference's
+    ``sw_batch_size`` an integer >= 1 and ``sw_overlap`` in [0, 1), the mask ``threshold`` a probability in (0, 1)
+    and ``resample`` (probabilities back to the CT grid) ``bilinear`` or ``nearest`` (each would otherwise fail, or
+    score Dice 0, only after a fold has trained).
 
     Raises:
         HemwslInputError: naming the first bad setting and its value.
@@ -89,6 +94,14 @@ def check_unet_settings(patch_size: Any, features: Sequence[int] = (16, 32, 64, 
     if float(pos) + float(neg) <= 0:
         raise HemwslInputError(f"pos and neg must not both be 0 (the crop's foreground : background ratio), got "
                                f"{pos!r} and {neg!r}")
+    _int_setting("sw_batch_size", sw_batch_size, 1)
+    if not 0.0 <= _number_setting("sw_overlap", sw_overlap) < 1.0:
+        raise HemwslInputError(f"sw_overlap must be in [0, 1) (the sliding windows' overlap), got {sw_overlap!r}")
+    if not 0.0 < _number_setting("threshold", threshold) < 1.0:
+        raise HemwslInputError(f"threshold must be a probability in (0, 1) (the U-Net's mask), got {threshold!r}")
+    if resample not in ("bilinear", "nearest"):
+        raise HemwslInputError(f"resample must be bilinear or nearest (probabilities back to the CT grid), got "
+                               f"{resample!r}")
     check_train_settings(**train)
 
 
