@@ -155,21 +155,27 @@ def _header(path: Path):
         raise HemwslInputError(f"{path}: cannot read as a heatmap ({type(err).__name__}: {err})") from err
 
 
-def _check_grids(dirs: list[Path], pairs, stems) -> None:
-    """Every member's map of a patient on the same grid (shape and affine), from the headers, before any write."""
+def _check_grids(dirs: list[Path], pairs, stems) -> dict:
+    """Every map of a patient (each member's, each (method, layer)) on one grid: the shape of the member's first map
+    of the pair and the affine of the patient's first map, from the headers, before any write. Returns
+    ``{stem: affine}``, the affine the ensemble's maps of the patient are written with."""
     from hemwsl.cam.volume import heatmap_path
 
-    for key in pairs:
-        for stem in stems:
+    affines = {}
+    for stem in stems:
+        first = heatmap_path(dirs[0], stem, pairs[0])
+        affines[stem] = _header(first)[1]
+        for key in pairs:
             ref = heatmap_path(dirs[0], stem, key)
-            shape, affine = _header(ref)
-            for d in dirs[1:]:
+            shape = _header(ref)[0]
+            for d in dirs:
                 path = heatmap_path(d, stem, key)
                 s, a = _header(path)
                 if s != shape:
                     raise HemwslInputError(f"{path}: shape {s}, {ref} {shape}; members share the heatmap grid")
-                if not np.allclose(a, affine, atol=1e-3):
-                    raise HemwslInputError(f"{path}: another affine than {ref}; members share the heatmap grid")
+                if not np.allclose(a, affines[stem], atol=1e-3):
+                    raise HemwslInputError(f"{path}: another affine than {first}; members share the heatmap grid")
+    return affines
 
 
 def _normalised(arr: np.ndarray, mode: str) -> np.ndarray:
@@ -208,7 +214,7 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
         if out_resolved == member or member in out_resolved.parents:
             raise HemwslInputError(f"--out {out}: inside the member {d}; give a folder of its own")
     records, pairs, stems = ensemble_members(dirs, methods, layers)
-    _check_grids(dirs, pairs, stems)
+    affines = _check_grids(dirs, pairs, stems)  # shapes and affines checked here, once
     record = {"checkpoint": records[0].get("checkpoint", "best"), "normalise": normalise,
               "members": [{"cam_dir": str(resolve_dataset_dir(d, "--cam-dirs")), **rec}
                           for d, rec in zip(dirs, records)]}
@@ -228,7 +234,7 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
     written = 0
     for stem in stems:
         todo = [k for k in pairs if not heatmap_path(out, stem, k).is_file()]
-        maps, affine = {}, None
+        maps = {}
         for key in todo:
             arrays = []
             for d in dirs:
@@ -243,18 +249,10 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
                 if not np.isfinite(arr).all():
                     raise HemwslInputError(f"{path}: {int((~np.isfinite(arr)).sum())} voxels are NaN or infinite; "
                                            "a heatmap is finite")
-                if arrays and arr.shape != arrays[0].shape:
-                    raise HemwslInputError(f"{path}: shape {arr.shape}, {heatmap_path(dirs[0], stem, key)} "
-                                           f"{arrays[0].shape}; members share the heatmap grid")
-                if affine is None:
-                    affine = img.affine
-                elif not np.allclose(img.affine, affine, atol=1e-3):
-                    raise HemwslInputError(f"{path}: another affine than {heatmap_path(dirs[0], stem, key)}; "
-                                           "members share the heatmap grid")
                 arrays.append(_normalised(arr, normalise))
             maps[key] = np.mean(arrays, axis=0)
         if maps:
-            save_heatmaps(maps, affine, out, stem)
+            save_heatmaps(maps, affines[stem], out, stem)
             written += len(maps)
     runs = [rec.get("cv_dir") for rec in records]
     folds = [(rec.get("settings") or {}).get("folds") for rec in records]
