@@ -44,6 +44,7 @@ from hemwsl.engines.bundle import SETTING_KEYS, resolve_bundle_settings  # noqa:
 from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.metrics.volume import drop_thin_components
 from hemwsl.thresholds.intensity import check_hu_reference, same_hu_reference
+from hemwsl.thresholds.postprocess import check_min_share
 
 __all__ = ["MODEL_FILE", "MODEL_KIND", "ModelPackage", "Predictor", "pack_model", "resolve_bundle_settings",
            "load_ct", "check_head_ct", "check_ct_geometry", "DEFAULT_RECIPE", "find_scans", "LoadScand", "PredictWorkflow"]
@@ -191,10 +192,10 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
     spec = parse_threshold_spec(spec_text)
     if spec.base != spec.text:  # a post-processing grid: the chosen spec names its own
         post = {"hu_range": list(spec.hu_range), "brain_erosion": spec.erosion, "min_size": spec.min_size,
-                "grow": spec.grow}
+                "grow": spec.grow, **({"min_share": spec.min_share} if spec.min_share else {})}
         spec_text = spec.base
     else:  # one post-processing for the whole report
-        post = {k: config[k] for k in ("hu_range", "brain_erosion", "min_size", "grow") if k in config}
+        post = {k: config[k] for k in ("hu_range", "brain_erosion", "min_size", "grow", "min_share") if k in config}
     from hemwsl.data.io import check_value
 
     try:  # the values as they are: a string "12" is no HU range, 2.7 no erosion in pixels (no coercion)
@@ -203,6 +204,10 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
                 for k in ("brain_erosion", "min_size", "grow")}
         slice_threshold = check_value(config.get("prob_threshold", 0.5), "prob_threshold", "number", minimum=0.0,
                                       maximum=1.0)
+        share = post.get("min_share", 0.0)
+        if isinstance(share, list):  # a grid recorded as a list, although the choice names its own: no fixed value
+            raise HemwslInputError(f"min_share {share!r} is a grid, and the chosen spec {spec.text!r} names none")
+        share = check_min_share(share)
         ref = check_hu_reference(config.get("hu_reference"))
         if isinstance(ref, tuple):
             ref = list(ref)  # as JSON keeps it
@@ -214,7 +219,7 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
                                f"{ints}, prob_threshold {slice_threshold})")
     recipe = {
         "method": method, "layer": None, "threshold": spec_text,
-        "hu_range": hu_range, **ints, "slice_threshold": slice_threshold,
+        "hu_range": hu_range, **ints, **({"min_share": share} if share else {}), "slice_threshold": slice_threshold,
         **({"hu_reference": ref} if ref is not None else {}),
         "source": f"benchmark report {bench.name}: {method} {spec_text}, chosen per fold on its selection patients",
     }
@@ -222,7 +227,8 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
 
 
 #: The post-processing keys of a recipe, and the fields of a threshold spec that hold them.
-_POST_KEYS: dict[str, str] = {"hu_range": "hu_range", "brain_erosion": "erosion", "min_size": "min_size", "grow": "grow"}
+_POST_KEYS: dict[str, str] = {"hu_range": "hu_range", "brain_erosion": "erosion", "min_size": "min_size", "grow": "grow",
+                              "min_share": "min_share"}
 
 
 def _check_layers(where: Path, per_fold: Mapping[int, Mapping], settings: Mapping) -> None:
@@ -479,6 +485,10 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     members = list(folds) if folds is not None else found
     if not members:
         raise HemwslInputError(f"{cv}: no fold<k>/ folders (train it with `hemwsl train-cv`)")
+    outside = [k for k in members if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n_folds]
+    if outside:
+        raise HemwslInputError(f"--folds {outside[0]}: not a fold of the train-cv run {cv} (its folds: "
+                               f"{', '.join(map(str, range(n_folds)))})")
     ckpts = {k: fold_checkpoint(cv, k, checkpoint) for k in members}
     from hemwsl.engines.runs import check_recorded_settings
 
@@ -486,21 +496,42 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
                                                                   "windows", "num_slices"))
     for ckpt in ckpts.values():  # every member's weights fit the recorded network, before anything is written
         check_member_weights(ckpt, settings)
+    datalist = None
+    if dataset_dir is not None:  # the run's dataset (its test patients are recorded), checked before any work
+        from hemwsl.data.datalist import build_datalist
+        from hemwsl.engines.runs import check_dataset_matches_run
+
+        datalist = build_datalist(settings.get("layout") or "ct-ich", str(dataset_dir))
+        check_dataset_matches_run(cv, datalist, dataset_dir, "--dataset-dir", n_folds)
+    if min_slices is not None and min_slices > 1:  # as hemwsl quantify: a rule that empties every mask is refused
+        from hemwsl.quantify import check_min_slices
+
+        check_min_slices(min_slices, _run_depths(cv, members, n_folds, datalist), "--min-slices",
+                         " the run was tested on")
     recipe, per_fold = dict(DEFAULT_RECIPE), {}
     if benchmark_dir is not None:
+        from hemwsl.experiments.benchmark import check_benchmark_checkpoint
+
+        check_benchmark_checkpoint(benchmark_dir, checkpoint)  # its recipe was validated on that checkpoint's maps
         recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members, methods)
         _check_layers(Path(benchmark_dir) / "choices.csv", per_fold, settings)
     for key, value in (post_processing or {}).items():
-        if key not in ("hu_range", "brain_erosion", "min_size", "grow", "slice_threshold", "min_slices", "hu_reference"):
+        if key not in ("hu_range", "brain_erosion", "min_size", "grow", "min_share", "slice_threshold", "min_slices",
+                       "hu_reference"):
             raise HemwslInputError(f"post_processing: unknown key {key!r}")
         recipe[key] = value
     fixed = sorted(k for k in (post_processing or {}) if k in _POST_KEYS)
     if fixed:  # fixed for every member, over the post-processing each fold's selection patients chose
         recipe["fixed_post_processing"] = fixed
     check_choice("scan_call", scan_call, ("auto", "model", "select", "none"))
+    scan_call_given = scan_call
     if scan_call == "auto":  # the scan model when the training scans are at hand: it calls scans best (docs/predict.md)
         scan_call = "model" if dataset_dir is not None else "select"
     if quantify_dir is not None:
+        if scan_call_given in ("none", "model", "select"):
+            raise HemwslInputError(f"--quantify-dir {quantify_dir} and --scan-call {scan_call_given} contradict "
+                                   "each other (the quantify report chooses each fold's scan call); give one of them")
+        _check_quantify_made_from_run(Path(quantify_dir), cv, checkpoint, members, n_folds)
         calls = _scan_calls(Path(quantify_dir), recipe, members)
     elif scan_call == "model":
         if dataset_dir is None:
@@ -512,12 +543,10 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     else:
         calls = {}
     tests: dict[int, list[str]] = {}
-    if dataset_dir is not None:
+    if datalist is not None:
         from hemwsl.constants import PATIENT
-        from hemwsl.data.datalist import build_datalist
         from hemwsl.engines.classifier import fold_datalists
 
-        datalist = build_datalist(settings.get("layout") or "ct-ich", str(dataset_dir))
         for k in members:
             parts = fold_datalists(datalist, n_folds=n_folds, fold=k, seed=int(settings.get("seed") or 0),
                                    val_fraction=float(settings.get("val_fraction") or 0.15))
@@ -545,6 +574,59 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
     }
     atomic_write_text(root / MODEL_FILE, json.dumps(meta, indent=1) + "\n")
     return root
+
+
+def _run_depths(cv: Path, members: Sequence[int], n_folds: int, datalist: list[dict] | None) -> list[int]:
+    """The slices of each scan the run was tested on: the dataset's, else its out-of-fold predictions'."""
+    if datalist:
+        from hemwsl.data.datalist import NUM_SLICES
+
+        return [int(e[NUM_SLICES]) for e in datalist if e.get(NUM_SLICES) is not None]
+    from hemwsl.engines.runs import _run_prediction_files, read_predictions_csv
+
+    depths = []
+    for f in _run_prediction_files(cv, n_folds):
+        p = read_predictions_csv(f)
+        for pat in set(p["patient"].tolist()):
+            depths.append(int(p["slice"][p["patient"] == pat].max()) + 1)
+    return depths
+
+
+def _check_quantify_made_from_run(quant: Path, cv: Path, checkpoint: str, members: Sequence[int],
+                                  n_folds: int) -> None:
+    """A ``hemwsl quantify`` report chose its scan calls on the slice probabilities of one run: its per-patient
+    ``score_max`` is each patient's highest slice probability. A report whose scores are not ``cv``'s (another run,
+    other weights) would call scans with thresholds chosen on other probabilities: one line naming both. A report
+    without ``score_max`` (made without the max aggregation) or a run without predictions is not checked."""
+    import csv
+
+    from hemwsl.engines.runs import fold_predictions, read_predictions_csv
+
+    f = quant / "per_patient.csv"
+    if not f.is_file():
+        return
+    try:
+        with open(f, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        scores = {r["patient"]: float(r["score_max"]) for r in rows if r.get("score_max") not in (None, "")}
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, ValueError):
+        return  # _scan_calls names a broken report
+    for k in range(n_folds):
+        try:
+            p = read_predictions_csv(fold_predictions(cv, k, checkpoint))
+        except HemwslInputError:
+            continue
+        names = p.get("names") or []
+        col = names.index("any") if "any" in names else 0
+        for pat in sorted(set(p["patient"].tolist())):
+            if pat not in scores:
+                continue
+            mine = float(p["prob"][p["patient"] == pat, col].max())
+            if abs(mine - scores[pat]) > 1e-3:
+                raise HemwslInputError(
+                    f"--quantify-dir {quant}: made from other slice probabilities than --cv-dir {cv}'s ({checkpoint} "
+                    f"checkpoint): patient {pat}'s highest slice probability is {scores[pat]:.4f} there ({f}), "
+                    f"{mine:.4f} in the run; give a quantify report of this run")
 
 
 def _output_names(num_classes: int) -> list[str]:
@@ -611,6 +693,11 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
         if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float))
                          or not float(r[key]).is_integer() or r[key] < 0):
             raise bad(f"recipe {key} must be an integer >= 0, got {r[key]!r}")
+    if "min_share" in r:
+        try:
+            check_min_share(r["min_share"], "recipe min_share")
+        except HemwslInputError as err:
+            raise bad(str(err)) from None
     hu = r.get("hu_range")
     if hu is not None and (not isinstance(hu, list) or len(hu) != 2
                            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
@@ -800,9 +887,16 @@ def check_ct_geometry(spacing: Sequence[float], shape: Sequence[int], path: str)
     nx, ny = int(shape[0]), int(shape[1])
     fov = min(nx * sx, ny * sy)
     if min(nx, ny) < CT_MIN_PIXELS or fov < CT_MIN_FOV_MM:
+        nz = int(shape[2]) if len(shape) > 2 else 0
+        axis = ""
+        if nz >= CT_MIN_PIXELS and nz * sz >= CT_MIN_FOV_MM:  # the 3rd axis spans a head: slices along another axis
+            n, mm, i = (nx, sx, 1) if (nx, -sx) <= (ny, -sy) else (ny, sy, 2)  # the fewer, thicker voxels
+            axis = (f"; the slice axis looks wrong: voxel axis {i} ({n} voxels of {mm:g} mm) looks like the slice "
+                    f"axis and the 3rd ({nz} voxels of {sz:g} mm) like an in-plane one (store the axial slices "
+                    "along the 3rd voxel axis)")
         raise HemwslInputError(f"{path}: an in-plane field of view of {nx} x {ny} pixels ({nx * sx:.3g} x {ny * sy:.3g} "
                                f"mm) is too small for a head CT (at least {CT_MIN_PIXELS} pixels and "
-                               f"{CT_MIN_FOV_MM:g} mm a side)")
+                               f"{CT_MIN_FOV_MM:g} mm a side){axis}")
 
 
 def check_head_ct(hu: np.ndarray, brain: np.ndarray, path: str) -> None:
@@ -929,7 +1023,8 @@ class Predictor:
 
         spec = parse_threshold_spec(r["threshold"], hu_range=tuple(r["hu_range"]))
         self.spec = replace(spec, hu_range=tuple(float(v) for v in r["hu_range"]),
-                            erosion=int(r["brain_erosion"]), min_size=int(r["min_size"]), grow=int(r.get("grow", 0)))
+                            erosion=int(r["brain_erosion"]), min_size=int(r["min_size"]), grow=int(r.get("grow", 0)),
+                            min_share=float(r.get("min_share", 0.0)))
         if self.spec.needs_heatmap and not r.get("method"):
             raise HemwslInputError(f"{pkg.root}: recipe {r['threshold']!r} needs a heatmap method")
         self.member_specs = [self._member_spec(m) for m in self.members]
@@ -963,7 +1058,7 @@ class Predictor:
             return self.spec
         fixed = set(self.package.recipe.get("fixed_post_processing") or ())
         values = {"hu_range": tuple(float(v) for v in own.hu_range), "erosion": int(own.erosion),
-                  "min_size": int(own.min_size), "grow": int(own.grow)}
+                  "min_size": int(own.min_size), "grow": int(own.grow), "min_share": float(own.min_share)}
         return replace(self.spec, **{f: values[f] for key, f in _POST_KEYS.items() if key not in fixed})
 
     # ----------------------------------------------------------------- steps

@@ -44,7 +44,7 @@ from hemwsl.scanmodel import (  # noqa: F401  (the scan-level call lives beside 
 )
 
 __all__ = ["SCAN_AGGREGATIONS", "SCAN_CALLS", "scan_score", "choose_scan_threshold", "choose_scan_call",
-           "scan_probabilities", "fit_calibration",
+           "scan_probabilities", "fit_calibration", "check_min_slices",
            "run_quantify"]
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,14 @@ def read_scan_probabilities(prediction_csvs: Sequence[str | os.PathLike] | str |
             slices[str(pat)] = d["slice"][sel][order]
             source[str(pat)] = str(f)
     return out, slices, source
+
+
+def check_min_slices(min_slices: int, depths: Sequence[int], name: str = "min_slices", where: str = "") -> None:
+    """A thin-component rule that keeps no component of any scan (``min_slices`` above the slices of every scan,
+    ``depths``) would empty every mask: one line naming ``name`` (``hemwsl quantify``, ``hemwsl package``)."""
+    if depths and min_slices > max(depths):
+        raise HemwslInputError(f"{name} {min_slices} exceeds the slices of every scan{where} (at most {max(depths)}): "
+                               "it would drop every predicted component")
 
 
 def _match_patient_spellings(probs: dict, slice_index: dict, source: dict, entries: Mapping[str, Any]) -> None:
@@ -363,9 +371,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
             raise HemwslInputError(f"{source[pat]}: patient {pat}: no prediction for slice(s) "
                                    f"{', '.join(map(str, lost[:5]))}{' ...' if len(lost) > 5 else ''} of its {z}")
     depths = [g[0][2] for g in grids.values() if g is not None and len(g[0]) == 3]
-    if depths and min_slices[-1] > max(depths):
-        raise HemwslInputError(f"min_slices {min_slices[-1]} exceeds the slices of every scan (at most {max(depths)}): "
-                               "it would drop every predicted component")
+    check_min_slices(min_slices[-1], depths)
     _check_selection_labels(entries, test_fold, selection)
     mask_files = {pat: _mask_file(masks, pat) for pat in entries}
     if entries and not any(f.is_file() for f in mask_files.values()):

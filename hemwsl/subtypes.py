@@ -118,6 +118,11 @@ def run_subtype_benchmark(model: str | os.PathLike, dataset_dir: str | os.PathLi
     missing = sorted({p for ps in tests.values() for p in ps} - set(entries))
     if missing:
         raise HemwslInputError(f"{dataset_dir}: patients {missing[:5]} of the model's test parts are not in the dataset")
+    run = pkg.meta.get("train_cv")
+    if isinstance(run, str) and run and Path(run).is_dir():  # the train-cv run packed: its dataset, not another's
+        from hemwsl.engines.runs import check_dataset_matches_run
+
+        check_dataset_matches_run(run, list(entries.values()), dataset_dir, "--dataset-dir")
     if any(entries[p].get(SUBTYPE_LABELS) is None for ps in tests.values() for p in ps):
         raise HemwslInputError(f"{dataset_dir}: Algorithm 1 is scored against per-slice subtype labels; the datalist has none")
     outd = Path(out)

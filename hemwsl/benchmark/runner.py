@@ -273,13 +273,13 @@ def candidate_counts(
 
 def grown_candidate_counts(
     heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float], grow: int,
-    grow_region: np.ndarray, min_size: int = 0,
+    grow_region: np.ndarray | None, min_size: int = 0, min_share: float = 0.0,
 ) -> np.ndarray:
-    """:func:`candidate_counts` of the masks with components under ``min_size`` pixels dropped, then grown by
-    ``grow`` pixels into ``grow_region``, as the strategies do (one pass per candidate: growth does not commute
-    with the sorted-values shortcut)."""
+    """:func:`candidate_counts` of the masks with components under ``min_size`` pixels dropped, then those under
+    ``min_share`` of the largest component's heat mass, then grown by ``grow`` pixels into ``grow_region``, as the
+    strategies do (one pass per candidate: neither step commutes with the sorted-values shortcut)."""
     from hemwsl.thresholds.base import grow_into
-    from hemwsl.thresholds.postprocess import remove_small_components
+    from hemwsl.thresholds.postprocess import keep_dominant_components, remove_small_components
 
     c = [float(t) for t in candidates]
     out = np.empty((heat.shape[0], len(c), 3), dtype=np.int64)
@@ -290,20 +290,25 @@ def grown_candidate_counts(
             m = (h > t) & allowed[i]
             if min_size > 1:
                 m = remove_small_components(m, min_size)
-            m = grow_into(m, grow_region[i], grow)
+            if min_share:
+                m = keep_dominant_components(m, min_share, h)
+            if grow:
+                m = grow_into(m, grow_region[i], grow)
             out[i, j, 0], out[i, j, 1] = int((m & gt[i]).sum()), int(m.sum())
     return out
 
 
 def component_counts(
     heat: np.ndarray, gt: np.ndarray, allowed: np.ndarray, candidates: Sequence[float], min_size: int = 0,
-    grow: int = 0, grow_region: np.ndarray | None = None,
+    grow: int = 0, grow_region: np.ndarray | None = None, min_share: float = 0.0,
 ) -> np.ndarray:
     """Like :func:`candidate_counts` for ``priorcomp+`` specs: the components of ``allowed`` (per slice, full
     connectivity, those under ``min_size`` dropped) whose maximum of ``minmax(heat)`` exceeds ``t``, kept whole
     (a component is touched by ``minmax(heat) > t`` exactly when its maximum exceeds ``t``). With ``grow``, the
     kept components are grown by that many pixels into ``grow_region`` (exact: the grown mask of the
-    components with the ``k`` highest peaks is the union of their grown masks).
+    components with the ``k`` highest peaks is the union of their grown masks). With ``min_share``, of the
+    components a candidate keeps, those under that share of the largest one's heat mass (the sum of
+    ``minmax(heat)`` over it) are dropped, as :func:`hemwsl.thresholds.postprocess.keep_dominant_components` does.
 
     Returns:
         int64 ``(N, len(candidates), 3)``: ``tp``, ``predicted``, ``ground truth``.
@@ -332,6 +337,10 @@ def component_counts(
         np.maximum.at(peak, lab, h[box].ravel())
         peak = peak[1:]
         keep = size >= max(min_size, 1)
+        if min_share:
+            _share_counts(out[i], c, labels, box, keep, size, overlap, peak, h, min_share, grow,
+                          None if grow_region is None else grow_region[i], gt[i])
+            continue
         if grow > 0:
             from hemwsl.thresholds.base import grow_into
 
@@ -357,6 +366,36 @@ def component_counts(
         out[i, :, 0] = (on * overlap[None, :]).sum(1).astype(np.int64)
         out[i, :, 1] = (on * size[None, :]).sum(1)
     return out
+
+
+def _share_counts(out: np.ndarray, c: np.ndarray, labels: np.ndarray, box, keep: np.ndarray, size: np.ndarray,
+                  overlap: np.ndarray, peak: np.ndarray, h: np.ndarray, min_share: float, grow: int,
+                  grow_region: np.ndarray | None, gt: np.ndarray) -> None:
+    """One slice of :func:`component_counts` with ``min_share``: per candidate, the components it keeps, less those
+    under ``min_share`` of the largest one's mass; the grown union computed once per distinct kept set."""
+    from hemwsl.thresholds.postprocess import component_mass
+
+    n = size.size
+    mass = component_mass(labels, n, h[box])
+    cache: dict[tuple[int, ...], tuple[int, int]] = {}
+    for j, t in enumerate(c):
+        on = keep & (peak > t)
+        if on.any():
+            on &= mass >= min_share * mass[on].max()
+        ids = tuple(int(k) for k in np.flatnonzero(on))
+        if ids not in cache:
+            if grow > 0 and ids:
+                from hemwsl.thresholds.base import grow_into
+
+                if grow_region is None:
+                    raise HemwslInputError("component_counts with grow needs grow_region")
+                full = np.zeros(gt.shape, dtype=bool)
+                full[box] = np.isin(labels, np.asarray(ids) + 1)
+                full = grow_into(full, grow_region, grow)
+                cache[ids] = (int((full & gt).sum()), int(full.sum()))
+            else:
+                cache[ids] = (int(overlap[list(ids)].sum()), int(size[list(ids)].sum()))
+        out[j, 0], out[j, 1] = cache[ids]
 
 
 def counts_dice(counts: np.ndarray, pooled: bool = False) -> np.ndarray:
@@ -465,8 +504,9 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
     # whole components, and growth follows the size filter, so there the size is part of the key
     def key_of(spec: ThresholdSpec) -> tuple:
         comp = spec.combine == "components"
-        sized = comp or spec.grow > 0
-        return (spec.erosion, spec.hu_range if spec.prior else None, comp, spec.min_size if sized else None, spec.grow)
+        sized = comp or spec.grow > 0 or spec.min_share > 0
+        return (spec.erosion, spec.hu_range if spec.prior else None, comp, spec.min_size if sized else None, spec.grow,
+                spec.min_share)
 
     regions: dict[int, np.ndarray] = {}
 
@@ -492,10 +532,10 @@ def _selection_stats(data: PatientSlices, cam_dir: Path, keys, specs, candidates
                 region = region_at(spec.erosion) if spec.grow else None
                 if spec.combine == "components":
                     done[key] = component_counts(heat, data.gt, allowed[key[:2]], candidates, spec.min_size,
-                                                 spec.grow, region)
-                elif spec.grow:
+                                                 spec.grow, region, spec.min_share)
+                elif spec.grow or spec.min_share:
                     done[key] = grown_candidate_counts(heat, data.gt, allowed[key[:2]], candidates, spec.grow, region,
-                                                       spec.min_size)
+                                                       spec.min_size, spec.min_share)
                 else:
                     done[key] = candidate_counts(heat, data.gt, allowed[key[:2]], candidates)
             stats[f"{method}|{layer}|{spec.text}"] = done[key]
@@ -619,6 +659,7 @@ def run_benchmark(
     brain_erosion: int | Sequence[int] = 0,
     min_size: int | Sequence[int] = 0,
     grow: int | Sequence[int] = 0,
+    min_share: float | Sequence[float] = 0.0,
     hu_reference: float | None = None,
     select_metric: str | None = None,
     distance_metrics: bool = False,
@@ -650,8 +691,12 @@ def run_benchmark(
         grow: grow each final mask by this many pixels into 40-100 HU inside the eroded brain (the blood at a
             lesion's edge that the prior's range misses; :class:`~hemwsl.thresholds.base.ThresholdStrategy`);
             one value or a list (default 0: no growth).
+        min_share: keep, per slice, the components whose heat mass (the sum of the min-max scaled map over the
+            component; the size for the prior alone) is at least this share of the largest one's, after the size
+            filter and before growth (:func:`hemwsl.thresholds.postprocess.keep_dominant_components`); one value
+            or a list in [0, 1) (default 0: every component).
 
-            With several values of any of the four, every combination becomes its own spec
+            With several values of any of the five, every combination becomes its own spec
             (:func:`~hemwsl.benchmark.specs.expand_post_grid`, e.g. ``prior+search[e4,hu50-90,min50]``) and
             the combination is chosen per fold on the selection patients together with each method's
             (layer, threshold): the post-processing is then validated, not fixed by hand.
@@ -683,7 +728,7 @@ def run_benchmark(
     if select_metric is None:
         select_metric = "dice" if slices == "gt" else "global_dice"
     check_choice("select_metric", select_metric, ("dice", "global_dice"))
-    grid = post_grid(brain_erosion, hu_range, min_size, grow)
+    grid = post_grid(brain_erosion, hu_range, min_size, grow, min_share)
     specs = expand_post_grid(thresholds, grid)
     if not datalist:
         raise HemwslInputError("datalist is empty")
@@ -735,6 +780,9 @@ def run_benchmark(
     grows = sorted({g.grow for g in grid})
     if grows != [0]:  # stored only when used, so report folders of earlier versions still resume
         config["grow"] = grows[0] if len(grows) == 1 else grows
+    shares = sorted({g.min_share for g in grid})
+    if shares != [0.0]:  # likewise
+        config["min_share"] = shares[0] if len(shares) == 1 else shares
     if hu_reference is not None:  # likewise
         config["hu_reference"] = list(hu_reference) if isinstance(hu_reference, tuple) else hu_reference
     cfg_file = out / "config.json"

@@ -14,12 +14,13 @@ spec                   meaning
                        their boundaries (e.g. ``priorcomp+search``)
 =====================  =====================================================================================
 
-Post-processing (brain-mask erosion, the prior's HU range, minimum component size, growth at the edge) is
-part of a spec. When the benchmark is given several values of any of them, :func:`expand_post_grid` makes
-one spec per combination, named ``<spec>[e<erosion>,hu<low>-<high>,min<size>]`` (``hu`` only for prior
-specs; ``,g<px>`` appended when the mask grows by ``px`` pixels into 40-100 HU,
-:data:`hemwsl.thresholds.base.GROW_HU_RANGE`), and the combination is then chosen on the selection patients
-like the threshold itself.
+Post-processing (brain-mask erosion, the prior's HU range, minimum component size, the dominant components,
+growth at the edge) is part of a spec. When the benchmark is given several values of any of them,
+:func:`expand_post_grid` makes one spec per combination, named ``<spec>[e<erosion>,hu<low>-<high>,min<size>]``
+(``hu`` only for prior specs; ``,s<share>`` appended when only the components of at least that share of the
+slice's largest component's heat mass are kept, :func:`hemwsl.thresholds.postprocess.keep_dominant_components`;
+``,g<px>`` when the mask grows by ``px`` pixels into 40-100 HU, :data:`hemwsl.thresholds.base.GROW_HU_RANGE`),
+and the combination is then chosen on the selection patients like the threshold itself.
 
 Every mask is restricted to the brain mask (skull stripping of the CT), as the seed papers evaluate inside
 the head. Maps are min-max normalised per slice before a fixed threshold ("200 on the 8-bit rendered
@@ -72,6 +73,8 @@ class ThresholdSpec:
         combine: how a prior spec combines with the CAM mask: ``"and"`` (``prior+``) or ``"components"``
             (``priorcomp+``).
         grow: pixels the final mask grows by into 40-100 HU inside the brain (0: none).
+        min_share: keep the components (per slice) whose heat mass is at least this share of the largest one's
+            (0: all).
     """
 
     text: str
@@ -84,6 +87,7 @@ class ThresholdSpec:
     base: str = ""
     combine: str = "and"
     grow: int = 0
+    min_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.base:
@@ -103,7 +107,8 @@ class ThresholdSpec:
         """The per-slice strategy; ``value`` is the searched threshold of a ``search`` spec. Components under the
         spec's ``min_size`` pixels are dropped after the brain restriction. ``per_sample=False`` for callers that
         apply it slice by slice themselves (the pseudo-labels)."""
-        kw = {"per_sample": per_sample, "restrict_to_brain": True, "min_size": self.min_size, "grow": self.grow}
+        kw = {"per_sample": per_sample, "restrict_to_brain": True, "min_size": self.min_size, "grow": self.grow,
+              "min_share": self.min_share}
         if self.kind == "search" and value is None:
             raise HemwslInputError(f"threshold {self.text!r} needs the value chosen on the selection patients")
         cam: ThresholdStrategy | None
@@ -128,13 +133,14 @@ def _number(text: str, spec: str) -> float:
         raise HemwslInputError(f"threshold {spec!r}: {text!r} is not a number or a fraction") from None
 
 
-_SUFFIX = re.compile(r"^(?P<body>.*)\[e(?P<e>\d+)(?:,hu(?P<lo>-?[\d.]+)-(?P<hi>-?[\d.]+))?,min(?P<m>\d+)(?:,g(?P<g>\d+))?\]$")
+_SUFFIX = re.compile(r"^(?P<body>.*)\[e(?P<e>\d+)(?:,hu(?P<lo>-?[\d.]+)-(?P<hi>-?[\d.]+))?,min(?P<m>\d+)"
+                     r"(?:,s(?P<s>[\d.]+))?(?:,g(?P<g>\d+))?\]$")
 
 
 def parse_threshold_spec(text: str, hu_range: Sequence[float] = BLOOD_HU_RANGE) -> ThresholdSpec:
     """Parse ``fixed:V``, ``percentile:Q``, ``otsu``, ``search``, ``prior`` or ``prior+<spec>``, optionally with a
-    post-processing suffix ``[e<erosion>,hu<low>-<high>,min<size>]`` or ``[...,g<px>]`` (as :func:`expand_post_grid`
-    names them).
+    post-processing suffix ``[e<erosion>,hu<low>-<high>,min<size>]``, ``[...,s<share>]``, ``[...,g<px>]`` (as
+    :func:`expand_post_grid` names them).
 
     Raises:
         HemwslInputError: naming the spec and the accepted forms.
@@ -144,6 +150,15 @@ def parse_threshold_spec(text: str, hu_range: Sequence[float] = BLOOD_HU_RANGE) 
     m = _SUFFIX.match(spec)
     if m:
         post = {"erosion": int(m["e"]), "min_size": int(m["m"]), "base": m["body"], "grow": int(m["g"] or 0)}
+        if m["s"] is not None:
+            from hemwsl.thresholds.postprocess import check_min_share
+
+            try:
+                post["min_share"] = check_min_share(float(m["s"]), "share")
+            except ValueError:
+                raise HemwslInputError(f"threshold {spec!r}: share {m['s']!r} is not a number") from None
+            except HemwslInputError as err:
+                raise HemwslInputError(f"threshold {spec!r}: {err}") from None
         if m["lo"] is not None:
             hu_range = (float(m["lo"]), float(m["hi"]))
     body, prior, combine = (m["body"] if m else spec), False, "and"
@@ -156,7 +171,7 @@ def parse_threshold_spec(text: str, hu_range: Sequence[float] = BLOOD_HU_RANGE) 
         body, prior, combine = body[len("priorcomp+"):], True, "components"
     name, _, arg = body.partition(":")
     accepted = ("fixed:V, percentile:Q, otsu, search, prior, prior+<spec>, priorcomp+<spec> "
-                "(each optionally [e<px>,hu<lo>-<hi>,min<px>] or [e<px>,hu<lo>-<hi>,min<px>,g<px>])")
+                "(each optionally [e<px>,hu<lo>-<hi>,min<px>], with ,s<share> and ,g<px> after min)")
     if name not in _KINDS or name == "none":
         raise HemwslInputError(f"unknown threshold {spec!r}; accepted forms: {accepted}")
     value = None
@@ -188,18 +203,22 @@ def parse_threshold_grid(texts: Sequence[str], hu_range: Sequence[float] = BLOOD
 @dataclass(frozen=True)
 class PostProcessing:
     """One post-processing combination: brain erosion (px), the prior's HU range, minimum component size (px),
-    growth into 40-100 HU at the mask's edge (px)."""
+    growth into 40-100 HU at the mask's edge (px), the share of the largest component's heat mass a component
+    needs to be kept."""
 
     erosion: int = 0
     hu_range: tuple[float, float] = BLOOD_HU_RANGE
     min_size: int = 0
     grow: int = 0
+    min_share: float = 0.0
 
     def suffix(self, prior: bool) -> str:
-        """``[e4,hu50-90,min50]`` (``hu`` only for prior specs; ``,g1`` when the mask grows)."""
+        """``[e4,hu50-90,min50]`` (``hu`` only for prior specs; ``,s0.2`` when only the dominant components are kept,
+        ``,g1`` when the mask grows)."""
         hu = f",hu{self.hu_range[0]:g}-{self.hu_range[1]:g}" if prior else ""
+        share = f",s{self.min_share:g}" if self.min_share else ""
         grow = f",g{self.grow}" if self.grow else ""
-        return f"[e{self.erosion}{hu},min{self.min_size}{grow}]"
+        return f"[e{self.erosion}{hu},min{self.min_size}{share}{grow}]"
 
 
 def _int_list(values: int | Sequence[int], name: str) -> list[int]:
@@ -233,10 +252,20 @@ def post_grid(
     hu_range: Sequence[float] | Sequence[Sequence[float]] = BLOOD_HU_RANGE,
     min_size: int | Sequence[int] = 0,
     grow: int | Sequence[int] = 0,
+    min_share: float | Sequence[float] = 0.0,
 ) -> list[PostProcessing]:
     """Every combination of the given values (one value or a list each; ``hu_range`` one pair or a list of pairs)."""
-    return [PostProcessing(e, hu, m, g) for e in _int_list(erosion, "brain_erosion") for hu in _hu_list(hu_range)
-            for m in _int_list(min_size, "min_size") for g in _int_list(grow, "grow")]
+    return [PostProcessing(e, hu, m, g, sh) for e in _int_list(erosion, "brain_erosion") for hu in _hu_list(hu_range)
+            for m in _int_list(min_size, "min_size") for sh in _share_list(min_share) for g in _int_list(grow, "grow")]
+
+
+def _share_list(values: float | Sequence[float]) -> list[float]:
+    from hemwsl.thresholds.postprocess import check_min_share
+
+    vals = [values] if isinstance(values, (int, float)) else list(values)
+    if not vals:
+        raise HemwslInputError("min_share: give at least one value")
+    return sorted({check_min_share(v) for v in vals})
 
 
 def expand_post_grid(texts: Sequence[str], grid: Sequence[PostProcessing]) -> list[ThresholdSpec]:
@@ -253,15 +282,16 @@ def expand_post_grid(texts: Sequence[str], grid: Sequence[PostProcessing]) -> li
     plain = parse_threshold_grid(texts)
     if len(grid) == 1:
         g = grid[0]
-        return [replace(s, hu_range=g.hu_range, erosion=g.erosion, min_size=g.min_size, grow=g.grow) for s in plain]
+        return [replace(s, hu_range=g.hu_range, erosion=g.erosion, min_size=g.min_size, grow=g.grow,
+                        min_share=g.min_share) for s in plain]
     out: list[ThresholdSpec] = []
     for s in plain:
         seen = set()
         for g in grid:
-            key = (g.erosion, g.min_size, g.hu_range if s.prior else None, g.grow)
+            key = (g.erosion, g.min_size, g.hu_range if s.prior else None, g.grow, g.min_share)
             if key in seen:
                 continue
             seen.add(key)
             out.append(replace(s, text=s.text + g.suffix(s.prior), hu_range=g.hu_range, erosion=g.erosion,
-                               min_size=g.min_size, grow=g.grow, base=s.text))
+                               min_size=g.min_size, grow=g.grow, min_share=g.min_share, base=s.text))
     return out

@@ -235,17 +235,23 @@ def _post_text(post: Sequence[Any]) -> str:
     if len(post) == 1:
         g = post[0]
         grow = f", masks grown by {g.grow} px into 40-100 HU" if g.grow else ""
+        share = (f", components under {g.min_share:g} of the slice's largest heat mass dropped" if g.min_share
+                 else "")
         return (f"Post-processing (fixed): brain mask eroded by {g.erosion} px, prior range {g.hu_range[0]:g}-"
-                f"{g.hu_range[1]:g} HU, components under {g.min_size} px dropped{grow}.")
+                f"{g.hu_range[1]:g} HU, components under {g.min_size} px dropped{share}{grow}.")
     er = sorted({g.erosion for g in post})
     hu = sorted({g.hu_range for g in post})
     ms = sorted({g.min_size for g in post})
     gr = sorted({g.grow for g in post})
+    sh = sorted({g.min_share for g in post})
     grow = f" x growth into 40-100 HU {gr} px" if gr != [0] else ""
-    names = "`[e<px>,hu<low>-<high>,min<px>]`" + (", `,g<px>` for growth" if gr != [0] else "")
+    share = (f" x share of the slice's largest component's heat mass [{', '.join(f'{v:g}' for v in sh)}]"
+             if sh != [0.0] else "")
+    names = "`[e<px>,hu<low>-<high>,min<px>]`" + (", `,s<share>` for the share" if sh != [0.0] else "") \
+        + (", `,g<px>` for growth" if gr != [0] else "")
     return ("Post-processing **chosen per fold on the selection patients** with the (layer, threshold), from "
             f"brain erosion {er} px x prior range [{', '.join(f'{a:g}-{b:g}' for a, b in hu)}] HU x minimum component "
-            f"{ms} px{grow} (spec names carry it: {names}).")
+            f"{ms} px{share}{grow} (spec names carry it: {names}).")
 
 
 def _calibration_text(out: Path) -> str:
@@ -284,9 +290,10 @@ def _post_tables(aggs: Mapping[tuple[str, str, str], Mapping[str, Any]], specs: 
             a = aggs.get(("-", "-", sp.text))
             if a:
                 body.append([str(sp.erosion), f"{sp.hu_range[0]:g}-{sp.hu_range[1]:g}", str(sp.min_size),
-                             str(sp.grow), _f(a.get("dice")), _f(a.get("global_dice")), _f(a.get("volume_dice"))])
-        md += [_table(["erosion px", "HU range", "min component px", "growth px", "Dice slice", "Dice global",
-                       "volume Dice"], body), ""]
+                             str(sp.grow), f"{sp.min_share:g}", _f(a.get("dice")), _f(a.get("global_dice")),
+                             _f(a.get("volume_dice"))])
+        md += [_table(["erosion px", "HU range", "min component px", "growth px", "min share", "Dice slice",
+                       "Dice global", "volume Dice"], body), ""]
     return md
 
 

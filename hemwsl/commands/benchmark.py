@@ -182,6 +182,12 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grow", type=int, nargs="+", default=[0],
                    help="grow each mask by this many pixels into 40-100 HU inside the brain, the edge of a bleed the "
                         "prior's range misses (default: 0); several values: chosen per fold on the selection patients")
+    p.add_argument("--min-share", type=float, nargs="+", default=[0.0], metavar="SHARE",
+                   help="keep, per slice, the components whose heat mass (the sum of the min-max scaled heatmap over "
+                        "the component; its size for the prior alone) is at least this share of the slice's largest "
+                        "component's, in [0, 1): a bleed is usually the largest, most strongly marked hyperdense "
+                        "region of its slice, its look-alikes (the skull's rim, the falx) small (default: 0, every "
+                        "component); several values: chosen per fold on the selection patients")
     p.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU", action=StoreOnce,
                    help="shift each scan's HU so that its brain (median of the skull strip's 0-80 HU voxels) reads this "
                         "value before the prior's range applies, e.g. 37: scanners differ by several HU and a fixed "
@@ -213,7 +219,7 @@ def benchmark_config(args: argparse.Namespace) -> BenchmarkConfig:
         prob_threshold=args.prob_threshold,
         hu_range=None if args.hu_range is None else tuple(tuple(r) for r in args.hu_range),
         brain_erosion=tuple(args.brain_erosion), min_size=tuple(args.min_size), grow=tuple(args.grow),
-        hu_reference=seq(getattr(args, "hu_reference", None)), candidates=seq(getattr(args, "candidates", None)),
+        min_share=tuple(args.min_share), hu_reference=seq(getattr(args, "hu_reference", None)), candidates=seq(getattr(args, "candidates", None)),
         select_metric=args.select_metric, distance_metrics=args.distance_metrics, n_boot=args.n_boot,
         figures=not args.no_figures)
 

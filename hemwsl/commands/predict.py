@@ -50,7 +50,18 @@ def run_package(args: argparse.Namespace) -> int:
     dup = sorted({k for k in (args.folds or []) if args.folds.count(k) > 1})
     if dup:
         raise HemwslInputError(f"--folds: fold(s) {dup} given twice (each fold is one member)")
-    if args.seg_cv_dir:
+    if args.seg_cv_dir:  # a U-Net package takes --out, --dataset-dir and --folds only: say so, not ignore the rest
+        unused = [opt for opt, given in (("--checkpoint", args.checkpoint != "best"),
+                                         ("--benchmark-dir", args.benchmark_dir is not None),
+                                         ("--quantify-dir", args.quantify_dir is not None),
+                                         ("--scan-call", args.scan_call != "auto"),
+                                         ("--min-sensitivity", args.min_sensitivity != 0.9),
+                                         ("--min-slices", args.min_slices != 1),
+                                         ("--methods", args.methods is not None),
+                                         ("--bundle", args.bundle != "ich_classifier")) if given]
+        if unused:
+            raise HemwslInputError(f"{unused[0]} does not apply to a U-Net package (--seg-cv-dir takes --out, "
+                                   "--dataset-dir and --folds only); leave it out")
         check_outside_run(args.out, args.seg_cv_dir, run_name="--seg-cv-dir", what="seg-cv run")
     else:
         check_outside_run(args.out, args.cv_dir)

@@ -41,7 +41,8 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
     cam.add_argument("--mode", default="cam_kmeans", help="cam or cam_kmeans (default: cam_kmeans)")
     cam.add_argument("--context", action="store_true",
                      help="use slice context (neighbouring slices' CAMs and 2.5D clustering)")
-    cam.add_argument("--context-slices", type=int, default=3, help="slices of the context window (default: 3)")
+    cam.add_argument("--context-slices", type=int, default=None,
+                     help="with --context: slices of the context window (default: 3)")
     cam.add_argument("--select", default="differential", help="cluster choice: differential or brightest")
     cam.add_argument("--k", type=int, default=4, help="K-means clusters (default: 4)")
     cam.add_argument("--enhance", default="global", help="contrast enhancement before clustering: global, clahe, none")
@@ -193,6 +194,81 @@ def _component_filter(args: argparse.Namespace, threshold, parts: dict | None):
     return flt, rule
 
 
+def _check_made_from_cv_dir(args: argparse.Namespace) -> None:
+    """``--cam-dir`` made from the ``--cv-dir`` run (its ``cam_checkpoint.json``, as ``hemwsl benchmark`` checks),
+    and each ``--predictions-csv`` that is a train-cv run's out-of-fold file of that run (or of a copy of it: the
+    same probabilities): one line naming the option otherwise."""
+    from pathlib import Path
+
+    from hemwsl.data.io import read_json_file
+    from hemwsl.engines.runs import CHECKPOINTS, read_predictions_csv, report_name
+    from hemwsl.errors import HemwslInputError
+    from hemwsl.experiments.benchmark import check_made_from_run
+
+    marker = Path(args.cam_dir) / "cam_checkpoint.json"
+    if marker.is_file():
+        rec = read_json_file(marker, "record of the run that made the heatmaps")
+        which = rec.get("checkpoint", "best") if isinstance(rec, dict) else "best"
+        check_made_from_run(args.cam_dir, args.cv_dir, which if which in CHECKPOINTS else "best", "heatmaps",
+                            "--cam-dir")
+    mine = Path(args.cv_dir).resolve()
+    for csv in args.predictions_csv or []:
+        f = Path(csv)
+        run = f.resolve().parent.parent
+        if run == mine or not (run / "cv_run.json").is_file() or not f.parent.name.startswith("fold"):
+            continue  # the run's own file, or a file outside any train-cv run (e.g. an ensemble's mean)
+        theirs = read_predictions_csv(f, labels=False)
+        same = False
+        for which in CHECKPOINTS:
+            g = mine / f.parent.name / f"predictions_{report_name('test', which)}.csv"
+            if not g.is_file():
+                continue
+            ours = read_predictions_csv(g, labels=False)
+            a = sorted(zip(theirs["patient"].tolist(), theirs["slice"].tolist(), theirs["prob"][:, 0].round(5)))
+            b = sorted(zip(ours["patient"].tolist(), ours["slice"].tolist(), ours["prob"][:, 0].round(5)))
+            same = same or a == b
+        if not same:
+            raise HemwslInputError(f"--predictions-csv {csv}: slice probabilities of the train-cv run {run}, not of "
+                                   f"--cv-dir {args.cv_dir} (other folds or weights); give the run's own "
+                                   f"{f.parent.name}/{f.name}")
+
+
+def _check_heatmap_grids(cam_dir, method: str, layer, datalist: list[dict]) -> None:
+    """Heatmaps cam-cv wrote on its ``input`` grid (as ``cam_checkpoint.json`` records; ``layer``: a callable giving
+    the layer folder) share one in-plane size: a
+    heatmap of another size among them (a map of another run or a hand edit) is one line naming the file, instead of
+    being resampled to the CT without a word."""
+    from collections import Counter
+    from pathlib import Path
+
+    import nibabel as nib
+
+    from hemwsl.data.io import read_json_file
+    from hemwsl.errors import HemwslInputError
+
+    marker = Path(cam_dir) / "cam_checkpoint.json"
+    if not marker.is_file():
+        return
+    rec = read_json_file(marker, "record of the run that made the heatmaps")
+    settings = rec.get("settings") if isinstance(rec, dict) else None
+    if not isinstance(settings, dict) or settings.get("grid", "input") != "input":
+        return
+    folder = Path(cam_dir) / method / layer()  # the layer resolved only when a record asks for the check
+    shapes = {}
+    for e in datalist:
+        f = folder / f"{e['patient']}.nii.gz"
+        try:
+            shapes[f] = tuple(int(v) for v in nib.load(str(f)).shape[:2])
+        except Exception:  # a missing or unreadable map is named where it is read
+            continue
+    if len(set(shapes.values())) > 1:
+        common = Counter(shapes.values()).most_common(1)[0][0]
+        f, shape = next((f, s) for f, s in shapes.items() if s != common)
+        raise HemwslInputError(f"{f}: a heatmap of {shape[0]} x {shape[1]} pixels in-plane, the other heatmaps of "
+                               f"{folder} are {common[0]} x {common[1]} (cam-cv's input grid); remake it with "
+                               "`hemwsl cam-cv`")
+
+
 def run_pseudo(args: argparse.Namespace) -> int:
     """Run ``hemwsl pseudo``; returns the exit status."""
     from hemwsl.errors import HemwslInputError
@@ -214,6 +290,10 @@ def run_pseudo(args: argparse.Namespace) -> int:
         args.hu_reference = check_hu_reference(args.hu_reference, "--hu-reference")
         if not args.skull_strip:
             raise HemwslInputError("--hu-reference needs --skull-strip (the brain's HU is measured inside the brain mask)")
+    if args.context_slices is not None and not args.context:
+        raise HemwslInputError("--context-slices is the window of --context: give --context too, or leave it out")
+    if args.context_slices is None:
+        args.context_slices = 3
     if args.component_threshold is None:
         args.component_threshold = 0.5
     if not 0.0 <= args.component_threshold <= 1.0:
@@ -239,7 +319,10 @@ def run_pseudo(args: argparse.Namespace) -> int:
                         enhance_window=args.enhance_window, component_filter=args.component_filter)
     for csv in args.predictions_csv or []:  # a file that is no predictions CSV is named now
         read_slice_probabilities(csv)
+    if args.cv_dir:  # heatmaps and slice probabilities of the --cv-dir run, not of another run's folds
+        _check_made_from_cv_dir(args)
     datalist, parts = _datalist(args)
+    _check_heatmap_grids(args.cam_dir, args.method, lambda: _layer(args), datalist)
     network = None
     if args.checkpoint:
         from hemwsl.engines.classifier import load_weights

@@ -69,6 +69,11 @@ def run_quantify(args: argparse.Namespace) -> int:
     datalist = build_datalist(args.layout, args.dataset_dir) if args.dataset_dir else load_datalist(args.datalist)
     args.folds, args.fold_seed, args.val_fraction = resolve_cv_folds(args.cv_dir, args.folds, args.fold_seed,
                                                                      args.val_fraction)
+    if args.cv_dir:  # the run's scans: another dataset under the same ids would be scored with its probabilities
+        from hemwsl.engines.runs import check_dataset_matches_run
+
+        check_dataset_matches_run(args.cv_dir, datalist, args.dataset_dir or args.datalist,
+                                  "--dataset-dir" if args.dataset_dir else "--datalist", args.folds)
     preds = args.predictions or [str(fold_predictions(args.cv_dir, k, args.checkpoint)) for k in range(args.folds)]
     folds = cv_folds(datalist, n_folds=args.folds, seed=args.fold_seed, val_fraction=args.val_fraction,
                      select=args.select)

@@ -51,9 +51,13 @@ def run_self_train(args: argparse.Namespace) -> int:
     if not 0 < args.pixel_weight < float("inf"):
         raise HemwslInputError(f"--pixel-weight must be > 0 and finite (the weight of the self-training term), got "
                                f"{args.pixel_weight}")
+    from hemwsl.engines.runs import check_dataset_matches_run, check_outside_run, check_writable_dir
+    from hemwsl.experiments.benchmark import check_benchmark_checkpoint
+
     cv_dir, out = Path(args.cv_dir), Path(args.out)
-    if out.resolve() == cv_dir.resolve():
-        raise HemwslInputError(f"--out {out}: give a new folder, not the --cv-dir run it starts from")
+    if not cv_dir.is_dir():
+        raise HemwslInputError(f"{cv_dir}: train-cv folder not found (--cv-dir)")
+    check_outside_run(out, cv_dir)  # the new run's folds and targets must not land among the run's files
     settings = cv_settings(cv_dir)
     backbone = settings.get("backbone", "resnet18")
     if not is_heatmap_network(backbone):
@@ -61,6 +65,7 @@ def run_self_train(args: argparse.Namespace) -> int:
     folds = resolve_cv_folds(str(cv_dir), None)[0]
     which = getattr(args, "checkpoint", "best")
     ckpts = [fold_checkpoint(cv_dir, k, which) for k in range(folds)]
+    check_benchmark_checkpoint(args.benchmark_dir, which)  # the recipe was validated on that checkpoint's maps
     chosen = heatmap_choices(args.benchmark_dir, folds, args.method)
     if chosen is None:
         raise HemwslInputError(f"{args.benchmark_dir}: the report has no row of {args.method!r}")
@@ -69,6 +74,8 @@ def run_self_train(args: argparse.Namespace) -> int:
             "pseudo_masks": str(out / "targets" / "fold{fold}"), "lse_pixel": float(args.pixel_weight), **overrides}
     check_train_overrides(fine)  # the fine-tuning's settings before any heatmap or target is made
     datalist = build_datalist(settings.get("layout", "ct-ich"), args.dataset_dir)
+    check_dataset_matches_run(cv_dir, datalist, args.dataset_dir, "--dataset-dir", folds)  # the run's scans
+    check_writable_dir(out)  # before any heatmap is made (a read-only --out failed deep inside the bundle)
     seed, val_fraction = settings.get("seed", 0), settings.get("val_fraction", 0.15)
     for k in range(folds):
         c = chosen[k]

@@ -115,8 +115,26 @@ def run_trust(args: argparse.Namespace) -> int:
         slices=args.slices, seed=args.seed,
     )
     check_trust_config(config)
+    if isinstance(args.seed, bool) or not 0 <= args.seed < 2 ** 32:  # as train-cv's seed
+        raise HemwslInputError(f"--seed must be in [0, 2**32), got {args.seed}")
+    size = [int(v) for v in args.spatial_size] if args.spatial_size else []
+    if size and args.patch_size > min(size):
+        raise HemwslInputError(f"--patch-size {args.patch_size} is larger than the classifier's input "
+                               f"({' x '.join(map(str, size))} pixels, spatial_size): no patch would fit; give at most "
+                               f"{min(size)}")
     methods = _methods(args.methods, args.exclude)
+    if not methods and args.exclude and _methods(args.methods, []):
+        raise HemwslInputError(f"--exclude {' '.join(args.exclude)} leaves none of --methods "
+                               f"{' '.join(args.methods)}; exclude fewer methods")
     check_cam_request(methods)
+    if args.curve_layers:  # a layer name that no map has would give no curve without a word
+        from hemwsl.networks.registry import target_layer_names
+
+        valid = list(args.layers or target_layer_names(args.backbone)) + ["input"]
+        unknown = [n for n in args.curve_layers if n not in valid]
+        if unknown:
+            raise HemwslInputError(f"--curve-layers: unknown layer(s) {', '.join(unknown)}; the explained layers are "
+                                   f"{', '.join(valid)} ('input': the attribution methods' maps)")
     options = None
     if args.method_options:
         try:
@@ -193,6 +211,8 @@ def run_trust(args: argparse.Namespace) -> int:
     if args.patients:
         wanted = set(map(str, args.patients))
         datalist = [e for e in datalist if str(e[PATIENT]) in wanted]
+    for entry in datalist:  # every model's weights before the folder records the run (trust_run.json): a refused
+        network_for(entry)  # run must leave nothing that blocks the corrected rerun
     from hemwsl.data.io import file_sha1
 
     if "{fold}" in args.model:

@@ -17,6 +17,7 @@ from typing import Any
 from hemwsl.engines.runs import (
     SETTINGS,
     check_checkpoint_marker,
+    check_dataset_matches_run,
     check_outside_run,
     cv_settings,
     fold_checkpoint,
@@ -310,9 +311,9 @@ def _cam_cv_settings(cv_dir: str | os.PathLike, overrides: Mapping[str, Any] | N
 
 
 def _check_cam_cv_inputs(dataset_dir, methods: Sequence[str], layers: Sequence[str] | None, part: str, grid: str,
-                          cache_dir, settings: dict) -> None:
+                          cache_dir, settings: dict) -> list[dict]:
     """Everything cam-cv is asked for, before the first file is written: methods, layers (on the run's network,
-    built without weights), grid, part, cache folder and the dataset."""
+    built without weights), grid, part, cache folder and the dataset (its datalist returned)."""
     from hemwsl.data.datalist import build_datalist
     from hemwsl.engines.cam import check_cam_request, layer_network
 
@@ -323,7 +324,7 @@ def _check_cam_cv_inputs(dataset_dir, methods: Sequence[str], layers: Sequence[s
         network = layer_network(resolve_bundle_settings(settings))
     check_cam_request(list(methods), layers or None, grid=grid, part=part, network=network)
     check_cache_dir(cache_dir)
-    build_datalist(settings.get("layout", "ct-ich"), dataset_dir)  # a bad dataset is named now
+    return build_datalist(settings.get("layout", "ct-ich"), dataset_dir)  # a bad dataset is named now
 
 
 def cam_cv(dataset_dir: str | os.PathLike, cv_dir: str | os.PathLike, out: str | os.PathLike, *,
@@ -343,7 +344,8 @@ def cam_cv(dataset_dir: str | os.PathLike, cv_dir: str | os.PathLike, out: str |
     settings = _cam_cv_settings(cv_dir, overrides)
     folds = resolve_cv_folds(cv_dir, folds)[0]
     ckpts = [fold_checkpoint(cv_dir, k, checkpoint) for k in range(folds)]
-    _check_cam_cv_inputs(dataset_dir, methods, layers, part, grid, cache_dir, settings)
+    datalist = _check_cam_cv_inputs(dataset_dir, methods, layers, part, grid, cache_dir, settings)
+    check_dataset_matches_run(cv_dir, datalist, dataset_dir, "--dataset-dir", folds)  # the run's scans, not others
     if not isinstance(flip_tta, bool):
         from hemwsl.errors import HemwslInputError
 

@@ -145,6 +145,23 @@ def ensemble_members(cam_dirs: Sequence[str | os.PathLike], methods: Sequence[st
     return records, pairs, list(stems or [])
 
 
+def _why_unreadable(path: Path, err: BaseException) -> str:
+    """Why ``path`` could not be read: a symlink loop or a dangling link said as such (nibabel reports both as
+    'No such file or no access'), else the error."""
+    import errno
+    import os
+
+    if Path(path).is_symlink():
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return "a symlink loop"
+            if e.errno == errno.ENOENT:
+                return f"a symlink to a missing file ({os.readlink(path)})"
+    return f"{type(err).__name__}: {err}"
+
+
 def _header(path: Path):
     import nibabel as nib
 
@@ -152,7 +169,7 @@ def _header(path: Path):
         img = nib.load(str(path))
         return tuple(img.shape), np.asarray(img.affine)
     except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
-        raise HemwslInputError(f"{path}: cannot read as a heatmap ({type(err).__name__}: {err})") from err
+        raise HemwslInputError(f"{path}: cannot read as a heatmap ({_why_unreadable(path, err)})") from err
 
 
 def _check_grids(dirs: list[Path], pairs, stems) -> dict:
@@ -243,7 +260,7 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
                     img = nib.load(str(path))
                     arr = np.asarray(img.get_fdata(dtype=np.float32))
                 except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
-                    raise HemwslInputError(f"{path}: cannot read as a heatmap ({type(err).__name__}: {err})") from err
+                    raise HemwslInputError(f"{path}: cannot read as a heatmap ({_why_unreadable(path, err)})") from err
                 if arr.ndim != 3:
                     raise HemwslInputError(f"{path}: a heatmap is a 3D array, got shape {arr.shape}")
                 if not np.isfinite(arr).all():

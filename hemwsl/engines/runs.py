@@ -17,12 +17,14 @@ from typing import Any
 from hemwsl.errors import HemwslInputError
 
 __all__ = ["SETTINGS", "SEG_RUN", "CHECKPOINTS", "checkpoint_file", "report_name", "cv_settings", "resolve_cv_folds", "fold_checkpoint", "fold_predictions",
-           "check_checkpoint_marker", "check_outside_run", "read_predictions_csv", "check_recorded_settings"]
+           "check_checkpoint_marker", "check_outside_run", "read_predictions_csv", "check_recorded_settings",
+           "check_dataset_matches_run", "check_dataset_dir_matches_run", "check_writable_dir"]
 
 SETTINGS = "cv_settings.json"
 SEG_RUN = "seg_cv_run.json"
 #: A fold's checkpoints: best validation AUROC, and the weights at the end of training.
 CHECKPOINTS = {"best": "model.pt", "last": "model_last.pt"}
+_UNSET = object()
 
 
 def checkpoint_file(ckpt_dir: str | os.PathLike, which: str = "best") -> str:
@@ -202,8 +204,18 @@ def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, wha
         if seen != which:
             raise HemwslInputError(f"{out}: holds {what} of the {seen} checkpoints ({marker}); "
                                    f"use another output folder for --checkpoint {which}")
-        diffs = [f"{k} {json.dumps(old[k])} -> {json.dumps(record[k])}" for k in ("cv_dir", "settings")
-                 if k in old and k in record and old[k] != record[k]]
+        diffs = []
+        if "cv_dir" in old and old["cv_dir"] != record["cv_dir"]:
+            diffs.append(f"cv_dir {json.dumps(old['cv_dir'])} -> {json.dumps(record['cv_dir'])}")
+        if "settings" in old and "settings" in record and old["settings"] != record["settings"]:
+            a, b = old["settings"], record["settings"]
+            if isinstance(a, dict) and isinstance(b, dict):  # only the settings that differ, each named
+                diffs += [f"{k} {json.dumps(a[k]) if k in a else '<unset>'} -> "
+                          f"{json.dumps(b[k]) if k in b else '<unset>'}"
+                          for k in sorted(set(a) | set(b), key=lambda k: (k not in a or k not in b, k))
+                          if a.get(k, _UNSET) != b.get(k, _UNSET)]
+            else:
+                diffs.append(f"settings {json.dumps(a)} -> {json.dumps(b)}")
         if diffs:
             raise HemwslInputError(f"{out}: holds {what} of another run ({'; '.join(diffs)}); use another output folder")
         return
@@ -268,3 +280,108 @@ def _numeric_row(row: dict, columns: list[str]) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _run_prediction_files(cv_dir: str | Path, folds: int | None = None) -> list[Path]:
+    """Each fold's out-of-fold predictions CSV of a train-cv run (the best checkpoint's, else the last one's); folds
+    without one are left out."""
+    cv = Path(cv_dir)
+    if folds is None:
+        try:
+            folds = resolve_cv_folds(cv)[0] if (cv / "cv_run.json").is_file() else None
+        except HemwslInputError:
+            folds = None
+    if folds is None:
+        folds = len([d for d in cv.glob("fold*") if d.name[4:].isdigit()])
+    out = []
+    for k in range(int(folds)):
+        for which in CHECKPOINTS:
+            f = cv / f"fold{k}" / f"predictions_{report_name('test', which)}.csv"
+            if f.is_file():
+                out.append(f)
+                break
+    return out
+
+
+def check_dataset_matches_run(cv_dir: str | Path, datalist: list[dict], dataset: str | os.PathLike | None = None,
+                              option: str = "--dataset-dir", folds: int | None = None) -> None:
+    """The dataset given to a step after ``train-cv`` must be the one the run was trained and tested on: its
+    out-of-fold predictions CSVs hold each test patient's slices and slice labels, and a patient of the dataset
+    whose scan has another number of slices, or whose slices are labelled otherwise, is another head under the same
+    id (the run's folds, weights and probabilities would be applied to it without any error). The path itself is
+    not compared (a dataset may be moved or copied). One :class:`HemwslInputError` naming ``option`` and the first
+    patient that differs; patients the predictions do not hold, and a run without predictions, are not checked."""
+    import numpy as np
+
+    from hemwsl.constants import PATIENT, SLICE_LABELS
+    from hemwsl.data.datalist import NUM_SLICES
+
+    entries = {str(e.get(PATIENT)): e for e in datalist if isinstance(e, dict)}
+    where = f"{option} {dataset}" if dataset is not None else option
+    for f in _run_prediction_files(cv_dir, folds):
+        try:
+            p = read_predictions_csv(f)
+        except HemwslInputError:
+            continue  # the commands that read the predictions name a broken file themselves
+        names = p.get("names") or []
+        col = names.index("any") if "any" in names else 0
+        for pat in sorted(set(p["patient"].tolist())):
+            e = entries.get(str(pat))
+            if e is None:
+                continue
+            rows = p["patient"] == pat
+            sl, lab = p["slice"][rows], p["label"][rows, col] if p["label"].shape[1] else None
+            order = np.argsort(sl)
+            sl = sl[order]
+            depth = e.get(NUM_SLICES)
+            if depth is not None and sl.size and (sl[-1] >= int(depth)
+                                                  or (sl.tolist() == list(range(sl.size)) and sl.size != int(depth))):
+                raise HemwslInputError(
+                    f"{where}: patient {pat}'s scan has {int(depth)} slices, the train-cv run {cv_dir} was tested on "
+                    f"{int(sl[-1]) + 1} ({f}): another dataset than the run's; give the dataset it was trained on")
+            labels = e.get(SLICE_LABELS)
+            if labels is None or lab is None:
+                continue
+            lab = lab[order]
+            for z, v in zip(sl.tolist(), lab.tolist()):
+                if 0 <= z < len(labels) and int(labels[z]) != int(v):
+                    raise HemwslInputError(
+                        f"{where}: patient {pat}'s slice {z} is labelled {int(labels[z])} there, {int(v)} in the "
+                        f"train-cv run {cv_dir} ({f}): another dataset than the run's; give the dataset it was "
+                        "trained on")
+
+
+def check_dataset_dir_matches_run(cv_dir: str | Path, dataset_dir: str | os.PathLike, layout: str = "ct-ich",
+                                  option: str = "--dataset-dir", folds: int | None = None) -> None:
+    """:func:`check_dataset_matches_run` for a dataset folder (its datalist built with ``layout``)."""
+    from hemwsl.data.datalist import build_datalist
+
+    if not _run_prediction_files(cv_dir, folds):
+        return
+    check_dataset_matches_run(cv_dir, build_datalist(layout, str(dataset_dir)), dataset_dir, option, folds)
+
+
+def check_writable_dir(out: str | os.PathLike, option: str = "--out") -> None:
+    """``out`` (made if missing) can be written: a file is created and removed in it, or in its nearest existing
+    parent when it does not exist yet. A read-only, immutable or full folder is one line naming ``option``, before
+    any work is done (instead of a traceback from deep inside a bundle)."""
+    import errno
+    import tempfile
+
+    p = Path(out)
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        if probe.is_symlink():  # a dangling link or a loop
+            raise HemwslInputError(f"{option} {out}: cannot write there (a broken symlink or symlink loop: {probe})")
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise HemwslInputError(f"{option} {out}: cannot write there ({probe} is a file, not a folder)")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".hemwsl-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        why = {errno.EACCES: "permission denied", errno.EPERM: "permission denied (read-only or immutable)",
+               errno.EROFS: "a read-only file system", errno.ENOSPC: "no space left",
+               errno.ELOOP: "a symlink loop"}.get(err.errno, err.strerror or str(err))
+        raise HemwslInputError(f"{option} {out}: cannot write there ({why})") from None

@@ -178,7 +178,8 @@ def _prior_kwargs(config: AblationConfig, settings: dict, k: int, spec) -> dict:
     from hemwsl.thresholds import IntensityPrior
 
     return dict(mode="cam", hu_reference=benchmark_hu_reference(config.benchmark_dir),
-                threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size, grow=spec.grow),
+                threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size, grow=spec.grow,
+                                     min_share=spec.min_share),
                 prob_threshold=config.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
                 predictions_csv=str(config.predictions or fold_predictions(config.cv_dir, k, config.checkpoint)),
                 windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hemwsl.constants import BENCHMARK_THRESHOLDS
 
-__all__ = ["BenchmarkConfig", "run_benchmark_experiment", "check_made_from_run"]
+__all__ = ["BenchmarkConfig", "run_benchmark_experiment", "check_made_from_run", "check_benchmark_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class BenchmarkConfig:
         checkpoint: ``best`` or ``last``: which predictions of ``cv_dir``.
         prob_threshold: a slice is called positive at this probability.
         hu_range: hyperdense-blood ranges of the prior specs, ``(low, high)`` pairs (default: 45-90 HU).
-        brain_erosion, min_size, grow: post-processing values; several: chosen per fold on the selection patients.
+        brain_erosion, min_size, grow, min_share: post-processing values; several: chosen per fold on the selection
+            patients.
         hu_reference: brain HU each scan is shifted to (one value, or a band of two); ``None``: as stored.
         candidates: thresholds ``search`` chooses from, each in [0, 1) (default: 0.05 to 0.95 by 0.05).
         select_metric: ``dice`` or ``global_dice`` (default: by ``slices``).
@@ -70,6 +71,7 @@ class BenchmarkConfig:
     brain_erosion: tuple[int, ...] = (0,)
     min_size: tuple[int, ...] = (0,)
     grow: tuple[int, ...] = (0,)
+    min_share: tuple[float, ...] = (0.0,)
     hu_reference: float | tuple[float, ...] | None = None
     candidates: tuple[float, ...] | None = None
     select_metric: str | None = None
@@ -144,6 +146,35 @@ def check_made_from_run(folder: str | Path, cv_dir: str | Path, which: str = "be
                                f"--cv-dir {cv_dir} ({'; '.join(diffs[:4])}); give the run they were made from")
 
 
+def check_benchmark_checkpoint(benchmark_dir: str | Path, which: str, option: str = "--checkpoint") -> None:
+    """A recipe a ``hemwsl benchmark`` report validated on the heatmaps of one checkpoint (``best`` or ``last``, as
+    its heatmap folder's ``cam_checkpoint.json`` records; ``config.json`` names that folder) must not be applied to
+    the other checkpoint's weights: one line naming ``option`` and the report. A report whose heatmap folder is gone
+    or has no record is not checked."""
+    from hemwsl.data.io import read_json_file
+    from hemwsl.errors import HemwslInputError
+
+    cfg = Path(benchmark_dir) / "config.json"
+    if not cfg.is_file():
+        return
+    try:
+        config = read_json_file(cfg, "benchmark settings record")
+    except HemwslInputError:
+        return  # a broken report is named where its recipe is read
+    seen, src = (config.get("checkpoint"), cfg) if isinstance(config, dict) else (None, cfg)
+    cam = config.get("cam_dir") if isinstance(config, dict) else None
+    if seen is None and isinstance(cam, str):
+        marker = Path(cam) / "cam_checkpoint.json"
+        if not marker.is_file():
+            return
+        rec = read_json_file(marker, "record of the run that made the heatmaps")
+        seen, src = (rec.get("checkpoint", "best") if isinstance(rec, dict) else None), marker
+    if isinstance(seen, str) and seen != which:
+        raise HemwslInputError(f"{option} {which}: the benchmark report {benchmark_dir} validated its recipe on the "
+                               f"heatmaps of the {seen} checkpoints ({src}); give --checkpoint {seen}, or a benchmark "
+                               f"of the {which} checkpoints' heatmaps")
+
+
 def _predictions(files: list[str]):
     """The slice predictions of ``files`` (``read_predictions_csv``), concatenated; ``None`` without files."""
     import numpy as np
@@ -210,7 +241,8 @@ def run_benchmark_experiment(config: BenchmarkConfig) -> Path:
                         thresholds=list(c.thresholds), folds=folds, slices=c.slices, predictions=_predictions(files),
                         prob_threshold=c.prob_threshold, distance_metrics=c.distance_metrics, n_boot=c.n_boot,
                         figures=c.figures, hu_range=hu_range, brain_erosion=_values(c.brain_erosion),
-                        min_size=_values(c.min_size), grow=_values(c.grow), hu_reference=hu_reference,
+                        min_size=_values(c.min_size), grow=_values(c.grow), min_share=_values(c.min_share),
+                        hu_reference=hu_reference,
                         select_metric=c.select_metric, **({} if candidates is None else {"candidates": candidates}))
     print((Path(out) / "summary.md").read_text().split("\n## Threshold")[0])
     return Path(out)

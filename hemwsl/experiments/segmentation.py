@@ -98,6 +98,9 @@ def seg_cv(dataset_dir: str | os.PathLike | None, out: str | os.PathLike, folds:
           "eval_datalist_file": text(eval_datalist), "output_dir": str(out), "n_folds": folds}
     if cache_dir:
         kw["cache_dir"] = str(cache_dir)
+    if only is not None and not list(only):  # `--only` with no fold: nothing would run, without a word
+        raise HemwslInputError("--only: give the fold numbers to run (e.g. --only 0 1), or leave the option out to "
+                               "run every fold")
     run_folds = list(range(folds)) if only is None else list(only)
     bad = [k for k in run_folds if not 0 <= k < folds]
     if bad:

@@ -33,7 +33,8 @@ def anisotropic_layout(
     strides ``[[1,1,1],[2,2,1],[2,2,2],[2,2,2]]``.
     """
     if n_levels < 2:
-        raise HemwslInputError(f"a U-Net needs at least 2 levels (len(filters) >= 2), got {n_levels}")
+        raise HemwslInputError(f"a U-Net needs at least 2 levels (features: at least 2 channel counts, e.g. "
+                               f"[16, 32, 64]), got {n_levels}")
     if z_stride_from < 1:
         raise HemwslInputError(f"z_stride_from must be >= 1, got {z_stride_from}")
     if z_kernel_from < 0:

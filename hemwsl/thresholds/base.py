@@ -11,9 +11,11 @@ Conventions shared by all strategies:
   ``per_sample=True`` (a batch ``(B, H, W)`` of slices, each with its own threshold and components);
 * post-processing, in this order: keep only voxels inside ``brain`` when a brain mask is passed (and
   ``restrict_to_brain``), then drop connected components smaller than ``min_size`` voxels (full
-  connectivity: 8 in 2D, 26 in 3D), then grow the mask by ``grow`` voxels (full connectivity) into the
-  voxels of ``grow_hu`` HU inside the brain: the blood a hyperdense prior misses at a lesion's edge (partial
-  volume, 40-50 HU) is next to the part it finds (hemwsl's prior-ceiling analysis).
+  connectivity: 8 in 2D, 26 in 3D), then keep the components whose mass (the sum of the min-max scaled heatmap
+  over the component; its size without a heatmap) is at least ``min_share`` times the largest one's, then grow
+  the mask by ``grow`` voxels (full connectivity) into the voxels of ``grow_hu`` HU inside the brain: the blood a
+  hyperdense prior misses at a lesion's edge (partial volume, 40-50 HU) is next to the part it finds (hemwsl's
+  prior-ceiling analysis).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from hemwsl.errors import HemwslInputError, check_choice
-from hemwsl.thresholds.postprocess import remove_small_components
+from hemwsl.thresholds.postprocess import check_min_share, keep_dominant_components, remove_small_components
 
 __all__ = ["GROW_HU_RANGE", "NORMALISATIONS", "REGIONS", "ThresholdStrategy", "normalise_map", "apply_threshold",
            "region_values", "grow_into", "grow_region"]
@@ -156,6 +158,10 @@ class ThresholdStrategy:
         min_size: drop connected components with fewer voxels (0 keeps all).
         restrict_to_brain: keep only voxels inside the brain mask when one is passed.
         per_sample: treat the first axis as a batch (one threshold and one component analysis per item).
+        min_share: after the size filter, keep the components whose mass is at least this share of the largest
+            component's (:func:`hemwsl.thresholds.postprocess.keep_dominant_components`; the mass is the sum of the
+            item's min-max scaled heatmap over the component, or its size when the strategy has no heatmap). 0
+            (default) keeps every component.
         grow: after the other steps, grow the mask by this many voxels into ``grow_hu`` (inside the brain
             mask when one is passed); needs ``image_hu``. 0 (default) does nothing.
         grow_hu: inclusive HU range the mask grows into (default :data:`GROW_HU_RANGE`).
@@ -166,7 +172,7 @@ class ThresholdStrategy:
     needs_heatmap = True
 
     def __init__(self, *, min_size: int = 0, restrict_to_brain: bool = True, per_sample: bool = False,
-                 grow: int = 0, grow_hu: tuple[float, float] = GROW_HU_RANGE) -> None:
+                 grow: int = 0, grow_hu: tuple[float, float] = GROW_HU_RANGE, min_share: float = 0.0) -> None:
         if int(min_size) < 0:
             raise HemwslInputError(f"min_size must be >= 0, got {min_size}")
         if float(grow) != int(grow) or int(grow) < 0:
@@ -179,6 +185,7 @@ class ThresholdStrategy:
         self.per_sample = per_sample
         self.grow = int(grow)
         self.grow_hu = (low, high)
+        self.min_share = check_min_share(min_share)
 
     def threshold_value(
         self, heatmap: np.ndarray, image_hu: np.ndarray | None = None, brain: np.ndarray | None = None
@@ -231,6 +238,8 @@ class ThresholdStrategy:
             mask = mask & br
         if self.min_size > 1:
             mask = remove_small_components(mask, self.min_size)
+        if self.min_share:
+            mask = keep_dominant_components(mask, self.min_share, None if h is None else normalise_map(h, "minmax"))
         if self.grow:
             if hu is None:
                 raise HemwslInputError(f"threshold strategy {self.name!r} with grow={self.grow} needs image_hu (the CT in HU)")
@@ -240,8 +249,9 @@ class ThresholdStrategy:
 
     def _params(self) -> dict[str, Any]:
         grow = {"grow": self.grow, "grow_hu": self.grow_hu} if self.grow else {}
+        share = {"min_share": self.min_share} if self.min_share else {}
         return {"min_size": self.min_size, "restrict_to_brain": self.restrict_to_brain, "per_sample": self.per_sample,
-                **grow}
+                **share, **grow}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
