@@ -510,7 +510,7 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
                          " the run was tested on")
     recipe, per_fold = dict(DEFAULT_RECIPE), {}
     if benchmark_dir is not None:
-        from hemwsl.experiments.benchmark import check_benchmark_checkpoint
+        from hemwsl.benchmark.runner import check_benchmark_checkpoint
 
         check_benchmark_checkpoint(benchmark_dir, checkpoint)  # its recipe was validated on that checkpoint's maps
         recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members, methods)

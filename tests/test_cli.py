@@ -89,7 +89,7 @@ def test_resumed_runs_with_other_settings_are_refused(tmp_path, synthetic_root, 
     argv = ["cam-cv", "--dataset-dir", str(synthetic_root), "--cv-dir", str(out), "--out", str(cams), "--folds", "2"]
     assert main(argv + ["--grid", "input"]) == 2
     err = capsys.readouterr().err
-    assert "another run" in err and '"grid": "input"' in err
+    assert "another run" in err and 'grid "ct" -> "input"' in err and len(err.strip().splitlines()) == 1
     (cams / "cam_checkpoint.json").write_text(json.dumps({"cv_dir": str(tmp_path.resolve()), "checkpoint": "best"}))
     assert main(argv) == 2
     assert "another run (cv_dir" in capsys.readouterr().err

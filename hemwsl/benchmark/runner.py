@@ -42,6 +42,7 @@ from hemwsl.errors import HemwslInputError, check_choice
 from hemwsl.metrics.classification import check_n_boot
 
 __all__ = [
+    "check_benchmark_checkpoint",
     "SLICE_MODES",
     "SLICE_METRICS",
     "VOLUME_METRICS",
@@ -642,6 +643,35 @@ def _finished_rows(path: Path) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- driver
+def check_benchmark_checkpoint(benchmark_dir: str | Path, which: str, option: str = "--checkpoint") -> None:
+    """A recipe a ``hemwsl benchmark`` report validated on the heatmaps of one checkpoint (``best`` or ``last``, as
+    its heatmap folder's ``cam_checkpoint.json`` records; ``config.json`` names that folder) must not be applied to
+    the other checkpoint's weights: one line naming ``option`` and the report. A report whose heatmap folder is gone
+    or has no record is not checked."""
+    from hemwsl.data.io import read_json_file
+    from hemwsl.errors import HemwslInputError
+
+    cfg = Path(benchmark_dir) / "config.json"
+    if not cfg.is_file():
+        return
+    try:
+        config = read_json_file(cfg, "benchmark settings record")
+    except HemwslInputError:
+        return  # a broken report is named where its recipe is read
+    seen, src = (config.get("checkpoint"), cfg) if isinstance(config, dict) else (None, cfg)
+    cam = config.get("cam_dir") if isinstance(config, dict) else None
+    if seen is None and isinstance(cam, str):
+        marker = Path(cam) / "cam_checkpoint.json"
+        if not marker.is_file():
+            return
+        rec = read_json_file(marker, "record of the run that made the heatmaps")
+        seen, src = (rec.get("checkpoint", "best") if isinstance(rec, dict) else None), marker
+    if isinstance(seen, str) and seen != which:
+        raise HemwslInputError(f"{option} {which}: the benchmark report {benchmark_dir} validated its recipe on the "
+                               f"heatmaps of the {seen} checkpoints ({src}); give --checkpoint {seen}, or a benchmark "
+                               f"of the {which} checkpoints' heatmaps")
+
+
 def run_benchmark(
     datalist: Sequence[Mapping],
     cam_dir: str | os.PathLike,

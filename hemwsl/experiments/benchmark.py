@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hemwsl.benchmark.runner import check_benchmark_checkpoint  # noqa: F401  (re-exported)
 from hemwsl.constants import BENCHMARK_THRESHOLDS
 
 __all__ = ["BenchmarkConfig", "run_benchmark_experiment", "check_made_from_run", "check_benchmark_checkpoint"]
@@ -144,35 +145,6 @@ def check_made_from_run(folder: str | Path, cv_dir: str | Path, which: str = "be
     if diffs:
         raise HemwslInputError(f"{option} {folder}: {what} made from the train-cv run {made} ({marker}), not from "
                                f"--cv-dir {cv_dir} ({'; '.join(diffs[:4])}); give the run they were made from")
-
-
-def check_benchmark_checkpoint(benchmark_dir: str | Path, which: str, option: str = "--checkpoint") -> None:
-    """A recipe a ``hemwsl benchmark`` report validated on the heatmaps of one checkpoint (``best`` or ``last``, as
-    its heatmap folder's ``cam_checkpoint.json`` records; ``config.json`` names that folder) must not be applied to
-    the other checkpoint's weights: one line naming ``option`` and the report. A report whose heatmap folder is gone
-    or has no record is not checked."""
-    from hemwsl.data.io import read_json_file
-    from hemwsl.errors import HemwslInputError
-
-    cfg = Path(benchmark_dir) / "config.json"
-    if not cfg.is_file():
-        return
-    try:
-        config = read_json_file(cfg, "benchmark settings record")
-    except HemwslInputError:
-        return  # a broken report is named where its recipe is read
-    seen, src = (config.get("checkpoint"), cfg) if isinstance(config, dict) else (None, cfg)
-    cam = config.get("cam_dir") if isinstance(config, dict) else None
-    if seen is None and isinstance(cam, str):
-        marker = Path(cam) / "cam_checkpoint.json"
-        if not marker.is_file():
-            return
-        rec = read_json_file(marker, "record of the run that made the heatmaps")
-        seen, src = (rec.get("checkpoint", "best") if isinstance(rec, dict) else None), marker
-    if isinstance(seen, str) and seen != which:
-        raise HemwslInputError(f"{option} {which}: the benchmark report {benchmark_dir} validated its recipe on the "
-                               f"heatmaps of the {seen} checkpoints ({src}); give --checkpoint {seen}, or a benchmark "
-                               f"of the {which} checkpoints' heatmaps")
 
 
 def _predictions(files: list[str]):
