@@ -258,3 +258,19 @@ def test_one_runs_outputs_never_go_into_an_ensemble_folder(two, tmp_path):
     ensemble_heatmaps([da, db], tmp_path / "ens")
     with pytest.raises(HemwslInputError, match="holds an ensemble of heatmaps"):
         check_checkpoint_marker(tmp_path / "ens", "/runs/a", "last", "heatmaps", settings={"grid": "input"})
+
+
+def test_a_corrupt_members_predictions_csv_is_named_before_any_map(tmp_path):
+    """The members' slice probabilities are read and checked before the first mean map is written (a corrupt CSV
+    used to be named after every map had been written)."""
+    ra = _run(tmp_path / "ra", {0: {"049": [0.1, 0.9]}, 1: {"050": [0.2, 0.6, 0.7]}})
+    rb = _run(tmp_path / "rb", {0: {"049": [0.3, 0.7]}, 1: {"050": [0.4, 0.8, 0.9]}})
+    bad = rb / "fold1" / "predictions_test_last.csv"
+    bad.write_text("patient,slice,label_any,prob_any\n050,zero,1,0.4\n")
+    rng = np.random.default_rng(0)
+    maps = {s: rng.random((6, 5, 3)) for s in ("049", "050")}
+    da = _member(tmp_path / "a", maps, cv_dir=ra.resolve(), folds=2)
+    db = _member(tmp_path / "b", maps, cv_dir=rb.resolve(), folds=2)
+    with pytest.raises(HemwslInputError, match="predictions_test_last.csv"):
+        ensemble_heatmaps([da, db], tmp_path / "ens")
+    assert not list((tmp_path / "ens").rglob("*.nii.gz"))

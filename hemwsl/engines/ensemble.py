@@ -232,6 +232,12 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
             raise HemwslInputError(f"--out {out}: inside the member {d}; give a folder of its own")
     records, pairs, stems = ensemble_members(dirs, methods, layers)
     affines = _check_grids(dirs, pairs, stems)  # shapes and affines checked here, once
+    runs = [rec.get("cv_dir") for rec in records]
+    folds = [(rec.get("settings") or {}).get("folds") for rec in records]
+    checkpoint = records[0].get("checkpoint", "best")
+    why = _predictions_missing(runs, folds[0], checkpoint)
+    # the members' slice probabilities read and checked before any map is written (a corrupt CSV is named first)
+    mean_csv = _mean_predictions_csv(runs, folds[0], checkpoint) if why is None else None
     record = {"checkpoint": records[0].get("checkpoint", "best"), "normalise": normalise,
               "members": [{"cam_dir": str(resolve_dataset_dir(d, "--cam-dirs")), **rec}
                           for d, rec in zip(dirs, records)]}
@@ -271,11 +277,10 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
         if maps:
             save_heatmaps(maps, affines[stem], out, stem)
             written += len(maps)
-    runs = [rec.get("cv_dir") for rec in records]
-    folds = [(rec.get("settings") or {}).get("folds") for rec in records]
-    predictions, why = None, _predictions_missing(runs, folds[0], record["checkpoint"])
-    if why is None:
-        predictions = str(ensemble_predictions(runs, out / ENSEMBLE_PREDICTIONS, folds[0], record["checkpoint"]))
+    predictions = None
+    if mean_csv is not None:
+        atomic_write_text(out / ENSEMBLE_PREDICTIONS, mean_csv)
+        predictions = str(out / ENSEMBLE_PREDICTIONS)
     return {"pairs": [list(p) for p in pairs], "patients": len(stems), "written": written,
             "predictions": predictions, **({"no_predictions": why} if why else {})}
 
@@ -303,10 +308,20 @@ def ensemble_predictions(cv_dirs: Sequence[str | os.PathLike], out_csv: str | os
     (``patient, slice, label_<output>..., prob_<output>...``, written atomically). The runs must cover the same
     slices with the same labels and outputs (runs on the same folds of the same data); one line naming the file and
     what differs otherwise."""
+    from hemwsl.data.io import atomic_write_text
+
+    text = _mean_predictions_csv(cv_dirs, folds, which)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_csv, text)
+    return out_csv
+
+
+def _mean_predictions_csv(cv_dirs: Sequence[str | os.PathLike], folds: int, which: str = "best") -> str:
+    """The text of :func:`ensemble_predictions`' CSV; every member file read and checked, nothing written."""
     import csv
     import io
 
-    from hemwsl.data.io import atomic_write_text
     from hemwsl.engines.runs import fold_predictions, read_predictions_csv
 
     if len(cv_dirs) < 2:
@@ -342,7 +357,4 @@ def ensemble_predictions(cv_dirs: Sequence[str | os.PathLike], out_csv: str | os
     for (patient, z), (label, probs) in sorted(merged.items()):
         mean = np.mean(probs, axis=0)
         w.writerow([patient, z, *(int(v) for v in label), *(f"{v:.6f}" for v in mean)])
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_csv, buf.getvalue())
-    return out_csv
+    return buf.getvalue()
