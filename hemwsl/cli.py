@@ -104,7 +104,7 @@ def _add_datalist(p: argparse.ArgumentParser) -> None:
 def _add_split(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datalist", required=True, help="datalist JSON (from `hemwsl datalist`)")
     p.add_argument("--out", required=True, help="split JSON to write")
-    p.add_argument("--folds", type=int, default=0, action=StoreOnce,
+    p.add_argument("--folds", type=int, default=0,
                    help="k for patient-level k-fold (0: one train/val/test split)")
     p.add_argument("--fractions", type=float, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
                    help="one train/val/test split (default 0.7 0.15 0.15); not with --folds")

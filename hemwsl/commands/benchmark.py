@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from hemwsl.cli import StoreOnce
 from hemwsl.experiments.benchmark import BenchmarkConfig, check_made_from_run  # noqa: F401  (re-exported)
 from hemwsl.engines.runs import (  # noqa: F401  (the run layout, re-exported for existing callers)
     SETTINGS,
@@ -188,7 +187,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
                         "component's, in [0, 1): a bleed is usually the largest, most strongly marked hyperdense "
                         "region of its slice, its look-alikes (the skull's rim, the falx) small (default: 0, every "
                         "component); several values: chosen per fold on the selection patients")
-    p.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU", action=StoreOnce,
+    p.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU",
                    help="shift each scan's HU so that its brain (median of the skull strip's 0-80 HU voxels) reads this "
                         "value before the prior's range applies, e.g. 37: scanners differ by several HU and a fixed "
                         "range otherwise takes in the cortex of denser scans. Two values LOW HIGH: a band, each brain "

@@ -20,8 +20,6 @@ __all__ = ["add_pseudo_arguments", "run_pseudo"]
 
 def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``hemwsl pseudo``."""
-    from hemwsl.cli import StoreOnce
-
     src = p.add_argument_group("volumes")
     src.add_argument("--datalist", default=None, help="datalist JSON (from `hemwsl datalist`)")
     src.add_argument("--dataset-dir", default=None, help="dataset folder, instead of --datalist")
@@ -61,7 +59,7 @@ def add_pseudo_arguments(p: argparse.ArgumentParser) -> None:
                      help="HU range of --threshold-strategy intensity (default: 45 90)")
     cam.add_argument("--brain-erosion", type=int, default=0,
                      help="with --skull-strip: erode the brain mask the labels are restricted to (pixels)")
-    cam.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU", action=StoreOnce,
+    cam.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU",
                      help="with --skull-strip: shift each scan's HU so that its brain reads this value (or into this "
                           "band LOW HIGH) before the intensity prior applies, e.g. 37 (as `hemwsl benchmark "
                           "--hu-reference`)")

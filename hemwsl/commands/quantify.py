@@ -9,7 +9,6 @@ __all__ = ["add_quantify_arguments", "run_quantify"]
 
 
 def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
-    from hemwsl.cli import StoreOnce
     from hemwsl.commands.benchmark import add_checkpoint_argument
     from hemwsl.quantify import SCAN_CALLS
 
@@ -42,7 +41,7 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-slices", type=int, nargs="+", default=[1],
                    help="drop the predicted masks' 3D components spanning fewer slices (default: 1, keep all); several "
                         "values: each fold's selection patients choose the one with the smallest mL error")
-    p.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU", action=StoreOnce,
+    p.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU",
                    help="the scan model's prior features on HU shifted so that each scan's brain reads this value, or "
                         "into this band LOW HIGH (give the masks' own, as `hemwsl benchmark --hu-reference`; default: "
                         "the HU as stored)")
