@@ -1,7 +1,8 @@
-"""Fifth bad-input probe, second round of mends (the cases of /work/probe5/report.md still failing): another dataset
-under the run's patient ids, package options that do not apply or contradict, pseudo-label inputs of another run,
-self-train's output folder, trust's options and record, seg-cv's --only, and clearer messages. Each ends in one line
-naming the file or argument, before any costly work and before any output is written."""
+"""Fifth bad-input probe, second round of mends (the cases an independent tester's fifth set still found failing;
+docs/reliability.md): another dataset under the run's patient ids, package options that do not apply or contradict,
+pseudo-label inputs of another run, self-train's output folder, trust's options and record, seg-cv's --only, and
+clearer messages. Each ends in one line naming the file or argument, before any costly work and before any output
+is written."""
 
 from __future__ import annotations
 
