@@ -136,6 +136,9 @@ COMMANDS: dict[str, Command] = {
                 "hemwsl.commands.benchmark", "add_cam_cv_arguments"),
         Command("cam-ensemble", "the mean of several cam-cv folders' heatmaps (e.g. seeds of one recipe), same folds",
                 "hemwsl.commands.benchmark", "add_cam_ensemble_arguments"),
+        Command("slice-context", "slice context for a train-cv run: each scan's slice logits smoothed along z, "
+                "the width chosen per fold on its selection patients", "hemwsl.commands.context",
+                "add_slice_context_arguments"),
         Command("pseudo", "pseudo-label volumes from CAM heatmaps (threshold, K-means, differential prediction)",
                 "hemwsl.commands.pseudo", "add_pseudo_arguments"),
         Command("self-train", "fine-tune an LSE heatmap network on the confident pixels of its own validated recipe",

@@ -189,6 +189,11 @@ def _recipe_from_benchmark(bench: Path, folds: Sequence[int], methods: Sequence[
                                            f"value {t.get('value')!r} is not a finite number")
         per_fold[k] = {"layer": r["layer"], "threshold": r["threshold"], "cam_threshold": value}
 
+    from hemwsl.benchmark.runner import benchmark_share_grid, check_spec_in_grid
+
+    grid = benchmark_share_grid(bench)  # each fold's chosen share is one the report validated
+    for k, c in per_fold.items():
+        check_spec_in_grid(parse_threshold_spec(c["threshold"]), grid, f"{cf}: fold {k} ({method})")
     spec = parse_threshold_spec(spec_text)
     if spec.base != spec.text:  # a post-processing grid: the chosen spec names its own
         post = {"hu_range": list(spec.hu_range), "brain_erosion": spec.erosion, "min_size": spec.min_size,
@@ -513,6 +518,9 @@ def pack_model(cv_dir: str | os.PathLike, out: str | os.PathLike, *, checkpoint:
         from hemwsl.benchmark.runner import check_benchmark_checkpoint
 
         check_benchmark_checkpoint(benchmark_dir, checkpoint)  # its recipe was validated on that checkpoint's maps
+        from hemwsl.benchmark.runner import check_benchmark_of_run
+
+        check_benchmark_of_run(benchmark_dir, cv, n_folds)  # ... and chosen on this run's folds
         recipe, per_fold = _recipe_from_benchmark(Path(benchmark_dir), members, methods)
         _check_layers(Path(benchmark_dir) / "choices.csv", per_fold, settings)
     for key, value in (post_processing or {}).items():
@@ -693,6 +701,9 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
         if key in r and (isinstance(r[key], bool) or not isinstance(r[key], (int, float))
                          or not float(r[key]).is_integer() or r[key] < 0):
             raise bad(f"recipe {key} must be an integer >= 0, got {r[key]!r}")
+    if "min_slices" in r and (isinstance(r["min_slices"], bool) or not isinstance(r["min_slices"], int)
+                              or r["min_slices"] < 1):
+        raise bad(f"recipe min_slices must be an integer >= 1 (1 keeps every component), got {r['min_slices']!r}")
     if "min_share" in r:
         try:
             check_min_share(r["min_share"], "recipe min_share")
@@ -706,6 +717,8 @@ def _check_description(f: Path, meta: dict, kind: str) -> None:
     ref = r.get("hu_reference")
     if ref is not None:
         try:
+            if any(isinstance(v, (str, bytes)) for v in (ref if isinstance(ref, list) else [ref])):
+                raise HemwslInputError("a string")  # the values as they are: "37" is no number of HU (no coercion)
             check_hu_reference(ref)
         except HemwslInputError:
             raise bad(f"recipe hu_reference must be a brain HU between -100 and 200, or a band [low, high] of two, "

@@ -44,7 +44,7 @@ from hemwsl.scanmodel import (  # noqa: F401  (the scan-level call lives beside 
 )
 
 __all__ = ["SCAN_AGGREGATIONS", "SCAN_CALLS", "scan_score", "choose_scan_threshold", "choose_scan_call",
-           "scan_probabilities", "fit_calibration", "check_min_slices",
+           "scan_probabilities", "fit_calibration", "check_min_slices", "check_slice_coverage",
            "run_quantify"]
 
 logger = logging.getLogger(__name__)
@@ -66,10 +66,10 @@ def _prediction_files(prediction_csvs: Any, name: str = "prediction_csvs") -> li
     return list(prediction_csvs)
 
 
-def read_scan_probabilities(prediction_csvs: Sequence[str | os.PathLike] | str | os.PathLike, output: str = "any"
-                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
+def read_scan_probabilities(prediction_csvs: Sequence[str | os.PathLike] | str | os.PathLike, output: str = "any",
+                            labels: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
     """``({patient: probabilities}, {patient: slice indices}, {patient: its CSV})``, both arrays in slice order, as
-    :func:`scan_probabilities` checks them."""
+    :func:`scan_probabilities` checks them (``labels=False``: ``label_*`` columns optional)."""
     from hemwsl.engines.runs import read_predictions_csv
 
     out: dict[str, np.ndarray] = {}
@@ -81,28 +81,14 @@ def read_scan_probabilities(prediction_csvs: Sequence[str | os.PathLike] | str |
     for f in files:
         if not Path(f).is_file():
             raise HemwslInputError(f"{f}: predictions CSV not found")
-        d = read_predictions_csv(f)
+        d = read_predictions_csv(f, labels=labels)
         if not len(d["patient"]):
             raise HemwslInputError(f"{f}: no prediction rows (a header only)")
         names = d.get("names", ["any"])
         if output not in names:
             raise HemwslInputError(f"{f}: no output {output!r} (outputs: {', '.join(names)})")
         col = names.index(output)
-        prob = d["prob"]
-        bad = np.flatnonzero(~np.all(np.isfinite(prob) & (prob >= 0.0) & (prob <= 1.0), axis=1))
-        if bad.size:
-            i = int(bad[0])
-            raise HemwslInputError(f"{f}: line {i + 2}: probability {prob[i][~((prob[i] >= 0) & (prob[i] <= 1))][0]:g} "
-                                   f"(patient {d['patient'][i]}, slice {d['slice'][i]}) is not in [0, 1]"
-                                   + (f" ({bad.size} such rows)" if bad.size > 1 else ""))
-        if (d["slice"] < 0).any():
-            i = int(np.flatnonzero(d["slice"] < 0)[0])
-            raise HemwslInputError(f"{f}: line {i + 2}: negative slice index {d['slice'][i]} (patient {d['patient'][i]})")
-        seen: dict[tuple[str, int], int] = {}
-        for i, key in enumerate(zip(d["patient"].tolist(), d["slice"].tolist())):
-            if key in seen:
-                raise HemwslInputError(f"{f}: line {i + 2}: patient {key[0]} slice {key[1]} repeats line {seen[key] + 2}")
-            seen[key] = i
+        # probabilities in [0, 1] and each (patient, slice) once: checked by read_predictions_csv
         for pat in dict.fromkeys(d["patient"].tolist()):
             if pat in out:
                 raise HemwslInputError(f"{f}: patient {pat} is also in an earlier predictions file")
@@ -112,6 +98,27 @@ def read_scan_probabilities(prediction_csvs: Sequence[str | os.PathLike] | str |
             slices[str(pat)] = d["slice"][sel][order]
             source[str(pat)] = str(f)
     return out, slices, source
+
+
+def check_slice_coverage(entries: Mapping[str, Any], slice_index: Mapping[str, np.ndarray],
+                         source: Mapping[str, str]) -> dict:
+    """Each scan of ``entries`` (``{patient: datalist entry}``) has one prediction per slice in ``slice_index``
+    (:func:`read_scan_probabilities`), read from ``source``: a slice beyond the scan's (another dataset's CSV) or
+    a missing one is one line naming the CSV and the patient (``hemwsl quantify``, ``hemwsl ablation
+    --predictions``). Patients without predictions are the caller's to name. Returns each scan's grid (header)."""
+    grids = {pat: _ct_grid(e[IMAGE]) for pat, e in entries.items()}
+    for pat, g in grids.items():
+        if g is None or len(g[0]) != 3 or pat not in slice_index:
+            continue
+        z, have = g[0][2], slice_index[pat]
+        if have.size and have[-1] >= z:
+            raise HemwslInputError(f"{source[pat]}: patient {pat}: slice {int(have[-1])} is outside its scan's {z} "
+                                   f"slices (0 to {z - 1})")
+        if have.size != z:
+            lost = sorted(set(range(z)) - set(int(v) for v in have))
+            raise HemwslInputError(f"{source[pat]}: patient {pat}: no prediction for slice(s) "
+                                   f"{', '.join(map(str, lost[:5]))}{' ...' if len(lost) > 5 else ''} of its {z}")
+    return grids
 
 
 def check_min_slices(min_slices: int, depths: Sequence[int], name: str = "min_slices", where: str = "") -> None:
@@ -278,11 +285,39 @@ def _check_selection_labels(entries: Mapping[str, Mapping], test_fold: Mapping[s
             raise HemwslInputError(_no_positive_selection(k, len(sel)))
 
 
+def _check_rerun(out: Path, settings: dict) -> None:
+    """A report folder holding a quantify report of other settings (its ``summary.json``) is refused, naming what
+    differs: reports of two settings never share a folder (the number of bootstrap replicates may change; a masks
+    folder given by another path is the same folder)."""
+    from hemwsl.data.io import read_json_file
+    from hemwsl.engines.runs import settings_difference
+
+    f = out / "summary.json"
+    if not f.is_file():
+        return
+    old = read_json_file(f, "quantify report")
+    old = old.get("settings") if isinstance(old, dict) else None
+    if not isinstance(old, dict):
+        raise HemwslInputError(f"{out}: holds a quantify report without its settings ({f}); use another --out")
+    old = {k: v for k, v in old.items() if k != "n_boot"}
+    new = {k: v for k, v in settings.items() if k in old or v is not None}  # keys an earlier hemwsl left out
+    if isinstance(old.get("masks_dir"), str) and Path(old["masks_dir"]).resolve() == Path(new["masks_dir"]).resolve():
+        new["masks_dir"] = old["masks_dir"]
+    theirs = old.get("aggregations")
+    if isinstance(theirs, list) and [a for a in new["aggregations"] if a != "model"] == theirs:
+        new["aggregations"] = theirs  # the scan model left out when a fold's selection patients were too few
+    diff = settings_difference(old, new, limit=4)
+    if diff:
+        raise HemwslInputError(f"{out}: holds a quantify report of other settings ({'; '.join(diff)}; {f}); use "
+                               "another --out")
+
+
 def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, prediction_csvs: Sequence[str | os.PathLike],
                  out_dir: str | os.PathLike, folds: tuple[Mapping[str, int], Mapping[int, set[str]]], *,
                  aggregations: Sequence[str] = SCAN_AGGREGATIONS, min_sensitivity: float = 0.9,
                  calibrate: bool = False, min_slices: Sequence[int] = (1,), n_boot: int = 2000, seed: int = 0,
-                 figures: bool = True, hu_reference: float | None = None) -> dict[str, Any]:
+                 figures: bool = True, hu_reference: float | None = None,
+                 rule_keeps_sensitivity: bool = False) -> dict[str, Any]:
     """Evaluate the scan-level call and the volume estimate on every patient, each by its own fold.
 
     Args:
@@ -305,6 +340,10 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
             (1 keeps all); with several, each fold's selection patients choose the one with the smallest mean
             absolute error of their (scan-called) mL. One integer is the list of it; a value above every scan's
             slice count is refused (it would drop every mask).
+        rule_keeps_sensitivity: choose the ``min_slices`` rule only among those that leave at least
+            ``min_sensitivity`` of the selection patients' bleeding scans a volume (estimate > 0 mL after their scan
+            call): a strict rule drops small true bleeds, and the scan call's sensitivity says nothing of that. The
+            smallest error among them; when none does, the rule that leaves the most (then the smallest error).
         n_boot: bootstrap replicates of the CIs.
         seed: bootstrap seed.
         figures: write the scatter and Bland-Altman PNGs.
@@ -347,6 +386,13 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     if not masks.is_dir():
         what = "a file, not the masks folder" if masks.exists() else "masks folder not found"
         raise HemwslInputError(f"{masks}: {what} (give the folder of predicted masks <patient>.nii.gz)")
+    from hemwsl.engines.runs import check_outside_run
+
+    check_outside_run(out_dir, masks, "--out", "--masks", "masks folder")  # a report among the masks it reads
+    _check_rerun(Path(out_dir), {"aggregations": list(aggregations), "min_sensitivity": min_sensitivity,
+                                 "calibrate": calibrate, "min_slices": min_slices, "masks_dir": str(masks_dir),
+                                 "hu_reference": list(hu_reference) if isinstance(hu_reference, tuple) else hu_reference,
+                                 **({"rule_keeps_sensitivity": True} if rule_keeps_sensitivity else {})})
     entries = {str(e[PATIENT]): e for e in datalist}
     _match_patient_spellings(probs, slice_index, source, entries)
     missing = sorted(p for p in entries if p not in probs)
@@ -358,18 +404,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     if extra:
         logger.warning("predictions of %d patient(s) not in the datalist ignored (e.g. %s in %s)", len(extra),
                        extra[0], source[extra[0]])
-    grids = {pat: _ct_grid(e[IMAGE]) for pat, e in entries.items()}
-    for pat, g in grids.items():  # each scan's slices once each, before any mask is read
-        if g is None or len(g[0]) != 3:
-            continue
-        z, have = g[0][2], slice_index[pat]
-        if have.size and have[-1] >= z:
-            raise HemwslInputError(f"{source[pat]}: patient {pat}: slice {int(have[-1])} is outside its scan's {z} "
-                                   f"slices (0 to {z - 1})")
-        if have.size != z:
-            lost = sorted(set(range(z)) - set(int(v) for v in have))
-            raise HemwslInputError(f"{source[pat]}: patient {pat}: no prediction for slice(s) "
-                                   f"{', '.join(map(str, lost[:5]))}{' ...' if len(lost) > 5 else ''} of its {z}")
+    grids = check_slice_coverage(entries, slice_index, source)  # before any mask is read
     depths = [g[0][2] for g in grids.values() if g is not None and len(g[0]) == 3]
     check_min_slices(min_slices[-1], depths)
     _check_selection_labels(entries, test_fold, selection)
@@ -434,9 +469,23 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
                                   for r, c in zip(sel, called)]))
 
         errors = {n: mae(n) for n in min_slices}
-        rule = min(min_slices, key=errors.__getitem__)  # the smallest value among equals
+
+        def kept(n: int) -> float:  # share of the bleeding selection scans the rule leaves a volume
+            a, b = cals[n]
+            return float(np.mean([c and max(0.0, a * r["mask_ml_by_rule"][n] + b) > 0
+                                  for r, c in zip(sel, called) if r["label"]]))
+
+        candidates = list(min_slices)
+        if rule_keeps_sensitivity:
+            sens_by_rule = {n: kept(n) for n in min_slices}
+            enough = [n for n in min_slices if sens_by_rule[n] >= min_sensitivity - 1e-12]
+            best_sens = max(sens_by_rule.values())
+            candidates = enough or [n for n in min_slices if sens_by_rule[n] == best_sens]
+        rule = min(candidates, key=errors.__getitem__)  # the smallest value among equals
         choices[k] = {"aggregation": best, "threshold": thr, "selection_auroc": auc, "calibration": cals[rule],
                       "min_slices": rule, "selection_mae_by_min_slices": {str(n): e for n, e in errors.items()}}
+        if rule_keeps_sensitivity:
+            choices[k]["selection_volume_sensitivity_by_min_slices"] = {str(n): v for n, v in sens_by_rule.items()}
         if best == "model":  # the fitted model itself, so that `hemwsl package --quantify-dir` packs what was chosen
             choices[k]["model"] = model.to_dict()
     for r in rows.values():
@@ -485,6 +534,7 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
                "choices": {str(k): v for k, v in choices.items()},
                "settings": {"aggregations": list(aggregations), "min_sensitivity": min_sensitivity,
                             "calibrate": calibrate, "min_slices": min_slices, "masks_dir": str(masks),
+                            **({"rule_keeps_sensitivity": True} if rule_keeps_sensitivity else {}),
                             "n_boot": n_boot,
                             "hu_reference": list(hu_reference) if isinstance(hu_reference, tuple) else hu_reference}}
     out = Path(out_dir)
@@ -533,14 +583,16 @@ def _markdown(s: Mapping[str, Any]) -> str:
              "## Volume agreement (mL)", "",
              f"Lin's CCC of the estimate: {_f(s['agreement']['estimate']['all']['ccc'])} "
              f"[{_f(s['ccc_ci'][0])}, {_f(s['ccc_ci'][1])}] (patient bootstrap).", "",
-             "| estimate | scans | Pearson r | Lin's CCC | bias | 95% limits | MAE | within 5 mL | hemorrhage-free < 1 mL |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| estimate | scans | Pearson r | Lin's CCC | bias | 95% limits | MAE | within 5 mL | hemorrhage-free < 1 mL "
+             "| with hemorrhage > 0 mL |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, by in s["agreement"].items():
         for stratum, a in by.items():
             label = name if stratum == "all" else f"{name}, true {stratum}"
             lines.append(f"| {label} | {a['n']} | {_f(a['pearson_r'])} | {_f(a['ccc'])} | {_f(a['bias'], 1)} | "
                          f"[{_f(a['loa_low'], 1)}, {_f(a['loa_high'], 1)}] | {_f(a['mae'], 1)} | "
-                         f"{_f(a['within_tol'], 2)} | {_f(a['negatives_under_zero_ml'], 2)} |")
+                         f"{_f(a['within_tol'], 2)} | {_f(a['negatives_under_zero_ml'], 2)} | "
+                         f"{_f(a.get('positives_given_volume', float('nan')), 2)} |")
     return "\n".join(lines) + "\n"
 
 

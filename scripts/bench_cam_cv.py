@@ -10,8 +10,10 @@ For the fold's test patients (the volumes one fold of `cam-cv` explains), with t
   method must compute;
 * **cam-cv as shipped** (`run_cam`: the disk cache of preprocessed volumes, the NIfTI files written by a
   background thread while the next volume is explained);
-* **cam-cv without the cache** (each volume skull stripped and resized again) and **without the background
-  writer** (files written between volumes), to show what each costs;
+* **cam-cv --storage uint16** (each file quantised to 65,536 levels with the NIfTI scale factor);
+* **cam-cv without the cache** (each volume skull stripped and resized again), **without the background
+  writer** (files written between volumes) and **without the files** (nothing written: reading, the engine and
+  the resizing), to show what each costs;
 * the stages of the shipped run: reading and preprocessing, the engine, the wait for the writer at the end.
 
 Prints one table; the ratio column is each row over the floor (the target of the speed issue: <= 1.5x).
@@ -50,14 +52,27 @@ def main() -> None:
     from hemwsl.engines.runs import cv_settings, fold_checkpoint
     from hemwsl.networks import build_network, target_layer_names
 
-    s = cv_settings(args.cv_dir)
+    from hemwsl.cam import CAM_METHODS
+    from hemwsl.engines.bundle import resolve_bundle_settings
+    from hemwsl.engines.runs import resolve_cv_folds
+    from hemwsl.errors import HemwslInputError
+
+    # every argument checked before the first timing: one line each (run_script), no traceback
+    n_folds = resolve_cv_folds(args.cv_dir)[0]
+    if not 0 <= args.fold < n_folds:
+        raise HemwslInputError(f"--fold {args.fold}: the train-cv run {args.cv_dir} has folds 0 to {n_folds - 1}")
+    fold_checkpoint(args.cv_dir, args.fold, args.checkpoint)  # the fold's weights are there
+    unknown = [m for m in args.methods if m not in CAM_METHODS]
+    if unknown:
+        raise HemwslInputError(f"--methods: unknown method(s) {', '.join(unknown)}; known: {', '.join(CAM_METHODS)}")
+    s = resolve_bundle_settings(cv_settings(args.cv_dir))  # the run's settings over the bundle's defaults
     windows, k = s.get("windows", ["brain"]), int(s.get("num_slices", 3))
     size = tuple(s.get("spatial_size", [256, 256]))
     strip = bool(s.get("skull_strip"))
     datalist = build_datalist("ct-ich", args.dataset_dir)
-    test = fold_datalists(datalist, n_folds=5, fold=args.fold, seed=s.get("seed", 0),
+    test = fold_datalists(datalist, n_folds=n_folds, fold=args.fold, seed=s.get("seed", 0),
                           val_fraction=s.get("val_fraction", 0.15))["test"][: args.patients]
-    net = build_network(s["backbone"], in_channels=len(windows) * k, num_classes=1)
+    net = build_network(s["backbone"], in_channels=len(windows) * k, num_classes=1, options=s.get("network_options"))
     net = load_weights(net, str(fold_checkpoint(args.cv_dir, args.fold, args.checkpoint)), device="cpu")
     layers = target_layer_names(net)
     inputs = InputSettings(windows=windows, num_slices=k, spatial_size=size, skull_strip=strip)
@@ -93,7 +108,17 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
 
     shipped = timed(cache_dir=args.cache_dir)
+    uint16 = timed(cache_dir=args.cache_dir, storage="uint16")
     no_cache = timed()
+    # the files not written at all (what reading the cache, the engine and the resizing cost)
+    import hemwsl.cam as cam_pkg
+
+    real_save = cam_pkg.save_heatmaps
+    cam_pkg.save_heatmaps = lambda maps, affine, out, stem, storage="float32": {}
+    try:
+        unwritten = timed(cache_dir=args.cache_dir)
+    finally:
+        cam_pkg.save_heatmaps = real_save
     # without the background writer: the same run with a writer that finishes each volume before the next starts
     real_pool = cam_engine.ThreadPoolExecutor
 
@@ -132,9 +157,15 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, t in (("floor: forward + gradient w.r.t. the layers", floor), ("the CAM engine alone (all maps)", engine_only),
                     ("cam-cv as shipped (cache + background writer)", shipped),
+                    ("cam-cv --storage uint16 (cache + background writer)", uint16),
+                    ("cam-cv, the files not written (reading, engine, resizing)", unwritten),
                     ("cam-cv, files written between volumes", inline), ("cam-cv without the cache", no_cache)):
         print(f"| {name} | {t:.1f} | {t / n_slices:.4f} | {t / floor:.2f}x |")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from hemwsl.reports.text import run_script
+
+    sys.exit(run_script(main))

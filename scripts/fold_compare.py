@@ -30,6 +30,22 @@ def main(argv=None) -> int:
     from hemwsl.engines.bundle import run_cam_bundle
     from hemwsl.engines.classifier import fold_datalists
 
+    from hemwsl.engines.runs import resolve_cv_folds
+    from hemwsl.errors import HemwslInputError
+
+    for run in args.runs:  # each run's fold of these patients: the same number of folds (its split), before any work
+        n = resolve_cv_folds(run)[0] if (Path(run) / "cv_run.json").is_file() else None
+        if n is not None and n != args.folds:
+            raise HemwslInputError(f"--folds {args.folds}: the train-cv run {run} has {n} folds; its fold "
+                                   f"{args.fold} model would explain patients it trained on (give --folds {n})")
+    from hemwsl.engines.runs import CHECKPOINTS
+
+    if args.checkpoint not in CHECKPOINTS:
+        raise HemwslInputError(f"--checkpoint {args.checkpoint!r}: one of {', '.join(CHECKPOINTS)}")
+    if not 0 <= args.fold < args.folds:
+        raise HemwslInputError(f"--fold {args.fold}: the folds of --folds {args.folds} are 0 to {args.folds - 1}")
+    for run in args.runs:  # every run's weights of the fold are there before split.json is written
+        fold_checkpoint(run, args.fold, args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     parts = fold_datalists(build_datalist("ct-ich", args.dataset_dir), n_folds=args.folds, fold=args.fold)

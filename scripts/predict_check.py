@@ -36,7 +36,18 @@ def main(argv=None) -> int:
     from hemwsl.metrics.agreement import abc2_volume_ml, lins_ccc, volume_agreement
     from hemwsl.predict import ModelPackage, Predictor
 
+    from hemwsl.errors import HemwslInputError
+
+    if args.limit is not None and args.limit < 1:
+        raise HemwslInputError(f"--limit must be at least 1 patient per member, got {args.limit}")
     pkg = ModelPackage.load(args.model)
+    for m in pkg.members:  # every scan and true mask is there before the first prediction
+        for patient in (m.get("test_patients") or [])[: args.limit]:
+            for sub in ("ct_scans", "masks"):
+                f = Path(args.dataset_dir) / sub / f"{patient}.nii.gz"
+                if not f.is_file():
+                    raise HemwslInputError(f"--dataset-dir {args.dataset_dir}: no {sub}/{f.name} of member {m['fold']}'s "
+                                           "test patient (give the dataset the package was made from)")
     out = Path(args.out)
     rows, y_all, p_all = [], [], []
     for m in pkg.members:

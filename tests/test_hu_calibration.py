@@ -45,7 +45,8 @@ def _masks_differ(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def test_pseudo_labels_of_a_denser_scan_match_once_calibrated(scans, tmp_path):
-    from hemwsl.pseudo import make_pseudo_labels
+    from hemwsl.data.settings import InputSettings
+    from hemwsl.pseudo import PseudoLabelSettings, make_pseudo_labels
     from hemwsl.thresholds import IntensityPrior
 
     paths, p = scans
@@ -55,10 +56,11 @@ def test_pseudo_labels_of_a_denser_scan_match_once_calibrated(scans, tmp_path):
         f = paths[name]
         out = tmp_path / f"{name}_{ref}"
         entries = make_pseudo_labels(
-            None, [{"image": str(f), "patient": "p007"}], f.parents[1] / "cam", out, "m", "l", mode="cam",
-            threshold=IntensityPrior(hu_range=(50.0, 90.0), cam=None), prob_threshold=0.5,
-            predictions_csv=_all_positive_csv(tmp_path / f"pred_{name}_{ref}.csv", depth), skull_strip=True,
-            progress=False, hu_reference=ref)
+            None, [{"image": str(f), "patient": "p007"}], f.parents[1] / "cam", out, "m", "l",
+            PseudoLabelSettings(mode="cam", threshold=IntensityPrior(hu_range=(50.0, 90.0), cam=None),
+                                prob_threshold=0.5, hu_reference=ref),
+            inputs=InputSettings(skull_strip=True),
+            predictions_csv=_all_positive_csv(tmp_path / f"pred_{name}_{ref}.csv", depth), progress=False)
         masks[(name, ref)] = np.asarray(nib.load(entries[0]["label"]).dataobj) > 0
         params = json.loads((out / "pseudo_params.json").read_text())
         assert params.get("hu_reference") == ref
@@ -67,15 +69,16 @@ def test_pseudo_labels_of_a_denser_scan_match_once_calibrated(scans, tmp_path):
     assert plain > 0 and calibrated < plain / 4
     with pytest.raises(HemwslInputError, match="hu_reference needs skull_strip"):
         make_pseudo_labels(None, [{"image": str(paths["orig"]), "patient": "p007"}], paths["orig"].parents[1] / "cam",
-                           tmp_path / "nostrip", "m", "l", mode="cam", threshold=IntensityPrior(cam=None),
-                           predictions_csv=_all_positive_csv(tmp_path / "p.csv", depth), hu_reference=37.0,
-                           progress=False)
+                           tmp_path / "nostrip", "m", "l",
+                           PseudoLabelSettings(mode="cam", threshold=IntensityPrior(cam=None), hu_reference=37.0),
+                           predictions_csv=_all_positive_csv(tmp_path / "p.csv", depth), progress=False)
     with pytest.raises(HemwslInputError, match="other settings"):  # a folder made without calibration refuses it
         make_pseudo_labels(None, [{"image": str(paths["orig"]), "patient": "p007"}], paths["orig"].parents[1] / "cam",
-                           tmp_path / "orig_None", "m", "l", mode="cam",
-                           threshold=IntensityPrior(hu_range=(50.0, 90.0), cam=None), prob_threshold=0.5,
-                           predictions_csv=_all_positive_csv(tmp_path / "pred_orig_None.csv", depth), skull_strip=True,
-                           progress=False, hu_reference=37.0)
+                           tmp_path / "orig_None", "m", "l",
+                           PseudoLabelSettings(mode="cam", threshold=IntensityPrior(hu_range=(50.0, 90.0), cam=None),
+                                               prob_threshold=0.5, hu_reference=37.0),
+                           inputs=InputSettings(skull_strip=True),
+                           predictions_csv=_all_positive_csv(tmp_path / "pred_orig_None.csv", depth), progress=False)
 
 
 def _all_positive_csv(path: Path, depth: int) -> str:
@@ -231,7 +234,8 @@ def test_band_lowers_the_denser_scan_only(scans, tmp_path):
     uncalibrated ones) and the scan stored 12 HU denser is lowered onto it (its skull strip, on other HU, is not
     quite the original's: a few pixels differ). The band is recorded as a list, and a folder made with the same band
     (given as a tuple) resumes."""
-    from hemwsl.pseudo import make_pseudo_labels
+    from hemwsl.data.settings import InputSettings
+    from hemwsl.pseudo import PseudoLabelSettings, make_pseudo_labels
     from hemwsl.thresholds import IntensityPrior
 
     paths, p = scans
@@ -243,9 +247,10 @@ def test_band_lowers_the_denser_scan_only(scans, tmp_path):
     def labels(name, hu_reference, out):
         entries = make_pseudo_labels(
             None, [{"image": str(paths[name]), "patient": "p007"}], paths[name].parents[1] / "cam", out, "m", "l",
-            mode="cam", threshold=IntensityPrior(hu_range=(50.0, 90.0), cam=None), prob_threshold=0.5,
-            predictions_csv=_all_positive_csv(tmp_path / f"pred_{out.name}.csv", depth), skull_strip=True,
-            progress=False, hu_reference=hu_reference)
+            PseudoLabelSettings(mode="cam", threshold=IntensityPrior(hu_range=(50.0, 90.0), cam=None),
+                                prob_threshold=0.5, hu_reference=hu_reference),
+            inputs=InputSettings(skull_strip=True),
+            predictions_csv=_all_positive_csv(tmp_path / f"pred_{out.name}.csv", depth), progress=False)
         return np.asarray(nib.load(entries[0]["label"]).dataobj) > 0
 
     plain = labels("orig", None, tmp_path / "plain")

@@ -145,3 +145,41 @@ def test_quantify_chooses_the_thin_component_rule_on_selection_patients(syntheti
     assert chosen["settings"]["min_slices"] == [1, 2, 3]
     with pytest.raises(HemwslInputError, match="min_slices"):
         run_quantify(synthetic_datalist, masks, [pred], tmp_path / "q3", folds, min_slices=[0])
+
+
+def test_the_rule_can_be_held_to_the_sensitivity_of_the_volumes(synthetic_datalist, tmp_path):
+    """Every bleeding scan's mask gets a large one-slice false blob, and half of them keep their lesion on one slice
+    only: the smallest error drops one-slice components and with them those bleeds (0 mL, though the scan call says
+    positive). ``rule_keeps_sensitivity`` keeps the rule that leaves every bleeding scan a volume; the report says how
+    many bleeding scans were given one either way."""
+    from hemwsl.benchmark import cv_folds
+
+    masks, pred, _ = _setup(synthetic_datalist, tmp_path, fake_negative_ml=False)
+    positives = 0
+    for f in sorted(masks.glob("*.nii.gz")):
+        img = nib.load(str(f))
+        m = np.asarray(img.dataobj).copy()
+        if m.any():
+            if positives % 2 == 0:  # the lesion on its largest slice only
+                z = int(np.argmax(m.reshape(-1, m.shape[2]).sum(0)))
+                m[..., [i for i in range(m.shape[2]) if i != z]] = 0
+            m[0:40, 0:40, 0 if m[..., 0].sum() == 0 else 1] = 1  # the false blob, on a slice of its own
+            positives += 1
+        nib.save(nib.Nifti1Image(m, img.affine, img.header), str(f))
+    folds = cv_folds(synthetic_datalist, n_folds=4, seed=0)
+    by_error = run_quantify(synthetic_datalist, masks, [pred], tmp_path / "q1", folds, min_slices=[1, 2], n_boot=20,
+                            figures=False)
+    held = run_quantify(synthetic_datalist, masks, [pred], tmp_path / "q2", folds, min_slices=[1, 2], n_boot=20,
+                        figures=False, rule_keeps_sensitivity=True)
+    assert {c["min_slices"] for c in by_error["choices"].values()} == {2}
+    assert {c["min_slices"] for c in held["choices"].values()} == {1}
+    assert by_error["scan"]["sensitivity"] == held["scan"]["sensitivity"] == 1.0  # the calls do not see it
+    a, b = by_error["agreement"]["estimate"]["all"], held["agreement"]["estimate"]["all"]
+    assert a["positives_given_volume"] == pytest.approx(0.5, abs=0.1) and b["positives_given_volume"] == 1.0
+    assert a["mae"] < b["mae"]
+    assert all("selection_volume_sensitivity_by_min_slices" in c for c in held["choices"].values())
+    assert held["settings"]["rule_keeps_sensitivity"] is True and "rule_keeps_sensitivity" not in by_error["settings"]
+    with pytest.raises(HemwslInputError, match="rule_keeps_sensitivity"):  # a report of the other settings
+        run_quantify(synthetic_datalist, masks, [pred], tmp_path / "q2", folds, min_slices=[1, 2], n_boot=20,
+                     figures=False)
+    assert "| with hemorrhage > 0 mL |" in (tmp_path / "q2" / "summary.md").read_text()

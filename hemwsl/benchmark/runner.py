@@ -43,6 +43,9 @@ from hemwsl.metrics.classification import check_n_boot
 
 __all__ = [
     "check_benchmark_checkpoint",
+    "check_benchmark_of_run",
+    "benchmark_share_grid",
+    "check_spec_in_grid",
     "SLICE_MODES",
     "SLICE_METRICS",
     "VOLUME_METRICS",
@@ -672,6 +675,72 @@ def check_benchmark_checkpoint(benchmark_dir: str | Path, which: str, option: st
                                f"of the {which} checkpoints' heatmaps")
 
 
+def check_benchmark_of_run(benchmark_dir: str | Path, cv_dir: str | Path, folds: int | None = None,
+                           option: str = "--benchmark-dir") -> None:
+    """A ``hemwsl benchmark`` report chose each fold's recipe on that fold's selection patients; applied to another
+    train-cv run's folds (another ``seed``, ``val_fraction`` or number of folds) each fold's recipe lands on
+    patients it was chosen on. Its ``config.json`` records every patient's test fold; each patient the run
+    ``cv_dir`` tested (its ``fold<k>/predictions_test[_last].csv``) must be in the same fold there: else one line
+    naming ``option``, the report and a patient. A report or run that records no folds is not checked."""
+    from hemwsl.engines.runs import CHECKPOINTS, read_predictions_csv, report_name, resolve_cv_folds
+
+    cfg = Path(benchmark_dir) / "config.json"
+    if not cfg.is_file():
+        return
+    try:
+        config = read_json_file(cfg, "benchmark settings record")
+    except HemwslInputError:
+        return  # a broken report is named where its recipe is read
+    recorded = config.get("folds") if isinstance(config, dict) else None
+    if not isinstance(recorded, Mapping):
+        return
+    cv = Path(cv_dir)
+    if folds is None:
+        folds = resolve_cv_folds(cv)[0] if (cv / "cv_run.json").is_file() else None
+    if folds is None:
+        folds = len([d for d in cv.glob("fold*") if d.name[4:].isdigit()])
+    for k in range(int(folds)):
+        f = next((f for which in CHECKPOINTS
+                  if (f := cv / f"fold{k}" / f"predictions_{report_name('test', which)}.csv").is_file()), None)
+        if f is None:
+            continue
+        for p in dict.fromkeys(str(x) for x in read_predictions_csv(f, labels=False)["patient"]):
+            theirs = recorded.get(p)
+            if theirs is not None and str(theirs) != str(k):
+                raise HemwslInputError(f"{option} {benchmark_dir}: a report of other folds than --cv-dir {cv_dir}'s: "
+                                       f"patient {p} is in test fold {theirs} there ({cfg}), in fold {k} of the run "
+                                       f"({f}); give a benchmark of this run's heatmaps")
+
+
+def benchmark_share_grid(benchmark_dir: str | Path) -> list[float]:
+    """The ``min_share`` values a ``hemwsl benchmark`` report chose among (its ``config.json``: absent is 0, one
+    number or a list); a value that is no share in [0, 1) is one line naming the file. A report without
+    ``config.json`` gives ``[]`` (nothing to check against)."""
+    from hemwsl.thresholds.postprocess import check_min_share
+
+    cfg = Path(benchmark_dir) / "config.json"
+    if not cfg.is_file():
+        return []
+    config = read_json_file(cfg, "benchmark config")
+    value = config.get("min_share", 0.0) if isinstance(config, dict) else 0.0
+    values = value if isinstance(value, list) else [value]
+    try:
+        return [check_min_share(v) for v in values]
+    except HemwslInputError as err:
+        raise HemwslInputError(f"{cfg}: corrupt benchmark config ({err})") from None
+
+
+def check_spec_in_grid(spec: ThresholdSpec, grid: Sequence[float], where: str) -> None:
+    """A chosen spec that names its own share (``...,s0.3]``) must name one of the report's ``grid``
+    (:func:`benchmark_share_grid`): else the report was edited and its choice never validated (one line)."""
+    if not grid or spec.base == spec.text:
+        return
+    if not any(abs(spec.min_share - g) < 1e-9 for g in grid):
+        raise HemwslInputError(f"{where}: threshold {spec.text!r} names the share {spec.min_share:g}, not one of the "
+                               f"report's min_share {', '.join(f'{g:g}' for g in grid)} (config.json): a choice the "
+                               "report never validated; rerun `hemwsl benchmark`")
+
+
 def run_benchmark(
     datalist: Sequence[Mapping],
     cam_dir: str | os.PathLike,
@@ -760,6 +829,10 @@ def run_benchmark(
     check_choice("select_metric", select_metric, ("dice", "global_dice"))
     grid = post_grid(brain_erosion, hu_range, min_size, grow, min_share)
     specs = expand_post_grid(thresholds, grid)
+    if hu_reference is not None and not any(s.prior or s.grow for s in specs):
+        raise HemwslInputError(f"--hu-reference shifts the HU that the prior's range and --grow read, and no threshold "
+                               f"({', '.join(dict.fromkeys(s.base for s in specs))}) uses them: give a prior threshold "
+                               "(prior, prior+<spec>, priorcomp+<spec>) or --grow, or leave it out")
     if not datalist:
         raise HemwslInputError("datalist is empty")
     cam_dir, out = Path(cam_dir), Path(output_dir)
@@ -788,6 +861,10 @@ def run_benchmark(
     if unknown:
         raise HemwslInputError(f"fold patients {unknown[:5]} are not in the datalist")
     predicted = _predicted_slices(predictions, prob_threshold)
+    from hemwsl.engines.runs import check_outside_run
+
+    # a report among the heatmaps would be read as a method folder of them by the next benchmark
+    check_outside_run(out, cam_dir, "--out", "--cam-dir", "heatmap folder")
     if keys:  # every heatmap scored is readable (its header: cheap), before the first output
         from hemwsl.cam import heatmap_path
         from hemwsl.data.io import check_nifti_header
@@ -817,8 +894,12 @@ def run_benchmark(
         config["hu_reference"] = list(hu_reference) if isinstance(hu_reference, tuple) else hu_reference
     cfg_file = out / "config.json"
     if (cfg_file.exists() or cfg_file.is_symlink()) \
-            and read_json_file(cfg_file, "benchmark settings record") != config:
-        raise HemwslInputError(f"{out} holds a benchmark run with other settings ({cfg_file}); use another folder")
+            and (old := read_json_file(cfg_file, "benchmark settings record")) != config:
+        from hemwsl.engines.runs import settings_difference
+
+        diff = "; ".join(settings_difference(old, config, limit=4)) if isinstance(old, dict) else "not a settings record"
+        raise HemwslInputError(f"{out} holds a benchmark run with other settings ({diff}; {cfg_file}); use another "
+                               "folder")
     atomic_write_text(cfg_file, json.dumps(config, indent=1) + "\n")
 
     # patients loaded for the threshold search are kept for the scoring pass, up to _KEEP_BYTES (the first

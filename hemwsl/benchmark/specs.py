@@ -29,7 +29,8 @@ CAM"), which is what seed papers 000 and 002 do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -221,16 +222,25 @@ class PostProcessing:
         return f"[e{self.erosion}{hu},min{self.min_size}{share}{grow}]"
 
 
-def _int_list(values: int | Sequence[int], name: str) -> list[int]:
+def _value_list(values: Any, name: str, check: Callable[[Any], Any]) -> list:
+    """One value or a list of values of a grid dimension, each through ``check`` (which names a bad one), sorted
+    without repeats; an empty list is refused."""
     vals = [values] if isinstance(values, (int, float)) else list(values)
     if not vals:
         raise HemwslInputError(f"{name}: give at least one value")
-    out = []
-    for v in vals:
+    return sorted({check(v) for v in vals})
+
+
+def _non_negative_int(name: str) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
         if float(v) != int(v) or int(v) < 0:
             raise HemwslInputError(f"{name}: {v!r} is not a non-negative integer")
-        out.append(int(v))
-    return sorted(set(out))
+        return int(v)
+    return check
+
+
+def _int_list(values: int | Sequence[int], name: str) -> list[int]:
+    return _value_list(values, name, _non_negative_int(name))
 
 
 def _hu_list(hu_range: Sequence[float] | Sequence[Sequence[float]]) -> list[tuple[float, float]]:
@@ -262,10 +272,7 @@ def post_grid(
 def _share_list(values: float | Sequence[float]) -> list[float]:
     from hemwsl.thresholds.postprocess import check_min_share
 
-    vals = [values] if isinstance(values, (int, float)) else list(values)
-    if not vals:
-        raise HemwslInputError("min_share: give at least one value")
-    return sorted({check_min_share(v) for v in vals})
+    return _value_list(values, "min_share", check_min_share)
 
 
 def expand_post_grid(texts: Sequence[str], grid: Sequence[PostProcessing]) -> list[ThresholdSpec]:

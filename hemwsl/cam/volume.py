@@ -23,9 +23,47 @@ from hemwsl.cam.engine import CAMEngine
 from hemwsl.constants import IMAGE, PATIENT, SLICE_INDEX
 from hemwsl.errors import HemwslInputError
 
-__all__ = ["explain_volume", "save_heatmaps", "heatmap_path", "volume_done", "resized_affine"]
+__all__ = ["explain_volume", "save_heatmaps", "heatmap_path", "volume_done", "resized_affine", "HEATMAP_STORAGE",
+           "check_storage", "quantise_uint16"]
 
 Key = tuple[str, str]
+
+#: How heatmap files store their values (``run_cam(storage=...)``, ``cam-cv --storage``): ``float32`` as computed, or
+#: ``uint16`` with the NIfTI scale factor and offset of each file (``value = raw * scl_slope + scl_inter``, applied by
+#: every NIfTI reader), within 0.51 of a step ((max - min) / 65535) of the float32 value: 8e-6 of the range.
+HEATMAP_STORAGE: tuple[str, ...] = ("float32", "uint16")
+
+
+def check_storage(storage: Any) -> str:
+    """``storage`` if it is one of :data:`HEATMAP_STORAGE`, else :class:`HemwslInputError` naming the choices."""
+    from hemwsl.errors import check_choice
+
+    check_choice("storage", storage, HEATMAP_STORAGE)
+    return storage
+
+
+def quantise_uint16(arr: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``arr`` (finite) as ``(raw uint16, slope, intercept)`` with ``raw * slope + intercept`` within 0.51 of a step
+    (``(max - min) / 65535``) of it: the range is split into 65,535 steps and each value rounded to the nearest
+    (slope and intercept are float32 values, as the NIfTI header stores them). A constant array gets slope 1 and raw
+    zeros."""
+    a = np.asarray(arr)
+    if a.dtype != np.float32:
+        a = a.astype(np.float64)
+    if a.size == 0:
+        return np.zeros(a.shape, np.uint16), 1.0, 0.0
+    lo_v, hi_v = float(a.min()), float(a.max())
+    if not (np.isfinite(lo_v) and np.isfinite(hi_v)):
+        raise HemwslInputError("a heatmap with NaN or inf cannot be stored as uint16")
+    # the header stores slope and intercept as float32: round them first, then the values against them (in the
+    # array's own precision: float32 holds the 65,536 levels with room to spare, and is twice as fast)
+    lo = float(np.float32(lo_v))
+    slope = float(np.float32((hi_v - lo) / 65535.0))
+    if not slope > 0.0:
+        return np.zeros(a.shape, np.uint16), 1.0, lo
+    raw = (a - a.dtype.type(lo)) / a.dtype.type(slope)
+    np.rint(raw, out=raw)
+    return np.clip(raw, 0, 65535, out=raw).astype(np.uint16), slope, lo
 
 
 def _batches(
@@ -202,21 +240,26 @@ def heatmap_path(out_dir: str | os.PathLike[str], stem: str, key: Key) -> Path:
 
 
 def save_heatmaps(
-    maps: Mapping[Key, np.ndarray], affine: np.ndarray, out_dir: str | os.PathLike[str], stem: str
+    maps: Mapping[Key, np.ndarray], affine: np.ndarray, out_dir: str | os.PathLike[str], stem: str,
+    storage: str = "float32",
 ) -> dict[Key, Path]:
-    """Write one float32 NIfTI per (method, layer) atomically, with the CT's affine.
+    """Write one NIfTI per (method, layer) atomically, with the CT's affine.
 
     Args:
         maps: ``{(method, layer): (X, Y, Z) array}`` from :func:`explain_volume`.
         affine: the CT's 4x4 affine.
         out_dir: output folder.
         stem: the volume's name (e.g. the patient id).
+        storage: ``float32`` (default) or ``uint16`` (:data:`HEATMAP_STORAGE`): each file's values quantised to
+            65,536 levels of its own range (:func:`quantise_uint16`) with the NIfTI scale factor and offset, which
+            readers apply; 3-4x smaller files, written about 3x faster.
 
     Returns:
         ``{key: path written}``.
     """
     from hemwsl.data.io import save_nifti
 
+    check_storage(storage)
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4):
         raise HemwslInputError(f"affine must be 4x4, got shape {affine.shape}")
@@ -226,7 +269,11 @@ def save_heatmaps(
         if arr.ndim != 3:
             raise HemwslInputError(f"heatmap {key} must be 3D (X, Y, Z), got shape {arr.shape}")
         path = heatmap_path(out_dir, stem, key)
-        save_nifti(arr, affine, path)
+        if storage == "uint16":
+            raw, slope, inter = quantise_uint16(arr)
+            save_nifti(raw, affine, path, scale=(slope, inter))
+        else:
+            save_nifti(arr, affine, path)
         written[key] = path
     return written
 

@@ -94,6 +94,9 @@ def add_cam_cv_arguments(p: argparse.ArgumentParser) -> None:
                    help="classifier settings, when the train-cv run has no cv_settings.json")
     p.add_argument("--flip-tta", action="store_true",
                    help="each map the mean of the slice's and its in-plane flip's (flipped back): twice the time")
+    p.add_argument("--storage", default="float32", choices=["float32", "uint16"],
+                   help="how the heatmap files store values: float32 (default) or uint16 with the NIfTI scale factor "
+                        "(each file quantised to 65,536 levels of its range: 3-4x smaller, written about 3x faster)")
     add_checkpoint_argument(p)
 
 
@@ -141,7 +144,7 @@ def run_cam_cv(args: argparse.Namespace) -> int:
     return cam_cv(args.dataset_dir, args.cv_dir, args.out, folds=args.folds, methods=args.methods,
                   layers=args.layers, part=args.part, grid=args.grid, overrides=parse_overrides(args.set),
                   checkpoint=getattr(args, "checkpoint", "best"), cache_dir=getattr(args, "cache_dir", None),
-                  flip_tta=bool(getattr(args, "flip_tta", False)))
+                  flip_tta=bool(getattr(args, "flip_tta", False)), storage=getattr(args, "storage", "float32"))
 
 
 def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:

@@ -169,10 +169,11 @@ def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalis
     """Steps 7-8: pseudo-labels from the CAMs (Ramananda & Sundaresan 2023), a 3D U-Net on them, the ablation table."""
     import torch
 
+    from hemwsl.data.settings import InputSettings
     from hemwsl.engines.bundle import run_bundle
     from hemwsl.engines.classifier import load_weights
     from hemwsl.networks import build_network
-    from hemwsl.pseudo import evaluate_pseudo_labels, make_pseudo_labels
+    from hemwsl.pseudo import PseudoLabelSettings, evaluate_pseudo_labels, make_pseudo_labels
     from hemwsl.reports.ablation import ablation_markdown, ablation_rows, read_seg_metrics
 
     fold_dir = out / "ich_classifier" / "fold0"
@@ -185,8 +186,10 @@ def _weakly_supervised_segmentation(args: argparse.Namespace, out: Path, datalis
     for mode, name in (("cam", "CAM only"), ("cam_kmeans", "CAM + K-means")):
         with torch.no_grad():
             entries = make_pseudo_labels(net, datalist, fold_dir / "cam", out / "pseudo" / mode, "gradcam", "layer3",
-                                         mode=mode, windows=("brain", "subdural", "blood"), num_slices=3,
-                                         spatial_size=tuple(common["spatial_size"]), seed=args.seed, progress=False)
+                                         PseudoLabelSettings(mode=mode, seed=args.seed),
+                                         inputs=InputSettings(windows=("brain", "subdural", "blood"), num_slices=3,
+                                                              spatial_size=tuple(common["spatial_size"])),
+                                         progress=False)
         pseudo[mode] = out / "pseudo" / mode / "datalist.json"
         per_row[name] = {p: d for p, d in evaluate_pseudo_labels(entries)["per_patient"].items() if p in test}
     print("[8/9] 3D U-Net (bundles/ich_unet3d) trained on the CAM + K-means pseudo-labels of fold 0's training "

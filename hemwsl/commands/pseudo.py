@@ -267,6 +267,21 @@ def _check_heatmap_grids(cam_dir, method: str, layer, datalist: list[dict]) -> N
                                "`hemwsl cam-cv`")
 
 
+def _check_heatmaps_finite(cam_dir, method: str, layer: str, datalist: list[dict]) -> None:
+    """Every heatmap the labels will be made from reads as a finite 3D array (a truncated file or a NaN voxel is one
+    line naming it before the first pseudo-label is written, not after the patients before it); a missing map is
+    named where it is read."""
+    from pathlib import Path
+
+    from hemwsl.cam.volume import heatmap_path
+    from hemwsl.data.io import load_volume
+
+    for e in datalist:
+        f = heatmap_path(Path(cam_dir), str(e["patient"]), (method, layer))
+        if f.is_file() or f.is_symlink():
+            load_volume(f, kind="image")  # as the labelling reads it: the same line, before the first label
+
+
 def run_pseudo(args: argparse.Namespace) -> int:
     """Run ``hemwsl pseudo``; returns the exit status."""
     from hemwsl.errors import HemwslInputError
@@ -337,16 +352,23 @@ def run_pseudo(args: argparse.Namespace) -> int:
             raise HemwslInputError("--hu-range needs --threshold-strategy intensity")
         kw["hu_range"] = tuple(args.hu_range)
     threshold = build_threshold(args.threshold_strategy, args.threshold, **kw)
+    _check_heatmaps_finite(args.cam_dir, args.method, _layer(args), datalist)  # before the first label is written
     component_filter, filter_rule = _component_filter(args, threshold, parts) if args.component_filter else (None, None)
+    from hemwsl.data.settings import InputSettings
+    from hemwsl.pseudo import PseudoLabelSettings
+
     result = make_pseudo_labels(
-        network, datalist, args.cam_dir, args.out, args.method, _layer(args), mode=args.mode, threshold=threshold,
-        context=args.context, context_slices=args.context_slices, select=args.select, k=args.k,
-        enhance=args.enhance, enhance_window=args.enhance_window, prob_threshold=prob_threshold,
-        predictions_csv=args.predictions_csv, windows=args.windows, num_slices=args.num_slices,
-        spatial_size=args.spatial_size, skull_strip=args.skull_strip, batch_size=args.batch_size,
-        device=args.device, seed=args.seed, progress=not args.no_progress, brain_erosion=args.brain_erosion,
-        prob_threshold_rule=rule, component_filter=component_filter, component_filter_rule=filter_rule,
-        hu_reference=getattr(args, "hu_reference", None))
+        network, datalist, args.cam_dir, args.out, args.method, _layer(args),
+        PseudoLabelSettings(mode=args.mode, threshold=threshold, context=args.context,
+                            context_slices=args.context_slices, select=args.select, k=args.k, enhance=args.enhance,
+                            enhance_window=args.enhance_window, prob_threshold=prob_threshold,
+                            brain_erosion=args.brain_erosion, seed=args.seed,
+                            hu_reference=getattr(args, "hu_reference", None)),
+        inputs=InputSettings(windows=args.windows, num_slices=args.num_slices, spatial_size=args.spatial_size,
+                             skull_strip=bool(args.skull_strip)),
+        predictions_csv=args.predictions_csv, batch_size=args.batch_size, device=args.device,
+        progress=not args.no_progress, prob_threshold_rule=rule, component_filter=component_filter,
+        component_filter_rule=filter_rule)
     n_pos = sum(e["positive"] for e in result)
     print(f"{len(result)} pseudo-label volumes ({n_pos} non-empty) in {args.out}; datalist: {args.out}/datalist.json")
     if args.evaluate:

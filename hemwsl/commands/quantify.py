@@ -24,6 +24,7 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
                                        "probabilities")
     pred.add_argument("--predictions", nargs="+", help="prediction CSVs covering every patient (instead of --cv-dir)")
     add_checkpoint_argument(p)
+    p.set_defaults(checkpoint=None)  # best, for --cv-dir; given with --predictions it would change nothing
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--folds", type=int, default=None, help="CV folds (default: the --cv-dir run's, else 5)")
     p.add_argument("--fold-seed", type=int, default=None, help="fold seed (default: the --cv-dir run's, else 0)")
@@ -41,6 +42,10 @@ def add_quantify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-slices", type=int, nargs="+", default=[1],
                    help="drop the predicted masks' 3D components spanning fewer slices (default: 1, keep all); several "
                         "values: each fold's selection patients choose the one with the smallest mL error")
+    p.add_argument("--rule-keeps-sensitivity", action="store_true",
+                   help="choose the --min-slices rule only among those that leave --min-sensitivity of the selection "
+                        "patients' bleeding scans a volume (> 0 mL after the scan call); the smallest mL error among "
+                        "them (none: the most sensitive rule)")
     p.add_argument("--hu-reference", type=float, nargs="+", default=None, metavar="HU",
                    help="the scan model's prior features on HU shifted so that each scan's brain reads this value, or "
                         "into this band LOW HIGH (give the masks' own, as `hemwsl benchmark --hu-reference`; default: "
@@ -63,6 +68,13 @@ def run_quantify(args: argparse.Namespace) -> int:
     from hemwsl.thresholds import check_hu_reference
 
     args.hu_reference = check_hu_reference(args.hu_reference, "--hu-reference")
+    if args.hu_reference is not None and "model" not in args.aggregations:
+        raise HemwslInputError("--hu-reference calibrates the scan model's prior features, and --aggregations "
+                               f"{' '.join(args.aggregations)} has no model: give model among them, or leave it out")
+    if args.predictions and args.checkpoint is not None:
+        raise HemwslInputError(f"--checkpoint {args.checkpoint} picks --cv-dir's predictions; with --predictions it "
+                               "changes nothing: leave it out")
+    args.checkpoint = args.checkpoint or "best"
     if args.min_sensitivity is not None and not 0.0 <= args.min_sensitivity <= 1.0:
         raise HemwslInputError(f"--min-sensitivity must be in [0, 1], got {args.min_sensitivity}")
     datalist = build_datalist(args.layout, args.dataset_dir) if args.dataset_dir else load_datalist(args.datalist)
@@ -79,9 +91,11 @@ def run_quantify(args: argparse.Namespace) -> int:
     s = quantify(datalist, args.masks, preds, args.out, folds, aggregations=args.aggregations,
                  min_sensitivity=args.min_sensitivity, calibrate=args.calibrate,
                  min_slices=args.min_slices, n_boot=args.n_boot,
+                 rule_keeps_sensitivity=bool(getattr(args, "rule_keeps_sensitivity", False)),
                  figures=not args.no_figures, hu_reference=args.hu_reference)
     print((Path(args.out) / "summary.md").read_text())
     a = s["agreement"]["estimate"]["all"]
     print(f"CCC {a['ccc']:.3f}, MAE {a['mae']:.1f} mL, hemorrhage-free scans under 1 mL: "
-          f"{a['negatives_under_zero_ml']:.2f}; report in {args.out}")
+          f"{a['negatives_under_zero_ml']:.2f}, scans with hemorrhage given a volume: "
+          f"{a['positives_given_volume']:.2f}; report in {args.out}")
     return 0

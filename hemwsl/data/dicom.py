@@ -133,6 +133,12 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None, 
                                "hemwsl reads non-contrast head CT")
     if len(items) < 3:
         raise HemwslInputError(f"{root}: series {series_uid} has {len(items)} slice(s); a CT volume needs at least 3")
+    ids = [str(ds.get("PatientID", "")) for _, ds in items]
+    pid = max(set(ids), key=ids.count)  # the series' patient: most of its slices'
+    for f, ds in items:  # one patient's scan: a slice of another patient under the same series is a corrupt series
+        if str(ds.get("PatientID", "")) != pid:
+            raise HemwslInputError(f"{f}: PatientID {str(ds.get('PatientID', ''))!r}, the other slices of series "
+                                   f"{series_uid} {pid!r} (of {root}); one series holds one patient's slices")
     try:
         iop = np.asarray(items[0][1].ImageOrientationPatient, dtype=np.float64)
     except (TypeError, ValueError):

@@ -398,11 +398,17 @@ def file_sha1(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
-    """Write a NIfTI file atomically (write to a temporary file in the same folder, then rename)."""
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
+               scale: tuple[float, float] | None = None) -> None:
+    """Write a NIfTI file atomically (write to a temporary file in the same folder, then rename). ``scale``:
+    ``(slope, intercept)`` stored in the header (``scl_slope``, ``scl_inter``; readers return
+    ``array * slope + intercept``) for an integer ``array``."""
     import nibabel as nib
 
     img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    if scale is not None:
+        img.header.set_data_dtype(np.asarray(array).dtype)
+        img.header.set_slope_inter(float(scale[0]), float(scale[1]))
     atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=".nii.gz" if str(path).endswith(".nii.gz") else ".nii")
 
 

@@ -95,6 +95,7 @@ def run_cam(
     cache_dir: str | os.PathLike | None = None,
     part: str | None = None,
     flip_tta: bool = False,
+    storage: str = "float32",
 ) -> list[Path]:
     """Write the heatmap volumes of every entry of ``datalist``; returns the written (or found) files.
 
@@ -122,12 +123,16 @@ def run_cam(
         part: with ``datalist`` the parts of a fold: which of :data:`CAM_PARTS` to explain (default ``test``).
         flip_tta: each map the mean of the slice's and its in-plane flip's (flipped back), see
             :func:`hemwsl.cam.explain_volume`; a volume done without it is not taken as done with it.
+        storage: ``float32`` (default) or ``uint16`` (:data:`hemwsl.cam.volume.HEATMAP_STORAGE`): each file
+            quantised to 65,536 levels of its own range with the NIfTI scale factor (within 8e-6 of the range;
+            3-4x smaller and about 3x faster to write, :func:`hemwsl.cam.save_heatmaps`).
 
     The NIfTI files of a volume are compressed and written by a background thread while the next volume is
     explained (gzip releases the GIL); a volume's ``.done`` marker is written after its files, so an interrupted
     run still resumes exactly.
     """
     from hemwsl.cam import CAMEngine, save_heatmaps
+    from hemwsl.cam.volume import check_storage
     from hemwsl.transforms.batch import BatchWindows
 
     if isinstance(methods, str):  # one method (e.g. `--cam_methods gradcam` of the bundle): not one per character
@@ -143,6 +148,7 @@ def run_cam(
     if not isinstance(inputs, InputSettings):
         raise HemwslInputError(f"inputs must be an InputSettings (hemwsl.data.settings), got {type(inputs).__name__}")
     check_cam_request(methods, layers, grid=grid, part=part)
+    check_storage(storage)
     if isinstance(datalist, Mapping):  # the parts of a fold
         part = part or "test"
         if part not in datalist:
@@ -157,7 +163,7 @@ def run_cam(
     writer = ThreadPoolExecutor(1, thread_name_prefix="hemwsl-heatmap-writer")
 
     def write(maps: dict, affine, stem: str, marker: Path) -> list[Path]:
-        paths = list(save_heatmaps(maps, affine, out, stem).values())
+        paths = list(save_heatmaps(maps, affine, out, stem, storage=storage).values())
         atomic_write_text(marker, "\n".join(str(p) for p in paths) + "\n")
         logger.info("%s: %d heatmaps written", stem, len(paths))
         return paths
@@ -165,7 +171,8 @@ def run_cam(
     try:
         per_volume = _explain_all(datalist, out, methods, layers, engine, win, write, writer, inputs=inputs,
                                   batch_size=batch_size, device=device, gate_with_probability=gate_with_probability,
-                                  grid=grid, cache_dir=cache_dir, progress=progress, flip_tta=flip_tta)
+                                  grid=grid, cache_dir=cache_dir, progress=progress, flip_tta=flip_tta,
+                                  storage=storage)
         written = [p for item in per_volume for p in (item.result() if isinstance(item, Future) else item)]
     finally:
         writer.shutdown(wait=True)  # files being written are finished (atomically) even when a volume failed
@@ -173,7 +180,8 @@ def run_cam(
 
 
 def _explain_all(datalist, out: Path, methods, layers, engine, win, write, writer, *, inputs: InputSettings,
-                 batch_size, device, gate_with_probability, grid, cache_dir, progress, flip_tta=False) -> list:
+                 batch_size, device, gate_with_probability, grid, cache_dir, progress, flip_tta=False,
+                 storage: str = "float32") -> list:
     """The volumes of ``datalist`` through the engine; each volume's maps go to ``write`` on the ``writer`` thread
     (at most one volume waits, so memory stays bounded). Returns, in datalist order, each volume's files (found
     done) or the future of its writing."""
@@ -187,7 +195,9 @@ def _explain_all(datalist, out: Path, methods, layers, engine, win, write, write
     # a volume is done for THIS set of methods and layers (another set, e.g. a method added later into
     # the same folder, is computed again)
     # (and for flip_tta, a run with it)
-    request = [sorted(methods), sorted(layers or [])] + (["flip_tta"] if flip_tta else [])
+    # (and for the storage: uint16 files are not taken as the float32 ones)
+    request = [sorted(methods), sorted(layers or [])] + (["flip_tta"] if flip_tta else []) + \
+        ([f"storage={storage}"] if storage != "float32" else [])
     run_key = hashlib.sha1(json.dumps(request).encode()).hexdigest()[:10]
     for entry in tqdm(datalist, desc="volumes", disable=not progress):
         stem = str(entry.get(PATIENT) or Path(entry[IMAGE]).name.split(".")[0])

@@ -330,11 +330,13 @@ def _check_cam_cv_inputs(dataset_dir, methods: Sequence[str], layers: Sequence[s
 def cam_cv(dataset_dir: str | os.PathLike, cv_dir: str | os.PathLike, out: str | os.PathLike, *,
            folds: int | None = None, methods: Sequence[str] = CAM_CV_METHODS, layers: Sequence[str] | None = None,
            part: str = "test", grid: str = "input", overrides: Mapping[str, Any] | None = None,
-           checkpoint: str = "best", cache_dir: str | os.PathLike | None = None, flip_tta: bool = False) -> int:
+           checkpoint: str = "best", cache_dir: str | os.PathLike | None = None, flip_tta: bool = False,
+           storage: str = "float32") -> int:
     """Heatmaps of every fold's ``part`` patients by that fold's classifier of the train-cv run ``cv_dir``
     (``checkpoint``: its ``best`` or ``last`` weights), one NIfTI per (method, layer, patient) in ``out``
     (``hemwsl cam-cv``). ``flip_tta``: each map the mean of the slice's and its in-plane flip's (recorded; a folder
-    of maps made without it is refused). ``overrides``: classifier settings when the run recorded none (a value that
+    of maps made without it is refused). ``storage``: ``float32`` or ``uint16`` (:func:`hemwsl.cam.save_heatmaps`;
+    recorded when not ``float32``). ``overrides``: classifier settings when the run recorded none (a value that
     contradicts the run's is refused). Everything is checked before the first file is written; a folder made from
     another run, checkpoint or settings is refused.
     """
@@ -350,12 +352,17 @@ def cam_cv(dataset_dir: str | os.PathLike, cv_dir: str | os.PathLike, out: str |
         from hemwsl.errors import HemwslInputError
 
         raise HemwslInputError(f"flip_tta must be true or false, got {flip_tta!r}")
-    record = {**settings, "grid": grid, "folds": folds, **({"flip_tta": True} if flip_tta else {})}
+    from hemwsl.cam.volume import check_storage
+
+    check_storage(storage)
+    record = {**settings, "grid": grid, "folds": folds, **({"flip_tta": True} if flip_tta else {}),
+              **({"storage": storage} if storage != "float32" else {})}
     check_checkpoint_marker(out, cv_dir, checkpoint, "heatmaps", settings=record)
     for k, ckpt in enumerate(ckpts):
         kw = {**settings, "dataset_dir": str(dataset_dir), "output_dir": str(cv_dir), "n_folds": folds,
               "fold": k, "checkpoint": str(ckpt), "cam_dir": str(out), "cam_part": part,
-              "cam_methods": list(methods), "cam_layers": layers or None, "cam_grid": grid, "cam_flip_tta": flip_tta}
+              "cam_methods": list(methods), "cam_layers": layers or None, "cam_grid": grid, "cam_flip_tta": flip_tta,
+              "cam_storage": storage}
         if cache_dir:
             kw["cache_dir"] = str(cache_dir)
         run_cam_bundle(**kw)

@@ -29,6 +29,7 @@ import numpy as np
 from hemwsl.errors import HemwslInputError
 
 __all__ = ["ENSEMBLE_NORMALISATIONS", "ENSEMBLE_PREDICTIONS", "ensemble_heatmaps", "ensemble_members",
+           "read_heatmap_checked",
            "ensemble_predictions"]
 
 #: How each member's map is scaled before the mean.
@@ -172,6 +173,23 @@ def _header(path: Path):
         raise HemwslInputError(f"{path}: cannot read as a heatmap ({_why_unreadable(path, err)})") from err
 
 
+def read_heatmap_checked(path: str | os.PathLike) -> np.ndarray:
+    """A heatmap file as a finite 3D float32 array, or one line naming the file (a truncated or unreadable file, a
+    NaN voxel): what cam-ensemble and pseudo check of every map before their first write."""
+    import nibabel as nib
+
+    try:
+        arr = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
+        raise HemwslInputError(f"{path}: cannot read as a heatmap ({_why_unreadable(path, err)})") from err
+    if arr.ndim != 3:
+        raise HemwslInputError(f"{path}: a heatmap is a 3D array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise HemwslInputError(f"{path}: {int((~np.isfinite(arr)).sum())} voxels are NaN or infinite; a heatmap is "
+                               "finite")
+    return arr
+
+
 def _check_grids(dirs: list[Path], pairs, stems) -> dict:
     """Every map of a patient (each member's, each (method, layer)) on one grid: the shape of the member's first map
     of the pair and the affine of the patient's first map, from the headers, before any write. Returns
@@ -214,8 +232,6 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
     Returns ``{"pairs": [...], "patients": n, "written": n_files}``. ``out/cam_checkpoint.json`` records the
     members (their records included) and the normalisation; ``hemwsl benchmark`` accepts it with ``--cv-dir``
     set to any member's train-cv run (the folds are theirs)."""
-    import nibabel as nib
-
     from hemwsl.cam.volume import heatmap_path, save_heatmaps
     from hemwsl.data.io import atomic_write_text, read_json_file
 
@@ -251,28 +267,21 @@ def ensemble_heatmaps(cam_dirs: Sequence[str | os.PathLike], out: str | os.PathL
             diffs.append("other members")
         if diffs:
             raise HemwslInputError(f"--out {out}: holds another ensemble ({'; '.join(diffs)}); use another folder")
-    else:
+    todo = {stem: [k for k in pairs if not heatmap_path(out, stem, k).is_file()] for stem in stems}
+    # every member map to average is read and checked before the first write (the headers alone miss a truncated
+    # file or a NaN voxel): a bad map is named while the output folder holds nothing of this run
+    for stem in stems:
+        for key in todo[stem]:
+            for d in dirs:
+                read_heatmap_checked(heatmap_path(d, stem, key))
+    if not marker.exists():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(marker, json.dumps(record, indent=1) + "\n")
     written = 0
     for stem in stems:
-        todo = [k for k in pairs if not heatmap_path(out, stem, k).is_file()]
         maps = {}
-        for key in todo:
-            arrays = []
-            for d in dirs:
-                path = heatmap_path(d, stem, key)
-                try:
-                    img = nib.load(str(path))
-                    arr = np.asarray(img.get_fdata(dtype=np.float32))
-                except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
-                    raise HemwslInputError(f"{path}: cannot read as a heatmap ({_why_unreadable(path, err)})") from err
-                if arr.ndim != 3:
-                    raise HemwslInputError(f"{path}: a heatmap is a 3D array, got shape {arr.shape}")
-                if not np.isfinite(arr).all():
-                    raise HemwslInputError(f"{path}: {int((~np.isfinite(arr)).sum())} voxels are NaN or infinite; "
-                                           "a heatmap is finite")
-                arrays.append(_normalised(arr, normalise))
+        for key in todo[stem]:
+            arrays = [_normalised(read_heatmap_checked(heatmap_path(d, stem, key)), normalise) for d in dirs]
             maps[key] = np.mean(arrays, axis=0)
         if maps:
             save_heatmaps(maps, affines[stem], out, stem)

@@ -210,10 +210,7 @@ def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, wha
         if "settings" in old and "settings" in record and old["settings"] != record["settings"]:
             a, b = old["settings"], record["settings"]
             if isinstance(a, dict) and isinstance(b, dict):  # only the settings that differ, each named
-                diffs += [f"{k} {json.dumps(a[k]) if k in a else '<unset>'} -> "
-                          f"{json.dumps(b[k]) if k in b else '<unset>'}"
-                          for k in sorted(set(a) | set(b), key=lambda k: (k not in a or k not in b, k))
-                          if a.get(k, _UNSET) != b.get(k, _UNSET)]
+                diffs += settings_difference(a, b)
             else:
                 diffs.append(f"settings {json.dumps(a)} -> {json.dumps(b)}")
         if diffs:
@@ -221,6 +218,22 @@ def check_checkpoint_marker(out: str | Path, cv_dir: str | Path, which: str, wha
         return
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_text(marker, json.dumps(record, indent=1) + "\n")
+
+
+def settings_difference(old: dict, new: dict, limit: int | None = None) -> list[str]:
+    """The keys of two recorded settings that differ, each as ``key old -> new`` (JSON; ``<unset>`` for a key one
+    of them lacks), for a refusal that names what differs (a rerun into a folder of other settings). Values
+    longer than 60 characters are cut."""
+    def text(d: dict, k: str) -> str:
+        if k not in d:
+            return "<unset>"
+        s = json.dumps(d[k])
+        return s if len(s) <= 60 else s[:57] + "..."
+
+    keys = [k for k in sorted(set(old) | set(new), key=lambda k: (k not in old or k not in new, k))
+            if old.get(k, _UNSET) != new.get(k, _UNSET)]
+    out = [f"{k} {text(old, k)} -> {text(new, k)}" for k in keys]
+    return out if limit is None or len(out) <= limit else out[:limit] + [f"{len(out) - limit} more"]
 
 
 def read_predictions_csv(path: str | os.PathLike, labels: bool = True) -> dict:
@@ -270,7 +283,32 @@ def read_predictions_csv(path: str | os.PathLike, labels: bool = True) -> dict:
         i = int(np.argmax(bad))
         values = ", ".join(f"{c} {rows[i][c]}" for c in label_cols)
         raise HemwslInputError(f"{path}: line {i + 2}: labels must be 0 or 1, got {values}")
+    check_prediction_rows(path, out)
     return out
+
+
+def check_prediction_rows(path: str | os.PathLike, pred: dict) -> None:
+    """The rows of a predictions CSV (:func:`read_predictions_csv`): every probability a finite number in [0, 1],
+    no negative slice index and each (patient, slice) once; otherwise one line naming the file and the line (a
+    probability of 1.5 or NaN would call a slice silently, a repeated slice leave one of its two values unsaid)."""
+    import numpy as np
+
+    prob = np.asarray(pred["prob"], dtype=np.float64)
+    bad = np.flatnonzero(~np.all(np.isfinite(prob) & (prob >= 0.0) & (prob <= 1.0), axis=1))
+    if bad.size:
+        i = int(bad[0])
+        raise HemwslInputError(f"{path}: line {i + 2}: probability {prob[i][~((prob[i] >= 0) & (prob[i] <= 1))][0]:g} "
+                               f"(patient {pred['patient'][i]}, slice {pred['slice'][i]}) is not in [0, 1]"
+                               + (f" ({bad.size} such rows)" if bad.size > 1 else ""))
+    if (pred["slice"] < 0).any():
+        i = int(np.flatnonzero(pred["slice"] < 0)[0])
+        raise HemwslInputError(f"{path}: line {i + 2}: negative slice index {pred['slice'][i]} "
+                               f"(patient {pred['patient'][i]})")
+    seen: dict[tuple[str, int], int] = {}
+    for i, key in enumerate(zip(pred["patient"].tolist(), pred["slice"].tolist())):
+        if key in seen:
+            raise HemwslInputError(f"{path}: line {i + 2}: patient {key[0]} slice {key[1]} repeats line {seen[key] + 2}")
+        seen[key] = i
 
 
 def _numeric_row(row: dict, columns: list[str]) -> bool:

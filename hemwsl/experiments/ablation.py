@@ -141,6 +141,11 @@ def prior_choices(benchmark_dir: str | Path, folds: int) -> dict:
     missing = [k for k in range(folds) if k not in chosen]
     if missing:
         raise HemwslInputError(f"{f}: no prior row chosen for fold(s) {missing} (benchmark a `prior` threshold)")
+    from hemwsl.benchmark.runner import benchmark_share_grid, check_spec_in_grid
+
+    grid = benchmark_share_grid(benchmark_dir)  # each fold's chosen share is one the report validated
+    for k, spec in chosen.items():
+        check_spec_in_grid(spec, grid, f"{f}: fold {k} (prior)")
     return chosen
 
 
@@ -173,17 +178,20 @@ def benchmark_hu_reference(benchmark_dir: str | Path | None) -> float | list | N
 def _prior_kwargs(config: AblationConfig, settings: dict, k: int, spec) -> dict:
     """The :func:`~hemwsl.pseudo.make_pseudo_labels` arguments of fold ``k``'s prior rows: the HU prior with the
     post-processing ``spec`` the fold's selection patients chose (and the benchmark's HU calibration), on the
-    out-of-fold classifier's positive slices."""
+    out-of-fold classifier's positive slices (``settings``: a
+    :class:`~hemwsl.pseudo.PseudoLabelSettings`; ``inputs``: the run's input settings, skull stripped)."""
+    from hemwsl.data.settings import InputSettings
     from hemwsl.engines.runs import fold_predictions
+    from hemwsl.pseudo import PseudoLabelSettings
     from hemwsl.thresholds import IntensityPrior
 
-    return dict(mode="cam", hu_reference=benchmark_hu_reference(config.benchmark_dir),
-                threshold=IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size, grow=spec.grow,
-                                     min_share=spec.min_share),
-                prob_threshold=config.prob_threshold, brain_erosion=spec.erosion, skull_strip=True,
+    prior = IntensityPrior(hu_range=spec.hu_range, cam=None, min_size=spec.min_size, grow=spec.grow,
+                           min_share=spec.min_share)
+    return dict(settings=PseudoLabelSettings(mode="cam", threshold=prior, prob_threshold=config.prob_threshold,
+                                             brain_erosion=spec.erosion,
+                                             hu_reference=benchmark_hu_reference(config.benchmark_dir)),
+                inputs=dataclasses.replace(InputSettings.from_settings(settings), skull_strip=True),
                 predictions_csv=str(config.predictions or fold_predictions(config.cv_dir, k, config.checkpoint)),
-                windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),
-                num_slices=settings.get("num_slices", 3), spatial_size=tuple(settings.get("spatial_size", [256, 256])),
                 progress=False)
 
 
@@ -217,12 +225,13 @@ def _filtered_prior_pseudo_labels(config: AblationConfig, parts: dict, settings:
     entries = []
     for k in range(config.folds):
         spec, kw = choices[k], _prior_kwargs(config, settings, k, choices[k])
-        cal = "" if kw["hu_reference"] is None else f"_cal{hu_reference_text(kw['hu_reference'])}"
+        ref = kw["settings"].hu_reference
+        cal = "" if ref is None else f"_cal{hu_reference_text(ref)}"
         try:  # features are cached per post-processing, so the folds share them
             flt = component_filter_at(
                 root / "component_filter" / f"fold{k}.pkl", parts[k]["train"] + parts[k]["val"], config.cam_dir,
-                config.method, config.layer, kw["threshold"], skull_strip=True, brain_erosion=spec.erosion,
-                progress=False, hu_reference=kw["hu_reference"],
+                config.method, config.layer, kw["settings"].threshold, skull_strip=True, brain_erosion=spec.erosion,
+                progress=False, hu_reference=ref,
                 cache_dir=root / "component_filter" / "features" / re.sub(r"[^A-Za-z0-9.-]+", "_", spec.text + cal))
         except OneClassError as err:
             print(f"component filter of fold {k}: {err}; row left out", flush=True)
@@ -270,7 +279,7 @@ def _heatmap_pseudo_labels(config: AblationConfig, tests: dict, settings: dict, 
     for k in range(config.folds):
         c = chosen[k]
         kw = _prior_kwargs(config, settings, k, c["spec"])
-        kw["threshold"] = c["spec"].strategy(c["value"], per_sample=False)
+        kw["settings"] = dataclasses.replace(kw["settings"], threshold=c["spec"].strategy(c["value"], per_sample=False))
         entries += make_pseudo_labels(None, tests[k], config.cam_dir, out / "pseudo" / "heatmap" / f"fold{k}",
                                       config.method, c["layer"], **kw)
     save_datalist(entries, out / "pseudo" / "heatmap" / "datalist.json")
@@ -327,18 +336,20 @@ def _check_ablation_options(config: AblationConfig, kinds: set) -> None:
 
 def _check_predictions(path, entries: list) -> None:
     """The ``--predictions`` CSV gives a probability for every slice of every patient it will label."""
-    from hemwsl.engines.runs import read_predictions_csv
     from hemwsl.errors import HemwslInputError
     from hemwsl.pseudo.volume import _entry_stem
+    from hemwsl.quantify import check_slice_coverage, read_scan_probabilities
 
     if not Path(path).is_file():
         raise HemwslInputError(f"--predictions {path}: not found")
-    pred = read_predictions_csv(path, labels=False)
-    have = {str(p) for p in pred["patient"]}
+    # its columns, probabilities in [0, 1] and each slice once (read_predictions_csv), then every slice of each scan
+    _, slice_index, source = read_scan_probabilities(path, labels=False)
+    have = set(slice_index)
     missing = sorted({_entry_stem(e) for e in entries} - have)
     if missing:
         raise HemwslInputError(f"--predictions {path}: no slice probabilities of patient(s) {', '.join(missing[:5])}"
                                f"{' ...' if len(missing) > 5 else ''} (it must cover every test patient)")
+    check_slice_coverage({_entry_stem(e): e for e in entries}, slice_index, source)  # every slice of each scan
 
 
 def _check_same_slice_calls(out: Path, predictions) -> None:
@@ -384,11 +395,12 @@ def run_ablation_experiment(config: AblationConfig) -> int:
 
     from hemwsl.data.datalist import build_datalist
     from hemwsl.data.io import atomic_write_text
+    from hemwsl.data.settings import InputSettings
     from hemwsl.engines.classifier import fold_datalists
     from hemwsl.engines.runs import (check_checkpoint_marker, cv_settings, fold_checkpoint, fold_predictions,
                                      resolve_cv_folds)
     from hemwsl.experiments.segmentation import seg_cv
-    from hemwsl.pseudo import evaluate_pseudo_labels, make_pseudo_labels
+    from hemwsl.pseudo import PseudoLabelSettings, evaluate_pseudo_labels, make_pseudo_labels
     from hemwsl.reports.ablation import ablation_markdown, ablation_rows, read_seg_metrics
 
     cv_dir, out = Path(config.cv_dir), Path(config.out)
@@ -413,6 +425,10 @@ def run_ablation_experiment(config: AblationConfig) -> int:
     if kinds & {"cam", "cam_kmeans", "prior", "prior_filtered"}:
         _check_heatmaps(config, [e for k in range(folds) for e in tests[k]])
     choices = heatmap_chosen = None
+    if config.benchmark_dir:  # a report of this run's folds (each fold's recipe chosen on its selection patients)
+        from hemwsl.benchmark.runner import check_benchmark_of_run
+
+        check_benchmark_of_run(config.benchmark_dir, cv_dir, folds)
     if config.benchmark_dir and kinds & {"prior", "prior_filtered"}:
         choices = prior_choices(config.benchmark_dir, folds)
     if config.benchmark_dir and "heatmap" in kinds:
@@ -432,12 +448,10 @@ def run_ablation_experiment(config: AblationConfig) -> int:
             net = _fold_network(cv_dir, k, settings, which)
             with torch.no_grad():
                 entries += make_pseudo_labels(
-                    net, tests[k], config.cam_dir, out / "pseudo" / mode, config.method, config.layer, mode=mode,
-                    threshold=config.threshold, prob_threshold=config.prob_threshold,
-                    windows=tuple(settings.get("windows", ["brain", "subdural", "blood"])),
-                    num_slices=settings.get("num_slices", 3),
-                    spatial_size=tuple(settings.get("spatial_size", [256, 256])),
-                    skull_strip=bool(settings.get("skull_strip", False)), seed=seed, progress=False)
+                    net, tests[k], config.cam_dir, out / "pseudo" / mode, config.method, config.layer,
+                    PseudoLabelSettings(mode=mode, threshold=config.threshold, prob_threshold=config.prob_threshold,
+                                        seed=seed),
+                    inputs=InputSettings.from_settings(settings), progress=False)
             print(f"pseudo-labels {mode}: fold {k} done", flush=True)
         per_row[row], diagnostics[row] = _scores(evaluate_pseudo_labels(entries))
         pseudo_lists[mode] = out / "pseudo" / mode / "datalist.json"

@@ -208,9 +208,21 @@ def run_benchmark_experiment(config: BenchmarkConfig) -> Path:
     files = [str(f) for f in c.predictions]
     if c.cv_dir:
         files += [str(fold_predictions(c.cv_dir, k, c.checkpoint)) for k in range(n_folds)]
+    predictions = _predictions(files)
+    if c.slices == "predicted":  # every scored patient's slice calls, before the first patient is scored
+        if predictions is None:
+            raise HemwslInputError("--slices predicted scores the slices the classifier calls positive: give --cv-dir "
+                                   "or --predictions")
+        scored = set(folds[0]) | {p for sel in folds[1].values() for p in sel}
+        missing = sorted(scored - {str(p) for p in predictions["patient"]})
+        if missing:
+            raise HemwslInputError(f"{'--predictions' if c.predictions else '--cv-dir'} {', '.join(files[:2])}"
+                                   f"{' ...' if len(files) > 2 else ''}: no slice probabilities of patient(s) "
+                                   f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} (--slices predicted "
+                                   "scores the slices they call)")
     hu_range = [list(r) for r in c.hu_range] if c.hu_range else [45.0, 90.0]
     out = run_benchmark(datalist, c.cam_dir, c.out, methods=_values(c.methods), layers=_values(c.layers),
-                        thresholds=list(c.thresholds), folds=folds, slices=c.slices, predictions=_predictions(files),
+                        thresholds=list(c.thresholds), folds=folds, slices=c.slices, predictions=predictions,
                         prob_threshold=c.prob_threshold, distance_metrics=c.distance_metrics, n_boot=c.n_boot,
                         figures=c.figures, hu_range=hu_range, brain_erosion=_values(c.brain_erosion),
                         min_size=_values(c.min_size), grow=_values(c.grow), min_share=_values(c.min_share),

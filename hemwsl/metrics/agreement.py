@@ -68,7 +68,9 @@ def volume_agreement(true_ml: Any, pred_ml: Any, tolerance_ml: float = 5.0, zero
         ``n``, ``n_negative`` (true volume 0), ``pearson_r``, ``ccc``, ``bias`` (mean of pred - true),
         ``loa_low`` / ``loa_high`` (bias -/+ 1.96 sd of the differences, sample sd), ``mae``,
         ``within_tol`` (share with |error| <= tolerance), ``negatives_under_zero_ml`` (share of the
-        hemorrhage-free scans estimated below ``zero_ml``; NaN without such scans).
+        hemorrhage-free scans estimated below ``zero_ml``; NaN without such scans), ``positives_given_volume`` (share
+        of the scans with hemorrhage given any volume, estimate > 0 mL: the sensitivity of what a reader of the
+        volumes sees; NaN without such scans).
     """
     t, p = _pair(true_ml, pred_ml)
     if t.size == 0:
@@ -90,6 +92,7 @@ def volume_agreement(true_ml: Any, pred_ml: Any, tolerance_ml: float = 5.0, zero
         "mae": float(np.abs(d).mean()),
         "within_tol": float((np.abs(d) <= tolerance_ml).mean()),
         "negatives_under_zero_ml": float((p[neg] < zero_ml).mean()) if neg.any() else float("nan"),
+        "positives_given_volume": float((p[~neg] > 0).mean()) if (~neg).any() else float("nan"),
     }
 
 

@@ -10,7 +10,9 @@ logit most ("differential prediction") is the pseudo mask.
   :class:`KMeansRefined`), :func:`differential_prediction` (one batched forward for all candidates),
   :func:`enhance_slices`, :class:`ClassifierInput`.
 * Per volume: :func:`pseudo_label_volume`; over a datalist, resumable: :func:`make_pseudo_labels`
-  (NIfTI masks + ``datalist.json``); :func:`evaluate_pseudo_labels` (Dice against the true masks).
+  (NIfTI masks + ``datalist.json``); :func:`evaluate_pseudo_labels` (Dice against the true masks). Both take
+  how the mask is made as one :class:`PseudoLabelSettings` and the classifier's input settings as one
+  :class:`hemwsl.data.settings.InputSettings`.
 * Weakly supervised component filter (:mod:`hemwsl.pseudo.components`): :class:`ComponentFilter`, trained
   on slice labels only by :func:`fit_component_filter` (:func:`component_filter_at` loads a saved one or
   trains and saves it), drops the region's components that look like what slices without hemorrhage also
@@ -32,13 +34,11 @@ from hemwsl.pseudo.kmeans import (
     kmeans_refine,
 )
 from hemwsl.pseudo.preprocess import ENHANCEMENTS, ClassifierInput, enhance_slices
+from hemwsl.pseudo.settings import PSEUDO_MODES, SELECTIONS, PseudoLabelSettings, check_pseudo_params
 from hemwsl.pseudo.volume import (
-    PSEUDO_MODES,
     REFERENCE,
-    SELECTIONS,
     WEAK_SLICE_LABELS,
     build_threshold,
-    check_pseudo_params,
     component_filter_at,
     evaluate_pseudo_labels,
     fit_component_filter,
@@ -61,6 +61,7 @@ __all__ = [
     "KMeansRefineD",
     "KMeansRefineDict",
     "KMeansRefined",
+    "PseudoLabelSettings",
     "build_threshold",
     "check_pseudo_params",
     "component_features",

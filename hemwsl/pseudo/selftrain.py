@@ -62,11 +62,15 @@ def self_training_target(image: str | os.PathLike, cam: str | os.PathLike, slice
     slice by slice, e.g. ``ThresholdSpec.strategy(value, per_sample=False)``) on the heatmap ``cam`` inside the
     brain eroded by ``brain_erosion`` pixels chooses the blood of the positive slices. Returns
     ``(codes, affine, counts)``."""
+    from hemwsl.data.settings import InputSettings
+    from hemwsl.pseudo.settings import PseudoLabelSettings
     from hemwsl.pseudo.volume import pseudo_label_volume
 
     labels = np.asarray(slice_labels, dtype=np.float64)
-    chosen, affine, _ = pseudo_label_volume(image, cam, None, probabilities=labels, mode="cam", threshold=strategy,
-                                            prob_threshold=0.5, skull_strip=True, brain_erosion=brain_erosion)
+    chosen, affine, _ = pseudo_label_volume(
+        image, cam, None, PseudoLabelSettings(mode="cam", threshold=strategy, prob_threshold=0.5,
+                                              brain_erosion=brain_erosion),
+        inputs=InputSettings(skull_strip=True), probabilities=labels)
     from hemwsl.pseudo.volume import _volume_inputs
 
     _, hu, _, brain, _ = _volume_inputs(image, cam, True, 0)

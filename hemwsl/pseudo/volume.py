@@ -30,6 +30,7 @@ is refused) and ``<out>/datalist.json`` (every volume of the folder, over calls)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,7 +43,15 @@ import numpy as np
 import torch
 
 from hemwsl.constants import IMAGE, LABEL, PATIENT, SLICE_LABELS, SPACING, SUBTYPE_LABELS
+from hemwsl.data.settings import InputSettings
 from hemwsl.errors import HemwslInputError, check_choice
+from hemwsl.pseudo.settings import (
+    PSEUDO_MODES,
+    SELECTIONS,
+    PseudoLabelSettings,
+    _check_with_inputs,
+    check_pseudo_params,
+)
 
 __all__ = [
     "PSEUDO_MODES",
@@ -61,10 +70,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Pseudo-label modes: the thresholded CAM, or its K-means cluster chosen by the classifier.
-PSEUDO_MODES: tuple[str, ...] = ("cam", "cam_kmeans")
-#: How ``cam_kmeans`` picks the cluster.
-SELECTIONS: tuple[str, ...] = ("differential", "brightest")
 #: Extra datalist keys of the pseudo-label datalist.
 REFERENCE = "reference"  # path of the true mask (evaluation only), or None
 WEAK_SLICE_LABELS = "weak_slice_labels"  # the input entry's slice labels
@@ -100,33 +105,17 @@ def _check_map_fraction(value: Any) -> None:
         raise HemwslInputError(f"threshold {value!r}: a threshold of the per-slice min-max heatmap must be in [0, 1)")
 
 
-def check_pseudo_params(*, mode: str = "cam_kmeans", select: str = "differential", k: int = 4, context: bool = False,
-                        context_slices: int = 3, prob_threshold: float = 0.5, brain_erosion: int = 0,
-                        skull_strip: bool = False, enhance: str = "global",
-                        enhance_window: str | tuple[float, float] = "brain", component_filter: bool = False) -> None:
-    """The settings of :func:`pseudo_label_volume` / :func:`make_pseudo_labels` that need no file, checked at once
-    (before a folder records them): raises :class:`HemwslInputError` naming the first bad one."""
-    from hemwsl.pseudo.preprocess import ENHANCEMENTS
-
-    check_choice("mode", mode, PSEUDO_MODES)
-    check_choice("select", select, SELECTIONS)
-    if mode == "cam_kmeans":
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise HemwslInputError(f"k must be a positive int, got {k!r}")
-        check_choice("enhancement", enhance, ENHANCEMENTS)
-        from hemwsl.transforms.array import resolve_window
-
-        resolve_window(enhance_window, "enhance_window")
-    if context and (isinstance(context_slices, bool) or not isinstance(context_slices, (int, np.integer))
-                    or context_slices < 3 or context_slices % 2 == 0):
-        raise HemwslInputError(f"context_slices must be an odd number >= 3, got {context_slices}")
-    if isinstance(prob_threshold, bool) or not isinstance(prob_threshold, (int, float, np.floating)) \
-            or not 0.0 <= prob_threshold <= 1.0:
-        raise HemwslInputError(f"prob_threshold must be in [0, 1], got {prob_threshold}")
-    if int(brain_erosion) < 0 or (brain_erosion and not skull_strip):
-        raise HemwslInputError(f"brain_erosion must be >= 0 and needs skull_strip=True, got {brain_erosion}")
-    if component_filter and context:
-        raise HemwslInputError("component_filter scores the components of single slices: use it without context")
+def _settings_and_inputs(settings: Any, inputs: Any) -> tuple[PseudoLabelSettings, InputSettings]:
+    """``settings`` and ``inputs`` with their defaults for ``None``; another type is one line naming the argument."""
+    if settings is None:
+        settings = PseudoLabelSettings()
+    if not isinstance(settings, PseudoLabelSettings):
+        raise HemwslInputError(f"settings must be a PseudoLabelSettings (hemwsl.pseudo), got {type(settings).__name__}")
+    if inputs is None:
+        inputs = InputSettings()
+    if not isinstance(inputs, InputSettings):
+        raise HemwslInputError(f"inputs must be an InputSettings (hemwsl.data.settings), got {type(inputs).__name__}")
+    return settings, inputs
 
 
 def _resolve_threshold(threshold: Any):
@@ -284,27 +273,13 @@ def pseudo_label_volume(
     image: str | os.PathLike,
     cam: str | os.PathLike | np.ndarray,
     network: torch.nn.Module | None = None,
+    settings: PseudoLabelSettings | None = None,
     *,
+    inputs: InputSettings | None = None,
     probabilities: np.ndarray | None = None,
-    mode: str = "cam_kmeans",
-    threshold: Any = 0.7,
-    context: bool = False,
-    context_slices: int = 3,
-    select: str = "differential",
-    k: int = 4,
-    enhance: str = "global",
-    enhance_window: str | tuple[float, float] = "brain",
-    prob_threshold: float = 0.5,
-    windows: Sequence = ("brain",),
-    num_slices: int = 3,
-    spatial_size: Sequence[int] | None = (256, 256),
-    skull_strip: bool = False,
+    component_filter: Any = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
-    seed: int = 0,
-    brain_erosion: int = 0,
-    component_filter: Any = None,
-    hu_reference: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Pseudo mask of one CT volume.
 
@@ -313,29 +288,19 @@ def pseudo_label_volume(
         cam: its heatmap on the CT grid (path or ``(X, Y, Z)`` array), e.g. from ``run_cam``.
         network: the slice classifier (eval mode); needed unless ``probabilities`` are given and
             the mode/selection does not score clusters.
+        settings: how the pseudo mask is made (:class:`~hemwsl.pseudo.settings.PseudoLabelSettings`: mode,
+            threshold, context, selection, K-means, slice cut, brain erosion, seed, HU calibration); ``None``: its
+            defaults.
+        inputs: the classifier's input settings (as in its bundle: ``windows``, ``num_slices``, ``spatial_size``,
+            ``skull_strip``; :class:`~hemwsl.data.settings.InputSettings`, whose ``window_on_device`` is not used
+            here); ``None``: its defaults.
         probabilities: ``(Z,)`` per-slice probabilities (e.g. :func:`read_slice_probabilities`);
             default: computed with ``network`` on the same inputs as in training.
-        mode: ``"cam"`` or ``"cam_kmeans"`` (:data:`PSEUDO_MODES`).
-        threshold: a number (fixed threshold on the per-slice min-max map) or a strategy of
-            :mod:`hemwsl.thresholds` (see :func:`build_threshold`).
-        context, context_slices: slice context (see the module docstring).
-        select: ``"differential"`` or ``"brightest"`` (:data:`SELECTIONS`).
-        k: K-means clusters.
-        enhance, enhance_window: contrast enhancement before clustering (:func:`hemwsl.pseudo.enhance_slices`).
-        prob_threshold: slices with probability >= this get foreground.
-        windows, num_slices, spatial_size, skull_strip: the classifier's input settings (as in its bundle).
-        batch_size: slices per forward pass (each scores ``batch_size * (k + 1)`` inputs).
-        device: where the network runs.
-        seed: K-means random state.
-        brain_erosion: with ``skull_strip``, erode the brain mask the threshold restricts to by this many
-            pixels per slice (3x3 cross), which keeps the partial-volume rim of the inner skull table (whose
-            HU overlap blood's) out of the pseudo-labels; the classifier still sees the uneroded stripping.
         component_filter: a trained :class:`hemwsl.pseudo.components.ComponentFilter`: the thresholded
             region is computed on every slice, its per-slice components scored, and those under the
             filter's threshold dropped before the slice cut (and before K-means). Not with ``context``.
-        hu_reference: with ``skull_strip``, shift the scan's HU so that its brain reads this value before the
-            threshold (its intensity prior, its growth) and the component filter see them
-            (:func:`hemwsl.thresholds.calibrate_hu`); the classifier and the clustering see the HU as stored.
+        batch_size: slices per forward pass (each scores ``batch_size * (k + 1)`` inputs).
+        device: where the network runs.
 
     Returns:
         ``(mask uint8 (X, Y, Z), affine, info)``; ``info`` has per-slice ``probability``,
@@ -347,10 +312,15 @@ def pseudo_label_volume(
     from hemwsl.pseudo.preprocess import ClassifierInput, enhance_slices
     from hemwsl.transforms.array import stack_indices
 
-    check_pseudo_params(mode=mode, select=select, k=k, context=context, context_slices=context_slices,
-                        prob_threshold=prob_threshold, brain_erosion=brain_erosion, skull_strip=skull_strip,
-                        enhance=enhance, enhance_window=enhance_window, component_filter=component_filter is not None)
-    strategy = _resolve_threshold(threshold)
+    settings, inputs = _settings_and_inputs(settings, inputs)
+    mode, select, k, context, context_slices = (settings.mode, settings.select, settings.k, settings.context,
+                                                settings.context_slices)
+    windows, num_slices, spatial_size, skull_strip = (inputs.windows, inputs.num_slices, inputs.spatial_size,
+                                                      inputs.skull_strip)
+    brain_erosion = settings.brain_erosion
+    _check_with_inputs(context=context, brain_erosion=brain_erosion, skull_strip=skull_strip,
+                       component_filter=component_filter is not None)
+    strategy = _resolve_threshold(settings.threshold)
     needs_net = probabilities is None or (mode == "cam_kmeans" and select == "differential")
     if needs_net and network is None:
         raise HemwslInputError(
@@ -358,7 +328,7 @@ def pseudo_label_volume(
             + (" (no probabilities given)" if probabilities is None else "")
         )
     vol, hu, cam_arr, brain, roi = _volume_inputs(image, cam, skull_strip, brain_erosion)
-    hu_prior = _calibrated(hu, brain, hu_reference)
+    hu_prior = _calibrated(hu, brain, settings.hu_reference)
     depth = hu.shape[-1]
     hu_s = np.where(brain, hu, hu.min()).astype(np.float32) if brain is not None else hu
     ref = brain if brain is not None else hu > hu.min()
@@ -374,7 +344,7 @@ def pseudo_label_volume(
     if np.isnan(probabilities).any():
         missing = np.flatnonzero(np.isnan(probabilities)).tolist()
         raise HemwslInputError(f"{image}: slice probabilities missing for slice(s) {missing}")
-    positive = probabilities >= prob_threshold
+    positive = probabilities >= settings.prob_threshold
 
     mask = np.zeros(hu.shape, dtype=np.uint8)
     info: dict[str, Any] = {"probability": probabilities.round(6).tolist(), "positive": positive.astype(int).tolist(),
@@ -399,12 +369,13 @@ def pseudo_label_volume(
         need = sorted({i for z in regions for i in (stack_indices(z, context_slices, depth) if context else [z])})
         enhanced = dict(zip(need, enhance_slices(np.moveaxis(hu_s[..., need], -1, 0),
                                                  None if brain is None else np.moveaxis(brain[..., need], -1, 0),
-                                                 window=enhance_window, method=enhance))) if need else {}
+                                                 window=settings.enhance_window,
+                                                 method=settings.enhance))) if need else {}
         labels: dict[int, np.ndarray] = {}
         for z, r in regions.items():
             idx = stack_indices(z, context_slices, depth) if context else [z]
             feats = np.stack([enhanced[i] for i in idx])
-            labels[z], n = kmeans_clusters(feats, r, k=k, seed=seed)
+            labels[z], n = kmeans_clusters(feats, r, k=k, seed=settings.seed)
             info["clusters"][z] = n
         todo = [z for z in labels if info["clusters"][z] > 0]
         if select == "brightest":
@@ -476,30 +447,16 @@ def make_pseudo_labels(
     out_dir: str | os.PathLike,
     method: str,
     layer: str,
-    mode: str = "cam_kmeans",
-    threshold: Any = 0.7,
+    settings: PseudoLabelSettings | None = None,
     *,
-    context: bool = False,
-    context_slices: int = 3,
-    select: str = "differential",
-    k: int = 4,
-    enhance: str = "global",
-    enhance_window: str | tuple[float, float] = "brain",
-    prob_threshold: float = 0.5,
+    inputs: InputSettings | None = None,
     predictions_csv: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-    windows: Sequence = ("brain",),
-    num_slices: int = 3,
-    spatial_size: Sequence[int] | None = (256, 256),
-    skull_strip: bool = False,
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    progress: bool = True,
-    brain_erosion: int = 0,
-    prob_threshold_rule: str | None = None,
     component_filter: Any = None,
     component_filter_rule: str | None = None,
-    hu_reference: float | None = None,
+    prob_threshold_rule: str | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
 ) -> list[dict]:
     """Write the pseudo mask of every entry of ``datalist`` and the training datalist; resumable.
 
@@ -511,20 +468,19 @@ def make_pseudo_labels(
         cam_dir: the ``run_cam`` output root (``<cam_dir>/<method>/<layer>/<patient>.nii.gz``).
         out_dir: where ``<patient>.nii.gz`` and ``datalist.json`` go.
         method, layer: which heatmaps to use.
-        mode, threshold, context, context_slices, select, k, enhance, enhance_window, prob_threshold,
-        windows, num_slices, spatial_size, skull_strip, batch_size, device, seed, brain_erosion, hu_reference: see
-            :func:`pseudo_label_volume`.
+        settings, inputs, batch_size, device: see :func:`pseudo_label_volume` (``None``: the defaults of
+            :class:`~hemwsl.pseudo.settings.PseudoLabelSettings`, :class:`~hemwsl.data.settings.InputSettings`).
         predictions_csv: one or more predictions CSVs of the classifier bundle giving the slice
             probabilities (instead of recomputing them with ``network``).
-        progress: progress bar over volumes.
-        prob_threshold_rule: how ``prob_threshold`` was chosen when it differs between calls writing to the
-            same ``out_dir`` (e.g. ``"f1_max"``: each cross-validation fold's validation F1-max threshold).
-            The folder then records the rule instead of the value, and each volume's ``.done`` record
-            keeps the value it used.
         component_filter: a trained :class:`hemwsl.pseudo.components.ComponentFilter` (see
             :func:`pseudo_label_volume`; train it with :func:`fit_component_filter` on other patients).
         component_filter_rule: how the filter was trained, recorded in ``pseudo_params.json`` (e.g.
             ``"per fold, on its training and validation patients"``); required with ``component_filter``.
+        prob_threshold_rule: how ``settings.prob_threshold`` was chosen when it differs between calls writing to
+            the same ``out_dir`` (e.g. ``"f1_max"``: each cross-validation fold's validation F1-max threshold).
+            The folder then records the rule instead of the value, and each volume's ``.done`` record
+            keeps the value it used.
+        progress: progress bar over volumes.
 
     Returns:
         The pseudo-label datalist, also written to ``<out_dir>/datalist.json``; entries of other patients
@@ -535,27 +491,28 @@ def make_pseudo_labels(
     from hemwsl.data.datalist import NUM_SLICES, POSITIVE, save_datalist
     from hemwsl.data.io import atomic_write_text, load_volume, save_nifti
 
-    check_pseudo_params(mode=mode, select=select, k=k, context=context, context_slices=context_slices,
-                        prob_threshold=prob_threshold, brain_erosion=brain_erosion, skull_strip=skull_strip,
-                        enhance=enhance, enhance_window=enhance_window, component_filter=component_filter is not None)
+    settings, inputs = _settings_and_inputs(settings, inputs)
+    kmeans, skull_strip = settings.mode == "cam_kmeans", inputs.skull_strip
+    _check_with_inputs(context=settings.context, brain_erosion=settings.brain_erosion, skull_strip=skull_strip,
+                       component_filter=component_filter is not None)
     if not datalist:
         raise HemwslInputError("datalist is empty: no volumes to pseudo-label")
-    from hemwsl.thresholds.intensity import check_hu_reference
-
-    strategy = _resolve_threshold(threshold)
+    strategy = _resolve_threshold(settings.threshold)
     out = Path(out_dir)
-    params = _params_record(cam_dir=str(cam_dir), method=method, layer=layer, mode=mode, threshold=repr(strategy),
-                            context=bool(context), context_slices=int(context_slices) if context else None,
-                            select=select if mode == "cam_kmeans" else None, k=int(k) if mode == "cam_kmeans" else None,
-                            enhance=enhance if mode == "cam_kmeans" else None,
-                            enhance_window=enhance_window if mode == "cam_kmeans" else None,
-                            prob_threshold=prob_threshold_rule or float(prob_threshold),
-                            windows=list(windows), num_slices=int(num_slices),
-                            spatial_size=None if spatial_size is None else list(spatial_size),
-                            skull_strip=bool(skull_strip), seed=int(seed))
-    if brain_erosion:  # recorded only when used, so folders made before the option still resume
-        params["brain_erosion"] = int(brain_erosion)
-    hu_reference = check_hu_reference(hu_reference)
+    params = _params_record(cam_dir=str(cam_dir), method=method, layer=layer, mode=settings.mode,
+                            threshold=repr(strategy),
+                            context=bool(settings.context),
+                            context_slices=int(settings.context_slices) if settings.context else None,
+                            select=settings.select if kmeans else None, k=int(settings.k) if kmeans else None,
+                            enhance=settings.enhance if kmeans else None,
+                            enhance_window=settings.enhance_window if kmeans else None,
+                            prob_threshold=prob_threshold_rule or float(settings.prob_threshold),
+                            windows=list(inputs.windows), num_slices=int(inputs.num_slices),
+                            spatial_size=None if inputs.spatial_size is None else list(inputs.spatial_size),
+                            skull_strip=bool(skull_strip), seed=int(settings.seed))
+    if settings.brain_erosion:  # recorded only when used, so folders made before the option still resume
+        params["brain_erosion"] = int(settings.brain_erosion)
+    hu_reference = settings.hu_reference
     if hu_reference is not None:  # likewise
         if not skull_strip:
             raise HemwslInputError("hu_reference needs skull_strip (the brain's HU is measured inside the brain mask)")
@@ -596,6 +553,7 @@ def make_pseudo_labels(
 
     if not params_path.exists():
         atomic_write_text(params_path, json.dumps(params, indent=1) + "\n")
+    volume_settings = dataclasses.replace(settings, threshold=strategy)  # the strategy built once, for every volume
     result: list[dict] = []
     for entry, stem, cam_path in tqdm(jobs, desc="pseudo-labels", disable=not progress):
         mask_path = out / f"{stem}.nii.gz"
@@ -604,12 +562,9 @@ def make_pseudo_labels(
         if info is None:
             p = None if probs is None else _lookup(probs, stem, source)
             mask, affine, info = pseudo_label_volume(
-                entry[IMAGE], cam_path, network, probabilities=p, mode=mode, threshold=strategy, context=context,
-                context_slices=context_slices, select=select, k=k, enhance=enhance, enhance_window=enhance_window,
-                prob_threshold=prob_threshold, windows=windows, num_slices=num_slices, spatial_size=spatial_size,
-                skull_strip=skull_strip, batch_size=batch_size, device=device, seed=seed, brain_erosion=brain_erosion,
-                component_filter=component_filter, hu_reference=hu_reference)
-            info["prob_threshold"] = float(prob_threshold)
+                entry[IMAGE], cam_path, network, volume_settings, inputs=inputs, probabilities=p,
+                component_filter=component_filter, batch_size=batch_size, device=device)
+            info["prob_threshold"] = float(settings.prob_threshold)
             save_nifti(mask, affine, mask_path)
             vol = load_volume(entry[IMAGE], kind="image") if SPACING not in entry else None
             info["spacing"] = list(entry[SPACING]) if vol is None else [float(s) for s in vol.spacing]

@@ -139,11 +139,11 @@ def test_cache_and_background_writer_give_the_same_files(synthetic_datalist, tmp
 
     calls = []
 
-    def failing(maps, affine, out, stem):
+    def failing(maps, affine, out, stem, **kw):
         calls.append(stem)
         if len(calls) == 2:
             raise OSError("disk full")
-        return cam_pkg.volume.save_heatmaps(maps, affine, out, stem)
+        return cam_pkg.volume.save_heatmaps(maps, affine, out, stem, **kw)
 
     orig = cam_pkg.save_heatmaps
     cam_pkg.save_heatmaps = failing

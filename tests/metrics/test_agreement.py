@@ -71,3 +71,9 @@ def test_abc2_of_an_ellipsoid_is_close_to_its_volume():
     true_ml = m.sum() / 1000
     est = abc2_volume_ml(m, (1.0, 1.0, 1.0))
     assert 0.6 * true_ml < est < 1.1 * true_ml
+
+
+def test_positives_given_volume_by_hand():
+    a = volume_agreement([0.0, 2.0, 5.0, 30.0, 0.0], [0.5, 0.0, 4.0, 0.01, 0.0])
+    assert a["positives_given_volume"] == pytest.approx(2 / 3)  # 5 mL and 30 mL given some volume, 2 mL given none
+    assert math.isnan(volume_agreement([0.0, 0.0], [1.0, 0.0])["positives_given_volume"])

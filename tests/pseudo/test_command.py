@@ -120,7 +120,8 @@ def test_run_pseudo_prior_min_size_and_validation_threshold(box_files, tmp_path,
 
 def test_brain_erosion_restricts_the_labels(box_files, tmp_path):
     from hemwsl.data.io import save_nifti
-    from hemwsl.pseudo import pseudo_label_volume
+    from hemwsl.data.settings import InputSettings
+    from hemwsl.pseudo import PseudoLabelSettings, pseudo_label_volume
     from tests.pseudo.conftest import AFFINE, box_volume
 
     hu, cam, _, _ = box_volume()
@@ -128,13 +129,15 @@ def test_brain_erosion_restricts_the_labels(box_files, tmp_path):
         hu[edge, 2:22], hu[2:22, edge] = 100.0, 100.0
     ct = tmp_path / "skull.nii.gz"
     save_nifti(hu, AFFINE, ct)
-    kw = dict(probabilities=np.array([0.9, 0.2, 0.6, 0.5]), mode="cam", windows=("brain",), num_slices=1,
-              spatial_size=None, skull_strip=True)
-    plain, _, _ = pseudo_label_volume(ct, cam, None, **kw)
-    eroded, _, _ = pseudo_label_volume(ct, cam, None, brain_erosion=5, **kw)
+    kw = dict(probabilities=np.array([0.9, 0.2, 0.6, 0.5]),
+              inputs=InputSettings(windows=("brain",), num_slices=1, spatial_size=None, skull_strip=True))
+    plain, _, _ = pseudo_label_volume(ct, cam, None, PseudoLabelSettings(mode="cam"), **kw)
+    eroded, _, _ = pseudo_label_volume(ct, cam, None, PseudoLabelSettings(mode="cam", brain_erosion=5), **kw)
     assert plain.sum() > 0 and (eroded <= plain).all() and eroded.sum() < plain.sum()
     with pytest.raises(HemwslInputError, match="brain_erosion"):
-        pseudo_label_volume(box_files["ct"], box_files["cam"], None, brain_erosion=2, **{**kw, "skull_strip": False})
+        pseudo_label_volume(box_files["ct"], box_files["cam"], None, PseudoLabelSettings(mode="cam", brain_erosion=2),
+                            **{**kw, "inputs": InputSettings(windows=("brain",), num_slices=1, spatial_size=None,
+                                                             skull_strip=False)})
 
 
 def test_evaluate_pseudo_labels_diagnostics(tmp_path):

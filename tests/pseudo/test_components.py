@@ -192,28 +192,30 @@ def test_pseudo_command_with_component_filter(tmp_path, monkeypatch, capsys):
 
 
 def test_pseudo_label_volume_filter_and_context_exclusive(tmp_path):
-    from hemwsl.pseudo import pseudo_label_volume
+    from hemwsl.pseudo import PseudoLabelSettings, pseudo_label_volume
 
     hu, _, _ = phantom({1})
     x, y = _training_set(2)
     flt = ComponentFilter(min_samples_leaf=2).fit(x, y)
     with pytest.raises(HemwslInputError, match="without context"):
-        pseudo_label_volume(tmp_path / "missing.nii.gz", np.zeros(hu.shape), probabilities=np.ones(DEPTH), mode="cam",
-                            context=True, component_filter=flt)
+        pseudo_label_volume(tmp_path / "missing.nii.gz", np.zeros(hu.shape),
+                            settings=PseudoLabelSettings(mode="cam", context=True), probabilities=np.ones(DEPTH),
+                            component_filter=flt)
 
 
 def test_filter_before_kmeans(tmp_path):
     """With cam_kmeans, K-means clusters the filtered region: the rim never reaches the pseudo mask."""
     from hemwsl.data.io import save_nifti
-    from hemwsl.pseudo import build_threshold, pseudo_label_volume
+    from hemwsl.pseudo import PseudoLabelSettings, build_threshold, pseudo_label_volume
 
     x, y = _training_set()
     flt = ComponentFilter().fit(x, y)
     hu, _, blood = phantom({2, 7}, seed=99)
     save_nifti(hu.astype(np.int16), AFFINE, tmp_path / "ct.nii.gz")
     mask, _, info = pseudo_label_volume(tmp_path / "ct.nii.gz", np.zeros(hu.shape, np.float32),
-                                        probabilities=np.full(DEPTH, 0.9), mode="cam_kmeans", select="brightest", k=2,
-                                        threshold=build_threshold("intensity", None, hu_range=(50, 90)),
-                                        component_filter=flt)
+                                        settings=PseudoLabelSettings(
+                                            mode="cam_kmeans", select="brightest", k=2,
+                                            threshold=build_threshold("intensity", None, hu_range=(50, 90))),
+                                        probabilities=np.full(DEPTH, 0.9), component_filter=flt)
     assert mask.sum() > 0 and not (mask.astype(bool) & ~blood).any()
     assert info["kept_components"] == [0, 0, 1, 0, 0, 0, 0, 1, 0, 0]

@@ -8,7 +8,8 @@ import torch
 
 from hemwsl.constants import IMAGE, LABEL, PATIENT
 from hemwsl.data.io import load_volume
-from hemwsl.pseudo import build_threshold, evaluate_pseudo_labels, make_pseudo_labels
+from hemwsl.data.settings import InputSettings
+from hemwsl.pseudo import PseudoLabelSettings, build_threshold, evaluate_pseudo_labels, make_pseudo_labels
 from tests.cam.helpers import tiny_cnn
 
 SETTINGS = {"windows": ("brain",), "num_slices": 3, "spatial_size": (32, 32), "skull_strip": True}
@@ -27,7 +28,6 @@ def phantoms(tmp_path_factory):
 @pytest.mark.parametrize("mode,context", [("cam_kmeans", True), ("cam", False)])
 def test_phantoms_to_datalist(phantoms, tmp_path, mode, context):
     from hemwsl.data.datalist import DATALIST_KEYS, load_datalist
-    from hemwsl.data.settings import InputSettings
     from hemwsl.engines.cam import run_cam
 
     torch.manual_seed(0)
@@ -35,10 +35,14 @@ def test_phantoms_to_datalist(phantoms, tmp_path, mode, context):
     run_cam(net, phantoms, tmp_path / "cams", methods=("layercam",), layers=["features"], batch_size=8,
             progress=False, inputs=InputSettings(**SETTINGS))
     out = tmp_path / "pseudo"
-    result = make_pseudo_labels(net, phantoms, tmp_path / "cams", out, "layercam", "features", mode=mode,
-                                # a random network looks anywhere: threshold at the 80th percentile of the brain's map values
-                                threshold=build_threshold("percentile", 80, region="brain"),
-                                context=context, prob_threshold=0.0, progress=False, **SETTINGS)
+    result = make_pseudo_labels(net, phantoms, tmp_path / "cams", out, "layercam", "features",
+                                PseudoLabelSettings(
+                                    mode=mode,
+                                    # a random network looks anywhere: threshold at the 80th percentile of the brain's
+                                    # map values
+                                    threshold=build_threshold("percentile", 80, region="brain"),
+                                    context=context, prob_threshold=0.0),
+                                inputs=InputSettings(**SETTINGS), progress=False)
     assert load_datalist(out / "datalist.json") == result
     assert [e[PATIENT] for e in result] == [e[PATIENT] for e in phantoms]
     for entry, e in zip(phantoms, result):
@@ -73,5 +77,5 @@ def test_slice_probabilities_match_predict_volume(phantoms):
     image = phantoms[0][IMAGE]
     expected = predict_volume(net, image, **SETTINGS)[:, 0]
     cam = np.zeros(load_volume(image).shape, dtype=np.float32)
-    _, _, info = pseudo_label_volume(image, cam, net, mode="cam", **SETTINGS)
+    _, _, info = pseudo_label_volume(image, cam, net, PseudoLabelSettings(mode="cam"), inputs=InputSettings(**SETTINGS))
     np.testing.assert_allclose(info["probability"], expected, atol=2e-6)

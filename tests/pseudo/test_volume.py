@@ -10,8 +10,15 @@ import pytest
 
 from hemwsl.cam.volume import heatmap_path
 from hemwsl.data.io import load_volume, save_nifti
+from hemwsl.data.settings import InputSettings
 from hemwsl.errors import HemwslInputError
-from hemwsl.pseudo import build_threshold, make_pseudo_labels, pseudo_label_volume, read_slice_probabilities
+from hemwsl.pseudo import (
+    PseudoLabelSettings,
+    build_threshold,
+    make_pseudo_labels,
+    pseudo_label_volume,
+    read_slice_probabilities,
+)
 from tests.pseudo.conftest import AFFINE, MeanWindowNet
 
 SETTINGS = {"windows": ("brain",), "num_slices": 1, "spatial_size": None, "skull_strip": False}
@@ -19,8 +26,8 @@ PROBS = np.array([0.9, 0.2, 0.6, 0.5])  # slices 0, 2, 3 positive at 0.5
 
 
 def test_cam_mode_thresholds_positive_slices_only(box_files):
-    mask, affine, info = pseudo_label_volume(box_files["ct"], box_files["cam"], None, probabilities=PROBS, mode="cam",
-                                             **SETTINGS)
+    mask, affine, info = pseudo_label_volume(box_files["ct"], box_files["cam"], None, PseudoLabelSettings(mode="cam"),
+                                             inputs=InputSettings(**SETTINGS), probabilities=PROBS)
     assert mask.dtype == np.uint8 and mask.shape == (24, 24, 4)
     np.testing.assert_allclose(affine, AFFINE)
     for z in (0, 2, 3):  # min-max CAM: 1 in the box, 0.2 elsewhere in the head -> box > 0.7
@@ -31,8 +38,9 @@ def test_cam_mode_thresholds_positive_slices_only(box_files):
 
 def test_cam_kmeans_differential_picks_blood(box_files):
     net = MeanWindowNet()
-    mask, _, info = pseudo_label_volume(box_files["ct"], box_files["cam"], net, probabilities=PROBS,
-                                        mode="cam_kmeans", k=4, **SETTINGS)
+    mask, _, info = pseudo_label_volume(box_files["ct"], box_files["cam"], net,
+                                        PseudoLabelSettings(mode="cam_kmeans", k=4), inputs=InputSettings(**SETTINGS),
+                                        probabilities=PROBS)
     assert net.batch_sizes == [3 * 5]  # the 3 positive slices x (original + 4 candidates), one forward
     for z in (0, 2, 3):
         np.testing.assert_array_equal(mask[..., z], box_files["blood"])
@@ -47,8 +55,9 @@ def test_cam_kmeans_differential_picks_blood(box_files):
 
 def test_brightest_selection_and_computed_probabilities(box_files):
     net = MeanWindowNet()  # logits of 100 x mean window > 0: every slice positive
-    mask, _, info = pseudo_label_volume(box_files["ct"], box_files["cam"], net, mode="cam_kmeans",
-                                        select="brightest", **SETTINGS)
+    mask, _, info = pseudo_label_volume(box_files["ct"], box_files["cam"], net,
+                                        PseudoLabelSettings(mode="cam_kmeans", select="brightest"),
+                                        inputs=InputSettings(**SETTINGS))
     assert info["positive"] == [1, 1, 1, 1]
     for z in range(4):
         np.testing.assert_array_equal(mask[..., z], box_files["blood"])
@@ -58,10 +67,12 @@ def test_context_damps_a_one_slice_hot_spot(box_files):
     cam = box_files["cam"].copy()
     cam[18:20, 18:20, 2] = 1.0  # hot spot on slice 2 only
     probs = np.array([0.1, 0.9, 0.9, 0.9])
-    plain, _, _ = pseudo_label_volume(box_files["ct"], cam, None, probabilities=probs, mode="cam", **SETTINGS)
+    plain, _, _ = pseudo_label_volume(box_files["ct"], cam, None, PseudoLabelSettings(mode="cam"),
+                                      inputs=InputSettings(**SETTINGS), probabilities=probs)
     assert plain[18:20, 18:20, 2].all()
     # with context, slice 2's map is the mean of slices 1-3: the spot is 1/3 of the box's value -> below 0.7
-    ctx, _, _ = pseudo_label_volume(box_files["ct"], cam, None, probabilities=probs, mode="cam", context=True, **SETTINGS)
+    ctx, _, _ = pseudo_label_volume(box_files["ct"], cam, None, PseudoLabelSettings(mode="cam", context=True),
+                                    inputs=InputSettings(**SETTINGS), probabilities=probs)
     assert not ctx[18:20, 18:20, 2].any()
     np.testing.assert_array_equal(ctx[..., 2], box_files["box"])
     assert not ctx[..., 0].any()
@@ -77,7 +88,8 @@ def test_make_pseudo_labels_resume_and_datalist(box_files, tmp_path):
     np.testing.assert_allclose(read_slice_probabilities(csv)["p1"], PROBS)
     datalist = [{"image": str(box_files["ct"]), "label": None, "patient": "p1", "slice_labels": [0, 1, 1, 0]}]
     out = tmp_path / "pseudo"
-    kw = dict(mode="cam", predictions_csv=csv, progress=False, **SETTINGS)
+    kw = dict(settings=PseudoLabelSettings(mode="cam"), inputs=InputSettings(**SETTINGS), predictions_csv=csv,
+              progress=False)
     result = make_pseudo_labels(None, datalist, box_files["cam_dir"], out, "gradcam", "features", **kw)
     nii = out / "p1.nii.gz"
     vol = load_volume(nii, kind="mask", dtype=np.uint8)
@@ -104,7 +116,8 @@ def test_make_pseudo_labels_resume_and_datalist(box_files, tmp_path):
     assert [e["patient"] for e in both] == ["p1", "p2"] and both[0] == result[0]
     assert json.loads((out / "datalist.json").read_text()) == both
     with pytest.raises(HemwslInputError, match="other settings.*threshold"):
-        make_pseudo_labels(None, datalist, box_files["cam_dir"], out, "gradcam", "features", threshold=0.5, **kw)
+        make_pseudo_labels(None, datalist, box_files["cam_dir"], out, "gradcam", "features",
+                           **{**kw, "settings": PseudoLabelSettings(mode="cam", threshold=0.5)})
     # the predictions' kind is part of the settings: the last checkpoint's are refused in this folder ...
     assert json.loads((out / "pseudo_params.json").read_text())["predictions"] == ["pred.csv"]
     last = _write_csv(tmp_path / "predictions_test_last.csv", [("p1", z, v) for z, v in enumerate(PROBS)])
@@ -120,36 +133,39 @@ def test_make_pseudo_labels_resume_and_datalist(box_files, tmp_path):
 
 def test_bad_inputs(box_files, tmp_path):
     entry = {"image": str(box_files["ct"]), "label": None, "patient": "p1"}
-    kw = dict(probabilities=PROBS, **SETTINGS)
+    kw = dict(probabilities=PROBS, inputs=InputSettings(**SETTINGS))
     with pytest.raises(HemwslInputError, match="unknown mode 'kmeans'"):
-        pseudo_label_volume(box_files["ct"], box_files["cam"], None, mode="kmeans", **kw)
+        pseudo_label_volume(box_files["ct"], box_files["cam"], None, PseudoLabelSettings(mode="kmeans"), **kw)
     with pytest.raises(HemwslInputError, match="network is required"):
-        pseudo_label_volume(box_files["ct"], box_files["cam"], None, mode="cam_kmeans", **kw)
+        pseudo_label_volume(box_files["ct"], box_files["cam"], None, PseudoLabelSettings(mode="cam_kmeans"), **kw)
     bad = heatmap_path(tmp_path / "badcams", "p1", ("gradcam", "features"))
     save_nifti(np.zeros((24, 24, 3), np.float32), AFFINE, bad)
     with pytest.raises(HemwslInputError, match=f"{bad}.*shape \\(24, 24, 3\\).*\\(24, 24, 4\\)"):
-        pseudo_label_volume(box_files["ct"], bad, None, mode="cam", **kw)
+        pseudo_label_volume(box_files["ct"], bad, None, PseudoLabelSettings(mode="cam"), **kw)
     missing = heatmap_path(box_files["cam_dir"], "p2", ("gradcam", "features"))
     with pytest.raises(HemwslInputError, match=f"{missing}.*not found"):
         make_pseudo_labels(None, [entry, {**entry, "patient": "p2"}], box_files["cam_dir"], tmp_path / "o1",
-                           "gradcam", "features", mode="cam", predictions_csv=_write_csv(tmp_path / "a.csv", []),
-                           progress=False, **SETTINGS)
+                           "gradcam", "features", PseudoLabelSettings(mode="cam"), inputs=InputSettings(**SETTINGS),
+                           predictions_csv=_write_csv(tmp_path / "a.csv", []), progress=False)
     csv = _write_csv(tmp_path / "b.csv", [("p9", 0, 0.5)])
     with pytest.raises(HemwslInputError, match="b.csv: no predictions for patient 'p1'"):
-        make_pseudo_labels(None, [entry], box_files["cam_dir"], tmp_path / "o2", "gradcam", "features", mode="cam",
-                           predictions_csv=csv, progress=False, **SETTINGS)
+        make_pseudo_labels(None, [entry], box_files["cam_dir"], tmp_path / "o2", "gradcam", "features",
+                           PseudoLabelSettings(mode="cam"), inputs=InputSettings(**SETTINGS), predictions_csv=csv,
+                           progress=False)
     csv = _write_csv(tmp_path / "c.csv", [("p1", 0, 0.5), ("p1", 1, 0.5)])
     with pytest.raises(HemwslInputError, match="missing for slice\\(s\\) \\[2, 3\\]|2 slice probabilities for 4"):
-        make_pseudo_labels(None, [entry], box_files["cam_dir"], tmp_path / "o3", "gradcam", "features", mode="cam",
-                           predictions_csv=csv, progress=False, **SETTINGS)
+        make_pseudo_labels(None, [entry], box_files["cam_dir"], tmp_path / "o3", "gradcam", "features",
+                           PseudoLabelSettings(mode="cam"), inputs=InputSettings(**SETTINGS), predictions_csv=csv,
+                           progress=False)
     with pytest.raises(HemwslInputError, match="threshold strategy 'median'"):
         build_threshold("median")
 
 
 def test_threshold_strategies_from_registry(box_files):
     # the box is 64 of 576 pixels (11 %): the 85th percentile of the slice map is 0.2, and map > 0.2 is the box
-    mask, _, _ = pseudo_label_volume(box_files["ct"], box_files["cam"], None, probabilities=PROBS, mode="cam",
-                                     threshold=build_threshold("percentile", 85), **SETTINGS)
+    mask, _, _ = pseudo_label_volume(box_files["ct"], box_files["cam"], None,
+                                     PseudoLabelSettings(mode="cam", threshold=build_threshold("percentile", 85)),
+                                     inputs=InputSettings(**SETTINGS), probabilities=PROBS)
     np.testing.assert_array_equal(mask[..., 0], box_files["box"])
 
 
@@ -162,7 +178,9 @@ def test_input_grid_heatmap_is_upsampled(box_files, tmp_path):
     cam = np.asarray(box_files["cam"], dtype=np.float32)
     small = cam.reshape(12, 2, 12, 2, -1).mean((1, 3)).astype(np.float32)
     up = np.moveaxis(upsample(torch.from_numpy(np.moveaxis(small, -1, 0).copy()), (24, 24)).numpy(), 0, -1)
-    ref, _, _ = pseudo_label_volume(box_files["ct"], up, None, probabilities=PROBS, mode="cam", **SETTINGS)
-    got, _, _ = pseudo_label_volume(box_files["ct"], small, None, probabilities=PROBS, mode="cam", **SETTINGS)
+    ref, _, _ = pseudo_label_volume(box_files["ct"], up, None, PseudoLabelSettings(mode="cam"),
+                                    inputs=InputSettings(**SETTINGS), probabilities=PROBS)
+    got, _, _ = pseudo_label_volume(box_files["ct"], small, None, PseudoLabelSettings(mode="cam"),
+                                    inputs=InputSettings(**SETTINGS), probabilities=PROBS)
     np.testing.assert_array_equal(got, ref)
     assert got[..., 0].any()
