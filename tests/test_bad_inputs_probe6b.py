@@ -301,7 +301,7 @@ def test_cam_ensemble_bad_member_map_leaves_nothing(tmp_path, capsys, spoil, nam
 def test_pseudo_heatmaps_checked_before_the_first_label(data, tmp_path, spoil, named):
     """A NaN or truncated heatmap of the last patient is named before any pseudo-label (it was found after the
     patients before it had been labelled)."""
-    from hemwsl.commands.pseudo import _check_heatmaps_finite
+    from hemwsl.pseudo import check_heatmaps_readable as _check_heatmaps_finite
     from hemwsl.data.datalist import build_datalist
 
     cam = tmp_path / "cam"
@@ -318,3 +318,15 @@ def test_pseudo_heatmaps_checked_before_the_first_label(data, tmp_path, spoil, n
         f.write_bytes(f.read_bytes()[:200])
     msg = raises_named(lambda: _check_heatmaps_finite(cam, "gradcam", "layer4", dl), named)
     assert str(f) in msg
+
+
+def test_rows_without_slice_metadata_are_read(tmp_path):
+    """Slice -1 is what PredictionCollector writes for batches without slice indices: such rows are read (and may
+    repeat); any other negative index is one line."""
+    from hemwsl.engines.runs import read_predictions_csv
+
+    f = tmp_path / "p.csv"
+    f.write_text("patient,slice,label_any,prob_any\n,-1,0,0.2\n,-1,1,0.7\n")
+    assert read_predictions_csv(f)["slice"].tolist() == [-1, -1]
+    f.write_text("patient,slice,label_any,prob_any\na,0,0,0.2\na,-2,1,0.7\n")
+    raises_named(lambda: read_predictions_csv(f), "line 3: negative slice index -2")

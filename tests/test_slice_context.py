@@ -142,3 +142,21 @@ def test_the_command(tmp_path, capsys):
                  "--sigmas", "-1"]) == 2
     err = capsys.readouterr().err
     assert "sigmas" in err and len(err.strip().splitlines()) == 1
+
+
+def test_pseudo_takes_the_context_of_its_own_run(tmp_path):
+    """A slice-context folder's fold files are predictions of the run it was made from (pseudo's --predictions-csv
+    check accepts them with that run's --cv-dir), not of another run."""
+    import shutil
+
+    from hemwsl.engines.runs import check_predictions_of_run
+
+    run = _fake_run(tmp_path)
+    smooth_cv_predictions(run, tmp_path / "ctx", sigmas=[0, 1, 2], checkpoint="last")
+    smoothed = tmp_path / "ctx" / "fold0" / "predictions_test_last.csv"
+    check_predictions_of_run([smoothed, run / "fold0" / "predictions_test_last.csv"], run, "--predictions-csv")
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    with pytest.raises(HemwslInputError, match="--predictions-csv .*not of --cv-dir"):
+        check_predictions_of_run([smoothed], other, "--predictions-csv")
+    check_predictions_of_run([other / "fold1" / "predictions_test_last.csv"], run)  # a copy: the same probabilities

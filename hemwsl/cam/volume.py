@@ -24,7 +24,7 @@ from hemwsl.constants import IMAGE, PATIENT, SLICE_INDEX
 from hemwsl.errors import HemwslInputError
 
 __all__ = ["explain_volume", "save_heatmaps", "heatmap_path", "volume_done", "resized_affine", "HEATMAP_STORAGE",
-           "check_storage", "quantise_uint16"]
+           "check_storage", "quantise_uint16", "heatmap_header", "read_heatmap_checked", "check_heatmap_sizes"]
 
 Key = tuple[str, str]
 
@@ -309,3 +309,84 @@ def volume_done(out_dir: str | os.PathLike[str], stem: str, keys: Iterable[Key])
     so an existing file is complete); use it to skip volumes when resuming."""
     keys = list(keys)
     return bool(keys) and all(heatmap_path(out_dir, stem, k).is_file() for k in keys)
+
+
+# --------------------------------------------------------------------------------------------- reading them back
+def _why_unreadable(path: Path, err: BaseException) -> str:
+    """Why ``path`` could not be read: a symlink loop or a dangling link said as such (nibabel reports both as
+    'No such file or no access'), else the error."""
+    import errno
+
+    if Path(path).is_symlink():
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return "a symlink loop"
+            if e.errno == errno.ENOENT:
+                return f"a symlink to a missing file ({os.readlink(path)})"
+    return f"{type(err).__name__}: {err}"
+
+
+def heatmap_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]:
+    """``(shape, affine)`` of a heatmap file from its header, or one line naming the file."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        return tuple(img.shape), np.asarray(img.affine)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
+        raise HemwslInputError(f"{path}: cannot read as a heatmap ({_why_unreadable(Path(path), err)})") from err
+
+
+def read_heatmap_checked(path: str | os.PathLike) -> np.ndarray:
+    """A heatmap file as a finite 3D float32 array, or one line naming the file (a truncated or unreadable file, a
+    NaN voxel): what cam-ensemble checks of every map before its first write."""
+    import nibabel as nib
+
+    try:
+        arr = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
+        raise HemwslInputError(f"{path}: cannot read as a heatmap ({_why_unreadable(Path(path), err)})") from err
+    if arr.ndim != 3:
+        raise HemwslInputError(f"{path}: a heatmap is a 3D array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise HemwslInputError(f"{path}: {int((~np.isfinite(arr)).sum())} voxels are NaN or infinite; a heatmap is "
+                               "finite")
+    return arr
+
+
+def check_heatmap_sizes(cam_dir: str | os.PathLike, method: str, layer: str | Callable[[], str],
+                        stems: Iterable[str]) -> None:
+    """Heatmaps cam-cv wrote on its ``input`` grid (as the folder's ``cam_checkpoint.json`` records) share one
+    in-plane size: a heatmap of another size among those of ``stems`` (a map of another run or a hand edit) is one
+    line naming the file, instead of being resampled to the CT without a word. ``layer``: the layer folder, or a
+    callable giving it (resolved only when the record asks for the check). Missing or unreadable maps are left to
+    the step that reads them."""
+    from collections import Counter
+
+    import nibabel as nib
+
+    from hemwsl.data.io import read_json_file
+
+    marker = Path(cam_dir) / "cam_checkpoint.json"
+    if not marker.is_file():
+        return
+    rec = read_json_file(marker, "record of the run that made the heatmaps")
+    settings = rec.get("settings") if isinstance(rec, dict) else None
+    if not isinstance(settings, dict) or settings.get("grid", "input") != "input":
+        return
+    folder = heatmap_path(cam_dir, "x", (method, layer() if callable(layer) else layer)).parent
+    shapes = {}
+    for stem in stems:
+        f = folder / f"{_safe(stem)}.nii.gz"
+        try:
+            shapes[f] = tuple(int(v) for v in nib.load(str(f)).shape[:2])
+        except Exception:  # noqa: BLE001 - a missing or unreadable map is named where it is read
+            continue
+    if len(set(shapes.values())) > 1:
+        common = Counter(shapes.values()).most_common(1)[0][0]
+        f, shape = next((f, s) for f, s in shapes.items() if s != common)
+        raise HemwslInputError(f"{f}: a heatmap of {shape[0]} x {shape[1]} pixels in-plane, the other heatmaps of "
+                               f"{folder} are {common[0]} x {common[1]} (cam-cv's input grid); remake it with "
+                               "`hemwsl cam-cv`")

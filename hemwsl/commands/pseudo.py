@@ -199,8 +199,7 @@ def _check_made_from_cv_dir(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from hemwsl.data.io import read_json_file
-    from hemwsl.engines.runs import CHECKPOINTS, read_predictions_csv, report_name
-    from hemwsl.errors import HemwslInputError
+    from hemwsl.engines.runs import CHECKPOINTS, check_predictions_of_run
     from hemwsl.experiments.benchmark import check_made_from_run
 
     marker = Path(args.cam_dir) / "cam_checkpoint.json"
@@ -209,84 +208,15 @@ def _check_made_from_cv_dir(args: argparse.Namespace) -> None:
         which = rec.get("checkpoint", "best") if isinstance(rec, dict) else "best"
         check_made_from_run(args.cam_dir, args.cv_dir, which if which in CHECKPOINTS else "best", "heatmaps",
                             "--cam-dir")
-    mine = Path(args.cv_dir).resolve()
-    for csv in args.predictions_csv or []:
-        f = Path(csv)
-        run = f.resolve().parent.parent
-        if run == mine or not (run / "cv_run.json").is_file() or not f.parent.name.startswith("fold"):
-            continue  # the run's own file, or a file outside any train-cv run (e.g. an ensemble's mean)
-        theirs = read_predictions_csv(f, labels=False)
-        same = False
-        for which in CHECKPOINTS:
-            g = mine / f.parent.name / f"predictions_{report_name('test', which)}.csv"
-            if not g.is_file():
-                continue
-            ours = read_predictions_csv(g, labels=False)
-            a = sorted(zip(theirs["patient"].tolist(), theirs["slice"].tolist(), theirs["prob"][:, 0].round(5)))
-            b = sorted(zip(ours["patient"].tolist(), ours["slice"].tolist(), ours["prob"][:, 0].round(5)))
-            same = same or a == b
-        if not same:
-            raise HemwslInputError(f"--predictions-csv {csv}: slice probabilities of the train-cv run {run}, not of "
-                                   f"--cv-dir {args.cv_dir} (other folds or weights); give the run's own "
-                                   f"{f.parent.name}/{f.name}")
-
-
-def _check_heatmap_grids(cam_dir, method: str, layer, datalist: list[dict]) -> None:
-    """Heatmaps cam-cv wrote on its ``input`` grid (as ``cam_checkpoint.json`` records; ``layer``: a callable giving
-    the layer folder) share one in-plane size: a
-    heatmap of another size among them (a map of another run or a hand edit) is one line naming the file, instead of
-    being resampled to the CT without a word."""
-    from collections import Counter
-    from pathlib import Path
-
-    import nibabel as nib
-
-    from hemwsl.data.io import read_json_file
-    from hemwsl.errors import HemwslInputError
-
-    marker = Path(cam_dir) / "cam_checkpoint.json"
-    if not marker.is_file():
-        return
-    rec = read_json_file(marker, "record of the run that made the heatmaps")
-    settings = rec.get("settings") if isinstance(rec, dict) else None
-    if not isinstance(settings, dict) or settings.get("grid", "input") != "input":
-        return
-    folder = Path(cam_dir) / method / layer()  # the layer resolved only when a record asks for the check
-    shapes = {}
-    for e in datalist:
-        f = folder / f"{e['patient']}.nii.gz"
-        try:
-            shapes[f] = tuple(int(v) for v in nib.load(str(f)).shape[:2])
-        except Exception:  # a missing or unreadable map is named where it is read
-            continue
-    if len(set(shapes.values())) > 1:
-        common = Counter(shapes.values()).most_common(1)[0][0]
-        f, shape = next((f, s) for f, s in shapes.items() if s != common)
-        raise HemwslInputError(f"{f}: a heatmap of {shape[0]} x {shape[1]} pixels in-plane, the other heatmaps of "
-                               f"{folder} are {common[0]} x {common[1]} (cam-cv's input grid); remake it with "
-                               "`hemwsl cam-cv`")
-
-
-def _check_heatmaps_finite(cam_dir, method: str, layer: str, datalist: list[dict]) -> None:
-    """Every heatmap the labels will be made from reads as a finite 3D array (a truncated file or a NaN voxel is one
-    line naming it before the first pseudo-label is written, not after the patients before it); a missing map is
-    named where it is read."""
-    from pathlib import Path
-
-    from hemwsl.cam.volume import heatmap_path
-    from hemwsl.data.io import load_volume
-
-    for e in datalist:
-        f = heatmap_path(Path(cam_dir), str(e["patient"]), (method, layer))
-        if f.is_file() or f.is_symlink():
-            load_volume(f, kind="image")  # as the labelling reads it: the same line, before the first label
+    check_predictions_of_run(args.predictions_csv or [], args.cv_dir, "--predictions-csv")
 
 
 def run_pseudo(args: argparse.Namespace) -> int:
     """Run ``hemwsl pseudo``; returns the exit status."""
+    from hemwsl.cam.volume import check_heatmap_sizes
     from hemwsl.errors import HemwslInputError
-    from hemwsl.pseudo import (build_threshold, check_pseudo_params, evaluate_pseudo_labels, make_pseudo_labels,
-                               read_slice_probabilities)
+    from hemwsl.pseudo import (build_threshold, check_heatmaps_readable, check_pseudo_params, evaluate_pseudo_labels,
+                               make_pseudo_labels, read_slice_probabilities)
 
     from hemwsl.commands.benchmark import apply_run_settings
 
@@ -335,7 +265,7 @@ def run_pseudo(args: argparse.Namespace) -> int:
     if args.cv_dir:  # heatmaps and slice probabilities of the --cv-dir run, not of another run's folds
         _check_made_from_cv_dir(args)
     datalist, parts = _datalist(args)
-    _check_heatmap_grids(args.cam_dir, args.method, lambda: _layer(args), datalist)
+    check_heatmap_sizes(args.cam_dir, args.method, lambda: _layer(args), [str(e["patient"]) for e in datalist])
     network = None
     if args.checkpoint:
         from hemwsl.engines.classifier import load_weights
@@ -352,7 +282,7 @@ def run_pseudo(args: argparse.Namespace) -> int:
             raise HemwslInputError("--hu-range needs --threshold-strategy intensity")
         kw["hu_range"] = tuple(args.hu_range)
     threshold = build_threshold(args.threshold_strategy, args.threshold, **kw)
-    _check_heatmaps_finite(args.cam_dir, args.method, _layer(args), datalist)  # before the first label is written
+    check_heatmaps_readable(args.cam_dir, args.method, _layer(args), datalist)  # before the first label is written
     component_filter, filter_rule = _component_filter(args, threshold, parts) if args.component_filter else (None, None)
     from hemwsl.data.settings import InputSettings
     from hemwsl.pseudo import PseudoLabelSettings

@@ -26,6 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
+from hemwsl.cam.volume import read_heatmap_checked
+from hemwsl.cam.volume import heatmap_header as _header
 from hemwsl.errors import HemwslInputError
 
 __all__ = ["ENSEMBLE_NORMALISATIONS", "ENSEMBLE_PREDICTIONS", "ensemble_heatmaps", "ensemble_members",
@@ -144,50 +146,6 @@ def ensemble_members(cam_dirs: Sequence[str | os.PathLike], methods: Sequence[st
         if stems is None:
             stems = per[0]
     return records, pairs, list(stems or [])
-
-
-def _why_unreadable(path: Path, err: BaseException) -> str:
-    """Why ``path`` could not be read: a symlink loop or a dangling link said as such (nibabel reports both as
-    'No such file or no access'), else the error."""
-    import errno
-    import os
-
-    if Path(path).is_symlink():
-        try:
-            os.stat(path)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                return "a symlink loop"
-            if e.errno == errno.ENOENT:
-                return f"a symlink to a missing file ({os.readlink(path)})"
-    return f"{type(err).__name__}: {err}"
-
-
-def _header(path: Path):
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        return tuple(img.shape), np.asarray(img.affine)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
-        raise HemwslInputError(f"{path}: cannot read as a heatmap ({_why_unreadable(path, err)})") from err
-
-
-def read_heatmap_checked(path: str | os.PathLike) -> np.ndarray:
-    """A heatmap file as a finite 3D float32 array, or one line naming the file (a truncated or unreadable file, a
-    NaN voxel): what cam-ensemble and pseudo check of every map before their first write."""
-    import nibabel as nib
-
-    try:
-        arr = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
-    except Exception as err:  # noqa: BLE001 - any unreadable file is one line naming it
-        raise HemwslInputError(f"{path}: cannot read as a heatmap ({_why_unreadable(path, err)})") from err
-    if arr.ndim != 3:
-        raise HemwslInputError(f"{path}: a heatmap is a 3D array, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise HemwslInputError(f"{path}: {int((~np.isfinite(arr)).sum())} voxels are NaN or infinite; a heatmap is "
-                               "finite")
-    return arr
 
 
 def _check_grids(dirs: list[Path], pairs, stems) -> dict:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from hemwsl.errors import HemwslInputError
 
 __all__ = ["SETTINGS", "SEG_RUN", "CHECKPOINTS", "checkpoint_file", "report_name", "cv_settings", "resolve_cv_folds", "fold_checkpoint", "fold_predictions",
            "check_checkpoint_marker", "check_outside_run", "read_predictions_csv", "check_recorded_settings",
-           "check_dataset_matches_run", "check_dataset_dir_matches_run", "check_writable_dir"]
+           "check_dataset_matches_run", "check_dataset_dir_matches_run", "check_writable_dir",
+           "check_predictions_of_run"]
 
 SETTINGS = "cv_settings.json"
 SEG_RUN = "seg_cv_run.json"
@@ -288,9 +290,10 @@ def read_predictions_csv(path: str | os.PathLike, labels: bool = True) -> dict:
 
 
 def check_prediction_rows(path: str | os.PathLike, pred: dict) -> None:
-    """The rows of a predictions CSV (:func:`read_predictions_csv`): every probability a finite number in [0, 1],
-    no negative slice index and each (patient, slice) once; otherwise one line naming the file and the line (a
-    probability of 1.5 or NaN would call a slice silently, a repeated slice leave one of its two values unsaid)."""
+    """The rows of a predictions CSV (:func:`read_predictions_csv`): every probability a finite number in [0, 1], no
+    negative slice index (but -1, a row without slice metadata) and each (patient, slice) once; otherwise one line
+    naming the file and the line (a probability of 1.5 or NaN would call a slice silently, a repeated slice leave
+    one of its two values unsaid)."""
     import numpy as np
 
     prob = np.asarray(pred["prob"], dtype=np.float64)
@@ -300,12 +303,15 @@ def check_prediction_rows(path: str | os.PathLike, pred: dict) -> None:
         raise HemwslInputError(f"{path}: line {i + 2}: probability {prob[i][~((prob[i] >= 0) & (prob[i] <= 1))][0]:g} "
                                f"(patient {pred['patient'][i]}, slice {pred['slice'][i]}) is not in [0, 1]"
                                + (f" ({bad.size} such rows)" if bad.size > 1 else ""))
-    if (pred["slice"] < 0).any():
-        i = int(np.flatnonzero(pred["slice"] < 0)[0])
+    # slice -1 marks a row without slice metadata (what PredictionCollector writes when batches carry no index)
+    if (pred["slice"] < -1).any():
+        i = int(np.flatnonzero(pred["slice"] < -1)[0])
         raise HemwslInputError(f"{path}: line {i + 2}: negative slice index {pred['slice'][i]} "
                                f"(patient {pred['patient'][i]})")
     seen: dict[tuple[str, int], int] = {}
     for i, key in enumerate(zip(pred["patient"].tolist(), pred["slice"].tolist())):
+        if key[1] == -1:
+            continue
         if key in seen:
             raise HemwslInputError(f"{path}: line {i + 2}: patient {key[0]} slice {key[1]} repeats line {seen[key] + 2}")
         seen[key] = i
@@ -339,6 +345,42 @@ def _run_prediction_files(cv_dir: str | Path, folds: int | None = None) -> list[
                 out.append(f)
                 break
     return out
+
+
+def check_predictions_of_run(csvs: Sequence[str | os.PathLike], cv_dir: str | Path,
+                             option: str = "--predictions") -> None:
+    """Each of ``csvs`` that is a fold's out-of-fold predictions file of some train-cv run (``<run>/fold<k>/...``,
+    the run holding ``cv_run.json``) holds the probabilities of the ``cv_dir`` run: the run's own file, a copy of it
+    (the same probabilities), or the file of a ``hemwsl slice-context`` folder made from it. A file of another run
+    (other folds or weights) is one line naming ``option``. Files outside any train-cv run (an ensemble's mean, a
+    hand-made CSV) are not checked here."""
+    from hemwsl.data.io import read_json_file
+
+    mine = Path(cv_dir).resolve()
+    for csv in csvs:
+        f = Path(csv)
+        run = f.resolve().parent.parent
+        if run == mine or not (run / "cv_run.json").is_file() or not f.parent.name.startswith("fold"):
+            continue  # the run's own file, or a file outside any train-cv run (e.g. an ensemble's mean)
+        context = run / "slice_context.json"
+        if context.is_file():  # smoothed predictions of a run: made from this one?
+            rec = read_json_file(context, "slice-context record")
+            if isinstance(rec, dict) and isinstance(rec.get("cv_dir"), str) and Path(rec["cv_dir"]).resolve() == mine:
+                continue
+        theirs = read_predictions_csv(f, labels=False)
+        same = False
+        for which in CHECKPOINTS:
+            g = mine / f.parent.name / f"predictions_{report_name('test', which)}.csv"
+            if not g.is_file():
+                continue
+            ours = read_predictions_csv(g, labels=False)
+            a = sorted(zip(theirs["patient"].tolist(), theirs["slice"].tolist(), theirs["prob"][:, 0].round(5)))
+            b = sorted(zip(ours["patient"].tolist(), ours["slice"].tolist(), ours["prob"][:, 0].round(5)))
+            same = same or a == b
+        if not same:
+            raise HemwslInputError(f"{option} {csv}: slice probabilities of the train-cv run {run}, not of "
+                                   f"--cv-dir {cv_dir} (other folds or weights); give the run's own "
+                                   f"{f.parent.name}/{f.name}")
 
 
 def check_dataset_matches_run(cv_dir: str | Path, datalist: list[dict], dataset: str | os.PathLike | None = None,

@@ -60,6 +60,7 @@ __all__ = [
     "WEAK_SLICE_LABELS",
     "build_threshold",
     "check_pseudo_params",
+    "check_heatmaps_readable",
     "read_slice_probabilities",
     "pseudo_label_volume",
     "make_pseudo_labels",
@@ -416,6 +417,20 @@ def _heatmap_file(cam_dir: str | os.PathLike, stem: str, method: str, layer: str
 
     check_nifti_header(cam_path)  # a file that is no NIfTI is named now, before earlier patients are written
     return cam_path
+
+
+def check_heatmaps_readable(cam_dir: str | os.PathLike, method: str, layer: str, datalist: Sequence[Mapping]) -> None:
+    """Every heatmap the labels of ``datalist`` will be made from reads as a finite 3D array: a truncated file or a
+    NaN voxel is one line naming it before the first pseudo-label is written (the line :func:`make_pseudo_labels`
+    would give when it reaches the file), not after the patients before it. A missing map is named where it is
+    read."""
+    from hemwsl.cam.volume import heatmap_path
+    from hemwsl.data.io import load_volume
+
+    for entry in datalist:
+        f = heatmap_path(Path(cam_dir), _entry_stem(entry), (method, layer))
+        if f.is_file() or f.is_symlink():
+            load_volume(f, kind="image")
 
 
 def _done_record(done: Path) -> dict | None:
