@@ -372,6 +372,9 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
     min_slices = sorted({int(n) for n in min_slices})
     if not min_slices or min_slices[0] < 1:
         raise HemwslInputError(f"min_slices: give values >= 1, got {min_slices}")
+    if rule_keeps_sensitivity and len(min_slices) < 2:
+        raise HemwslInputError(f"rule_keeps_sensitivity (--rule-keeps-sensitivity) chooses among several min_slices "
+                               f"rules (--min-slices), got one ({min_slices[0]}): give two or more, or leave it out")
     hu_reference = check_hu_reference(hu_reference)
     if not datalist:
         raise HemwslInputError("datalist: no patients (an empty datalist)")

@@ -58,7 +58,12 @@ def smooth_slice_probabilities(probs: Any, sigma: float) -> np.ndarray:
     are clipped to ``[1e-6, 1 - 1e-6]`` before the logit."""
     from scipy.ndimage import gaussian_filter1d
 
-    p = np.asarray(probs, dtype=np.float64)
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)):
+        raise HemwslInputError(f"sigma: one width in slices (a finite number >= 0), got {sigma!r}")
+    try:
+        p = np.asarray(probs, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise HemwslInputError("probs: one scan's slice probabilities, numbers in [0, 1]") from None
     if p.ndim not in (1, 2) or p.shape[0] == 0:
         raise HemwslInputError(f"probs: one scan's slice probabilities, (Z,) or (Z, C), got shape {p.shape}")
     if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
@@ -78,9 +83,22 @@ def choose_sigma(probs: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarra
     from hemwsl.metrics.classification import compute_auroc
 
     sigmas = check_sigmas(sigmas)
+    if not isinstance(probs, Mapping) or not isinstance(labels, Mapping):
+        raise HemwslInputError(f"probs and labels: give {{patient: slices}} mappings, got {type(probs).__name__} and "
+                               f"{type(labels).__name__}")
     patients = sorted(probs)
     if not patients:
         raise HemwslInputError("no scans to choose the smoothing on")
+    if set(map(str, labels)) != set(map(str, probs)):
+        diff = sorted(set(map(str, probs)) ^ set(map(str, labels)))
+        raise HemwslInputError(f"labels: not the patients of probs (patient {diff[0]} is in one only)")
+    for p in patients:
+        lab, pr = np.asarray(labels[p]).reshape(-1), np.asarray(probs[p])
+        if lab.shape[0] != (pr.shape[0] if pr.ndim else 1):
+            raise HemwslInputError(f"labels: patient {p} has {lab.shape[0]} labels for {pr.shape[0] if pr.ndim else 1} "
+                                   "slices")
+        if not np.isin(lab, (0, 1)).all():
+            raise HemwslInputError(f"labels: patient {p} holds values other than 0 and 1")
     y = np.concatenate([np.asarray(labels[p]).reshape(-1) for p in patients])
     if y.min() == y.max():
         raise HemwslInputError("the scans to choose the smoothing on hold slices of one label only")

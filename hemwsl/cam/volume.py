@@ -369,6 +369,8 @@ def check_heatmap_sizes(cam_dir: str | os.PathLike, method: str, layer: str | Ca
 
     from hemwsl.data.io import read_json_file
 
+    if isinstance(stems, (str, bytes)):
+        raise HemwslInputError(f"stems: give the patient ids as a list, got one string {stems!r}")
     marker = Path(cam_dir) / "cam_checkpoint.json"
     if not marker.is_file():
         return

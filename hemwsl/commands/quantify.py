@@ -75,8 +75,8 @@ def run_quantify(args: argparse.Namespace) -> int:
         raise HemwslInputError(f"--checkpoint {args.checkpoint} picks --cv-dir's predictions; with --predictions it "
                                "changes nothing: leave it out")
     args.checkpoint = args.checkpoint or "best"
-    if args.min_sensitivity is not None and not 0.0 <= args.min_sensitivity <= 1.0:
-        raise HemwslInputError(f"--min-sensitivity must be in [0, 1], got {args.min_sensitivity}")
+    if args.min_sensitivity is not None and not 0.0 < args.min_sensitivity <= 1.0:  # the scan model's range
+        raise HemwslInputError(f"--min-sensitivity must be in (0, 1], got {args.min_sensitivity}")
     datalist = build_datalist(args.layout, args.dataset_dir) if args.dataset_dir else load_datalist(args.datalist)
     args.folds, args.fold_seed, args.val_fraction = resolve_cv_folds(args.cv_dir, args.folds, args.fold_seed,
                                                                      args.val_fraction)

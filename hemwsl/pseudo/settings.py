@@ -56,7 +56,7 @@ def _check_settings(*, mode: str, select: str, k: int, context: bool, context_sl
         raise HemwslInputError(f"context_slices must be an odd number >= 3, got {context_slices}")
     if isinstance(prob_threshold, bool) or not isinstance(prob_threshold, (int, float, np.floating)) \
             or not 0.0 <= prob_threshold <= 1.0:
-        raise HemwslInputError(f"prob_threshold must be in [0, 1], got {prob_threshold}")
+        raise HemwslInputError(f"prob_threshold must be in [0, 1], got {prob_threshold!r}")
     if int(brain_erosion) < 0:
         raise HemwslInputError(f"brain_erosion must be >= 0 and needs skull_strip=True, got {brain_erosion}")
 
@@ -123,6 +123,10 @@ class PseudoLabelSettings:
     def __post_init__(self) -> None:
         from hemwsl.thresholds.intensity import check_hu_reference
 
+        if not isinstance(self.context, (bool, np.bool_)):
+            raise HemwslInputError(f"context must be True or False, got {self.context!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise HemwslInputError(f"seed must be an int, got {self.seed!r}")
         if isinstance(self.enhance_window, list):
             object.__setattr__(self, "enhance_window", tuple(self.enhance_window))
         _check_settings(mode=self.mode, select=self.select, k=self.k, context=self.context,
