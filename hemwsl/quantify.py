@@ -466,17 +466,15 @@ def run_quantify(datalist: Sequence[Mapping], masks_dir: str | os.PathLike, pred
                                    [r["true_ml"] for r in sel if r["label"]]) if calibrate else (1.0, 0.0)
                 for n in min_slices}
 
-        def mae(n: int) -> float:  # the error of the estimate as the test patients will get it
+        def estimates(n: int) -> np.ndarray:  # the selection patients' mL as the test patients will get them
             a, b = cals[n]
-            return float(np.mean([abs((max(0.0, a * r["mask_ml_by_rule"][n] + b) if c else 0.0) - r["true_ml"])
-                                  for r, c in zip(sel, called)]))
+            return np.array([max(0.0, a * r["mask_ml_by_rule"][n] + b) if c else 0.0 for r, c in zip(sel, called)])
 
-        errors = {n: mae(n) for n in min_slices}
+        truth = np.array([r["true_ml"] for r in sel])
+        errors = {n: float(np.abs(estimates(n) - truth).mean()) for n in min_slices}
 
         def kept(n: int) -> float:  # share of the bleeding selection scans the rule leaves a volume
-            a, b = cals[n]
-            return float(np.mean([c and max(0.0, a * r["mask_ml_by_rule"][n] + b) > 0
-                                  for r, c in zip(sel, called) if r["label"]]))
+            return float((estimates(n)[y == 1] > 0).mean())
 
         candidates = list(min_slices)
         if rule_keeps_sensitivity:

@@ -132,7 +132,8 @@ def smooth_cv_predictions(cv_dir: str | os.PathLike, out: str | os.PathLike, *,
         cv_dir: a train-cv run with ``fold<k>/predictions_test[_last].csv`` of every fold.
         out: output folder: ``fold<k>/predictions_test[_last].csv`` (the smoothed probabilities, the same rows and
             labels), ``predictions_test.csv`` (every patient), ``cv_run.json`` (the run's folds), and
-            ``slice_context.json`` (the run, the candidates, each fold's choice and its selection AUROCs).
+            ``slice_context.json`` (the run, the candidates, each fold's choice and its selection AUROCs, the pooled
+            out-of-fold AUROC of output 0 before and after).
         sigmas: candidate widths in slices (0: no smoothing).
         checkpoint: which predictions of the run: ``best`` or ``last``.
 
@@ -174,12 +175,16 @@ def smooth_cv_predictions(cv_dir: str | os.PathLike, out: str | os.PathLike, *,
         sel = [p for p in sorted(probs) if owner[p] != k]
         chosen[k], aucs = choose_sigma({p: probs[p] for p in sel}, {p: labels[p] for p in sel}, sigmas)
         selection[k] = {f"{s:g}": round(a, 6) for s, a in aucs.items()}
+    from hemwsl.metrics.classification import compute_auroc
+
     name = files[0].name
     every = io.StringIO()
+    written = []  # output 0 as the files hold it (6 decimals), for the pooled AUROC after
     for k, pred in enumerate(preds):
         smoothed = pred["prob"].copy()
         for p, idx in rows[k].items():
             smoothed[idx] = smooth_slice_probabilities(pred["prob"][idx], chosen[k])
+        written.append([float(f"{v:.6f}") for v in smoothed[:, 0]])
         text = _csv(pred, smoothed)
         atomic_write_text(out / f"fold{k}" / name, text)
         every.write(text if k == 0 else text.split("\n", 1)[1])
@@ -187,7 +192,10 @@ def smooth_cv_predictions(cv_dir: str | os.PathLike, out: str | os.PathLike, *,
     src_run = Path(cv_dir) / "cv_run.json"
     if src_run.is_file():  # the folds of the run, so that the folder reads as its predictions
         atomic_write_text(out / "cv_run.json", src_run.read_text())
-    record.update(chosen={str(k): v for k, v in chosen.items()}, selection_auroc={str(k): v for k, v in selection.items()})
+    y = np.concatenate([pred["label"][:, 0] for pred in preds])
+    record.update(chosen={str(k): v for k, v in chosen.items()}, selection_auroc={str(k): v for k, v in selection.items()},
+                  pooled_auroc={"before": compute_auroc(y, np.concatenate([pred["prob"][:, 0] for pred in preds])),
+                                "after": compute_auroc(y, np.concatenate(written))})
     atomic_write_text(marker, json.dumps(record, indent=1) + "\n")
     return record
 

@@ -646,23 +646,30 @@ def _finished_rows(path: Path) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- driver
+def _report_config_if_readable(benchmark_dir: str | Path) -> tuple[Path, dict | None]:
+    """``(path, object)`` of a benchmark report's ``config.json`` for the checks that leave a missing or broken
+    report to the step that reads its recipe: the object is ``None`` when the file is absent, unreadable or no JSON
+    object."""
+    cfg = Path(benchmark_dir) / "config.json"
+    if not cfg.is_file():
+        return cfg, None
+    try:
+        config = read_json_file(cfg, "benchmark settings record")
+    except HemwslInputError:
+        return cfg, None  # a broken report is named where its recipe is read
+    return cfg, config if isinstance(config, dict) else None
+
+
 def check_benchmark_checkpoint(benchmark_dir: str | Path, which: str, option: str = "--checkpoint") -> None:
     """A recipe a ``hemwsl benchmark`` report validated on the heatmaps of one checkpoint (``best`` or ``last``, as
     its heatmap folder's ``cam_checkpoint.json`` records; ``config.json`` names that folder) must not be applied to
     the other checkpoint's weights: one line naming ``option`` and the report. A report whose heatmap folder is gone
     or has no record is not checked."""
-    from hemwsl.data.io import read_json_file
-    from hemwsl.errors import HemwslInputError
-
-    cfg = Path(benchmark_dir) / "config.json"
-    if not cfg.is_file():
+    cfg, config = _report_config_if_readable(benchmark_dir)
+    if config is None:
         return
-    try:
-        config = read_json_file(cfg, "benchmark settings record")
-    except HemwslInputError:
-        return  # a broken report is named where its recipe is read
-    seen, src = (config.get("checkpoint"), cfg) if isinstance(config, dict) else (None, cfg)
-    cam = config.get("cam_dir") if isinstance(config, dict) else None
+    seen, src = config.get("checkpoint"), cfg
+    cam = config.get("cam_dir")
     if seen is None and isinstance(cam, str):
         marker = Path(cam) / "cam_checkpoint.json"
         if not marker.is_file():
@@ -684,14 +691,8 @@ def check_benchmark_of_run(benchmark_dir: str | Path, cv_dir: str | Path, folds:
     naming ``option``, the report and a patient. A report or run that records no folds is not checked."""
     from hemwsl.engines.runs import CHECKPOINTS, read_predictions_csv, report_name, resolve_cv_folds
 
-    cfg = Path(benchmark_dir) / "config.json"
-    if not cfg.is_file():
-        return
-    try:
-        config = read_json_file(cfg, "benchmark settings record")
-    except HemwslInputError:
-        return  # a broken report is named where its recipe is read
-    recorded = config.get("folds") if isinstance(config, dict) else None
+    cfg, config = _report_config_if_readable(benchmark_dir)
+    recorded = config.get("folds") if config is not None else None
     if not isinstance(recorded, Mapping):
         return
     cv = Path(cv_dir)

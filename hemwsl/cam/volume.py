@@ -378,10 +378,10 @@ def check_heatmap_sizes(cam_dir: str | os.PathLike, method: str, layer: str | Ca
     settings = rec.get("settings") if isinstance(rec, dict) else None
     if not isinstance(settings, dict) or settings.get("grid", "input") != "input":
         return
-    folder = heatmap_path(cam_dir, "x", (method, layer() if callable(layer) else layer)).parent
+    key = (method, layer() if callable(layer) else layer)
     shapes = {}
     for stem in stems:
-        f = folder / f"{_safe(stem)}.nii.gz"
+        f = heatmap_path(cam_dir, stem, key)
         try:
             shapes[f] = tuple(int(v) for v in nib.load(str(f)).shape[:2])
         except Exception:  # noqa: BLE001 - a missing or unreadable map is named where it is read
@@ -390,5 +390,5 @@ def check_heatmap_sizes(cam_dir: str | os.PathLike, method: str, layer: str | Ca
         common = Counter(shapes.values()).most_common(1)[0][0]
         f, shape = next((f, s) for f, s in shapes.items() if s != common)
         raise HemwslInputError(f"{f}: a heatmap of {shape[0]} x {shape[1]} pixels in-plane, the other heatmaps of "
-                               f"{folder} are {common[0]} x {common[1]} (cam-cv's input grid); remake it with "
+                               f"{f.parent} are {common[0]} x {common[1]} (cam-cv's input grid); remake it with "
                                "`hemwsl cam-cv`")

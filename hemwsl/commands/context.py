@@ -23,18 +23,10 @@ def add_slice_context_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_slice_context(args: argparse.Namespace) -> int:
     """Run ``hemwsl slice-context``; prints each fold's choice and the pooled AUROC before and after."""
-    import numpy as np
-
-    from hemwsl.engines.runs import fold_predictions, read_predictions_csv
-    from hemwsl.metrics.classification import compute_auroc
     from hemwsl.slice_context import smooth_cv_predictions
 
     rec = smooth_cv_predictions(args.cv_dir, args.out, sigmas=args.sigmas, checkpoint=args.checkpoint)
-    auc = []
-    for run in (args.cv_dir, args.out):
-        preds = [read_predictions_csv(fold_predictions(run, k, args.checkpoint)) for k in range(rec["folds"])]
-        auc.append(compute_auroc(np.concatenate([p["label"][:, 0] for p in preds]),
-                                 np.concatenate([p["prob"][:, 0] for p in preds])))
+    auc = rec["pooled_auroc"]
     print("sigma chosen per fold: " + ", ".join(f"fold {k}: {v:g}" for k, v in rec["chosen"].items()))
-    print(f"pooled out-of-fold slice AUROC: {auc[0]:.4f} -> {auc[1]:.4f}; predictions in {args.out}")
+    print(f"pooled out-of-fold slice AUROC: {auc['before']:.4f} -> {auc['after']:.4f}; predictions in {args.out}")
     return 0

@@ -88,6 +88,16 @@ class InputSettings:
             values[key] = CLASSIFIER_INPUT_DEFAULTS[key] if missing else value
         return cls(**values)
 
+    @classmethod
+    def resolve(cls, inputs: Any) -> InputSettings:
+        """``inputs`` itself, or the defaults for ``None``; any other type is one line naming the argument (what
+        every function taking ``inputs=`` checks first)."""
+        if inputs is None:
+            return cls()
+        if not isinstance(inputs, cls):
+            raise HemwslInputError(f"inputs must be an InputSettings (hemwsl.data.settings), got {type(inputs).__name__}")
+        return inputs
+
     def as_kwargs(self) -> dict[str, Any]:
         """The five keyword arguments (``windows``, ``num_slices``, ``spatial_size``, ``skull_strip``,
         ``window_on_device``) of the functions that still take them (e.g. ``SliceDataset``)."""

@@ -143,10 +143,7 @@ def run_cam(
         raise HemwslInputError(f"gate_with_probability must be true or false, got {gate_with_probability!r}")
     if not isinstance(flip_tta, bool):
         raise HemwslInputError(f"flip_tta must be true or false, got {flip_tta!r}")
-    if inputs is None:
-        inputs = InputSettings()
-    if not isinstance(inputs, InputSettings):
-        raise HemwslInputError(f"inputs must be an InputSettings (hemwsl.data.settings), got {type(inputs).__name__}")
+    inputs = InputSettings.resolve(inputs)
     check_cam_request(methods, layers, grid=grid, part=part)
     check_storage(storage)
     if isinstance(datalist, Mapping):  # the parts of a fold

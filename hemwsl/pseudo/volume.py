@@ -112,11 +112,7 @@ def _settings_and_inputs(settings: Any, inputs: Any) -> tuple[PseudoLabelSetting
         settings = PseudoLabelSettings()
     if not isinstance(settings, PseudoLabelSettings):
         raise HemwslInputError(f"settings must be a PseudoLabelSettings (hemwsl.pseudo), got {type(settings).__name__}")
-    if inputs is None:
-        inputs = InputSettings()
-    if not isinstance(inputs, InputSettings):
-        raise HemwslInputError(f"inputs must be an InputSettings (hemwsl.data.settings), got {type(inputs).__name__}")
-    return settings, inputs
+    return settings, InputSettings.resolve(inputs)
 
 
 def _resolve_threshold(threshold: Any):
